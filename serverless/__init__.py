@@ -1,0 +1,1 @@
+"""Models, the Detections container, ontologies, converters and the Nuclio functions."""

@@ -1,0 +1,218 @@
+"""Grounding DINO through transformers: open-vocabulary boxes for an ontology.
+
+The ontology's prompts are split into captions of at most 256 tokens (the model's text
+limit); each caption runs on the same preprocessed images and the results are merged with
+class-wise NMS. Labels come from the token spans of each phrase, not from decoded strings:
+a box's score for a phrase is the highest token probability inside that phrase's span.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from serverless.detections import Detections
+from serverless.models.registry import ModelLoadError, inference_context, load_once, select_device
+from serverless.ontology import Ontology, PromptChunk, chunk_prompts
+
+__all__ = ["DEFAULT_GDINO_MODEL", "GroundingDino", "decode_grounding", "token_phrase_index"]
+
+DEFAULT_GDINO_MODEL = "IDEA-Research/grounding-dino-tiny"
+MAX_TEXT_TOKENS = 256
+
+
+def token_phrase_index(offsets: Sequence[tuple[int, int]], char_spans: Sequence[tuple[int, int]]) -> np.ndarray:
+    """For each token (by its character offsets in the caption), the index of the phrase it
+    belongs to, or -1 (special tokens, the " . " separators)."""
+    index = np.full(len(offsets), -1, dtype=np.int64)
+    for t, (start, end) in enumerate(offsets):
+        if end <= start:
+            continue
+        for p, (p_start, p_end) in enumerate(char_spans):
+            if start >= p_start and end <= p_end:
+                index[t] = p
+                break
+    return index
+
+
+def decode_grounding(
+    probs: np.ndarray,
+    boxes_cxcywh: np.ndarray,
+    token_phrase: np.ndarray,
+    *,
+    image_size: tuple[int, int],
+    box_threshold: float,
+    text_threshold: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Turn one image's raw outputs into (xyxy pixels, scores, phrase index).
+
+    ``probs`` (Q, T): sigmoid token probabilities for each query over the caption's T tokens;
+    ``boxes_cxcywh`` (Q, 4) normalised to the image; ``token_phrase`` (T,) from
+    :func:`token_phrase_index`; ``image_size`` = (width, height). A query is kept when its best
+    phrase scores at least ``box_threshold`` and ``text_threshold``.
+    """
+    probs = np.asarray(probs, dtype=np.float32)
+    n_queries = probs.shape[0]
+    n_phrases = int(token_phrase.max()) + 1 if token_phrase.size and token_phrase.max() >= 0 else 0
+    if n_phrases == 0 or n_queries == 0:
+        return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)
+    phrase_scores = np.zeros((n_queries, n_phrases), dtype=np.float32)
+    for p in range(n_phrases):
+        tokens = np.flatnonzero(token_phrase[: probs.shape[1]] == p)
+        if tokens.size:
+            phrase_scores[:, p] = probs[:, tokens].max(axis=1)
+    best = phrase_scores.argmax(axis=1)
+    scores = phrase_scores[np.arange(n_queries), best]
+    keep = (scores >= box_threshold) & (scores >= text_threshold)
+    width, height = image_size
+    cx, cy, w, h = np.asarray(boxes_cxcywh, dtype=np.float32)[keep].T
+    xyxy = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1) * np.array(
+        [width, height, width, height], dtype=np.float32
+    )
+    xyxy[:, [0, 2]] = xyxy[:, [0, 2]].clip(0, width)
+    xyxy[:, [1, 3]] = xyxy[:, [1, 3]].clip(0, height)
+    return xyxy.astype(np.float32), scores[keep].astype(np.float32), best[keep].astype(np.int64)
+
+
+@dataclass(frozen=True)
+class _EncodedChunk:
+    chunk: PromptChunk
+    input_ids: Any
+    attention_mask: Any
+    token_type_ids: Any
+    token_phrase: np.ndarray
+
+
+class GroundingDino:
+    """A loaded Grounding DINO; ``detect`` maps a batch of images to one `Detections` each."""
+
+    def __init__(self, model: Any, processor: Any, *, device: str, model_id: str) -> None:
+        self.model = model.to(device).eval()
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        self.device = device
+        self.model_id = model_id
+        self._chunks: dict[str, list[_EncodedChunk]] = {}
+
+    @classmethod
+    def load(cls, model_id: str | None = None, *, device: str | None = None) -> GroundingDino:
+        """Load from a hub id or a local ``save_pretrained`` directory, once per process."""
+        model_id = model_id or os.environ.get("AUTOLABEL_GDINO_MODEL") or DEFAULT_GDINO_MODEL
+        device = select_device(device)
+        return load_once(("grounding-dino", model_id, device), lambda: cls._from_pretrained(model_id, device))
+
+    @classmethod
+    def _from_pretrained(cls, model_id: str, device: str) -> GroundingDino:
+        from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
+
+        try:
+            processor = AutoProcessor.from_pretrained(model_id)
+            model = AutoModelForZeroShotObjectDetection.from_pretrained(model_id)
+        except (OSError, ValueError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ModelLoadError(f"cannot load Grounding DINO from {model_id!r}: {first}") from err
+        return cls(model, processor, device=device, model_id=model_id)
+
+    # ----------------------------------------------------------------- text
+    def count_tokens(self, text: str) -> int:
+        """Tokens the model sees for a caption, special tokens included."""
+        return len(self.tokenizer(text, add_special_tokens=True)["input_ids"])
+
+    def encode_ontology(self, ontology: Ontology) -> list[_EncodedChunk]:
+        """Captions of at most 256 tokens with their token → phrase maps (cached per ontology)."""
+        key = ontology.content_hash
+        if key not in self._chunks:
+            encoded = []
+            for chunk in chunk_prompts(ontology, self.count_tokens, MAX_TEXT_TOKENS):
+                tokens = self.tokenizer(
+                    chunk.text, return_offsets_mapping=True, return_tensors="pt", truncation=False
+                )
+                offsets = [tuple(map(int, pair)) for pair in tokens.pop("offset_mapping")[0].tolist()]
+                encoded.append(
+                    _EncodedChunk(
+                        chunk=chunk,
+                        input_ids=tokens["input_ids"],
+                        attention_mask=tokens["attention_mask"],
+                        token_type_ids=tokens.get("token_type_ids"),
+                        token_phrase=token_phrase_index(offsets, chunk.char_spans),
+                    )
+                )
+            self._chunks[key] = encoded
+        return self._chunks[key]
+
+    # ----------------------------------------------------------------- stages
+    def preprocess(self, images: Sequence[np.ndarray]) -> dict[str, Any]:
+        """Resize/normalise/pad a batch of RGB uint8 images (done once for all captions)."""
+        batch = self.processor.image_processor(images=list(images), return_tensors="pt")
+        return {k: v.to(self.device) for k, v in batch.items()}
+
+    def forward(self, pixels: dict[str, Any], encoded: _EncodedChunk) -> tuple[np.ndarray, np.ndarray]:
+        """One caption over the batch: (probs (B, Q, T), boxes (B, Q, 4) cxcywh normalised)."""
+        import torch
+
+        batch_size = pixels["pixel_values"].shape[0]
+        text = {
+            "input_ids": encoded.input_ids.repeat(batch_size, 1).to(self.device),
+            "attention_mask": encoded.attention_mask.repeat(batch_size, 1).to(self.device),
+        }
+        if encoded.token_type_ids is not None:
+            text["token_type_ids"] = encoded.token_type_ids.repeat(batch_size, 1).to(self.device)
+        with inference_context(self.device):
+            outputs = self.model(**pixels, **text)
+        n_tokens = encoded.input_ids.shape[1]
+        probs = torch.sigmoid(outputs.logits[..., :n_tokens].float()).cpu().numpy()
+        boxes = outputs.pred_boxes.float().cpu().numpy()
+        return probs, boxes
+
+    def detect(
+        self,
+        images: Sequence[np.ndarray],
+        ontology: Ontology,
+        *,
+        threshold: float | None = None,
+    ) -> list[Detections]:
+        """Boxes for each RGB uint8 (H, W, 3) image.
+
+        ``threshold`` overrides every label's threshold; otherwise each label's own threshold
+        (or the ontology default) applies. Results are NMS-merged across captions.
+        """
+        if threshold is not None and not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"threshold must lie in 0..1, got {threshold}")
+        if not images:
+            return []
+        encoded_chunks = self.encode_ontology(ontology)
+        per_label = ontology.thresholds if threshold is None else np.full(len(ontology.labels), threshold, np.float32)
+        floor = float(per_label.min())
+        pixels = self.preprocess(images)
+        parts: list[list[Detections]] = [[] for _ in images]
+        for encoded in encoded_chunks:
+            probs, boxes = self.forward(pixels, encoded)
+            label_of_phrase = np.asarray(encoded.chunk.label_ids, dtype=np.int64)
+            for i, image in enumerate(images):
+                xyxy, scores, phrase = decode_grounding(
+                    probs[i],
+                    boxes[i],
+                    encoded.token_phrase,
+                    image_size=(image.shape[1], image.shape[0]),
+                    box_threshold=floor,
+                    text_threshold=ontology.defaults.text_threshold,
+                )
+                class_ids = label_of_phrase[phrase]
+                keep = scores >= per_label[class_ids]
+                parts[i].append(
+                    Detections(
+                        xyxy=xyxy[keep],
+                        scores=scores[keep],
+                        class_ids=class_ids[keep],
+                        labels=np.asarray(ontology.label_names, dtype=str)[class_ids[keep]]
+                        if keep.any()
+                        else np.zeros(0, str),
+                    )
+                )
+        iou = ontology.defaults.nms_iou
+        agnostic = ontology.defaults.class_agnostic_nms
+        return [Detections.concatenate(p).nms(iou, class_agnostic=agnostic) for p in parts]

@@ -1,0 +1,231 @@
+"""SAM through segment-anything: embed a frame once, then prompt it many times.
+
+``SamSegmenter.embed`` runs the costly image encoder and caches the result by image content
+hash; ``segment_boxes`` decodes all boxes of a frame in one batched ``predict_torch`` call;
+``segment_points`` serves interactive clicks from a cached embedding.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from serverless.models.registry import ModelLoadError, inference_context, load_once, select_device
+
+__all__ = [
+    "SAM_CHECKPOINTS",
+    "SamEmbedding",
+    "SamSegmenter",
+    "build_sam_model",
+    "image_hash",
+    "resolve_sam_checkpoint",
+]
+
+#: Public checkpoints (URL, MD5) used when no checkpoint path is configured.
+SAM_CHECKPOINTS = {
+    "vit_h": ("https://dl.fbaipublicfiles.com/segment_anything/sam_vit_h_4b8939.pth", "4b8939a88964f0f4ff5f5b2642c598a6"),
+    "vit_l": ("https://dl.fbaipublicfiles.com/segment_anything/sam_vit_l_0b3195.pth", "0b3195507c641ddb6910d2bb5adee89c"),
+    "vit_b": ("https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth", "01ec64d29a2fca3f0661936605ae66f8"),
+}
+_CONFIG_KEYS = {"encoder_embed_dim", "encoder_depth", "encoder_num_heads", "encoder_global_attn_indexes"}
+
+
+def image_hash(image: np.ndarray) -> str:
+    """Content hash of a decoded image (pixels and shape)."""
+    digest = hashlib.sha256(np.ascontiguousarray(image).tobytes())
+    digest.update(repr(image.shape).encode())
+    return digest.hexdigest()
+
+
+def build_sam_model(model_type: str, checkpoint: str | os.PathLike[str] | None) -> Any:
+    """Build a SAM of ``model_type`` and load ``checkpoint`` (a segment-anything state dict).
+
+    ``model_type`` is a key of ``segment_anything.sam_model_registry`` (``vit_h``, ``vit_l``,
+    ``vit_b``) or the path of a JSON file giving the ViT sizes (``encoder_embed_dim``,
+    ``encoder_depth``, ``encoder_num_heads``, ``encoder_global_attn_indexes``), as written for
+    the tiny model.
+    """
+    import torch
+    from segment_anything import sam_model_registry
+    from segment_anything.build_sam import _build_sam
+
+    if model_type in sam_model_registry:
+        model = sam_model_registry[model_type](checkpoint=None)
+    else:
+        config_path = Path(model_type)
+        if not config_path.is_file():
+            raise ModelLoadError(
+                f"SAM model type {model_type!r} is neither one of {sorted(sam_model_registry)} "
+                "nor a JSON file describing the encoder"
+            )
+        try:
+            config = json.loads(config_path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as err:
+            raise ModelLoadError(f"{config_path}: cannot read SAM config: {err}") from err
+        if not isinstance(config, dict) or set(config) != _CONFIG_KEYS:
+            raise ModelLoadError(f"{config_path}: SAM config must have exactly the keys {sorted(_CONFIG_KEYS)}")
+        model = _build_sam(**config, checkpoint=None)
+    if checkpoint is not None:
+        path = Path(checkpoint)
+        if not path.is_file():
+            raise ModelLoadError(f"SAM checkpoint not found: {path}")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            model.load_state_dict(state)
+        except (RuntimeError, OSError, ValueError, KeyError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ModelLoadError(f"SAM checkpoint {path} does not load as {model_type}: {first}") from err
+    return model.eval()
+
+
+def resolve_sam_checkpoint(model_type: str, checkpoint: str | None) -> str:
+    """The configured checkpoint, else the public one for ``model_type`` (downloaded once, MD5-checked)."""
+    if checkpoint:
+        return checkpoint
+    if model_type not in SAM_CHECKPOINTS:
+        raise ModelLoadError(f"no SAM checkpoint configured for model type {model_type!r} (set AUTOLABEL_SAM_CHECKPOINT)")
+    url, md5 = SAM_CHECKPOINTS[model_type]
+    cache = Path(os.environ.get("AUTOLABEL_CACHE", Path.home() / ".cache" / "autolabel")) / "sam"
+    target = cache / url.rsplit("/", 1)[1]
+    if target.is_file():
+        return str(target)
+    if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("AUTOLABEL_OFFLINE") == "1":
+        raise ModelLoadError(f"SAM {model_type} weights are not cached at {target} and downloads are off (offline mode)")
+    import torch.hub
+
+    cache.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(".partial")
+    try:
+        torch.hub.download_url_to_file(url, str(partial), progress=True)
+    except OSError as err:
+        raise ModelLoadError(f"cannot download SAM {model_type} weights from {url}: {err}") from err
+    digest = hashlib.md5(partial.read_bytes()).hexdigest()  # noqa: S324 - integrity check, not security
+    if digest != md5:
+        partial.unlink(missing_ok=True)
+        raise ModelLoadError(f"SAM {model_type} download has MD5 {digest}, expected {md5}")
+    partial.rename(target)
+    return str(target)
+
+
+@dataclass(frozen=True, eq=False)
+class SamEmbedding:
+    """One frame's image embedding and the sizes needed to map prompts onto it."""
+
+    features: Any  # torch.Tensor (1, 256, 64, 64)
+    original_size: tuple[int, int]  # (H, W) of the frame
+    input_size: tuple[int, int]  # (H, W) after resizing the longest side to 1024
+    image_hash: str
+
+    def to_numpy(self) -> np.ndarray:
+        """float32 ``[1, 256, 64, 64]``, as CVAT's browser decoder expects."""
+        return self.features.detach().float().cpu().numpy().astype(np.float32, copy=False)
+
+
+class SamSegmenter:
+    """A loaded SAM with an LRU cache of frame embeddings keyed by image content hash."""
+
+    def __init__(self, model: Any, *, device: str, model_id: str, cache_size: int = 32) -> None:
+        from segment_anything import SamPredictor
+
+        self.model = model.to(device)
+        self.device = device
+        self.model_id = model_id
+        self._predictor = SamPredictor(self.model)
+        self._cache: OrderedDict[str, SamEmbedding] = OrderedDict()
+        self._cache_size = cache_size
+        self._lock = threading.RLock()
+
+    @classmethod
+    def load(cls, model_type: str, checkpoint: str | None, *, device: str | None = None) -> SamSegmenter:
+        """Load once per process; ``checkpoint`` None means the public checkpoint for ``model_type``."""
+        device = select_device(device)
+        resolved = resolve_sam_checkpoint(model_type, checkpoint)
+        key = ("sam", model_type, str(Path(resolved).resolve()), device)
+        return load_once(key, lambda: cls(build_sam_model(model_type, resolved), device=device, model_id=resolved))
+
+    # ----------------------------------------------------------------- encoder
+    def embed(self, image: np.ndarray) -> SamEmbedding:
+        """Embed an RGB uint8 (H, W, 3) frame; a frame seen before costs a dictionary look-up."""
+        key = image_hash(image)
+        with self._lock:
+            cached = self._cache.get(key)
+            if cached is not None:
+                self._cache.move_to_end(key)
+                return cached
+            with inference_context(self.device):
+                self._predictor.set_image(np.ascontiguousarray(image), image_format="RGB")
+            embedding = SamEmbedding(
+                features=self._predictor.features,
+                original_size=tuple(self._predictor.original_size),
+                input_size=tuple(self._predictor.input_size),
+                image_hash=key,
+            )
+            self._cache[key] = embedding
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+            return embedding
+
+    def cached(self, image: np.ndarray) -> bool:
+        with self._lock:
+            return image_hash(image) in self._cache
+
+    def _use(self, embedding: SamEmbedding) -> Any:
+        predictor = self._predictor
+        predictor.features = embedding.features
+        predictor.original_size = embedding.original_size
+        predictor.input_size = embedding.input_size
+        predictor.is_image_set = True
+        return predictor
+
+    # ----------------------------------------------------------------- decoder
+    def segment_boxes(self, embedding: SamEmbedding, boxes_xyxy: np.ndarray) -> np.ndarray:
+        """Masks (N, H, W) bool for N boxes, decoded in **one** batched call."""
+        import torch
+
+        boxes = np.asarray(boxes_xyxy, dtype=np.float32).reshape(-1, 4)
+        height, width = embedding.original_size
+        if len(boxes) == 0:
+            return np.zeros((0, height, width), dtype=bool)
+        with self._lock, inference_context(self.device):
+            predictor = self._use(embedding)
+            tensor = torch.as_tensor(boxes, device=self.device)
+            tensor = predictor.transform.apply_boxes_torch(tensor, embedding.original_size)
+            masks, _, _ = predictor.predict_torch(
+                point_coords=None, point_labels=None, boxes=tensor, multimask_output=False
+            )
+        return masks[:, 0].cpu().numpy().astype(bool)
+
+    def segment_points(
+        self,
+        embedding: SamEmbedding,
+        positive: np.ndarray,
+        negative: np.ndarray | None = None,
+        box_xyxy: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """One (H, W) bool mask from clicks (and an optional box); the best-scored of SAM's
+        three candidates when the prompt is a single click, the single output otherwise."""
+        pos = np.asarray(positive, dtype=np.float32).reshape(-1, 2)
+        neg = np.zeros((0, 2), np.float32) if negative is None else np.asarray(negative, dtype=np.float32).reshape(-1, 2)
+        coords = np.concatenate([pos, neg])
+        labels = np.concatenate([np.ones(len(pos)), np.zeros(len(neg))]).astype(np.int64)
+        box = None if box_xyxy is None else np.asarray(box_xyxy, dtype=np.float32).reshape(4)
+        if len(coords) == 0 and box is None:
+            raise ValueError("segment_points needs at least one point or a box")
+        multimask = len(coords) == 1 and box is None
+        with self._lock, inference_context(self.device):
+            predictor = self._use(embedding)
+            masks, scores, _ = predictor.predict(
+                point_coords=coords if len(coords) else None,
+                point_labels=labels if len(coords) else None,
+                box=box,
+                multimask_output=multimask,
+            )
+        return masks[int(np.argmax(scores))].astype(bool)

@@ -1,0 +1,1 @@
+"""The local label store, sync with CVAT, evaluation, export and the ``autolabel`` CLI."""

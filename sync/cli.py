@@ -1,0 +1,244 @@
+"""The ``autolabel`` command line: a thin shell over the packages.
+
+Heavy libraries (torch, transformers, segment_anything) are imported inside the commands
+that need them, so ``autolabel --help`` starts fast and works without them.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="autolabel",
+    help="Pre-label images for CVAT with Grounding DINO and SAM, and measure the first pass.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+models_app = typer.Typer(help="Model files: tiny test models.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+err = Console(stderr=True)
+out = Console()
+
+TINY_NOTICE = (
+    "[bold red]TINY RANDOM MODELS IN USE: every box, mask and score below is meaningless.[/]\n"
+    "[red]They exercise the real code path only. Point AUTOLABEL_GDINO_MODEL / AUTOLABEL_SAM_CHECKPOINT "
+    "at real weights (or let the hub download them) for real labels.[/]"
+)
+
+
+class CliError(Exception):
+    """Ends the command with a one-line message and exit code 2."""
+
+
+def fail(message: str) -> None:
+    raise CliError(message)
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+    except ImportError:
+        pass
+
+
+def _load_ontology(ontology: Path | None, prompt: str | None):
+    from serverless.ontology import OntologyError, load_ontology, ontology_from_prompt
+
+    if (ontology is None) == (prompt is None):
+        fail("give exactly one of --ontology FILE or --prompt 'a. b'")
+    try:
+        return load_ontology(ontology) if ontology is not None else ontology_from_prompt(prompt or "")
+    except OntologyError as error:
+        fail(str(error))
+
+
+def _run_prelabel(
+    images: list[Path],
+    ontology,
+    settings,
+    *,
+    masks: bool,
+    threshold: float | None,
+    batch_size: int,
+    out_file: Path,
+) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from serverless.convert.coco import CocoImage, to_coco, write_coco
+    from serverless.images import find_images
+    from serverless.models.registry import ModelLoadError
+    from serverless.pipeline import load_detector, prelabel_files
+
+    if threshold is not None and not 0.0 <= threshold <= 1.0:
+        fail(f"--threshold must lie in 0..1, got {threshold}")
+    if batch_size < 1:
+        fail(f"--batch-size must be at least 1, got {batch_size}")
+    files, problems = find_images(images)
+    for problem in problems:
+        err.print(f"[yellow]skipped[/] {problem}")
+    if not files:
+        fail("no image files found in " + ", ".join(map(str, images)))
+    if settings.tiny:
+        err.print(TINY_NOTICE)
+    _quiet_libraries()
+    began = time.perf_counter()
+    try:
+        detector = load_detector(settings, masks=masks)
+    except ModelLoadError as error:
+        fail(str(error))
+    load_seconds = time.perf_counter() - began
+
+    results = []
+    with Progress(
+        TextColumn("pre-labelling"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err
+    ) as progress:
+        task = progress.add_task("prelabel", total=len(files))
+        for result in prelabel_files(files, detector, ontology, threshold=threshold, batch_size=batch_size):
+            if result.error:
+                progress.console.print(f"[yellow]skipped[/] {result.error}")
+            results.append(result)
+            progress.advance(task)
+    done = [r for r in results if r.error is None]
+    coco_images = [CocoImage(i, str(r.path), r.width, r.height) for i, r in enumerate(done, start=1)]
+    data = to_coco(
+        coco_images,
+        [r.detections for r in done],
+        list(ontology.label_names),
+        info={
+            "description": "autolabel pre-labels",
+            "model": settings.gdino_model,
+            "sam_checkpoint": settings.sam_checkpoint if masks else None,
+            "ontology_hash": ontology.content_hash,
+            "tiny_models": settings.tiny,
+        },
+    )
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    write_coco(out_file, data)
+    _print_summary(ontology, results, out_file, time.perf_counter() - began, load_seconds)
+    if settings.tiny:
+        err.print(TINY_NOTICE)
+    if not done:
+        fail("no image could be read")
+
+
+def _print_summary(ontology, results, out_file: Path, seconds: float, load_seconds: float) -> None:
+    import numpy as np
+    from rich.table import Table
+
+    done = [r for r in results if r.error is None]
+    table = Table(title=f"Pre-labels → {out_file}")
+    table.add_column("label")
+    table.add_column("detections", justify="right")
+    table.add_column("images", justify="right")
+    table.add_column("mean score", justify="right")
+    for label in ontology.label_names:
+        scores = [s for r in done for s, name in zip(r.detections.scores, r.detections.labels) if name == label]
+        images = sum(1 for r in done if label in set(r.detections.labels.tolist()))
+        table.add_row(label, str(len(scores)), str(images), f"{np.mean(scores):.3f}" if scores else "-")
+    out.print(table)
+    total = sum(len(r.detections) for r in done)
+    skipped = len(results) - len(done)
+    infer = sum(r.seconds for r in done)
+    rate = f"{len(done) / infer:.2f} images/s" if infer > 0 else "-"
+    out.print(
+        f"{len(done)} images, {total} detections, {skipped} skipped; "
+        f"{seconds:.1f} s in all ({load_seconds:.1f} s loading models, {rate} inference)"
+    )
+
+
+@app.command()
+def prelabel(
+    images: Annotated[list[Path], typer.Argument(help="Image files or folders (searched recursively).")],
+    out_file: Annotated[Path, typer.Option("--out", help="COCO JSON to write (scores included).")],
+    ontology: Annotated[Path | None, typer.Option(help="Ontology YAML file.")] = None,
+    prompt: Annotated[str | None, typer.Option(help="Labels as a prompt instead: 'person. ladder'.")] = None,
+    masks: Annotated[bool, typer.Option("--masks", help="Add SAM masks (Grounded-SAM).")] = False,
+    threshold: Annotated[float | None, typer.Option(help="One box threshold for every label (0..1).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per model call.")] = 4,
+    gdino_model: Annotated[str | None, typer.Option(help="Hub id or directory [env AUTOLABEL_GDINO_MODEL].")] = None,
+    sam_checkpoint: Annotated[str | None, typer.Option(help="SAM .pth [env AUTOLABEL_SAM_CHECKPOINT].")] = None,
+    sam_model_type: Annotated[
+        str | None, typer.Option(help="vit_h | vit_l | vit_b | config JSON [env AUTOLABEL_SAM_MODEL_TYPE].")
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="cpu | cuda | cuda:N [env AUTOLABEL_DEVICE].")] = None,
+) -> None:
+    """Pre-label images into COCO JSON."""
+    from serverless.pipeline import ModelSettings
+
+    onto = _load_ontology(ontology, prompt)
+    settings = ModelSettings.from_env(
+        gdino_model=gdino_model, sam_checkpoint=sam_checkpoint, sam_model_type=sam_model_type, device=device
+    )
+    _run_prelabel(images, onto, settings, masks=masks, threshold=threshold, batch_size=batch_size, out_file=out_file)
+
+
+@app.command()
+def demo(
+    out_file: Annotated[Path, typer.Option("--out", help="COCO JSON to write.")] = Path("out/samples.coco.json"),
+    tiny_dir: Annotated[Path, typer.Option(help="Where tiny models are written if needed.")] = Path(
+        ".cache/autolabel/tiny"
+    ),
+) -> None:
+    """Pre-label the bundled sample photographs (real weights if available, else tiny models)."""
+    from serverless.demo import resolve_demo_settings, sample_dir
+
+    _quiet_libraries()
+    samples = sample_dir()
+    onto = _load_ontology(samples / "ontology.yaml", None)
+    resolved = resolve_demo_settings(tiny_dir)
+    for line in resolved.notes:
+        err.print(line)
+    _run_prelabel(
+        [samples], onto, resolved.settings, masks=resolved.masks, threshold=None, batch_size=2, out_file=out_file
+    )
+
+
+@models_app.command("make-tiny")
+def make_tiny(
+    directory: Annotated[Path, typer.Argument(help="Folder to write the models into.")],
+    seed: Annotated[int, typer.Option(help="Random seed of the weights.")] = 0,
+) -> None:
+    """Write tiny random-init Grounding DINO and SAM models; print the `export` lines to use them.
+
+    eval "$(autolabel models make-tiny DIR)" points this shell at them.
+    """
+    import shlex
+
+    from serverless.models.tiny import make_tiny_models
+
+    _quiet_libraries()
+    tiny = make_tiny_models(directory, seed=seed)
+    err.print("[bold red]Tiny random models: their outputs are meaningless (tests and offline demos only).[/]")
+    for name, value in tiny.environment().items():
+        print(f"export {name}={shlex.quote(value)}")
+
+
+def main() -> None:
+    try:
+        app()
+    except CliError as error:
+        err.print(f"[bold red]error:[/] {error}", highlight=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
