@@ -33,6 +33,10 @@ class DetectionsError(ValueError):
 
 
 def _readonly(array: np.ndarray) -> np.ndarray:
+    """A read-only array; arrays that are already read-only (e.g. another Detections' columns,
+    or views of them) are shared rather than copied, so filtering big mask stacks stays cheap."""
+    if not array.flags.writeable:
+        return array
     array = np.array(array, copy=True)
     array.setflags(write=False)
     return array
@@ -73,7 +77,9 @@ class Detections:
         if class_ids.shape != (n,):
             raise DetectionsError(f"class_ids must have shape ({n},), got {class_ids.shape}")
 
-        labels = np.asarray(self.labels, dtype=str).reshape(-1) if n else np.zeros(0, dtype="<U1")
+        labels = np.asarray(self.labels, dtype=str).reshape(-1)
+        if labels.size == 0:
+            labels = np.zeros(0, dtype="<U1")
         if labels.shape != (n,):
             raise DetectionsError(f"labels must have shape ({n},), got {labels.shape}")
 
@@ -133,8 +139,10 @@ class Detections:
     def concatenate(cls, parts: Sequence[Detections]) -> Detections:
         """Join detections of one image. Optional columns must be present in all or none."""
         parts = list(parts)
-        if not parts:
-            return cls.empty()
+        non_empty = [p for p in parts if len(p)]
+        if not non_empty:
+            return parts[0] if parts else cls.empty()
+        parts = non_empty
         if len(parts) == 1:
             return parts[0]
         for name in ("masks", "polygons"):
@@ -186,6 +194,8 @@ class Detections:
 
     def __getitem__(self, index: Any) -> Detections:
         """Filter all columns at once: a boolean mask, an integer array or a slice."""
+        if isinstance(index, (bool, np.bool_)):
+            raise DetectionsError("cannot index Detections with a single bool; use a boolean array")
         if isinstance(index, (int, np.integer)):
             index = [int(index)]
         if isinstance(index, slice):

@@ -49,7 +49,7 @@ def decode_image(data: bytes, *, name: str = "image") -> np.ndarray:
         if isinstance(err, ImageError):
             raise
         raise ImageError(f"{name}: cannot decode image: {err}") from err
-    return np.asarray(rgb, dtype=np.uint8)
+    return np.array(rgb, dtype=np.uint8)
 
 
 def read_image(path: str | os.PathLike[str]) -> np.ndarray:

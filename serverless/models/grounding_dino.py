@@ -186,33 +186,32 @@ class GroundingDino:
             return []
         encoded_chunks = self.encode_ontology(ontology)
         per_label = ontology.thresholds if threshold is None else np.full(len(ontology.labels), threshold, np.float32)
-        floor = float(per_label.min())
-        pixels = self.preprocess(images)
+        names = np.asarray(ontology.label_names, dtype=str)
         parts: list[list[Detections]] = [[] for _ in images]
-        for encoded in encoded_chunks:
-            probs, boxes = self.forward(pixels, encoded)
-            label_of_phrase = np.asarray(encoded.chunk.label_ids, dtype=np.int64)
-            for i, image in enumerate(images):
-                xyxy, scores, phrase = decode_grounding(
-                    probs[i],
-                    boxes[i],
-                    encoded.token_phrase,
-                    image_size=(image.shape[1], image.shape[0]),
-                    box_threshold=floor,
-                    text_threshold=ontology.defaults.text_threshold,
-                )
-                class_ids = label_of_phrase[phrase]
-                keep = scores >= per_label[class_ids]
-                parts[i].append(
-                    Detections(
-                        xyxy=xyxy[keep],
-                        scores=scores[keep],
-                        class_ids=class_ids[keep],
-                        labels=np.asarray(ontology.label_names, dtype=str)[class_ids[keep]]
-                        if keep.any()
-                        else np.zeros(0, str),
+        # Padding a batch to its largest image changes a DETR backbone's features, so only
+        # images of one size share a forward pass: results never depend on the batch size.
+        by_size: dict[tuple[int, ...], list[int]] = {}
+        for i, image in enumerate(images):
+            by_size.setdefault(image.shape, []).append(i)
+        for members in by_size.values():
+            pixels = self.preprocess([images[i] for i in members])
+            for encoded in encoded_chunks:
+                probs, boxes = self.forward(pixels, encoded)
+                label_of_phrase = np.asarray(encoded.chunk.label_ids, dtype=np.int64)
+                for row, i in enumerate(members):
+                    xyxy, scores, phrase = decode_grounding(
+                        probs[row],
+                        boxes[row],
+                        encoded.token_phrase,
+                        image_size=(images[i].shape[1], images[i].shape[0]),
+                        box_threshold=float(per_label.min()),
+                        text_threshold=ontology.defaults.text_threshold,
                     )
-                )
+                    class_ids = label_of_phrase[phrase]
+                    keep = scores >= per_label[class_ids]
+                    parts[i].append(
+                        Detections(xyxy=xyxy[keep], scores=scores[keep], class_ids=class_ids[keep], labels=names[class_ids[keep]])
+                    )
         iou = ontology.defaults.nms_iou
         agnostic = ontology.defaults.class_agnostic_nms
         return [Detections.concatenate(p).nms(iou, class_agnostic=agnostic) for p in parts]

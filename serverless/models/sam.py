@@ -190,7 +190,7 @@ class SamSegmenter:
         """Masks (N, H, W) bool for N boxes, decoded in **one** batched call."""
         import torch
 
-        boxes = np.asarray(boxes_xyxy, dtype=np.float32).reshape(-1, 4)
+        boxes = np.array(boxes_xyxy, dtype=np.float32).reshape(-1, 4)
         height, width = embedding.original_size
         if len(boxes) == 0:
             return np.zeros((0, height, width), dtype=bool)

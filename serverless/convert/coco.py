@@ -1,0 +1,479 @@
+"""`Detections` ↔ COCO object-detection JSON (instances / results files).
+
+Conventions:
+- COCO ``bbox`` is ``[x, y, w, h]`` in continuous pixel coordinates, i.e.
+  ``[x1, y1, x2 - x1, y2 - y1]`` of the exclusive ``xyxy`` of `Detections`.
+- Category ids are ``1..K`` in the order of the given category names; annotation ids start at
+  1, never 0 (an id of 0 collides with the "no match" value of some COCO evaluators).
+- ``segmentation``: compressed RLE (``counts`` as str, column-major, pycocotools) for masks,
+  a list of flat polygons for polygon-only detections, and ``[]`` for plain boxes. ``[]`` is
+  what CVAT's own COCO export writes for rectangles; pycocotools ``COCO()``/``loadRes`` and
+  ``bbox`` evaluation accept it (``segm`` evaluation needs a segmentation on every annotation,
+  so boxes-only files are for ``bbox`` evaluation only).
+- Masks read from COCO are rasterized with pycocotools; a box-only annotation in an image
+  that has masks becomes the pixels whose centre lies inside its box.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pycocotools import mask as mask_util
+
+from serverless.detections import Detections
+
+__all__ = ["CocoFormatError", "CocoImage", "from_coco", "read_coco", "to_coco", "write_coco"]
+
+
+class CocoFormatError(ValueError):
+    """A COCO file or dict does not have the expected structure or values."""
+
+
+@dataclass(frozen=True)
+class CocoImage:
+    """One entry of COCO ``images``."""
+
+    id: int
+    """The COCO image id (unique within a file)."""
+    file_name: str
+    """The image file name, relative to the images directory."""
+    width: int
+    """Image width in pixels."""
+    height: int
+    """Image height in pixels."""
+
+
+# ----------------------------------------------------------------------------- helpers
+def _plain_float(value: float) -> float:
+    """A float32 value as the Python float with the shortest decimal form (0.9, not 0.8999…)."""
+    return float(str(np.float32(value)))
+
+
+def _box_mask(xyxy: Sequence[float], height: int, width: int) -> np.ndarray:
+    """Pixels whose centre lies in the box (continuous coordinates, right/bottom exclusive)."""
+    mask = np.zeros((height, width), dtype=bool)
+    x1, x2 = (min(max(math.floor(float(v) + 0.5), 0), width) for v in (xyxy[0], xyxy[2]))
+    y1, y2 = (min(max(math.floor(float(v) + 0.5), 0), height) for v in (xyxy[1], xyxy[3]))
+    mask[y1:y2, x1:x2] = True
+    return mask
+
+
+def _encode_rle(mask: np.ndarray) -> dict[str, Any]:
+    rle = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
+
+
+def _polygon_area(polygons: list[list[float]], height: int, width: int) -> float:
+    rles = mask_util.frPyObjects(polygons, height, width)
+    return float(mask_util.area(mask_util.merge(rles)))
+
+
+# ----------------------------------------------------------------------------- export
+def to_coco(
+    images: Sequence[CocoImage],
+    detections: Sequence[Detections],
+    categories: Sequence[str],
+    *,
+    info: dict | None = None,
+) -> dict[str, Any]:
+    """A COCO dict (``info, licenses, images, annotations, categories``), JSON-ready.
+
+    ``detections[i]`` belongs to ``images[i]``; masks must have that image's size. Category
+    ids are ``1..K`` in the order of ``categories``; a detection label not among them raises
+    ValueError. Each annotation has ``id`` (from 1), ``image_id``, ``category_id``,
+    ``bbox [x, y, w, h]``, ``area``, ``iscrowd`` (``data["iscrowd"]`` if present, else 0),
+    ``score`` and ``segmentation``:
+    - masks present: compressed RLE, ``area`` = mask pixel count;
+    - else a ``polygons`` entry with rings: flat polygons, ``area`` = their rasterized area
+      (as COCO computes it);
+    - else ``[]`` and ``area`` = box area.
+    """
+    images, detections = list(images), list(detections)
+    if len(images) != len(detections):
+        raise ValueError(
+            f"images and detections must align, got {len(images)} images "
+            f"and {len(detections)} detections"
+        )
+    categories = [str(name) for name in categories]
+    duplicates = sorted({name for name in categories if categories.count(name) > 1})
+    if duplicates:
+        raise ValueError(f"categories must be unique, got duplicates {duplicates}")
+    category_ids = {name: i + 1 for i, name in enumerate(categories)}
+    seen_ids: set[int] = set()
+    for image in images:
+        if image.id in seen_ids:
+            raise ValueError(f"image ids must be unique, got {image.id} twice")
+        seen_ids.add(image.id)
+        if image.width <= 0 or image.height <= 0:
+            raise ValueError(
+                f"image {image.id} must have a positive size, got {image.width}x{image.height}"
+            )
+
+    annotations = []
+    for image, det in zip(images, detections):
+        width, height = int(image.width), int(image.height)
+        unknown = sorted({str(name) for name in det.labels} - set(category_ids))
+        if unknown:
+            raise ValueError(f"image {image.id}: labels not in categories: {unknown}")
+        if det.masks is not None and det.masks.shape[1:] != (height, width):
+            raise ValueError(
+                f"image {image.id}: masks must have shape (N, {height}, {width}), "
+                f"got {det.masks.shape}"
+            )
+        iscrowd = det.data.get("iscrowd")
+        for i in range(len(det)):
+            x1, y1, x2, y2 = (_plain_float(v) for v in det.xyxy[i])
+            ann: dict[str, Any] = {
+                "id": len(annotations) + 1,
+                "image_id": int(image.id),
+                "category_id": category_ids[str(det.labels[i])],
+                "bbox": [x1, y1, x2 - x1, y2 - y1],
+                "area": (x2 - x1) * (y2 - y1),
+                "iscrowd": 0 if iscrowd is None else int(bool(iscrowd[i])),
+                "score": _plain_float(det.scores[i]),
+                "segmentation": [],
+            }
+            if det.masks is not None:
+                ann["segmentation"] = _encode_rle(det.masks[i])
+                ann["area"] = float(det.masks[i].sum())
+            elif det.polygons is not None and det.polygons[i]:
+                polygons = [
+                    [_plain_float(v) for v in ring.reshape(-1)] for ring in det.polygons[i]
+                ]
+                ann["segmentation"] = polygons
+                ann["area"] = _polygon_area(polygons, height, width)
+            annotations.append(ann)
+
+    return {
+        "info": dict(info or {}),
+        "licenses": [],
+        "images": [
+            {"id": int(im.id), "file_name": str(im.file_name), "width": int(im.width),
+             "height": int(im.height)}
+            for im in images
+        ],
+        "annotations": annotations,
+        "categories": [
+            {"id": i + 1, "name": name, "supercategory": ""} for i, name in enumerate(categories)
+        ],
+    }
+
+
+# ----------------------------------------------------------------------------- import
+class _Checker:
+    """Builds `CocoFormatError` messages ``SOURCE: PATH: what was expected, got what``."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def fail(self, path: str, message: str) -> CocoFormatError:
+        return CocoFormatError(f"{self.source}: {path}: {message}")
+
+    def as_object(self, value: Any, path: str) -> dict:
+        if not isinstance(value, dict):
+            raise self.fail(path, f"expected an object, got {type(value).__name__}")
+        return value
+
+    def as_list(self, value: Any, path: str) -> list:
+        if not isinstance(value, list):
+            raise self.fail(path, f"expected a list, got {type(value).__name__}")
+        return value
+
+    def as_int(self, value: Any, path: str, *, positive: bool = False) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.fail(path, f"expected an integer, got {value!r}")
+        if positive and value <= 0:
+            raise self.fail(path, f"expected a positive integer, got {value!r}")
+        return value
+
+    def as_number(self, value: Any, path: str) -> float:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+        ):
+            raise self.fail(path, f"expected a finite number, got {value!r}")
+        return float(value)
+
+    def as_numbers(self, value: Any, path: str, what: str) -> list[float]:
+        if not isinstance(value, list) or not all(
+            not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+            for v in value
+        ):
+            raise self.fail(path, f"expected {what}, got {value!r}")
+        return [float(v) for v in value]
+
+
+def _rle_counts_from_string(counts: str) -> list[int] | None:
+    """The run lengths of a compressed COCO RLE string, or None if it is malformed."""
+    runs: list[int] = []
+    p = 0
+    while p < len(counts):
+        x = k = 0
+        more = True
+        while more:
+            if p >= len(counts):
+                return None
+            c = ord(counts[p]) - 48
+            if not 0 <= c < 64:
+                return None
+            x |= (c & 0x1F) << (5 * k)
+            more = bool(c & 0x20)
+            p += 1
+            k += 1
+            if not more and (c & 0x10):
+                x |= -1 << (5 * k)
+        if len(runs) > 2:
+            x += runs[-2]
+        runs.append(x)
+    return runs
+
+
+def _runs_to_mask(runs: Sequence[int], height: int, width: int) -> np.ndarray:
+    """A boolean (height, width) mask from column-major COCO run lengths (background first)."""
+    values = (np.arange(len(runs)) % 2).astype(bool)
+    flat = np.repeat(values, np.asarray(runs, dtype=np.int64))
+    return flat.reshape(width, height).T.copy()
+
+
+def _decode_segmentation(
+    seg: Any, path: str, check: _Checker, height: int, width: int
+) -> tuple[np.ndarray | None, tuple[np.ndarray, ...] | None]:
+    """(mask, rings) of one ``segmentation``; (None, None) when it is absent or empty.
+
+    Run lengths are decoded here rather than by ``pycocotools.mask.decode``, which writes
+    past its buffer on malformed counts.
+    """
+    if seg is None or seg == [] or seg == [[]]:
+        return None, None
+    if isinstance(seg, list):
+        polygons = []
+        for j, poly in enumerate(seg):
+            flat = check.as_numbers(poly, f"{path}[{j}]", "a flat list of x, y numbers")
+            if len(flat) % 2 or len(flat) < 6:
+                raise check.fail(
+                    f"{path}[{j}]",
+                    f"expected an even number >= 6 of coordinates, got {len(flat)}",
+                )
+            polygons.append(flat)
+        rle = mask_util.merge(mask_util.frPyObjects(polygons, height, width))
+        runs = _rle_counts_from_string(rle["counts"].decode("ascii"))
+        rings = tuple(np.asarray(p, dtype=np.float32).reshape(-1, 2) for p in polygons)
+        return _runs_to_mask(runs, height, width), rings
+    if isinstance(seg, dict):
+        size = seg.get("size")
+        if size != [height, width]:
+            raise check.fail(f"{path}.size", f"expected [{height}, {width}], got {size!r}")
+        counts = seg.get("counts")
+        if isinstance(counts, str):
+            runs = _rle_counts_from_string(counts)
+            if runs is None:
+                raise check.fail(f"{path}.counts", "malformed compressed RLE string")
+        elif isinstance(counts, list) and all(
+            isinstance(v, int) and not isinstance(v, bool) for v in counts
+        ):
+            runs = counts
+        else:
+            raise check.fail(
+                f"{path}.counts", f"expected a string or a list of integers, got {counts!r}"
+            )
+        if any(r < 0 for r in runs) or sum(runs) != height * width:
+            raise check.fail(
+                f"{path}.counts", f"run lengths must be >= 0 and cover {height}x{width} pixels"
+            )
+        return _runs_to_mask(runs, height, width), None
+    raise check.fail(
+        path, f"expected a list of polygons or an RLE object, got {type(seg).__name__}"
+    )
+
+
+def from_coco(
+    data: Any, *, source: str = "<coco>"
+) -> tuple[list[CocoImage], list[str], list[Detections]]:
+    """Images, category names and per-image `Detections` from a COCO dict.
+
+    Returns ``(images, categories, detections)``: images in file order, category names
+    sorted by category id, and one `Detections` per image (annotations in file order).
+    ``class_ids`` index into the category list; ``scores`` come from ``score`` (1.0 when
+    absent). An image gets ``masks`` (full frame) when any of its annotations has a
+    non-empty ``segmentation`` (RLE or polygons; box-only annotations become their box's
+    pixels) and ``polygons`` when any has polygons (the others get ``()``). ``data``
+    columns: ``coco_id`` (int64, -1 when absent) and ``iscrowd`` (bool).
+
+    Raises `CocoFormatError` naming ``source`` and the offending path, e.g.
+    ``<coco>: annotations[3].bbox: expected 4 numbers, got [1, 2]``.
+    """
+    check = _Checker(source)
+    if not isinstance(data, dict):
+        raise CocoFormatError(
+            f"{source}: expected a JSON object at top level, got {type(data).__name__}"
+        )
+
+    images: list[CocoImage] = []
+    image_index: dict[int, int] = {}
+    for i, raw in enumerate(check.as_list(data.get("images"), "images")):
+        path = f"images[{i}]"
+        entry = check.as_object(raw, path)
+        image_id = check.as_int(entry.get("id"), f"{path}.id")
+        if image_id in image_index:
+            raise check.fail(f"{path}.id", f"duplicate image id {image_id}")
+        file_name = entry.get("file_name")
+        if not isinstance(file_name, str):
+            raise check.fail(f"{path}.file_name", f"expected a string, got {file_name!r}")
+        width = check.as_int(entry.get("width"), f"{path}.width", positive=True)
+        height = check.as_int(entry.get("height"), f"{path}.height", positive=True)
+        image_index[image_id] = len(images)
+        images.append(CocoImage(id=image_id, file_name=file_name, width=width, height=height))
+
+    category_names: dict[int, str] = {}
+    for i, raw in enumerate(check.as_list(data.get("categories"), "categories")):
+        path = f"categories[{i}]"
+        entry = check.as_object(raw, path)
+        category_id = check.as_int(entry.get("id"), f"{path}.id")
+        if category_id in category_names:
+            raise check.fail(f"{path}.id", f"duplicate category id {category_id}")
+        name = entry.get("name")
+        if not isinstance(name, str):
+            raise check.fail(f"{path}.name", f"expected a string, got {name!r}")
+        if name in category_names.values():
+            raise check.fail(f"{path}.name", f"duplicate category name {name!r}")
+        category_names[category_id] = name
+    sorted_ids = sorted(category_names)
+    categories = [category_names[c] for c in sorted_ids]
+    class_of = {c: i for i, c in enumerate(sorted_ids)}
+
+    per_image: list[list[dict[str, Any]]] = [[] for _ in images]
+    seen_ann_ids: set[int] = set()
+    annotations = data.get("annotations", [])
+    for i, raw in enumerate(check.as_list(annotations, "annotations")):
+        path = f"annotations[{i}]"
+        ann = check.as_object(raw, path)
+        ann_id = -1
+        if ann.get("id") is not None:
+            ann_id = check.as_int(ann["id"], f"{path}.id")
+            if ann_id in seen_ann_ids:
+                raise check.fail(f"{path}.id", f"duplicate annotation id {ann_id}")
+            seen_ann_ids.add(ann_id)
+        image_id = check.as_int(ann.get("image_id"), f"{path}.image_id")
+        if image_id not in image_index:
+            raise check.fail(f"{path}.image_id", f"unknown image id {image_id}")
+        category_id = check.as_int(ann.get("category_id"), f"{path}.category_id")
+        if category_id not in category_names:
+            raise check.fail(f"{path}.category_id", f"unknown category id {category_id}")
+        bbox = ann.get("bbox")
+        if not isinstance(bbox, list) or len(bbox) != 4:
+            raise check.fail(f"{path}.bbox", f"expected 4 numbers, got {bbox!r}")
+        x, y, w, h = check.as_numbers(bbox, f"{path}.bbox", "4 numbers")
+        if w < 0 or h < 0:
+            raise check.fail(
+                f"{path}.bbox", f"expected a non-negative width and height, got {bbox!r}"
+            )
+        score = 1.0
+        if ann.get("score") is not None:
+            score = check.as_number(ann["score"], f"{path}.score")
+            if not 0.0 <= score <= 1.0:
+                raise check.fail(
+                    f"{path}.score", f"expected a number in 0..1, got {ann['score']!r}"
+                )
+        iscrowd = ann.get("iscrowd", 0)
+        if type(iscrowd) is not int or iscrowd not in (0, 1):
+            raise check.fail(f"{path}.iscrowd", f"expected 0 or 1, got {iscrowd!r}")
+        image = images[image_index[image_id]]
+        mask, rings = _decode_segmentation(
+            ann.get("segmentation"), f"{path}.segmentation", check, image.height, image.width
+        )
+        per_image[image_index[image_id]].append(
+            {
+                "xyxy": [x, y, x + w, y + h],
+                "score": score,
+                "class_id": class_of[category_id],
+                "label": category_names[category_id],
+                "mask": mask,
+                "rings": rings,
+                "coco_id": ann_id,
+                "iscrowd": bool(iscrowd),
+            }
+        )
+
+    detections = [_image_detections(rows, image) for rows, image in zip(per_image, images)]
+    return images, categories, detections
+
+
+def _image_detections(rows: list[dict[str, Any]], image: CocoImage) -> Detections:
+    n = len(rows)
+    masks = None
+    if any(row["mask"] is not None for row in rows):
+        masks = np.stack(
+            [
+                row["mask"] if row["mask"] is not None
+                else _box_mask(row["xyxy"], image.height, image.width)
+                for row in rows
+            ]
+        )
+    polygons = None
+    if any(row["rings"] is not None for row in rows):
+        polygons = tuple(row["rings"] or () for row in rows)
+    return Detections(
+        xyxy=np.asarray([row["xyxy"] for row in rows], dtype=np.float32).reshape(n, 4),
+        scores=np.asarray([row["score"] for row in rows], dtype=np.float32),
+        class_ids=np.asarray([row["class_id"] for row in rows], dtype=np.int64),
+        labels=(
+            np.asarray([row["label"] for row in rows], dtype=str) if n
+            else np.zeros(0, dtype="<U1")
+        ),
+        masks=masks,
+        polygons=polygons,
+        data={
+            "coco_id": np.asarray([row["coco_id"] for row in rows], dtype=np.int64),
+            "iscrowd": np.asarray([row["iscrowd"] for row in rows], dtype=bool),
+        },
+    )
+
+
+# ----------------------------------------------------------------------------- files
+def write_coco(path: str | os.PathLike, data: dict[str, Any]) -> None:
+    """Write a COCO dict as compact UTF-8 JSON, atomically (temporary file + rename).
+
+    NaN and infinity are refused (ValueError), since they are not JSON.
+    """
+    path = Path(path)
+    text = json.dumps(data, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_coco(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a COCO JSON file into a dict (validate it with ``from_coco(data, source=path)``).
+
+    Raises `CocoFormatError` ``FILE: invalid JSON at line L column C: ...`` for bad JSON or
+    ``FILE: expected a JSON object at top level`` for other JSON values.
+    """
+    path = Path(path)
+    raw = path.read_bytes()
+    try:
+        data = json.loads(raw.decode("utf-8-sig"))
+    except UnicodeDecodeError as err:
+        raise CocoFormatError(f"{path}: not UTF-8 text at byte {err.start}") from err
+    except json.JSONDecodeError as err:
+        raise CocoFormatError(
+            f"{path}: invalid JSON at line {err.lineno} column {err.colno}: {err.msg}"
+        ) from err
+    if not isinstance(data, dict):
+        raise CocoFormatError(
+            f"{path}: expected a JSON object at top level, got {type(data).__name__}"
+        )
+    return data

@@ -1,0 +1,269 @@
+"""`Detections` ↔ cvat-sdk labeled shapes (the REST/SDK ``shapes`` of a task or job).
+
+CVAT mask shapes store ``points`` as CVAT RLE over the mask's **inclusive** box
+(``[runs..., left, top, right, bottom]``); this module only ever produces and reads them through
+``cvat_sdk.masks.encode_mask`` / ``decode_mask``. ``encode_mask`` takes an **exclusive** box
+``[x1, y1, x2, y2]`` and writes ``x2 - 1, y2 - 1``; ``decode_mask`` adds the 1 back.
+
+Rectangle ``points`` are ``[xtl, ytl, xbr, ybr]`` in continuous pixel coordinates, which is
+exactly the exclusive ``xyxy`` of `Detections`, so boxes pass through unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+from cvat_sdk import masks as cvat_masks
+from cvat_sdk import models
+
+from serverless.convert.nuclio import plain_float, score_percent
+from serverless.convert.polygons import largest_ring, mask_bbox, mask_to_polygons, polygons_to_mask
+from serverless.detections import Detections
+
+__all__ = ["SUPPORTED_SHAPE_TYPES", "from_cvat_shapes", "to_cvat_shapes"]
+
+SUPPORTED_SHAPE_TYPES = frozenset({"rectangle", "polygon", "mask"})
+"""Shape types `from_cvat_shapes` reads; other types (points, polyline, ellipse, cuboid,
+skeleton) are skipped."""
+
+
+def _shape_request_accepts_score() -> bool:
+    return "score" in models.LabeledShapeRequest.attribute_map
+
+
+def to_cvat_shapes(
+    det: Detections,
+    label_ids: Mapping[str, int],
+    *,
+    frame: int,
+    as_polygons: bool = False,
+    score_spec_id: int | None = None,
+    source: str = "auto",
+    polygon_tolerance: float = 1.0,
+) -> list[models.LabeledShapeRequest]:
+    """One ``LabeledShapeRequest`` per detection, in order, for task-relative ``frame``.
+
+    ``label_ids`` maps label names to CVAT label ids; a name missing from it raises ValueError.
+    Shape type per detection:
+    - masks present: ``"mask"`` with ``points = encode_mask(mask, bbox)`` over the mask's tight
+      box; detections with empty masks are dropped.
+    - ``as_polygons=True``: ``"polygon"`` with the flat largest ring (the ``det.polygons``
+      entry, else computed from the mask with ``polygon_tolerance``); detections with an empty
+      mask and no ring are dropped, detections with neither mask nor ring stay rectangles.
+    - otherwise ``"rectangle"`` with ``points = xyxy``.
+
+    The score goes to the request's ``score`` field when the installed cvat-sdk has one
+    (2.80 does, 2.17 does not) and, with ``score_spec_id``, also to an attribute
+    ``{spec_id, value: "<integer percent>"}``. Shapes are not occluded and have ``z_order`` 0.
+    """
+    missing = sorted({str(name) for name in det.labels} - set(label_ids))
+    if missing:
+        raise ValueError(f"labels missing from label_ids: {missing}")
+    if isinstance(frame, bool) or not isinstance(frame, (int, np.integer)) or frame < 0:
+        raise ValueError(f"frame must be a non-negative integer, got {frame!r}")
+    with_score = _shape_request_accepts_score()
+
+    shapes = []
+    for i in range(len(det)):
+        ring = None
+        if as_polygons:
+            ring = largest_ring(det.polygons[i]) if det.polygons is not None else None
+            if ring is None and det.masks is not None:
+                ring = largest_ring(mask_to_polygons(det.masks[i], polygon_tolerance))
+        if ring is not None:
+            shape_type = "polygon"
+            points = [float(v) for v in ring.reshape(-1)]
+        elif det.masks is not None:
+            box = mask_bbox(det.masks[i])
+            if box is None:
+                continue
+            shape_type = "mask"
+            points = [float(v) for v in cvat_masks.encode_mask(det.masks[i], bbox=list(box))]
+        else:
+            shape_type = "rectangle"
+            points = [plain_float(v) for v in det.xyxy[i]]
+        score = plain_float(det.scores[i])
+        attributes = []
+        if score_spec_id is not None:
+            attributes.append(
+                models.AttributeValRequest(spec_id=int(score_spec_id), value=score_percent(score))
+            )
+        kwargs: dict[str, Any] = {
+            "type": shape_type,
+            "frame": int(frame),
+            "label_id": int(label_ids[str(det.labels[i])]),
+            "points": points,
+            "source": source,
+            "occluded": False,
+            "z_order": 0,
+            "attributes": attributes,
+        }
+        if with_score:
+            kwargs["score"] = score
+        shapes.append(models.LabeledShapeRequest(**kwargs))
+    return shapes
+
+
+def _as_dict(shape: Any, index: int) -> dict[str, Any]:
+    if hasattr(shape, "to_dict"):
+        return shape.to_dict()
+    if isinstance(shape, Mapping):
+        return dict(shape)
+    raise ValueError(
+        f"shapes[{index}] must be a cvat-sdk shape model or a dict, got {type(shape).__name__}"
+    )
+
+
+def _numbers(points: Any, where: str) -> np.ndarray:
+    try:
+        array = np.asarray(points, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{where}: points must be numbers, got {points!r}") from err
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{where}: points must be finite, got {points!r}")
+    return array
+
+
+def _rectangle_box(points: np.ndarray, rotation: float, where: str) -> list[float]:
+    if points.size != 4:
+        raise ValueError(f"{where}: expected 4 points, got {points.size}")
+    x1, y1, x2, y2 = (float(v) for v in points)
+    x1, x2 = min(x1, x2), max(x1, x2)
+    y1, y2 = min(y1, y2), max(y1, y2)
+    if rotation % 360:
+        # CVAT rotates around the centre; keep the axis-aligned box enclosing the result.
+        theta = math.radians(rotation)
+        cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+        hw, hh = (x2 - x1) / 2, (y2 - y1) / 2
+        ex = hw * abs(math.cos(theta)) + hh * abs(math.sin(theta))
+        ey = hw * abs(math.sin(theta)) + hh * abs(math.cos(theta))
+        x1, y1, x2, y2 = cx - ex, cy - ey, cx + ex, cy + ey
+    return [x1, y1, x2, y2]
+
+
+def _box_mask(box: list[float], height: int, width: int) -> np.ndarray:
+    """Pixels whose centre lies in the box (continuous coordinates, right/bottom exclusive)."""
+    mask = np.zeros((height, width), dtype=bool)
+    x1, x2 = (min(max(math.floor(v + 0.5), 0), width) for v in (box[0], box[2]))
+    y1, y2 = (min(max(math.floor(v + 0.5), 0), height) for v in (box[1], box[3]))
+    mask[y1:y2, x1:x2] = True
+    return mask
+
+
+def from_cvat_shapes(
+    shapes: Iterable[Any],
+    label_names: Mapping[int, str],
+    *,
+    width: int,
+    height: int,
+    label_index: Mapping[str, int] | None = None,
+) -> Detections:
+    """`Detections` from CVAT shapes (``LabeledShape`` models or dicts), in input order.
+
+    Reads ``type, points, label_id, frame, id, source, score, rotation``; only rectangle,
+    polygon and mask shapes are converted, every other type is skipped without error. An
+    unknown ``label_id`` or malformed ``points`` raise ValueError naming the shape's index.
+
+    - rectangle → box = ``points`` (a rotated rectangle becomes its axis-aligned enclosing box).
+    - polygon → one ring, box = min/max of its vertices.
+    - mask → ``decode_mask(points, image_width=width, image_height=height)``, box = the
+      mask's tight exclusive box (the encoded box if the mask is empty).
+
+    ``masks`` is filled for every detection when any mask shape is present (rectangles
+    rasterized as the pixels whose centre lies inside, polygons with `polygons_to_mask`),
+    else None. ``polygons`` is present when any polygon shape is: polygons carry their ring,
+    other detections ``()`` (so `to_cvat_shapes` with ``as_polygons`` turns them back into
+    rectangles or polygons of their masks). Scores come from ``score`` (1.0 when absent or
+    None); ``class_ids`` from ``label_index`` by name (-1 when absent). ``data`` columns:
+    ``cvat_id`` (int64, -1 when missing), ``source`` (str, "" when missing) and ``frame``
+    (int64, -1 when missing).
+    """
+    width, height = int(width), int(height)
+    if width <= 0 or height <= 0:
+        raise ValueError(f"width and height must be positive, got {width}x{height}")
+
+    boxes, scores, labels, class_ids = [], [], [], []
+    kinds, rings, masks = [], [], []
+    cvat_ids, sources, frames = [], [], []
+    for index, raw in enumerate(shapes):
+        shape = _as_dict(raw, index)
+        shape_type = shape.get("type")
+        shape_type = str(getattr(shape_type, "value", shape_type))
+        if shape_type not in SUPPORTED_SHAPE_TYPES:
+            continue
+        where = f"shapes[{index}] ({shape_type})"
+        label_id = shape.get("label_id")
+        if label_id not in label_names:
+            raise ValueError(f"{where}: label_id {label_id!r} is not in label_names")
+        points = _numbers(shape.get("points", []), where)
+
+        ring = mask = None
+        if shape_type == "rectangle":
+            box = _rectangle_box(points, float(shape.get("rotation") or 0.0), where)
+        elif shape_type == "polygon":
+            if points.size % 2 or points.size < 6:
+                raise ValueError(
+                    f"{where}: expected an even number >= 6 of coordinates, got {points.size}"
+                )
+            ring = points.reshape(-1, 2).astype(np.float32)
+            box = [*ring.min(axis=0).tolist(), *ring.max(axis=0).tolist()]
+        else:
+            try:
+                mask = cvat_masks.decode_mask(
+                    points.tolist(), image_width=width, image_height=height
+                )
+            except ValueError as err:
+                raise ValueError(f"{where}: {err}") from err
+            tight = mask_bbox(mask)
+            if tight is None:
+                x1, y1, x2, y2 = (int(v) for v in points[-4:])
+                tight = (x1, y1, x2 + 1, y2 + 1)
+            box = [float(v) for v in tight]
+
+        name = str(label_names[label_id])
+        score = shape.get("score")
+        boxes.append(box)
+        scores.append(1.0 if score is None else float(score))
+        labels.append(name)
+        class_ids.append(-1 if label_index is None else int(label_index.get(name, -1)))
+        kinds.append(shape_type)
+        rings.append(ring)
+        masks.append(mask)
+        cvat_id = shape.get("id")
+        cvat_ids.append(-1 if cvat_id is None else int(cvat_id))
+        sources.append(str(shape.get("source") or ""))
+        frame = shape.get("frame")
+        frames.append(-1 if frame is None else int(frame))
+
+    polygons = None
+    if "polygon" in kinds:
+        polygons = tuple(() if ring is None else (ring,) for ring in rings)
+    full_masks = None
+    if "mask" in kinds:
+        filled = []
+        for kind, box, ring, mask in zip(kinds, boxes, rings, masks):
+            if kind == "mask":
+                filled.append(mask)
+            elif kind == "polygon":
+                filled.append(polygons_to_mask([ring], height, width))
+            else:
+                filled.append(_box_mask(box, height, width))
+        full_masks = np.stack(filled)
+
+    n = len(boxes)
+    return Detections(
+        xyxy=np.asarray(boxes, dtype=np.float32).reshape(n, 4),
+        scores=np.asarray(scores, dtype=np.float32),
+        class_ids=np.asarray(class_ids, dtype=np.int64),
+        labels=np.asarray(labels, dtype=str) if n else np.zeros(0, dtype="<U1"),
+        masks=full_masks,
+        polygons=polygons,
+        data={
+            "cvat_id": np.asarray(cvat_ids, dtype=np.int64),
+            "source": np.asarray(sources, dtype=str) if n else np.zeros(0, dtype="<U1"),
+            "frame": np.asarray(frames, dtype=np.int64),
+        },
+    )

@@ -1,0 +1,794 @@
+"""The ontology: which labels to detect, how to prompt Grounding DINO for them, and how to
+map its answers back to labels.
+
+An ontology is written by hand in YAML::
+
+    name: site-safety            # optional; becomes part of Nuclio function names
+    defaults: {threshold: 0.3, text_threshold: 0.25, nms_iou: 0.5, class_agnostic_nms: false}
+    score_attribute: false       # CVAT spec labels carry a "score" number attribute
+    labels:
+      - name: person
+        prompts: [person, worker]  # optional; defaults to [name]
+        threshold: 0.35            # optional, overrides defaults.threshold
+        type: rectangle            # rectangle | polygon | mask
+      - name: ladder
+
+Every key is checked: unknown keys, wrong types and out-of-range values raise
+`OntologyError` naming the file, the 1-based line and the field path, e.g.
+``site.yaml:7: labels[1].threshold: must be a number in 0..1, got 1.5``.
+
+Prompts (the phrases sent to Grounding DINO) are stored normalized (see
+`normalize_phrase`); each belongs to exactly one label, and none may contain ``"."``,
+which separates phrases in a Grounding DINO caption. A label id is the index of the label
+in `Ontology.labels`.
+
+Long ontologies do not fit one caption (Grounding DINO reads at most 256 tokens):
+`chunk_prompts` splits the phrases into captions that each fit, never truncating.
+`phrase_to_label` maps a decoded phrase back to a label id.
+
+This module imports neither torch nor a tokenizer; token counting is passed in.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import numbers
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from ruamel.yaml import YAML
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.scalarbool import ScalarBoolean
+
+__all__ = [
+    "LABEL_TYPES",
+    "Defaults",
+    "Label",
+    "Ontology",
+    "OntologyError",
+    "PromptChunk",
+    "UnknownLabelError",
+    "build_chunk",
+    "chunk_prompts",
+    "load_ontology",
+    "normalize_phrase",
+    "ontology_from_prompt",
+    "parse_ontology",
+    "phrase_to_label",
+    "prompt_phrases",
+]
+
+LABEL_TYPES = ("rectangle", "polygon", "mask")
+"""Shapes a label can be annotated with in CVAT; ``mask`` and ``polygon`` need SAM."""
+
+NAME_PATTERN = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
+"""Allowed ontology names and function kinds (they end up in Nuclio function names)."""
+
+_TOP_KEYS = ("name", "defaults", "score_attribute", "labels")
+_DEFAULTS_KEYS = ("threshold", "text_threshold", "nms_iou", "class_agnostic_nms")
+_LABEL_KEYS = ("name", "prompts", "threshold", "type")
+_WORD = re.compile(r"\w+")
+
+
+class OntologyError(ValueError):
+    """An ontology (YAML file, prompt string or Python object) is invalid, or a label
+    name, label id or phrase asked of it does not fit it."""
+
+
+class UnknownLabelError(OntologyError, KeyError):
+    """A label name is not in the ontology. Also a `KeyError`, for mapping-like use."""
+
+    __str__ = ValueError.__str__  # not KeyError's repr-quoting
+
+
+class _Invalid(Exception):
+    """Internal: a value failed a check; the caller adds where it was found."""
+
+
+# --------------------------------------------------------------------------- values
+
+
+def normalize_phrase(text: str) -> str:
+    """The canonical form of a prompt phrase: lowercase, runs of whitespace collapsed to one
+    space, stripped, and trailing ``"."`` dropped (``"  Hard   Hat. "`` → ``"hard hat"``).
+
+    Used for prompts, for comparing prompts across labels and for matching decoded
+    Grounding DINO phrases.
+    """
+    phrase = " ".join(text.lower().split())
+    while phrase.endswith("."):
+        phrase = phrase[:-1].rstrip()
+    return phrase
+
+
+def _describe(value: Any) -> str:
+    """A short rendering of an offending value for error messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, (bool, ScalarBoolean, np.bool_)):
+        return f"{str(bool(value)).lower()} (a boolean)"
+    if isinstance(value, numbers.Integral):
+        return str(int(value))
+    if isinstance(value, numbers.Real):
+        return repr(float(value))
+    if isinstance(value, str):
+        return repr(str(value))
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    return f"a {type(value).__name__}"
+
+
+def _is_bool(value: Any) -> bool:
+    return isinstance(value, (bool, ScalarBoolean, np.bool_))
+
+
+def _unit(value: Any) -> float:
+    """A number in 0..1 (booleans are not numbers)."""
+    if _is_bool(value) or not isinstance(value, numbers.Real):
+        raise _Invalid(f"must be a number in 0..1, got {_describe(value)}")
+    number = float(value)
+    if not 0.0 <= number <= 1.0:  # also rejects NaN
+        raise _Invalid(f"must be a number in 0..1, got {_describe(value)}")
+    return number
+
+
+def _optional_unit(value: Any) -> float | None:
+    return None if value is None else _unit(value)
+
+
+def _boolean(value: Any) -> bool:
+    if not _is_bool(value):
+        raise _Invalid(f"must be true or false, got {_describe(value)}")
+    return bool(value)
+
+
+def _label_name(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise _Invalid(f"must be a non-empty string, got {_describe(value)}")
+    if value != value.strip():
+        raise _Invalid(f"must not start or end with whitespace, got {_describe(value)}")
+    return str(value)
+
+
+def _prompt(value: Any) -> str:
+    """A normalized prompt phrase."""
+    if not isinstance(value, str):
+        raise _Invalid(f"must be a non-empty string, got {_describe(value)}")
+    phrase = normalize_phrase(value)
+    if not phrase:
+        raise _Invalid(f"must be a non-empty phrase, got {_describe(value)}")
+    if "." in phrase:
+        raise _Invalid(
+            f"must not contain '.' (Grounding DINO's phrase separator), got {_describe(value)}"
+        )
+    return phrase
+
+
+def _label_type(value: Any) -> str:
+    if not isinstance(value, str) or value not in LABEL_TYPES:
+        raise _Invalid(f"must be one of {', '.join(LABEL_TYPES)}, got {_describe(value)}")
+    return str(value)
+
+
+def _kebab_name(value: Any) -> str:
+    if not isinstance(value, str) or not NAME_PATTERN.match(value):
+        raise _Invalid(
+            "must be lowercase letters, digits and inner hyphens "
+            f"(^[a-z0-9]([a-z0-9-]*[a-z0-9])?$), got {_describe(value)}"
+        )
+    return str(value)
+
+
+def _prompt_list(value: Any) -> tuple[str, ...]:
+    """Normalized prompts; for Python callers (the YAML parser checks items itself)."""
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        raise _Invalid(f"must be a non-empty list of strings, got {_describe(value)}")
+    prompts = tuple(value)
+    if not prompts:
+        raise _Invalid("must be a non-empty list of strings, got an empty list")
+    normalized: list[str] = []
+    for index, item in enumerate(prompts):
+        try:
+            phrase = _prompt(item)
+        except _Invalid as err:
+            raise _Invalid(f"[{index}]: {err}") from None
+        if phrase in normalized:
+            raise _Invalid(f"[{index}]: {phrase!r} repeats prompts[{normalized.index(phrase)}]")
+        normalized.append(phrase)
+    return tuple(normalized)
+
+
+def _conflict(labels: Sequence[Label]) -> tuple[int, str, int | None, str] | None:
+    """The first cross-label problem as ``(label index, field, prompt index, message)``:
+    a duplicate name (case-insensitive) or a prompt shared by two labels."""
+    names: dict[str, int] = {}
+    owners: dict[str, int] = {}
+    for i, label in enumerate(labels):
+        key = label.name.casefold()
+        if key in names:
+            j = names[key]
+            return (
+                i,
+                "name",
+                None,
+                f"duplicate label name {label.name!r}: labels[{j}] is already "
+                f"{labels[j].name!r} (names are compared case-insensitively)",
+            )
+        names[key] = i
+        for k, phrase in enumerate(label.prompts):
+            j = owners.setdefault(phrase, i)
+            if j != i:
+                return (
+                    i,
+                    "prompts",
+                    k,
+                    f"prompt {phrase!r} already belongs to label {labels[j].name!r} "
+                    f"(labels[{j}]); a prompt must map to exactly one label",
+                )
+    return None
+
+
+# --------------------------------------------------------------------------- data model
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """Detection settings applied to every label unless the label overrides them."""
+
+    threshold: float = 0.3
+    """Minimum box score (Grounding DINO ``box_threshold``) of a detection, 0..1."""
+    text_threshold: float = 0.25
+    """Minimum token score for a token to count in a decoded phrase, 0..1."""
+    nms_iou: float = 0.5
+    """IoU above which non-maximum suppression drops the lower-scored box, 0..1."""
+    class_agnostic_nms: bool = False
+    """Suppress overlapping boxes across labels (true) or within each label only (false)."""
+
+    def __post_init__(self) -> None:
+        for name in ("threshold", "text_threshold", "nms_iou"):
+            try:
+                object.__setattr__(self, name, _unit(getattr(self, name)))
+            except _Invalid as err:
+                raise OntologyError(f"defaults.{name}: {err}") from None
+        try:
+            object.__setattr__(self, "class_agnostic_nms", _boolean(self.class_agnostic_nms))
+        except _Invalid as err:
+            raise OntologyError(f"defaults.class_agnostic_nms: {err}") from None
+
+
+@dataclass(frozen=True)
+class Label:
+    """One CVAT label and the phrases that prompt the detector for it."""
+
+    name: str
+    """The CVAT label name, unique in its ontology (case-insensitively)."""
+    prompts: tuple[str, ...]
+    """Phrases sent to Grounding DINO for this label, normalized (`normalize_phrase`),
+    non-empty, without ``"."``; a list is accepted and stored as a tuple."""
+    threshold: float | None = None
+    """Box score threshold for this label, 0..1; None means ``Defaults.threshold``."""
+    type: str = "rectangle"
+    """The CVAT shape: one of `LABEL_TYPES`."""
+
+    def __post_init__(self) -> None:
+        checks: list[tuple[str, Callable[[Any], Any]]] = [
+            ("name", _label_name),
+            ("prompts", _prompt_list),
+            ("threshold", _optional_unit),
+            ("type", _label_type),
+        ]
+        for name, check in checks:
+            try:
+                object.__setattr__(self, name, check(getattr(self, name)))
+            except _Invalid as err:
+                where = f"label {self.name!r}" if isinstance(self.name, str) else "label"
+                sep = "" if str(err).startswith("[") else ": "
+                raise OntologyError(f"{where}: {name}{sep}{err}") from None
+
+
+@dataclass(frozen=True)
+class Ontology:
+    """What to detect: labels (their index is the label id), shared defaults and an
+    optional name. Frozen; equality and `content_hash` ignore `source`."""
+
+    labels: tuple[Label, ...]
+    """The labels in order; at least one. A list is accepted and stored as a tuple."""
+    defaults: Defaults = Defaults()
+    """Settings for labels that do not override them."""
+    name: str | None = None
+    """Prefix of rendered function names; matches `NAME_PATTERN` when given."""
+    score_attribute: bool = False
+    """When true, CVAT spec labels carry a ``score`` number attribute."""
+    source: str | None = field(default=None, compare=False, repr=False)
+    """The YAML text this was parsed from, or None when built otherwise."""
+
+    def __post_init__(self) -> None:
+        labels = self.labels
+        if isinstance(labels, (str, Mapping)) or not isinstance(labels, Iterable):
+            raise OntologyError(
+                f"labels: must be a non-empty list of Label, got {_describe(labels)}"
+            )
+        labels = tuple(labels)
+        if not labels:
+            raise OntologyError("labels: must be a non-empty list of Label, got an empty list")
+        for i, label in enumerate(labels):
+            if not isinstance(label, Label):
+                raise OntologyError(f"labels[{i}]: must be a Label, got {_describe(label)}")
+        object.__setattr__(self, "labels", labels)
+        if not isinstance(self.defaults, Defaults):
+            raise OntologyError(f"defaults: must be a Defaults, got {_describe(self.defaults)}")
+        try:
+            if self.name is not None:
+                _kebab_name(self.name)
+        except _Invalid as err:
+            raise OntologyError(f"name: {err}") from None
+        try:
+            object.__setattr__(self, "score_attribute", _boolean(self.score_attribute))
+        except _Invalid as err:
+            raise OntologyError(f"score_attribute: {err}") from None
+        problem = _conflict(labels)
+        if problem is not None:
+            i, field_name, k, message = problem
+            suffix = "" if k is None else f"[{k}]"
+            raise OntologyError(f"labels[{i}].{field_name}{suffix}: {message}")
+
+    @property
+    def label_names(self) -> tuple[str, ...]:
+        """Label names in label-id order."""
+        return tuple(label.name for label in self.labels)
+
+    def index(self, name: str) -> int:
+        """The label id of the label called exactly ``name``.
+
+        Raises `UnknownLabelError` (an `OntologyError` and a `KeyError`) naming the label.
+        """
+        for i, label in enumerate(self.labels):
+            if label.name == name:
+                return i
+        hint = ""
+        if isinstance(name, str):
+            for label in self.labels:
+                if label.name.casefold() == name.casefold():
+                    hint = f"; did you mean {label.name!r}?"
+        raise UnknownLabelError(
+            f"unknown label {name!r}; the ontology has "
+            f"{', '.join(map(repr, self.label_names))}{hint}"
+        )
+
+    def threshold_for(self, label_id: int) -> float:
+        """The box score threshold of a label: its own, else ``defaults.threshold``."""
+        if _is_bool(label_id) or not isinstance(label_id, numbers.Integral):
+            raise OntologyError(f"label id must be an integer, got {_describe(label_id)}")
+        if not 0 <= label_id < len(self.labels):
+            raise OntologyError(f"label id must be in 0..{len(self.labels) - 1}, got {label_id}")
+        own = self.labels[int(label_id)].threshold
+        return self.defaults.threshold if own is None else own
+
+    @property
+    def thresholds(self) -> np.ndarray:
+        """float32 (L,) box score thresholds indexed by label id (a fresh array)."""
+        return np.array([self.threshold_for(i) for i in range(len(self.labels))], dtype=np.float32)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A canonical plain-data form (dicts, lists, str, float, bool): every default
+        spelled out, prompts normalized, ``threshold`` omitted when the label has none.
+        Dumped as YAML it parses back to an equal ontology."""
+        result: dict[str, Any] = {}
+        if self.name is not None:
+            result["name"] = self.name
+        result["defaults"] = {
+            "threshold": self.defaults.threshold,
+            "text_threshold": self.defaults.text_threshold,
+            "nms_iou": self.defaults.nms_iou,
+            "class_agnostic_nms": self.defaults.class_agnostic_nms,
+        }
+        result["score_attribute"] = self.score_attribute
+        labels = []
+        for label in self.labels:
+            item: dict[str, Any] = {"name": label.name, "prompts": list(label.prompts)}
+            if label.threshold is not None:
+                item["threshold"] = label.threshold
+            item["type"] = label.type
+            labels.append(item)
+        result["labels"] = labels
+        return result
+
+    @property
+    def content_hash(self) -> str:
+        """sha256 hex digest of the canonical JSON of `to_dict`: comments, key order,
+        formatting and prompt spelling (case, spacing) do not change it; any value does."""
+        canonical = json.dumps(
+            self.to_dict(), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+        )
+        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+    def with_thresholds(self, mapping: Mapping[str, float | None]) -> Ontology:
+        """A new ontology whose named labels get the given thresholds (None resets a label
+        to ``defaults.threshold``). Unknown names and values outside 0..1 raise
+        `OntologyError`. The result has no `source`."""
+        new = list(self.labels)
+        for name, value in mapping.items():
+            i = self.index(name)
+            try:
+                threshold = _optional_unit(value)
+            except _Invalid as err:
+                raise OntologyError(f"threshold for label {name!r}: {err}") from None
+            new[i] = replace(new[i], threshold=threshold)
+        return replace(self, labels=tuple(new), source=None)
+
+    def function_name(self, kind: str) -> str:
+        """The Nuclio function name for a model kind: ``"<name>-<kind>"``, or ``kind``
+        when the ontology has no name (``"grounding-dino"`` → ``"site-safety-grounding-dino"``)."""
+        try:
+            _kebab_name(kind)
+        except _Invalid as err:
+            raise OntologyError(f"function kind: {err}") from None
+        return kind if self.name is None else f"{self.name}-{kind}"
+
+
+# --------------------------------------------------------------------------- YAML parsing
+
+
+def _line(node: Any, default: int = 1) -> int:
+    """1-based line where a ruamel node starts."""
+    lc = getattr(node, "lc", None)
+    if lc is None or lc.line is None:
+        return default
+    return lc.line + 1
+
+
+def _key_line(mapping: Any, key: Any) -> int:
+    try:
+        return mapping.lc.key(key)[0] + 1
+    except (AttributeError, KeyError, TypeError):  # e.g. a key merged in with <<
+        return _line(mapping)
+
+
+def _value_line(mapping: Any, key: Any) -> int:
+    if mapping.get(key) is None:  # ruamel places an empty value after its key's line
+        return _key_line(mapping, key)
+    try:
+        return mapping.lc.value(key)[0] + 1
+    except (AttributeError, KeyError, TypeError):
+        return _key_line(mapping, key)
+
+
+def _item_line(seq: Any, index: int, default: int) -> int:
+    try:
+        return seq.lc.item(index)[0] + 1
+    except (AttributeError, KeyError, TypeError):
+        return default
+
+
+class _Parser:
+    """Walks the ruamel tree of one document, raising located `OntologyError`s."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def fail(self, line: int, path: str, message: str) -> OntologyError:
+        return OntologyError(f"{self.source}:{line}: {path}: {message}")
+
+    def check_keys(self, mapping: Any, allowed: tuple[str, ...], prefix: str) -> None:
+        for key in mapping:
+            if key in allowed:
+                continue
+            close = difflib.get_close_matches(str(key), allowed, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise self.fail(
+                _key_line(mapping, key),
+                f"{prefix}{key}",
+                f"unknown key; expected one of {', '.join(allowed)}{hint}",
+            )
+
+    def value(self, mapping: Any, key: str, path: str, check: Callable[[Any], Any]) -> Any:
+        try:
+            return check(mapping[key])
+        except _Invalid as err:
+            raise self.fail(_value_line(mapping, key), path, str(err)) from None
+
+    def document(
+        self, doc: Any
+    ) -> tuple[dict[str, Any], list[tuple[int, int | None, int, list[int]]]]:
+        """Checked constructor arguments and, per label, the lines of its name and prompts."""
+        if not isinstance(doc, Mapping):
+            got = "an empty document" if doc is None else _describe(doc)
+            raise self.fail(
+                _line(doc), "document", f"must be a mapping with a 'labels' list, got {got}"
+            )
+        self.check_keys(doc, _TOP_KEYS, "")
+        args: dict[str, Any] = {}
+        if "name" in doc:
+            args["name"] = self.value(doc, "name", "name", _kebab_name)
+        if "score_attribute" in doc:
+            args["score_attribute"] = self.value(
+                doc, "score_attribute", "score_attribute", _boolean
+            )
+        if "defaults" in doc:
+            args["defaults"] = self.defaults(doc)
+        if "labels" not in doc:
+            raise self.fail(_line(doc), "labels", "missing; expected a non-empty list of labels")
+        seq = doc["labels"]
+        if not isinstance(seq, list) or not seq:
+            got = "an empty list" if isinstance(seq, list) else _describe(seq)
+            raise self.fail(
+                _value_line(doc, "labels"),
+                "labels",
+                f"must be a non-empty list of labels, got {got}",
+            )
+        labels = []
+        lines = []
+        for i, item in enumerate(seq):
+            label, label_lines = self.label(seq, i, item, _value_line(doc, "labels"))
+            labels.append(label)
+            lines.append(label_lines)
+        args["labels"] = labels
+        return args, lines
+
+    def defaults(self, doc: Any) -> Defaults:
+        mapping = doc["defaults"]
+        if not isinstance(mapping, Mapping):
+            raise self.fail(
+                _value_line(doc, "defaults"),
+                "defaults",
+                f"must be a mapping of {', '.join(_DEFAULTS_KEYS)}, got {_describe(mapping)}",
+            )
+        self.check_keys(mapping, _DEFAULTS_KEYS, "defaults.")
+        values = {}
+        for key in _DEFAULTS_KEYS:
+            if key in mapping:
+                check = _boolean if key == "class_agnostic_nms" else _unit
+                values[key] = self.value(mapping, key, f"defaults.{key}", check)
+        return Defaults(**values)
+
+    def label(
+        self, seq: Any, i: int, item: Any, seq_line: int
+    ) -> tuple[Label, tuple[int, list[int]]]:
+        path = f"labels[{i}]"
+        line = _item_line(seq, i, seq_line)
+        if not isinstance(item, Mapping):
+            hint = f" (write '- name: {item}')" if isinstance(item, str) else ""
+            raise self.fail(
+                line, path, f"must be a mapping with a 'name'{hint}, got {_describe(item)}"
+            )
+        line = _line(item, line)
+        self.check_keys(item, _LABEL_KEYS, f"{path}.")
+        if "name" not in item:
+            raise self.fail(line, f"{path}.name", "missing; every label needs a name")
+        name = self.value(item, "name", f"{path}.name", _label_name)
+        name_line = _value_line(item, "name")
+        if "prompts" in item:
+            prompts, prompt_lines = self.prompts(item, path)
+        else:
+            try:
+                prompts = (_prompt(name),)
+            except _Invalid as err:
+                raise self.fail(
+                    name_line, f"{path}.name", f"used as the prompt: {err}; give explicit prompts"
+                ) from None
+            prompt_lines = [name_line]
+        threshold = (
+            self.value(item, "threshold", f"{path}.threshold", _unit)
+            if "threshold" in item
+            else None
+        )
+        kind = (
+            self.value(item, "type", f"{path}.type", _label_type) if "type" in item else "rectangle"
+        )
+        return Label(name, prompts, threshold, kind), (name_line, prompt_lines)
+
+    def prompts(self, item: Any, path: str) -> tuple[tuple[str, ...], list[int]]:
+        seq = item["prompts"]
+        seq_line = _value_line(item, "prompts")
+        if not isinstance(seq, list) or not seq:
+            got = "an empty list" if isinstance(seq, list) else _describe(seq)
+            raise self.fail(
+                seq_line, f"{path}.prompts", f"must be a non-empty list of strings, got {got}"
+            )
+        phrases: list[str] = []
+        lines: list[int] = []
+        for k, value in enumerate(seq):
+            line = _item_line(seq, k, seq_line)
+            try:
+                phrase = _prompt(value)
+            except _Invalid as err:
+                raise self.fail(line, f"{path}.prompts[{k}]", str(err)) from None
+            if phrase in phrases:
+                j = phrases.index(phrase)
+                raise self.fail(line, f"{path}.prompts[{k}]", f"{phrase!r} repeats prompts[{j}]")
+            phrases.append(phrase)
+            lines.append(line)
+        return tuple(phrases), lines
+
+
+def parse_ontology(text: str, source: str = "<string>") -> Ontology:
+    """Parse and check an ontology from YAML text.
+
+    ``source`` names the text in error messages (a file name). Raises `OntologyError`
+    with ``source:line: field.path: expected..., got ...`` for YAML syntax errors, unknown
+    keys, wrong types, values out of range, duplicate label names and shared prompts.
+    The returned ontology keeps ``text`` as `Ontology.source`.
+    """
+    if not isinstance(text, str):
+        raise OntologyError(f"{source}: ontology text must be a str, got {_describe(text)}")
+    try:
+        doc = YAML(typ="rt").load(text)
+    except MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        line = mark.line + 1 if mark is not None else 1
+        what = ", ".join(part for part in (err.context, err.problem) if part) or str(err)
+        raise OntologyError(f"{source}:{line}: YAML syntax error: {what}") from err
+    except YAMLError as err:  # e.g. a control character (ReaderError)
+        position = getattr(err, "position", None)
+        line = text.count("\n", 0, position) + 1 if isinstance(position, int) else 1
+        raise OntologyError(f"{source}:{line}: YAML error: {err}") from err
+    parser = _Parser(source)
+    args, lines = parser.document(doc)
+    problem = _conflict(args["labels"])
+    if problem is not None:
+        i, field_name, k, message = problem
+        name_line, prompt_lines = lines[i]
+        if field_name == "name":
+            raise parser.fail(name_line, f"labels[{i}].name", message)
+        explicit = "prompts" in doc["labels"][i]
+        path = f"labels[{i}].prompts[{k}]" if explicit else f"labels[{i}].name (its prompt)"
+        raise parser.fail(prompt_lines[k or 0], path, message)
+    return Ontology(**args, source=text)
+
+
+def load_ontology(path: str | PathLike[str]) -> Ontology:
+    """Read and parse an ontology YAML file (UTF-8); errors name the path as given."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise OntologyError(f"{path}: ontology file not found") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise OntologyError(f"{path}: cannot read ontology file: {err}") from err
+    return parse_ontology(text, source=str(path))
+
+
+def ontology_from_prompt(prompt: str) -> Ontology:
+    """An ontology from a Grounding-DINO-style caption, as given on the command line:
+    ``"person. ladder . Hard hat"`` → labels ``person``, ``ladder``, ``hard hat``, each
+    prompted by its own (normalized) name, with default settings and no name."""
+    if not isinstance(prompt, str):
+        raise OntologyError(f"prompt must be a str, got {_describe(prompt)}")
+    phrases = [p for p in (normalize_phrase(part) for part in prompt.split(".")) if p]
+    if not phrases:
+        raise OntologyError(
+            "prompt is empty: expected phrases separated by '.', e.g. 'person. ladder', "
+            f"got {prompt!r}"
+        )
+    seen: set[str] = set()
+    for phrase in phrases:
+        if phrase in seen:
+            raise OntologyError(f"prompt repeats the phrase {phrase!r}, got {prompt!r}")
+        seen.add(phrase)
+    return Ontology(labels=tuple(Label(p, (p,)) for p in phrases))
+
+
+# --------------------------------------------------------------------------- prompting
+
+
+@dataclass(frozen=True)
+class PromptChunk:
+    """One Grounding DINO caption and where each of its phrases sits in it."""
+
+    text: str
+    """The caption: phrases joined by ``" . "`` and ending in ``" ."``
+    (``"person . worker . ladder ."``)."""
+    phrases: tuple[str, ...]
+    """The normalized phrases, in caption order."""
+    label_ids: tuple[int, ...]
+    """The label id of each phrase."""
+    char_spans: tuple[tuple[int, int], ...]
+    """``[start, end)`` character offsets of each phrase in `text`."""
+
+
+def prompt_phrases(ontology: Ontology) -> list[tuple[str, int]]:
+    """Every prompt of the ontology as ``(normalized phrase, label id)``, in label order
+    and, within a label, in prompt order (all aliases)."""
+    return [(phrase, i) for i, label in enumerate(ontology.labels) for phrase in label.prompts]
+
+
+def build_chunk(phrases: Sequence[tuple[str, int]]) -> PromptChunk:
+    """The caption for ``(phrase, label id)`` pairs, in the given order. Phrases are
+    normalized; an empty sequence, an empty phrase or one containing ``"."`` raises
+    `OntologyError`."""
+    if not phrases:
+        raise OntologyError("a prompt chunk needs at least one phrase, got none")
+    texts: list[str] = []
+    ids: list[int] = []
+    spans: list[tuple[int, int]] = []
+    position = 0
+    for phrase, label_id in phrases:
+        try:
+            normalized = _prompt(phrase)
+        except _Invalid as err:
+            raise OntologyError(f"phrase for label id {label_id}: {err}") from None
+        spans.append((position, position + len(normalized)))
+        position += len(normalized) + len(" . ")
+        texts.append(normalized)
+        ids.append(int(label_id))
+    return PromptChunk(" . ".join(texts) + " .", tuple(texts), tuple(ids), tuple(spans))
+
+
+def chunk_prompts(
+    ontology: Ontology, count_tokens: Callable[[str], int], max_tokens: int = 256
+) -> list[PromptChunk]:
+    """Split the ontology's phrases (`prompt_phrases`) into captions that each fit the
+    text encoder.
+
+    ``count_tokens(caption)`` must return the length of the whole tokenized caption as the
+    model sees it, special tokens included (Grounding DINO reads at most 256). Greedy:
+    each chunk takes as many of the next phrases as fit, ``count_tokens(chunk.text) <=
+    max_tokens``. Every phrase lands in exactly one chunk, in order, never split; aliases of
+    one label may land in different chunks. A phrase that does not fit even alone raises
+    `OntologyError` naming its label: nothing is ever truncated.
+    """
+    if _is_bool(max_tokens) or not isinstance(max_tokens, numbers.Integral) or max_tokens < 1:
+        raise OntologyError(f"max_tokens must be a positive integer, got {_describe(max_tokens)}")
+    chunks: list[PromptChunk] = []
+    current: list[tuple[str, int]] = []
+    fitted: PromptChunk | None = None
+    for phrase, label_id in prompt_phrases(ontology):
+        candidate = build_chunk([*current, (phrase, label_id)])
+        if count_tokens(candidate.text) <= max_tokens:
+            current.append((phrase, label_id))
+            fitted = candidate
+            continue
+        if fitted is not None:
+            chunks.append(fitted)
+        alone = build_chunk([(phrase, label_id)])
+        needed = count_tokens(alone.text)
+        if needed > max_tokens:
+            raise OntologyError(
+                f"label {ontology.labels[label_id].name!r} (labels[{label_id}]): prompt "
+                f"{phrase!r} needs {needed} tokens as a caption on its own, more than "
+                f"max_tokens={max_tokens}; shorten the prompt"
+            )
+        current = [(phrase, label_id)]
+        fitted = alone
+    if fitted is not None:
+        chunks.append(fitted)
+    return chunks
+
+
+def phrase_to_label(phrase: str, ontology: Ontology) -> int | None:
+    """The label id a free-text phrase (e.g. a decoded Grounding DINO span: ``"worker"``,
+    ``"Person."``, ``"hard hat person"``) refers to, or None.
+
+    An exact match of the normalized phrase with a prompt wins. Otherwise the prompt that
+    shares the most distinct words with the phrase wins; ties go to the prompt whose words
+    are most covered (shared words / prompt words), then to the first in ontology order.
+    Words are runs of letters and digits, so ``"hard - hat"`` matches ``"hard-hat"``.
+    None when no word is shared.
+    """
+    normalized = normalize_phrase(phrase)
+    if not normalized:
+        return None
+    aliases = prompt_phrases(ontology)
+    for alias, label_id in aliases:
+        if alias == normalized:
+            return label_id
+    words = set(_WORD.findall(normalized))
+    best: tuple[int, float] = (0, 0.0)
+    best_id: int | None = None
+    for alias, label_id in aliases:
+        alias_words = set(_WORD.findall(alias))
+        shared = len(words & alias_words)
+        if not shared:
+            continue
+        score = (shared, shared / len(alias_words))
+        if score > best:
+            best, best_id = score, label_id
+    return best_id
