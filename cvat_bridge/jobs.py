@@ -1,0 +1,115 @@
+"""Jobs: listing with filters (incremental by ``updated_date``), assignment, stage/state."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from cvat_bridge.api import call, iter_pages
+from cvat_bridge.client import CvatError
+
+__all__ = ["JobInfo", "assign_jobs", "list_jobs", "plan_assignments", "set_job", "user_ids"]
+
+STAGES = ("annotation", "validation", "acceptance")
+STATES = ("new", "in progress", "completed", "rejected")
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    id: int
+    task_id: int
+    start_frame: int
+    stop_frame: int
+    stage: str
+    state: str
+    assignee: str | None
+    updated_date: str
+
+    @classmethod
+    def from_model(cls, job: Any) -> JobInfo:
+        assignee = getattr(job, "assignee", None)
+        updated = getattr(job, "updated_date", None)
+        return cls(
+            id=int(job.id),
+            task_id=int(job.task_id),
+            start_frame=int(job.start_frame),
+            stop_frame=int(job.stop_frame),
+            stage=str(job.stage),
+            state=str(job.state),
+            assignee=assignee.username if assignee else None,
+            updated_date=updated.isoformat() if hasattr(updated, "isoformat") else str(updated or ""),
+        )
+
+
+def list_jobs(
+    client: Any,
+    *,
+    task_id: int | None = None,
+    project_id: int | None = None,
+    stage: str | None = None,
+    state: str | None = None,
+    updated_after: str | None = None,
+) -> list[JobInfo]:
+    """Annotation jobs matching the filters, oldest id first.
+
+    ``updated_after`` (ISO date) becomes a JSON-logic ``filter`` on ``updated_date``.
+    """
+    if stage is not None and stage not in STAGES:
+        raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+    if state is not None and state not in STATES:
+        raise ValueError(f"state must be one of {STATES}, got {state!r}")
+    filters: dict[str, Any] = {"type": "annotation"}
+    for key, value in (("task_id", task_id), ("project_id", project_id), ("stage", stage), ("state", state)):
+        if value is not None:
+            filters[key] = value
+    if updated_after:
+        filters["filter"] = json.dumps({">": [{"var": "updated_date"}, updated_after]})
+    server = client.api_map.host
+    jobs = call("list jobs", server, lambda: list(iter_pages(client.api_client.jobs_api.list, **filters)))
+    return sorted((JobInfo.from_model(j) for j in jobs), key=lambda j: j.id)
+
+
+def user_ids(client: Any, usernames: Sequence[str]) -> dict[str, int]:
+    """User ids by exact username; unknown users are an error naming them."""
+    server = client.api_map.host
+    found: dict[str, int] = {}
+    for name in dict.fromkeys(usernames):
+        users = call("list users", server, lambda n=name: list(iter_pages(client.api_client.users_api.list, search=n)))
+        exact = [u for u in users if u.username == name]
+        if not exact:
+            raise CvatError(f"{server}: no user named {name!r}")
+        found[name] = int(exact[0].id)
+    return found
+
+
+def plan_assignments(
+    job_ids: Sequence[int], assignees: Sequence[str] | Mapping[int, str]
+) -> dict[int, str]:
+    """Round-robin over a list of usernames (in job id order), or an explicit job → user map."""
+    if isinstance(assignees, Mapping):
+        unknown = sorted(set(assignees) - set(job_ids))
+        if unknown:
+            raise ValueError(f"assignment map names jobs that are not in the task: {unknown}")
+        return dict(assignees)
+    if not assignees:
+        return {}
+    ordered = sorted(job_ids)
+    return {job_id: assignees[i % len(assignees)] for i, job_id in enumerate(ordered)}
+
+
+def set_job(client: Any, job_id: int, **fields: Any) -> JobInfo:
+    """PATCH a job (``assignee`` as a user id or None, ``stage``, ``state``); idempotent."""
+    server = client.api_map.host
+    job = call("read job", server, lambda: client.jobs.retrieve(job_id))
+    call(f"update job {job_id}", server, job.update, fields, attempts=4)
+    return JobInfo.from_model(job)
+
+
+def assign_jobs(client: Any, plan: Mapping[int, str]) -> dict[int, str]:
+    """Apply an assignment plan (job id → username); returns what was applied."""
+    ids = user_ids(client, list(plan.values()))
+    for job_id, username in sorted(plan.items()):
+        set_job(client, job_id, assignee=ids[username])
+    return dict(plan)
