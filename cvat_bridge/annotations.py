@@ -67,6 +67,14 @@ def _match_ids(sent: Sequence[Any], returned: Sequence[Any]) -> list[int]:
     return ids
 
 
+def _answer_shapes(response: Any) -> list[dict[str, Any]]:
+    """The shapes of a PUT/PATCH answer (the SDK declares no schema for it, so parse JSON)."""
+    try:
+        return list(json.loads(response.data).get("shapes") or [])
+    except (ValueError, AttributeError) as err:
+        raise CvatError(f"unexpected answer to an annotation upload: {err}") from None
+
+
 def job_annotations(client: Any, job_id: int) -> Any:
     """The job's annotations (``LabeledData``: shapes, tags, tracks; frames are task-relative)."""
     server = client.api_map.host
@@ -93,19 +101,20 @@ def upload_job_shapes(
     chunks = chunk_shapes(shapes, max_request_bytes) or [[]]
     ids: list[int] = []
     first = chunks[0]
-    data, _ = call(
+    _, response = call(
         f"upload annotations to job {job_id}",
         server,
         api.update_annotations,
         job_id,
         labeled_data_request=models.LabeledDataRequest(shapes=list(first), tags=[], tracks=[]),
+        _parse_response=False,
     )
-    ids.extend(_match_ids(first, data.shapes))
+    ids.extend(_match_ids(first, _answer_shapes(response)))
     known = set(ids)
     for chunk in chunks[1:]:
         for attempt in range(attempts):
             try:
-                answer, _ = call(
+                _, response = call(
                     f"add annotations to job {job_id}",
                     server,
                     api.partial_update_annotations,
@@ -114,8 +123,9 @@ def upload_job_shapes(
                     patched_labeled_data_request=models.PatchedLabeledDataRequest(
                         shapes=list(chunk), tags=[], tracks=[]
                     ),
+                    _parse_response=False,
                 )
-                new_ids = _match_ids(chunk, answer.shapes)
+                new_ids = _match_ids(chunk, _answer_shapes(response))
                 break
             except CvatError:
                 # Did the chunk land before the failure? Read the job back before retrying.

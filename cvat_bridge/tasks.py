@@ -129,7 +129,7 @@ def ensure_task(
             task = find_task(client, name, project_id=project_id)
             if task is None:
                 raise
-    if not task.size:
+    if not getattr(task, "size", 0):
         kwargs: dict[str, Any] = {
             "resource_type": _resource_type(resources),
             "params": _data_params(resources, image_quality),
@@ -138,7 +138,7 @@ def ensure_task(
             client.config.status_check_period = status_check_period
         call("upload task data", server, task.upload_data, list(resources.paths), **kwargs)
         task.fetch()
-    if task.size != len(resources.paths):
+    if getattr(task, "size", 0) != len(resources.paths):
         raise CvatError(
             f"{server}: task {task.id} ({name!r}) has {task.size} frames, expected {len(resources.paths)}"
         )

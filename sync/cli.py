@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
+
+from sync.console import CliError, domain_errors, err, fail, out
 
 __all__ = ["app", "main"]
 
@@ -27,22 +28,22 @@ app = typer.Typer(
 models_app = typer.Typer(help="Model files: tiny test models.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 
-err = Console(stderr=True)
-out = Console()
+
+def _register_command_groups() -> None:
+    from sync.commands import cvat, functions
+
+    app.add_typer(functions.app, name="functions")
+    app.add_typer(cvat.app, name="cvat")
+
+
+_register_command_groups()
+
 
 TINY_NOTICE = (
     "[bold red]TINY RANDOM MODELS IN USE: every box, mask and score below is meaningless.[/]\n"
     "[red]They exercise the real code path only. Point AUTOLABEL_GDINO_MODEL / AUTOLABEL_SAM_CHECKPOINT "
     "at real weights (or let the hub download them) for real labels.[/]"
 )
-
-
-class CliError(Exception):
-    """Ends the command with a one-line message and exit code 2."""
-
-
-def fail(message: str) -> None:
-    raise CliError(message)
 
 
 def _quiet_libraries() -> None:
@@ -76,7 +77,9 @@ def _run_prelabel(
     masks: bool,
     threshold: float | None,
     batch_size: int,
-    out_file: Path,
+    out_file: Path | None,
+    dataset: str | None = None,
+    run_name: str | None = None,
 ) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -94,6 +97,27 @@ def _run_prelabel(
         err.print(f"[yellow]skipped[/] {problem}")
     if not files:
         fail("no image files found in " + ", ".join(map(str, images)))
+    if out_file is None and dataset is None:
+        fail("give --out FILE.json, --dataset NAME, or both")
+    recorder = None
+    if dataset is not None:
+        from sync.prelabel_store import RunRecorder
+        from sync.store import open_store
+
+        params = {"threshold": threshold, "masks": masks, "batch_size": batch_size,
+                  "sam_model_type": settings.sam_model_type if masks else None,
+                  "sam_checkpoint": settings.sam_checkpoint if masks else None, "tiny_models": settings.tiny}
+        with domain_errors():
+            recorder = RunRecorder(open_store(), dataset, run_name, ontology, settings, params)
+        resumed = len(files) - len(recorder.pending(files))
+        files = recorder.pending(files)
+        if resumed:
+            err.print(f"resuming run {recorder.name!r}: {resumed} images already done")
+        if not files:
+            with domain_errors():
+                run = recorder.finish()
+            out.print(f"run: {run.name} (dataset {dataset!r}); nothing left to do")
+            return
     if settings.tiny:
         err.print(TINY_NOTICE)
     _quiet_libraries()
@@ -112,6 +136,9 @@ def _run_prelabel(
         for result in prelabel_files(files, detector, ontology, threshold=threshold, batch_size=batch_size):
             if result.error:
                 progress.console.print(f"[yellow]skipped[/] {result.error}")
+            elif recorder is not None:
+                with domain_errors():
+                    recorder.record(result.path, result.width, result.height, result.detections)
             results.append(result)
             progress.advance(task)
     done = [r for r in results if r.error is None]
@@ -128,21 +155,26 @@ def _run_prelabel(
             "tiny_models": settings.tiny,
         },
     )
-    out_file.parent.mkdir(parents=True, exist_ok=True)
-    write_coco(out_file, data)
+    if out_file is not None:
+        out_file.parent.mkdir(parents=True, exist_ok=True)
+        write_coco(out_file, data)
     _print_summary(ontology, results, out_file, time.perf_counter() - began, load_seconds)
+    if recorder is not None:
+        with domain_errors():
+            run = recorder.finish()
+        out.print(f"run: {run.name} (dataset {dataset!r})")
     if settings.tiny:
         err.print(TINY_NOTICE)
     if not done:
         fail("no image could be read")
 
 
-def _print_summary(ontology, results, out_file: Path, seconds: float, load_seconds: float) -> None:
+def _print_summary(ontology, results, out_file: Path | None, seconds: float, load_seconds: float) -> None:
     import numpy as np
     from rich.table import Table
 
     done = [r for r in results if r.error is None]
-    table = Table(title=f"Pre-labels → {out_file}")
+    table = Table(title=f"Pre-labels → {out_file}" if out_file else "Pre-labels")
     table.add_column("label")
     table.add_column("detections", justify="right")
     table.add_column("images", justify="right")
@@ -165,7 +197,7 @@ def _print_summary(ontology, results, out_file: Path, seconds: float, load_secon
 @app.command()
 def prelabel(
     images: Annotated[list[Path], typer.Argument(help="Image files or folders (searched recursively).")],
-    out_file: Annotated[Path, typer.Option("--out", help="COCO JSON to write (scores included).")],
+    out_file: Annotated[Path | None, typer.Option("--out", help="COCO JSON to write (scores included).")] = None,
     ontology: Annotated[Path | None, typer.Option(help="Ontology YAML file.")] = None,
     prompt: Annotated[str | None, typer.Option(help="Labels as a prompt instead: 'person. ladder'.")] = None,
     masks: Annotated[bool, typer.Option("--masks", help="Add SAM masks (Grounded-SAM).")] = False,
@@ -177,15 +209,22 @@ def prelabel(
         str | None, typer.Option(help="vit_h | vit_l | vit_b | config JSON [env AUTOLABEL_SAM_MODEL_TYPE].")
     ] = None,
     device: Annotated[str | None, typer.Option(help="cpu | cuda | cuda:N [env AUTOLABEL_DEVICE].")] = None,
+    dataset: Annotated[
+        str | None, typer.Option(help="Record samples, run and annotations in the store (AUTOLABEL_DB).")
+    ] = None,
+    run: Annotated[str | None, typer.Option(help="Run name (default prelabel-N); an unfinished run resumes.")] = None,
 ) -> None:
-    """Pre-label images into COCO JSON."""
+    """Pre-label images into COCO JSON and/or a pre-label run in the store."""
     from serverless.pipeline import ModelSettings
 
     onto = _load_ontology(ontology, prompt)
     settings = ModelSettings.from_env(
         gdino_model=gdino_model, sam_checkpoint=sam_checkpoint, sam_model_type=sam_model_type, device=device
     )
-    _run_prelabel(images, onto, settings, masks=masks, threshold=threshold, batch_size=batch_size, out_file=out_file)
+    _run_prelabel(
+        images, onto, settings, masks=masks, threshold=threshold, batch_size=batch_size, out_file=out_file,
+        dataset=dataset, run_name=run,
+    )
 
 
 @app.command()

@@ -178,8 +178,8 @@ def from_cvat_shapes(
     other detections ``()`` (so `to_cvat_shapes` with ``as_polygons`` turns them back into
     rectangles or polygons of their masks). Scores come from ``score`` (1.0 when absent or
     None); ``class_ids`` from ``label_index`` by name (-1 when absent). ``data`` columns:
-    ``cvat_id`` (int64, -1 when missing), ``source`` (str, "" when missing) and ``frame``
-    (int64, -1 when missing).
+    ``cvat_id`` (int64, -1 when missing), ``source`` (str, "" when missing), ``frame``
+    (int64, -1 when missing) and ``shape_type`` (the CVAT type of each shape).
     """
     width, height = int(width), int(height)
     if width <= 0 or height <= 0:
@@ -265,5 +265,6 @@ def from_cvat_shapes(
             "cvat_id": np.asarray(cvat_ids, dtype=np.int64),
             "source": np.asarray(sources, dtype=str) if n else np.zeros(0, dtype="<U1"),
             "frame": np.asarray(frames, dtype=np.int64),
+            "shape_type": np.asarray(kinds, dtype=str) if n else np.zeros(0, dtype="<U1"),
         },
     )
