@@ -307,7 +307,7 @@ def test_rotated_rectangle_becomes_its_enclosing_box():
 def test_empty_input_gives_empty_detections_with_data_columns():
     det = from_cvat_shapes([], LABEL_NAMES, width=4, height=4)
     assert len(det) == 0 and det.masks is None and det.polygons is None
-    assert sorted(det.data) == ["cvat_id", "frame", "source"]
+    assert sorted(det.data) == ["cvat_id", "frame", "shape_type", "source"]
     assert det.data["cvat_id"].dtype == np.int64
 
 
@@ -338,3 +338,24 @@ def test_polygon_round_trip_with_as_polygons():
     assert [s.type.value for s in shapes] == ["rectangle", "polygon"]
     assert shapes[0].points == SERVER_SHAPES[0]["points"]
     assert shapes[1].points == SERVER_SHAPES[1]["points"]
+
+
+def test_shape_type_column_keeps_each_shapes_cvat_type():
+    mask = np.zeros((4, 4), bool)
+    mask[1:3, 1:3] = True
+    from cvat_sdk.masks import encode_mask
+
+    shapes = [
+        {"type": "rectangle", "points": [0, 0, 2, 2], "label_id": 1, "frame": 0},
+        {"type": "mask", "points": encode_mask(mask, [1, 1, 3, 3]), "label_id": 1, "frame": 0},
+    ]
+    det = from_cvat_shapes(shapes, {1: "a"}, width=4, height=4)
+    assert det.data["shape_type"].tolist() == ["rectangle", "mask"]
+
+
+def test_source_can_be_left_out_for_the_sdk_driver():
+    det = Detections(xyxy=[[0, 0, 2, 2]], scores=[0.5], class_ids=[0], labels=["a"])
+    (shape,) = to_cvat_shapes(det, {"a": 3}, frame=0, source=None)
+    assert "source" not in shape.to_dict()
+    (shape,) = to_cvat_shapes(det, {"a": 3}, frame=0)
+    assert shape.to_dict()["source"] == "auto"

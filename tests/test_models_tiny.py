@@ -156,3 +156,10 @@ def test_bad_checkpoint_and_model_errors(tmp_path, tiny_settings):
         build_sam_model("vit_q", None)
     with pytest.raises(ModelLoadError, match="cannot load Grounding DINO"):
         GroundingDino.load(str(tmp_path / "nowhere"), device="cpu")
+
+
+@pytest.mark.parametrize("shape", [(3, 2, 3), (1, 1, 3), (3, 40, 3)])
+def test_tiny_frames_are_read_channels_last(gdino, sample_ontology, shape):
+    image = np.full(shape, 128, np.uint8)
+    (det,) = gdino.detect([image], sample_ontology, threshold=0.0)
+    assert np.all(det.xyxy[:, [0, 2]] <= shape[1]) and np.all(det.xyxy[:, [1, 3]] <= shape[0])

@@ -41,7 +41,7 @@ def to_cvat_shapes(
     frame: int,
     as_polygons: bool = False,
     score_spec_id: int | None = None,
-    source: str = "auto",
+    source: str | None = "auto",
     polygon_tolerance: float = 1.0,
 ) -> list[models.LabeledShapeRequest]:
     """One ``LabeledShapeRequest`` per detection, in order, for task-relative ``frame``.
@@ -96,11 +96,12 @@ def to_cvat_shapes(
             "frame": int(frame),
             "label_id": int(label_ids[str(det.labels[i])]),
             "points": points,
-            "source": source,
             "occluded": False,
             "z_order": 0,
             "attributes": attributes,
         }
+        if source is not None:  # cvat-sdk's auto-annotation driver sets it and refuses a preset one
+            kwargs["source"] = source
         if with_score:
             kwargs["score"] = score
         shapes.append(models.LabeledShapeRequest(**kwargs))

@@ -147,7 +147,10 @@ class GroundingDino:
     # ----------------------------------------------------------------- stages
     def preprocess(self, images: Sequence[np.ndarray]) -> dict[str, Any]:
         """Resize/normalise/pad a batch of RGB uint8 images (done once for all captions)."""
-        batch = self.processor.image_processor(images=list(images), return_tensors="pt")
+        # Frames are always (H, W, 3); without the hint, 1- or 3-pixel-high frames are misread.
+        batch = self.processor.image_processor(
+            images=list(images), return_tensors="pt", input_data_format="channels_last"
+        )
         return {k: v.to(self.device) for k, v in batch.items()}
 
     def forward(self, pixels: dict[str, Any], encoded: _EncodedChunk) -> tuple[np.ndarray, np.ndarray]:

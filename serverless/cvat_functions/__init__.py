@@ -1,0 +1,24 @@
+"""cvat-sdk auto-annotation functions (``cvat_sdk.auto_annotation``) for our models.
+
+Each module exposes ``create(**params)``, which returns a function object with ``spec`` and
+``detect``; cvat-cli calls it with the ``-p name=type:value`` parameters::
+
+    cvat-cli --server-host URL --auth USER task auto-annotate TASK_ID \\
+        --function-module serverless.cvat_functions.grounding_dino -p ontology=str:site.yaml \\
+        [--conf-threshold 0.4] [--conv-mask-to-poly] [--allow-unmatched-labels]
+
+- `serverless.cvat_functions.grounding_dino`: detection function, one rectangle per box.
+- `serverless.cvat_functions.grounded_sam`: detection function; labels whose ontology ``type``
+  is ``mask`` get SAM masks (polygons with ``--conv-mask-to-poly``), ``polygon`` labels get
+  polygons, ``rectangle`` labels stay boxes.
+- `serverless.cvat_functions.sam`: interaction function (clicks and an optional box → one mask),
+  for cvat-cli's agent (``function create-native`` / ``run-agent``, CVAT Enterprise/Online).
+
+Weights come from ``create``'s parameters, else the ``AUTOLABEL_*`` environment (see
+`serverless.pipeline.ModelSettings`), and are loaded once per process. The model code is the
+same object the Nuclio functions and the bulk pre-labeler use.
+"""
+
+from serverless.cvat_functions.common import FunctionConfigError
+
+__all__ = ["FunctionConfigError"]

@@ -1,0 +1,149 @@
+"""What the cvat-sdk detection functions share: the ontology, the spec and the shapes.
+
+Contract (``cvat_sdk.auto_annotation.interface``, enforced by ``annotate_task``'s driver):
+
+- ``spec.labels``: one ``label_spec(name, id)`` per ontology label, ``id`` = the label's index
+  in the ontology; with ``score_attribute: true`` each label carries a ``score`` number attribute
+  (``values = ["0", "100", "1"]``) whose spec id is `SCORE_ATTRIBUTE_ID`.
+- ``detect`` returns ``LabeledShapeRequest`` objects with ``frame = 0``, ``label_id`` = spec id,
+  no ``id`` and no ``source`` (the driver sets ``source: "auto"`` itself and refuses a preset
+  one); attribute values are integer percent strings.
+- ``context.conf_threshold``: when given, one threshold for every label (as CVAT's own
+  torchvision functions apply it); when None, each label's ontology threshold.
+- ``context.conv_mask_to_poly``: no ``mask`` shape may be returned; masks become polygons.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from os import PathLike
+from typing import Any
+
+import numpy as np
+
+from serverless.detections import Detections
+from serverless.ontology import Label, Ontology, load_ontology
+
+__all__ = [
+    "ONTOLOGY_ENV",
+    "SCORE_ATTRIBUTE",
+    "SCORE_ATTRIBUTE_ID",
+    "FunctionConfigError",
+    "OntologyDetectionFunction",
+    "check_conf_threshold",
+    "detection_spec",
+    "labels_of_type",
+    "resolve_ontology",
+    "rgb_array",
+    "shape_requests",
+]
+
+ONTOLOGY_ENV = "AUTOLABEL_ONTOLOGY"
+"""Environment variable naming the ontology file when ``create`` gets no ``ontology``."""
+
+SCORE_ATTRIBUTE = "score"
+"""Name of the per-label number attribute (0..100) that carries the detection score."""
+
+SCORE_ATTRIBUTE_ID = 0
+"""Spec id of the score attribute inside each label."""
+
+
+class FunctionConfigError(ValueError):
+    """A function module's ``create`` parameters are missing or wrong; the message names the
+    parameter and what was expected."""
+
+
+def resolve_ontology(ontology: str | PathLike[str] | Ontology | None) -> Ontology:
+    """The ontology given (a loaded `Ontology` or a YAML path), else the file named by
+    ``AUTOLABEL_ONTOLOGY``. Raises `FunctionConfigError` when neither is set and
+    `serverless.ontology.OntologyError` when the file is invalid."""
+    if isinstance(ontology, Ontology):
+        return ontology
+    if ontology is None or (isinstance(ontology, str) and not ontology.strip()):
+        ontology = os.environ.get(ONTOLOGY_ENV) or None
+    if ontology is None:
+        raise FunctionConfigError(
+            f"no ontology: pass -p ontology=str:FILE to cvat-cli (create(ontology=FILE)) or set {ONTOLOGY_ENV}"
+        )
+    if not isinstance(ontology, (str, PathLike)):
+        raise FunctionConfigError(f"ontology must be a file path or an Ontology, got {type(ontology).__name__}")
+    return load_ontology(ontology)
+
+
+def rgb_array(image: Any) -> np.ndarray:
+    """A PIL image (any mode) as an (H, W, 3) uint8 RGB array."""
+    if not hasattr(image, "convert"):
+        raise TypeError(f"image must be a PIL.Image.Image, got {type(image).__name__}")
+    return np.array(image.convert("RGB"), dtype=np.uint8)
+
+
+def detection_spec(ontology: Ontology, label_type: Callable[[Label], str]) -> Any:
+    """The ``DetectionFunctionSpec`` of an ontology; ``label_type(label)`` gives each label's
+    CVAT type."""
+    import cvat_sdk.auto_annotation as cvataa
+    from cvat_sdk.attributes import number_attribute_values
+
+    labels = []
+    for index, label in enumerate(ontology.labels):
+        attributes = []
+        if ontology.score_attribute:
+            attributes.append(
+                cvataa.number_attribute_spec(SCORE_ATTRIBUTE, SCORE_ATTRIBUTE_ID, number_attribute_values(0, 100, 1))
+            )
+        labels.append(cvataa.label_spec(label.name, index, type=label_type(label), attributes=attributes))
+    return cvataa.DetectionFunctionSpec(labels=labels)
+
+
+def shape_requests(det: Detections, ontology: Ontology, *, as_polygons: bool = False) -> list[Any]:
+    """``LabeledShapeRequest``s for a frame as the driver wants them (frame 0, spec label ids,
+    no source), built by `serverless.convert.cvat_shapes.to_cvat_shapes`."""
+    from serverless.convert.cvat_shapes import to_cvat_shapes
+
+    label_ids = {name: index for index, name in enumerate(ontology.label_names)}
+    return to_cvat_shapes(
+        det,
+        label_ids,
+        frame=0,
+        as_polygons=as_polygons,
+        score_spec_id=SCORE_ATTRIBUTE_ID if ontology.score_attribute else None,
+        source=None,
+    )
+
+
+def check_conf_threshold(value: Any) -> float | None:
+    """``context.conf_threshold`` as a float in 0..1, or None."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise FunctionConfigError(f"conf_threshold must be None or a number in 0..1, got {value!r}")
+    number = float(value)
+    if not 0.0 <= number <= 1.0:
+        raise FunctionConfigError(f"conf_threshold must be None or a number in 0..1, got {value!r}")
+    return number
+
+
+class OntologyDetectionFunction:
+    """Base of the ontology-driven detection functions: holds the ontology and the spec.
+
+    Subclasses implement ``detect(context, image)``.
+    """
+
+    def __init__(self, ontology: Ontology, label_type: Callable[[Label], str]) -> None:
+        self.ontology = ontology
+        self.spec = detection_spec(ontology, label_type)
+
+    def detections(self, detector: Any, image: Any, conf_threshold: Any) -> tuple[np.ndarray, Detections]:
+        """The RGB frame and the detector's boxes at the context's threshold (None: the
+        ontology's per-label thresholds)."""
+        array = rgb_array(image)
+        threshold = check_conf_threshold(conf_threshold)
+        return array, detector.detect([array], self.ontology, threshold=threshold)[0]
+
+
+def labels_of_type(det: Detections, ontology: Ontology, types: Sequence[str]) -> np.ndarray:
+    """Boolean (N,) selecting detections whose ontology label has one of ``types``."""
+    kinds = np.asarray([label.type for label in ontology.labels], dtype=object)
+    if len(det) == 0:
+        return np.zeros(0, dtype=bool)
+    return np.isin(kinds[det.class_ids], list(types))

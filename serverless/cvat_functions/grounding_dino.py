@@ -1,0 +1,49 @@
+"""Grounding DINO as a cvat-sdk detection function: one rectangle per detected box.
+
+    cvat-cli ... task auto-annotate TASK_ID \\
+        --function-module serverless.cvat_functions.grounding_dino -p ontology=str:site.yaml
+
+Every ontology label is declared as a ``rectangle`` label (task labels of type ``rectangle``
+or ``any`` match it); use `serverless.cvat_functions.grounded_sam` for mask or polygon labels.
+"""
+
+from __future__ import annotations
+
+from os import PathLike
+from typing import Any
+
+from serverless.cvat_functions.common import OntologyDetectionFunction, resolve_ontology, shape_requests
+from serverless.ontology import Ontology
+
+__all__ = ["GroundingDinoFunction", "create"]
+
+
+class GroundingDinoFunction(OntologyDetectionFunction):
+    """``spec`` from the ontology; ``detect`` runs the loaded `GroundingDino` on one frame."""
+
+    def __init__(self, ontology: Ontology, detector: Any) -> None:
+        super().__init__(ontology, lambda label: "rectangle")
+        self.detector = detector
+
+    def detect(self, context: Any, image: Any) -> list[Any]:
+        """Rectangles (``points = [x1, y1, x2, y2]`` in pixels) with scores at or above
+        ``context.conf_threshold`` when given, else each label's ontology threshold."""
+        _, det = self.detections(self.detector, image, context.conf_threshold)
+        return shape_requests(det, self.ontology)
+
+
+def create(
+    ontology: str | PathLike[str] | Ontology | None = None,
+    gdino_model: str | None = None,
+    device: str | None = None,
+) -> GroundingDinoFunction:
+    """The function for ``ontology`` (a YAML path; default ``AUTOLABEL_ONTOLOGY``).
+
+    ``gdino_model`` (hub id or ``save_pretrained`` directory) and ``device`` default to
+    ``AUTOLABEL_GDINO_MODEL`` / ``AUTOLABEL_DEVICE``; the model is loaded once per process.
+    """
+    from serverless.pipeline import ModelSettings, load_detector
+
+    loaded = resolve_ontology(ontology)
+    settings = ModelSettings.from_env(gdino_model=gdino_model, device=device)
+    return GroundingDinoFunction(loaded, load_detector(settings, masks=False))

@@ -1,0 +1,7 @@
+"""Nuclio entry point of the sam-interactor function (rendered by `autolabel functions render`).
+
+The request handling lives in serverless.nuclio_adapter; the model code in serverless.models."""
+
+from serverless.nuclio_adapter import sam_interactor_function
+
+init_context, handler = sam_interactor_function(module=__name__)

@@ -1,0 +1,479 @@
+"""The one place where a Nuclio event becomes validated inputs and a result (or an error)
+becomes a Nuclio response, for every function under ``serverless/functions/``.
+
+Contract (``cvat_protocol.md`` §3, §6):
+
+- Requests arrive as CVAT's lambda manager sends them: a JSON object with ``image`` (base64 of
+  a JPEG/PNG frame) and, for detectors, an optional ``threshold`` in 0..1; interactors add
+  ``pos_points``/``neg_points`` (lists of ``[x, y]``) and ``obj_bbox`` (null or
+  ``[[x1, y1], [x2, y2]]``). The Nuclio runtime hands over a decoded dict when the content
+  type is exactly ``application/json``, else bytes; bytes holding a JSON object are accepted
+  too (e.g. ``application/json; charset=utf-8``).
+- Every reply is a ``context.Response`` with ``content_type="application/json"``, never a bare
+  list (the Nuclio runtime would treat a returned list as a batch of responses).
+- A bad request gets ``{"error": "<what is wrong>"}`` with status 400 (not a JSON object,
+  missing field, invalid base64), 413 (image over the pixel limit) or 422 (a field of the wrong
+  type or out of range, bytes that are not an image, an interactor call with neither a
+  positive point nor a box). Anything unexpected gets 500 ``{"error": "internal error
+  (<ExceptionType>)"}`` and the traceback goes to ``context.logger``, never to the caller.
+
+``*_function`` factories return the ``(init_context, handler)`` pair a ``main.py`` exposes.
+``init_context`` loads the models once per worker (`ModelSettings.from_env`, the load-once
+registry) and keeps them in ``context.user_data``; ``handler`` never loads weights. Models and
+converters live elsewhere (``serverless.models``, ``serverless.convert.nuclio``): nothing
+here knows how a model works.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import json
+import logging
+import math
+import numbers
+import traceback
+from collections.abc import Callable
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from serverless.images import ImageError, decode_image, max_pixels
+
+__all__ = [
+    "BROWSER_SAM_ID",
+    "MIN_DETECTOR_SIDE",
+    "RequestError",
+    "decode_request_image",
+    "error_response",
+    "grounded_sam_function",
+    "grounding_dino_function",
+    "json_response",
+    "parse_detector_request",
+    "parse_image_request",
+    "parse_interactor_request",
+    "request_body",
+    "sam_embedding_function",
+    "sam_interactor_function",
+]
+
+BROWSER_SAM_ID = "pth-facebookresearch-sam-vit-h"
+"""The only function id for which CVAT's browser SAM plugin decodes an embedding."""
+
+JSON = "application/json"
+MIN_DETECTOR_SIDE = 8
+"""Smallest frame side a detector accepts, in pixels (smaller frames carry nothing to detect,
+and image processors misread 1- or 3-pixel-high frames as channels-first)."""
+
+InitContext = Callable[[Any], None]
+Handler = Callable[[Any, Any], Any]
+
+_log = logging.getLogger(__name__)
+
+
+class RequestError(Exception):
+    """A request the function cannot serve; ``status`` is the HTTP status (4xx) of the
+    reply and the message (``str(err)``) names the offending field and what was expected."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = int(status)
+        self.message = message
+
+
+# --------------------------------------------------------------------------- responses
+
+
+def json_response(context: Any, body: Any, status: int = 200) -> Any:
+    """``context.Response`` with ``body`` as JSON text, content type ``application/json``."""
+    return context.Response(
+        body=json.dumps(body, separators=(",", ":"), allow_nan=False),
+        headers={},
+        content_type=JSON,
+        status_code=int(status),
+    )
+
+
+def error_response(context: Any, status: int, message: str) -> Any:
+    """``{"error": message}`` as a JSON response with ``status``."""
+    return json_response(context, {"error": message}, status)
+
+
+# --------------------------------------------------------------------------- request parsing
+
+
+def _describe(value: Any) -> str:
+    """A short, safe rendering of a JSON value for error messages (never a whole image)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"{str(value).lower()} (a boolean)"
+    if isinstance(value, numbers.Real):
+        return repr(value)
+    if isinstance(value, str):
+        return repr(value) if len(value) <= 40 else f"a string of {len(value)} characters"
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    return f"a {type(value).__name__}"
+
+
+def request_body(event: Any) -> dict[str, Any]:
+    """The JSON object of a request: ``event.body`` as the runtime decoded it, or bytes/str
+    that parse as JSON. Raises `RequestError` 400 when there is no JSON object."""
+    body = event.body
+    if isinstance(body, (bytes, bytearray, memoryview, str)):
+        raw = bytes(body) if not isinstance(body, str) else body
+        if not raw:
+            raise RequestError(400, "request body is empty; expected a JSON object with 'image'")
+        try:
+            body = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            content_type = getattr(event, "content_type", None) or "none"
+            raise RequestError(
+                400,
+                f"request body is not JSON ({err}); send a JSON object with content type "
+                f"application/json (got content type {content_type!r})",
+            ) from None
+    if not isinstance(body, dict):
+        raise RequestError(400, f"request body must be a JSON object, got {_describe(body)}")
+    return body
+
+
+def _image_too_large(data: bytes) -> bool:
+    """True when the encoded image's header declares more pixels than accepted (or PIL's own
+    bomb guard refuses it); only used to pick 413 over 422 after a decode failure."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            width, height = img.size
+    except Image.DecompressionBombError:
+        return True
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        return False
+    return width * height > max_pixels()
+
+
+def decode_request_image(body: dict[str, Any], key: str = "image") -> np.ndarray:
+    """The RGB uint8 (H, W, 3) frame in ``body[key]`` (base64 of an encoded image)."""
+    if key not in body:
+        raise RequestError(400, f"missing '{key}': expected the base64 of a JPEG or PNG frame")
+    value = body[key]
+    if not isinstance(value, str):
+        raise RequestError(422, f"'{key}' must be a base64 string, got {_describe(value)}")
+    text = "".join(value.split())  # tolerate line-wrapped base64
+    try:
+        data = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as err:
+        raise RequestError(400, f"'{key}' is not valid base64: {err}") from None
+    if not data:
+        raise RequestError(422, f"'{key}' is empty; expected the base64 of a JPEG or PNG frame")
+    try:
+        return decode_image(data, name=key)
+    except ImageError as err:
+        status = 413 if _image_too_large(data) else 422
+        raise RequestError(status, str(err)) from None
+
+
+def _threshold(body: dict[str, Any]) -> float | None:
+    value = body.get("threshold")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise RequestError(422, f"'threshold' must be a number in 0..1, got {_describe(value)}")
+    number = float(value)
+    if not 0.0 <= number <= 1.0:  # also rejects NaN
+        raise RequestError(422, f"'threshold' must be a number in 0..1, got {_describe(value)}")
+    return number
+
+
+def _coordinate(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise RequestError(422, f"{where} must be a finite number, got {_describe(value)}")
+    return float(value)
+
+
+def _point(value: Any, where: str) -> tuple[float, float]:
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise RequestError(422, f"{where} must be a point [x, y], got {_describe(value)}")
+    return _coordinate(value[0], f"{where}[0]"), _coordinate(value[1], f"{where}[1]")
+
+
+def _points(body: dict[str, Any], key: str) -> np.ndarray:
+    value = body.get(key)
+    if value is None:
+        return np.zeros((0, 2), np.float32)
+    if not isinstance(value, (list, tuple)):
+        raise RequestError(422, f"'{key}' must be a list of [x, y] points, got {_describe(value)}")
+    points = [_point(item, f"'{key}'[{i}]") for i, item in enumerate(value)]
+    return np.array(points, dtype=np.float32).reshape(-1, 2)
+
+
+def _box(body: dict[str, Any]) -> np.ndarray | None:
+    value = body.get("obj_bbox")
+    if value is None:
+        return None
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise RequestError(422, f"'obj_bbox' must be null or [[x1, y1], [x2, y2]], got {_describe(value)}")
+    (xa, ya), (xb, yb) = (_point(corner, f"'obj_bbox'[{i}]") for i, corner in enumerate(value))
+    return np.array([min(xa, xb), min(ya, yb), max(xa, xb), max(ya, yb)], dtype=np.float32)
+
+
+def parse_image_request(event: Any) -> np.ndarray:
+    """The frame of a request that needs nothing else (the SAM encoder); other fields, such
+    as the points CVAT sends to every interactor, are ignored."""
+    return decode_request_image(request_body(event))
+
+
+def parse_detector_request(event: Any) -> tuple[np.ndarray, float | None]:
+    """``(image, threshold)`` from a detector request ``{image, threshold?}``; a missing or
+    null threshold is None (the ontology's per-label thresholds then apply). Frames smaller
+    than `MIN_DETECTOR_SIDE` on a side are refused (422)."""
+    body = request_body(event)
+    threshold = _threshold(body)
+    image = decode_request_image(body)
+    height, width = image.shape[:2]
+    if min(height, width) < MIN_DETECTOR_SIDE:
+        raise RequestError(
+            422,
+            f"'image' is {width}x{height} pixels; detectors need at least {MIN_DETECTOR_SIDE}x{MIN_DETECTOR_SIDE}",
+        )
+    return image, threshold
+
+
+def parse_interactor_request(
+    event: Any,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """``(image, pos (N, 2), neg (M, 2), box xyxy (4,) | None)`` from an interactor request
+    ``{image, pos_points, neg_points, obj_bbox, threshold?}``. Missing point lists count as
+    empty; the box corners may come in any order. At least one positive point or a box is
+    required (422 otherwise). ``threshold`` is checked but not used."""
+    body = request_body(event)
+    _threshold(body)
+    positive = _points(body, "pos_points")
+    negative = _points(body, "neg_points")
+    box = _box(body)
+    if len(positive) == 0 and box is None:
+        raise RequestError(
+            422,
+            "an interactor request needs at least one point in 'pos_points' or an 'obj_bbox'; "
+            f"got {len(positive)} positive and {len(negative)} negative points and no box",
+        )
+    image = decode_request_image(body)
+    return image, positive, negative, box
+
+
+# --------------------------------------------------------------------------- handler shell
+
+
+def _log_internal_error(context: Any, err: BaseException) -> None:
+    trace = "".join(traceback.format_exception(type(err), err, err.__traceback__))
+    logger = getattr(context, "logger", None)
+    if logger is not None:
+        logger.error_with("handler failed", error=f"{type(err).__name__}: {err}", traceback=trace)
+    else:
+        _log.error("handler failed: %s", trace)
+
+
+def _serve(context: Any, event: Any, work: Callable[[Any, Any], Any]) -> Any:
+    """Run ``work(user_data, event)`` and turn its JSON-ready result or exception into a
+    JSON response."""
+    try:
+        if not getattr(context.user_data, "ready", False):
+            raise RuntimeError("init_context was not called for this worker")
+        body = work(context.user_data, event)
+    except RequestError as err:
+        return error_response(context, err.status, err.message)
+    except Exception as err:  # noqa: BLE001 - the HTTP boundary: log it, answer 500 JSON
+        _log_internal_error(context, err)
+        return error_response(context, 500, f"internal error ({type(err).__name__}); see the function log")
+    return json_response(context, body)
+
+
+def _expose(module: str, init_context: InitContext, handler: Handler) -> tuple[InitContext, Handler]:
+    """Make the pair look defined in ``module`` (the ``main.py`` that exposes them), which is
+    where Nuclio's test platform looks for ``init_context``."""
+    for function in (init_context, handler):
+        function.__module__ = module
+    return init_context, handler
+
+
+def _settings(context: Any) -> Any:
+    from serverless.pipeline import ModelSettings
+
+    settings = ModelSettings.from_env()
+    logger = getattr(context, "logger", None)
+    if settings.tiny and logger is not None:
+        logger.warn_with("TINY RANDOM MODELS IN USE: every box, mask and score is meaningless")
+    return settings
+
+
+def _load_ontology(path: str | PathLike[str]) -> Any:
+    from serverless.ontology import load_ontology
+
+    return load_ontology(path)
+
+
+def _log_ready(context: Any, function: str, **details: Any) -> None:
+    logger = getattr(context, "logger", None)
+    if logger is not None:
+        logger.info_with("function ready", function=function, **details)
+
+
+# --------------------------------------------------------------------------- detectors
+
+
+def _grounded_items(image: np.ndarray, model: Any, ontology: Any, threshold: float | None) -> list[dict[str, Any]]:
+    """Grounded-SAM detector items, in detection order, each shaped as its label's type in the
+    ontology: ``rectangle`` labels get boxes (SAM is not run for them), ``polygon`` labels
+    polygons, ``mask`` labels raw-bitmap masks with polygon ``points`` (so CVAT can keep them
+    as masks or convert them). Shapes left empty (no mask pixels, no area) are dropped."""
+    from serverless.convert.nuclio import to_detector_items
+
+    (boxes,) = model.detector.detect([image], ontology, threshold=threshold)
+    types = [ontology.labels[int(class_id)].type for class_id in boxes.class_ids]
+    shaped = np.array([kind != "rectangle" for kind in types], dtype=bool)
+    masked = model.add_masks(image, boxes[shaped])  # one embedding, one batched decode
+    size = (image.shape[1], image.shape[0])
+    items: list[dict[str, Any]] = []
+    row_of = np.cumsum(shaped) - 1
+    for i, kind in enumerate(types):
+        row = masked[int(row_of[i])] if shaped[i] else boxes[i]
+        items += to_detector_items(
+            row, image_size=size, score_attribute=ontology.score_attribute, as_polygons=kind == "polygon"
+        )
+    return items
+
+
+def grounding_dino_function(ontology_path: str | PathLike[str], *, module: str) -> tuple[InitContext, Handler]:
+    """The ``grounding-dino`` detector: boxes for the labels of the ontology at
+    ``ontology_path`` (read in ``init_context``). A request's ``threshold`` overrides every
+    label's; without one (CVAT's UI never sends it) each label's own threshold applies.
+    ``module`` is the ``__name__`` of the ``main.py`` that exposes the pair."""
+    path = Path(ontology_path)
+
+    def init_context(context: Any) -> None:
+        from serverless.models.grounding_dino import GroundingDino
+
+        settings = _settings(context)
+        context.user_data.ontology = _load_ontology(path)
+        context.user_data.detector = GroundingDino.load(settings.gdino_model, device=settings.device)
+        context.user_data.ready = True
+        _log_ready(context, "grounding-dino", model=settings.gdino_model, labels=len(context.user_data.ontology.labels))
+
+    def detect(user_data: Any, event: Any) -> list[dict[str, Any]]:
+        from serverless.convert.nuclio import to_detector_items
+
+        image, threshold = parse_detector_request(event)
+        ontology = user_data.ontology
+        (det,) = user_data.detector.detect([image], ontology, threshold=threshold)
+        size = (image.shape[1], image.shape[0])
+        return to_detector_items(det, image_size=size, score_attribute=ontology.score_attribute)
+
+    def handler(context: Any, event: Any) -> Any:
+        return _serve(context, event, detect)
+
+    return _expose(module, init_context, handler)
+
+
+def grounded_sam_function(ontology_path: str | PathLike[str], *, module: str) -> tuple[InitContext, Handler]:
+    """The ``grounded-sam`` detector: Grounding DINO boxes, then SAM masks for the boxes of
+    ``polygon`` and ``mask`` labels (one embedding and one batched decode per frame). Items
+    follow each label's type in the ontology: rectangles, polygons, or masks (raw bitmap of the
+    inclusive box crop + box) with polygon ``points``. Thresholds as in
+    `grounding_dino_function`."""
+    path = Path(ontology_path)
+
+    def init_context(context: Any) -> None:
+        from serverless.pipeline import load_detector
+
+        settings = _settings(context)
+        context.user_data.ontology = _load_ontology(path)
+        context.user_data.detector = load_detector(settings, masks=True)
+        context.user_data.ready = True
+        _log_ready(
+            context,
+            "grounded-sam",
+            model=settings.gdino_model,
+            sam=settings.sam_checkpoint or settings.sam_model_type,
+            labels=len(context.user_data.ontology.labels),
+        )
+
+    def detect(user_data: Any, event: Any) -> list[dict[str, Any]]:
+        image, threshold = parse_detector_request(event)
+        return _grounded_items(image, user_data.detector, user_data.ontology, threshold)
+
+    def handler(context: Any, event: Any) -> Any:
+        return _serve(context, event, detect)
+
+    return _expose(module, init_context, handler)
+
+
+# --------------------------------------------------------------------------- SAM
+
+
+def _load_segmenter(context: Any) -> Any:
+    from serverless.models.sam import SamSegmenter
+
+    settings = _settings(context)
+    segmenter = SamSegmenter.load(settings.sam_model_type, settings.sam_checkpoint, device=settings.device)
+    context.user_data.segmenter = segmenter
+    context.user_data.ready = True
+    return settings
+
+
+def sam_embedding_function(*, module: str) -> tuple[InitContext, Handler]:
+    """The SAM encoder for CVAT's browser decoder (function id `BROWSER_SAM_ID`): replies
+    ``{"blob": base64 float32 [1, 256, 64, 64]}`` computed on the frame exactly as sent (not
+    resized). Points in the request are ignored: the browser decodes the clicks."""
+
+    def init_context(context: Any) -> None:
+        settings = _load_segmenter(context)
+        logger = getattr(context, "logger", None)
+        if settings.sam_model_type != "vit_h" and logger is not None:
+            logger.warn_with(
+                "CVAT's browser decoder was exported for SAM vit_h; other encoders give wrong masks",
+                sam_model_type=settings.sam_model_type,
+            )
+        _log_ready(context, "sam", sam=settings.sam_checkpoint or settings.sam_model_type)
+
+    def embed(user_data: Any, event: Any) -> dict[str, str]:
+        from serverless.convert.nuclio import embedding_reply
+
+        image = parse_image_request(event)
+        return embedding_reply(user_data.segmenter.embed(image).to_numpy())
+
+    def handler(context: Any, event: Any) -> Any:
+        return _serve(context, event, embed)
+
+    return _expose(module, init_context, handler)
+
+
+def sam_interactor_function(*, module: str) -> tuple[InitContext, Handler]:
+    """The server-side SAM interactor (any SAM size): positive/negative clicks and an
+    optional box → ``{"mask": 2-D 0/255 crop, "bounds": [xtl, ytl, xbr, ybr]}``. Each frame's
+    embedding is cached by image content hash, so clicks after the first on a frame cost only
+    the decoder."""
+
+    def init_context(context: Any) -> None:
+        settings = _load_segmenter(context)
+        _log_ready(context, "sam-interactor", sam=settings.sam_checkpoint or settings.sam_model_type)
+
+    def interact(user_data: Any, event: Any) -> dict[str, list]:
+        from serverless.convert.nuclio import to_interactor_reply
+
+        image, positive, negative, box = parse_interactor_request(event)
+        segmenter = user_data.segmenter
+        embedding = segmenter.embed(image)
+        mask = segmenter.segment_points(embedding, positive, negative, box)
+        return to_interactor_reply(mask)
+
+    def handler(context: Any, event: Any) -> Any:
+        return _serve(context, event, interact)
+
+    return _expose(module, init_context, handler)

@@ -1,0 +1,287 @@
+"""The plumbing under `sync.store.api.Store`: engine, transactions, lookups, snapshots and
+the one place where annotation rows are written (`StoreBase._insert_values`)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any, Self
+
+from sqlalchemy import Engine, select
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.orm import Session
+
+from serverless.detections import Detections
+from sync.store.bulk import bulk_insert, fast_insert, first_line
+from sync.store.checks import as_int, chunks
+from sync.store.convert import detection_values
+from sync.store.errors import StoreError
+from sync.store.records import CvatJobInfo, CvatTaskInfo, DatasetInfo, RunInfo, SampleInfo
+from sync.store.schema import Annotation, CvatJob, CvatTask, Dataset, Run, RunSample, Sample
+
+__all__ = ["ANNOTATION_INSERT_COLUMNS", "DEFAULT_SOURCE", "StoreBase"]
+
+DEFAULT_SOURCE = {"prelabel": "auto", "import": "file", "human": "manual"}
+"""The ``source`` of annotations whose Detections have no ``source`` column, by run kind."""
+
+ANNOTATION_INSERT_COLUMNS = (
+    "run_id",
+    "sample_id",
+    "label",
+    "x1",
+    "y1",
+    "x2",
+    "y2",
+    "shape_type",
+    "score",
+    "polygon",
+    "mask_rle",
+    "attributes",
+    "source",
+    "cvat_shape_id",
+    "pre_annotation_id",
+)
+"""``run_id`` followed by the `AnnotationIn` fields, in order."""
+
+
+def dataset_info(row: Dataset) -> DatasetInfo:
+    """The frozen snapshot of a ``datasets`` row."""
+    return DatasetInfo(id=row.id, name=row.name, created_at=row.created_at)
+
+
+def sample_info(row: Any) -> SampleInfo:
+    """The frozen snapshot of a ``samples`` row (ORM object or query row)."""
+    return SampleInfo(
+        id=row.id,
+        dataset_id=row.dataset_id,
+        uri=row.uri,
+        content_hash=row.content_hash,
+        width=row.width,
+        height=row.height,
+    )
+
+
+def run_info(row: Run) -> RunInfo:
+    """The frozen snapshot of a ``runs`` row."""
+    return RunInfo(
+        id=row.id,
+        dataset_id=row.dataset_id,
+        name=row.name,
+        kind=row.kind,
+        created_at=row.created_at,
+        finished_at=row.finished_at,
+        parent_run_id=row.parent_run_id,
+        model_id=row.model_id,
+        model_revision=row.model_revision,
+        ontology_yaml=row.ontology_yaml,
+        ontology_hash=row.ontology_hash,
+        thresholds=row.thresholds,
+        params=row.params,
+        cvat_server=row.cvat_server,
+        cvat_task_id=row.cvat_task_id,
+        cvat_job_id=row.cvat_job_id,
+        assignee=row.assignee,
+        stage=row.stage,
+        state=row.state,
+        cvat_updated_date=row.cvat_updated_date,
+    )
+
+
+def task_info(row: CvatTask) -> CvatTaskInfo:
+    """The frozen snapshot of a ``cvat_tasks`` row."""
+    return CvatTaskInfo(
+        id=row.id,
+        dataset_id=row.dataset_id,
+        server=row.server,
+        task_id=row.task_id,
+        name=row.name,
+        project_id=row.project_id,
+        run_id=row.run_id,
+        created_at=row.created_at,
+    )
+
+
+def job_info(row: CvatJob) -> CvatJobInfo:
+    """The frozen snapshot of a ``cvat_jobs`` row."""
+    return CvatJobInfo(
+        id=row.id,
+        task_link_id=row.task_link_id,
+        job_id=row.job_id,
+        start_frame=row.start_frame,
+        stop_frame=row.stop_frame,
+        assignee=row.assignee,
+        stage=row.stage,
+        state=row.state,
+        updated_date=row.updated_date,
+        last_pulled_at=row.last_pulled_at,
+        last_pulled_updated_date=row.last_pulled_updated_date,
+        last_revision_id=row.last_revision_id,
+    )
+
+
+class StoreBase:
+    """Engine, transactions and lookups shared by the store's methods."""
+
+    def __init__(self, engine: Engine, display_url: str) -> None:
+        self._engine = engine
+        self._url = display_url
+
+    @property
+    def url(self) -> str:
+        """The store's URL with the password hidden."""
+        return self._url
+
+    @property
+    def engine(self) -> Engine:
+        """The SQLAlchemy engine (for advanced queries and tests)."""
+        return self._engine
+
+    @property
+    def dialect(self) -> str:
+        """``"sqlite"`` or ``"postgresql"``."""
+        return self._engine.dialect.name
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._url!r})"
+
+    def close(self) -> None:
+        """Close the pooled connections. The store can still be used (it reconnects)."""
+        self._engine.dispose()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A ``Session`` in a transaction: committed when the block ends, rolled back if it
+        raises. Database errors become `StoreError` naming the store."""
+        try:
+            with Session(self._engine, expire_on_commit=False) as session, session.begin():
+                yield session
+        except IntegrityError as err:
+            raise StoreError(
+                f"store at {self._url}: the write conflicts with stored data "
+                f"(another process may have written the same object): {first_line(err.orig)}"
+            ) from err
+        except DBAPIError as err:
+            raise StoreError(f"store at {self._url}: {first_line(err.orig)}") from err
+
+    # ---------------------------------------------------------------------- lookups
+    def _dataset(self, session: Session, dataset: DatasetInfo | str) -> Dataset:
+        if isinstance(dataset, DatasetInfo):
+            row, name = session.get(Dataset, dataset.id), dataset.name
+        elif isinstance(dataset, str):
+            row, name = session.execute(select(Dataset).where(Dataset.name == dataset)).scalar(), dataset
+        else:
+            raise StoreError(f"a dataset is a DatasetInfo or a name, got {dataset!r}")
+        if row is None:
+            known = session.execute(select(Dataset.name).order_by(Dataset.name).limit(20)).scalars().all()
+            listing = f" (datasets: {', '.join(map(repr, known))})" if known else " (it has no datasets)"
+            raise StoreError(f"no dataset {name!r} in the store at {self._url}{listing}")
+        return row
+
+    def _run(self, session: Session, run: RunInfo | int) -> Run:
+        run_id = run.id if isinstance(run, RunInfo) else as_int(run, "run id")
+        row = session.get(Run, run_id)
+        if row is None:
+            raise StoreError(f"no run with id {run_id} in the store at {self._url}")
+        return row
+
+    def _task(self, session: Session, task: CvatTaskInfo | int) -> CvatTask:
+        link_id = task.id if isinstance(task, CvatTaskInfo) else as_int(task, "CVAT task link id")
+        row = session.get(CvatTask, link_id)
+        if row is None:
+            raise StoreError(f"no CVAT task link with id {link_id} in the store at {self._url}")
+        return row
+
+    def _job(self, session: Session, job: CvatJobInfo | int) -> CvatJob:
+        link_id = job.id if isinstance(job, CvatJobInfo) else as_int(job, "CVAT job link id")
+        row = session.get(CvatJob, link_id)
+        if row is None:
+            raise StoreError(f"no CVAT job link with id {link_id} in the store at {self._url}")
+        return row
+
+    @staticmethod
+    def _check_samples_in(session: Session, dataset_id: int, sample_ids: Iterable[int], where: str) -> None:
+        wanted = sorted(set(sample_ids))
+        found: set[int] = set()
+        for chunk in chunks(wanted):
+            found.update(
+                session.execute(
+                    select(Sample.id).where(Sample.dataset_id == dataset_id, Sample.id.in_(chunk))
+                ).scalars()
+            )
+        missing = [i for i in wanted if i not in found]
+        if missing:
+            more = " …" if len(missing) > 10 else ""
+            raise StoreError(f"{where}: sample ids {missing[:10]}{more} are not samples of dataset id {dataset_id}")
+
+    @staticmethod
+    def _unique_run_name(session: Session, dataset_id: int, base: str) -> str:
+        """``base``, or ``base-2``, ``base-3``… when taken in the dataset."""
+        taken = set(
+            session.execute(select(Run.name).where(Run.dataset_id == dataset_id, Run.name.like(f"{base}%"))).scalars()
+        )
+        name, n = base, 2
+        while name in taken:
+            name, n = f"{base}-{n}", n + 1
+        return name
+
+    @staticmethod
+    def _detection_values(
+        session: Session, dataset_id: int, detections: Mapping[int, Detections], with_scores: bool, source: str
+    ) -> list[tuple]:
+        """Insert-ready tuples of ``{sample_id: Detections}``; masks must have their sample's size."""
+        sample_ids = [as_int(k, "sample id") for k in detections]
+        sizes: dict[int, tuple[int, int]] = {}
+        if any(getattr(det, "masks", None) is not None for det in detections.values()):
+            for chunk in chunks(sorted(set(sample_ids))):
+                query = select(Sample.id, Sample.width, Sample.height).where(
+                    Sample.dataset_id == dataset_id, Sample.id.in_(chunk)
+                )
+                sizes.update({r.id: (r.height, r.width) for r in session.execute(query)})
+        values: list[tuple] = []
+        for sample_id, det in zip(sample_ids, detections.values()):
+            masks = getattr(det, "masks", None)
+            if masks is not None and sample_id in sizes and masks.shape[1:] != sizes[sample_id]:
+                height, width = sizes[sample_id]
+                raise StoreError(
+                    f"sample {sample_id}: masks have size {masks.shape[1:]}, the sample is "
+                    f"{height}x{width} (height x width)"
+                )
+            values.extend(detection_values(sample_id, det, with_scores=with_scores, source=source))
+        return values
+
+    # ---------------------------------------------------------------------- the one writer of annotations
+    def _insert_values(self, session: Session, run: Run, values: Sequence[tuple], cover: Iterable[int]) -> int:
+        """Make ``run`` cover the samples of ``values`` and ``cover`` and insert ``values``
+        (insert-ready `AnnotationIn` tuples, see `sync.store.convert.row_values`), in the
+        caller's transaction. `StoreError` if a sample is not in the run's dataset or the run
+        already covers it; nothing is written then."""
+        covered = sorted({v[0] for v in values} | {as_int(i, "covered sample id") for i in cover})
+        self._check_samples_in(session, run.dataset_id, covered, f"run {run.name!r}")
+        already: list[int] = []
+        for chunk in chunks(covered):
+            already.extend(
+                session.execute(
+                    select(RunSample.sample_id).where(RunSample.run_id == run.id, RunSample.sample_id.in_(chunk))
+                ).scalars()
+            )
+        if already:
+            more = " …" if len(already) > 10 else ""
+            raise StoreError(
+                f"run {run.name!r} already covers sample ids {sorted(already)[:10]}{more}; runs are never overwritten"
+            )
+        bulk_insert(session, RunSample.__table__, [{"run_id": run.id, "sample_id": sid} for sid in covered])
+        run_id = run.id
+        fast_insert(
+            session,
+            Annotation.__table__,
+            ANNOTATION_INSERT_COLUMNS,
+            [(run_id, *v) for v in values],
+            f"run {run.name!r}",
+        )
+        return len(values)

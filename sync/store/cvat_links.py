@@ -1,0 +1,407 @@
+"""The CVAT link methods of `sync.store.api.Store`: tasks, jobs, frames, pushed shapes and
+human revisions (fiftyone's annotation-run model: task/job ids, a frame map and a
+local↔server id map, here as tables).
+
+Upserts are idempotent (unique constraints plus ``INSERT … ON CONFLICT DO NOTHING``, then a
+read back that raises `StoreError` on any contradiction), so a rerun of a push never
+duplicates anything. `CvatLinks.record_human_revision` writes a whole job in one transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from datetime import datetime
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from serverless.detections import Detections
+from sync.store.base import DEFAULT_SOURCE, StoreBase, job_info, run_info, task_info
+from sync.store.bulk import insert_ignore
+from sync.store.checks import as_aware, as_int, chunks, optional_text
+from sync.store.credentials import strip_credentials
+from sync.store.errors import StoreError
+from sync.store.records import CvatJobInfo, CvatTaskInfo, DatasetInfo, RunInfo
+from sync.store.schema import Annotation, CvatFrame, CvatJob, CvatTask, PushedShape, Run, utc_now
+
+__all__ = ["CvatLinks"]
+
+log = logging.getLogger(__name__)
+
+
+class CvatLinks(StoreBase):
+    """CVAT tasks, jobs, frames, pushed shapes and human revisions (mixed into `Store`)."""
+
+    def link_cvat_task(
+        self,
+        dataset: DatasetInfo | str,
+        server: str,
+        task_id: int,
+        *,
+        name: str = "",
+        project_id: int | None = None,
+        run: RunInfo | int | None = None,
+    ) -> CvatTaskInfo:
+        """Record (idempotently) that CVAT task ``task_id`` on ``server`` holds samples of the
+        dataset and, with ``run``, the pre-label run pushed into it.
+
+        ``server`` is stored without credentials. Re-linking updates ``name`` and
+        ``project_id``; linking the task to another dataset, or to another run than the one
+        it holds, raises `StoreError`.
+        """
+        server = strip_credentials(server)
+        if not server:
+            raise StoreError("CVAT server URL must not be empty")
+        task_id = as_int(task_id, "CVAT task id", minimum=0)
+        if project_id is not None:
+            project_id = as_int(project_id, "CVAT project id", minimum=0)
+        if not isinstance(name, str):
+            raise StoreError(f"CVAT task name must be a string, got {type(name).__name__}")
+        with self.session() as s:
+            ds = self._dataset(s, dataset)
+            run_id = None
+            if run is not None:
+                run_row = self._run(s, run)
+                if run_row.dataset_id != ds.id:
+                    raise StoreError(f"run {run_row.name!r} does not belong to dataset {ds.name!r}")
+                run_id = run_row.id
+            insert_ignore(
+                s,
+                CvatTask.__table__,
+                [
+                    {
+                        "dataset_id": ds.id,
+                        "server": server,
+                        "task_id": task_id,
+                        "name": name,
+                        "project_id": project_id,
+                        "run_id": run_id,
+                        "created_at": utc_now(),
+                    }
+                ],
+                ["server", "task_id"],
+            )
+            row = s.execute(select(CvatTask).where(CvatTask.server == server, CvatTask.task_id == task_id)).scalar_one()
+            if row.dataset_id != ds.id:
+                raise StoreError(
+                    f"CVAT task {task_id} on {server} is linked to another dataset "
+                    f"(id {row.dataset_id}), not {ds.name!r}"
+                )
+            if run_id is not None and row.run_id not in (None, run_id):
+                raise StoreError(
+                    f"CVAT task {task_id} on {server} already holds pre-label run id {row.run_id}, not {run_id}"
+                )
+            row.name = name or row.name
+            if project_id is not None:
+                row.project_id = project_id
+            if run_id is not None:
+                row.run_id = run_id
+            s.flush()
+            return task_info(row)
+
+    def get_cvat_task(self, server: str, task_id: int) -> CvatTaskInfo | None:
+        """The link of CVAT task ``task_id`` on ``server`` (credentials ignored), or None."""
+        server = strip_credentials(server)
+        with self.session() as s:
+            row = s.execute(
+                select(CvatTask).where(CvatTask.server == server, CvatTask.task_id == as_int(task_id, "CVAT task id"))
+            ).scalar()
+            return None if row is None else task_info(row)
+
+    def cvat_tasks(self, dataset: DatasetInfo | str) -> list[CvatTaskInfo]:
+        """The CVAT tasks linked to a dataset, oldest first."""
+        with self.session() as s:
+            ds = self._dataset(s, dataset)
+            return [
+                task_info(r)
+                for r in s.execute(select(CvatTask).where(CvatTask.dataset_id == ds.id).order_by(CvatTask.id)).scalars()
+            ]
+
+    def link_frames(self, task: CvatTaskInfo | int, frames: Mapping[int, int]) -> None:
+        """Record ``{task-relative frame: sample_id}`` for a task (idempotent). A frame already
+        linked to another sample, or a sample already at another frame, raises `StoreError`."""
+        wanted = {as_int(f, "frame", minimum=0): as_int(sid, "sample id") for f, sid in frames.items()}
+        by_sample: dict[int, int] = {}
+        for frame, sid in wanted.items():
+            other = by_sample.setdefault(sid, frame)
+            if other != frame:
+                raise StoreError(f"sample {sid} cannot be both frame {other} and frame {frame}")
+        with self.session() as s:
+            task_row = self._task(s, task)
+            where = f"CVAT task {task_row.task_id} on {task_row.server}"
+            self._check_samples_in(s, task_row.dataset_id, wanted.values(), where)
+            stored = self._frames(s, task_row.id)
+            stored_by_sample = {sid: f for f, sid in stored.items()}
+            for frame, sid in wanted.items():
+                if frame in stored and stored[frame] != sid:
+                    raise StoreError(f"{where}: frame {frame} is already linked to sample {stored[frame]}, not {sid}")
+                if sid in stored_by_sample and stored_by_sample[sid] != frame:
+                    raise StoreError(f"{where}: sample {sid} is already frame {stored_by_sample[sid]}, not {frame}")
+            insert_ignore(
+                s,
+                CvatFrame.__table__,
+                [
+                    {"task_link_id": task_row.id, "frame": f, "sample_id": sid}
+                    for f, sid in wanted.items()
+                    if f not in stored
+                ],
+                ["task_link_id", "frame"],
+            )
+
+    @staticmethod
+    def _frames(session: Session, task_link_id: int) -> dict[int, int]:
+        return {
+            r.frame: r.sample_id
+            for r in session.execute(
+                select(CvatFrame.frame, CvatFrame.sample_id).where(CvatFrame.task_link_id == task_link_id)
+            )
+        }
+
+    def frames_of(self, task: CvatTaskInfo | int) -> dict[int, int]:
+        """``{task-relative frame: sample_id}`` of a task, by frame."""
+        with self.session() as s:
+            return dict(sorted(self._frames(s, self._task(s, task).id).items()))
+
+    def upsert_cvat_job(
+        self,
+        task: CvatTaskInfo | int,
+        job_id: int,
+        *,
+        start_frame: int,
+        stop_frame: int,
+        assignee: str | None = None,
+        stage: str | None = None,
+        state: str | None = None,
+        updated_date: datetime | str | None = None,
+    ) -> CvatJobInfo:
+        """Record a job of a task as just seen on the server (frame range inclusive,
+        task-relative). Idempotent; later calls update the assignee, stage, state and
+        ``updated_date``, never the pull bookkeeping. A changed frame range raises `StoreError`."""
+        job_id = as_int(job_id, "CVAT job id", minimum=0)
+        start_frame = as_int(start_frame, "start_frame", minimum=0)
+        stop_frame = as_int(stop_frame, "stop_frame", minimum=start_frame)
+        values = {
+            "assignee": optional_text(assignee, "assignee"),
+            "stage": optional_text(stage, "stage", 64),
+            "state": optional_text(state, "state", 64),
+            "updated_date": as_aware(updated_date, "updated_date"),
+        }
+        with self.session() as s:
+            task_row = self._task(s, task)
+            insert_ignore(
+                s,
+                CvatJob.__table__,
+                [
+                    {
+                        "task_link_id": task_row.id,
+                        "job_id": job_id,
+                        "start_frame": start_frame,
+                        "stop_frame": stop_frame,
+                        **values,
+                    }
+                ],
+                ["task_link_id", "job_id"],
+            )
+            row = s.execute(
+                select(CvatJob).where(CvatJob.task_link_id == task_row.id, CvatJob.job_id == job_id)
+            ).scalar_one()
+            if (row.start_frame, row.stop_frame) != (start_frame, stop_frame):
+                raise StoreError(
+                    f"CVAT job {job_id} of task {task_row.task_id} is stored with frames "
+                    f"{row.start_frame}..{row.stop_frame}, got {start_frame}..{stop_frame}"
+                )
+            for key, value in values.items():
+                setattr(row, key, value)
+            s.flush()
+            return job_info(row)
+
+    def get_cvat_job(self, task: CvatTaskInfo | int, job_id: int) -> CvatJobInfo:
+        """A job of a task by CVAT job id; `StoreError` if it was never recorded."""
+        with self.session() as s:
+            task_row = self._task(s, task)
+            row = s.execute(
+                select(CvatJob).where(
+                    CvatJob.task_link_id == task_row.id, CvatJob.job_id == as_int(job_id, "CVAT job id")
+                )
+            ).scalar()
+            if row is None:
+                raise StoreError(
+                    f"CVAT job {job_id} of task {task_row.task_id} on {task_row.server} is not in the store"
+                )
+            return job_info(row)
+
+    def jobs_of(self, task: CvatTaskInfo | int) -> list[CvatJobInfo]:
+        """The recorded jobs of a task, by CVAT job id."""
+        with self.session() as s:
+            task_row = self._task(s, task)
+            return [
+                job_info(r)
+                for r in s.execute(
+                    select(CvatJob).where(CvatJob.task_link_id == task_row.id).order_by(CvatJob.job_id)
+                ).scalars()
+            ]
+
+    def record_pushed_shapes(
+        self, task: CvatTaskInfo | int, shapes: Mapping[int, int], *, job_id: int | None = None
+    ) -> None:
+        """Record ``{pre-label annotation id: CVAT shape id}`` for shapes created in a task
+        (idempotent). A shape id or annotation already mapped differently raises `StoreError`."""
+        wanted = {as_int(a, "annotation id"): as_int(sh, "CVAT shape id", minimum=0) for a, sh in shapes.items()}
+        if len(set(wanted.values())) != len(wanted):
+            raise StoreError("two annotations cannot map to the same CVAT shape id")
+        with self.session() as s:
+            task_row = self._task(s, task)
+            where = f"CVAT task {task_row.task_id} on {task_row.server}"
+            ann_ids = sorted(wanted)
+            found: dict[int, int] = {}
+            for chunk in chunks(ann_ids):
+                for r in s.execute(
+                    select(Annotation.id, Run.dataset_id)
+                    .join(Run, Run.id == Annotation.run_id)
+                    .where(Annotation.id.in_(chunk))
+                ):
+                    found[r.id] = r.dataset_id
+            bad = [a for a in ann_ids if found.get(a) != task_row.dataset_id]
+            if bad:
+                raise StoreError(f"{where}: annotation ids {bad[:10]} are not annotations of the task's dataset")
+            stored = self._pushed(s, task_row.id)
+            stored_by_ann = {a: sh for sh, a in stored.items()}
+            for ann, shape in wanted.items():
+                if shape in stored and stored[shape] != ann:
+                    raise StoreError(
+                        f"{where}: CVAT shape {shape} is already mapped to annotation {stored[shape]}, not {ann}"
+                    )
+                if ann in stored_by_ann and stored_by_ann[ann] != shape:
+                    raise StoreError(
+                        f"{where}: annotation {ann} was already pushed as CVAT shape {stored_by_ann[ann]}, not {shape}"
+                    )
+            insert_ignore(
+                s,
+                PushedShape.__table__,
+                [
+                    {"task_link_id": task_row.id, "cvat_shape_id": sh, "annotation_id": a, "job_id": job_id}
+                    for a, sh in wanted.items()
+                    if sh not in stored
+                ],
+                ["task_link_id", "cvat_shape_id"],
+            )
+
+    @staticmethod
+    def _pushed(session: Session, task_link_id: int) -> dict[int, int]:
+        return {
+            r.cvat_shape_id: r.annotation_id
+            for r in session.execute(
+                select(PushedShape.cvat_shape_id, PushedShape.annotation_id).where(
+                    PushedShape.task_link_id == task_link_id
+                )
+            )
+        }
+
+    def pushed_shapes(self, task: CvatTaskInfo | int) -> dict[int, int]:
+        """``{CVAT shape id: pre-label annotation id}`` of a task."""
+        with self.session() as s:
+            return dict(sorted(self._pushed(s, self._task(s, task).id).items()))
+
+    def record_human_revision(
+        self,
+        job: CvatJobInfo | int,
+        detections: Mapping[int, Detections],
+        *,
+        updated_date: datetime | str,
+        assignee: str | None = None,
+        stage: str | None = None,
+        state: str | None = None,
+        name: str | None = None,
+        with_scores: bool = False,
+    ) -> RunInfo:
+        """Store what a CVAT job holds now as a new finished ``human`` run, in one transaction.
+
+        ``detections`` maps sample ids to the job's `Detections` (``data`` columns
+        ``cvat_id``, ``source``, ``shape_type``, ``attributes`` are kept; see
+        `sync.store.convert`). The revision covers these samples and every sample linked to a
+        frame in the job's range (frames without shapes are covered, empty). Annotations whose
+        CVAT shape id was pushed from a pre-label run get ``pre_annotation_id`` from
+        `record_pushed_shapes`. The run records the server (without credentials), task, job,
+        ``assignee``, ``stage``, ``state`` (each defaults to what `upsert_cvat_job` last saw)
+        and ``updated_date``; its parent is the task's
+        pre-label run; its name defaults to ``"job<job_id>-rev<n>"``. The job link's pull
+        bookkeeping is updated in the same transaction. Scores are dropped unless
+        ``with_scores``. Every call adds a revision; earlier ones are untouched.
+        """
+        updated = as_aware(updated_date, "updated_date")
+        if updated is None:
+            raise StoreError("updated_date is required: it identifies the state of the job that was pulled")
+        name = optional_text(name, "run name")
+        assignee = optional_text(assignee, "assignee")
+        stage = optional_text(stage, "stage", 64)
+        state = optional_text(state, "state", 64)
+        with self.session() as s:
+            job_row = self._job(s, job)
+            task_row = s.get(CvatTask, job_row.task_link_id)
+            where = f"CVAT job {job_row.job_id} of task {task_row.task_id} on {task_row.server}"
+            frames = self._frames(s, task_row.id)
+            in_range = {sid for f, sid in frames.items() if job_row.start_frame <= f <= job_row.stop_frame}
+            values = self._detection_values(s, task_row.dataset_id, detections, with_scores, DEFAULT_SOURCE["human"])
+            pushed = self._pushed(s, task_row.id)
+            values = [(*v[:13], pushed[v[12]]) if v[13] is None and v[12] in pushed else v for v in values]
+            if name is None:
+                count = s.execute(
+                    select(func.count()).where(
+                        Run.kind == "human",
+                        Run.cvat_server == task_row.server,
+                        Run.cvat_task_id == task_row.task_id,
+                        Run.cvat_job_id == job_row.job_id,
+                    )
+                ).scalar_one()
+                name = self._unique_run_name(s, task_row.dataset_id, f"job{job_row.job_id}-rev{count + 1}")
+            elif s.execute(select(Run.id).where(Run.dataset_id == task_row.dataset_id, Run.name == name)).first():
+                raise StoreError(f"{where}: the dataset already has a run named {name!r}")
+            now = utc_now()
+            run = Run(
+                dataset_id=task_row.dataset_id,
+                name=name,
+                kind="human",
+                created_at=now,
+                finished_at=now,
+                parent_run_id=task_row.run_id,
+                cvat_server=task_row.server,
+                cvat_task_id=task_row.task_id,
+                cvat_job_id=job_row.job_id,
+                assignee=job_row.assignee if assignee is None else assignee,
+                stage=job_row.stage if stage is None else stage,
+                state=job_row.state if state is None else state,
+                cvat_updated_date=updated,
+            )
+            s.add(run)
+            s.flush()
+            count = self._insert_values(s, run, values, set(detections) | in_range)
+            s.execute(
+                update(CvatJob)
+                .where(CvatJob.id == job_row.id)
+                .values(
+                    assignee=run.assignee,
+                    stage=run.stage,
+                    state=run.state,
+                    updated_date=updated if job_row.updated_date is None else max(updated, job_row.updated_date),
+                    last_pulled_at=now,
+                    last_pulled_updated_date=updated,
+                    last_revision_id=run.id,
+                )
+            )
+            log.info("%s: recorded revision %r with %d annotations", where, name, count)
+            return run_info(run)
+
+    def revisions_of(self, job: CvatJobInfo | int) -> list[RunInfo]:
+        """The human revisions pulled from a job, oldest first."""
+        with self.session() as s:
+            job_row = self._job(s, job)
+            task_row = s.get(CvatTask, job_row.task_link_id)
+            query = select(Run).where(
+                Run.kind == "human",
+                Run.dataset_id == task_row.dataset_id,
+                Run.cvat_server == task_row.server,
+                Run.cvat_task_id == task_row.task_id,
+                Run.cvat_job_id == job_row.job_id,
+            )
+            return [run_info(r) for r in s.execute(query.order_by(Run.id)).scalars()]

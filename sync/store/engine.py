@@ -1,0 +1,219 @@
+"""Opening a store: where it is, connecting, creating or checking its schema.
+
+Where the store is, in order: the ``url_or_path`` argument, else the ``AUTOLABEL_DB``
+environment variable, else ``autolabel.db`` in the working directory. Either may be
+
+- a SQLAlchemy URL: ``sqlite:///path/to/labels.db`` or
+  ``postgresql://user@host:5432/dbname`` (psycopg2 unless another driver is named, as in
+  ``postgresql+psycopg://``; PostgreSQL needs ``psycopg2-binary``;
+  a PostgreSQL schema other than ``public`` can be chosen with
+  ``?options=-csearch_path%3Dmyschema``), or
+- a plain file path, which means SQLite.
+
+Only SQLite and PostgreSQL are supported. SQLite connections run with ``foreign_keys=ON``,
+``journal_mode=WAL`` (files), ``synchronous=NORMAL`` and a 30 s ``busy_timeout``, so several
+processes can share one file.
+
+A fresh database gets the tables and is stamped with `sync.store.schema.SCHEMA_VERSION`.
+An existing store at another version raises `StoreError`: an older one can be upgraded with
+``open_store(..., upgrade=True)`` (the ``autolabel store migrate`` command); a newer one
+needs a newer autolabel.
+
+Passwords never appear in messages, logs or ``repr``: URLs are shown with
+``render_as_string(hide_password=True)`` and driver messages have the password masked.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from sqlalchemy import URL, Engine, create_engine, event, insert, inspect, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
+
+from sync.store.api import Store
+from sync.store.errors import StoreError
+from sync.store.migrations import VERSION_KEY, read_version, upgrade_schema
+from sync.store.schema import SCHEMA_VERSION, Base, StoreMeta
+
+__all__ = ["DEFAULT_DB", "ENV_VAR", "open_store", "resolve_url"]
+
+log = logging.getLogger(__name__)
+
+ENV_VAR = "AUTOLABEL_DB"
+"""Environment variable naming the store (a URL or a SQLite file path)."""
+
+DEFAULT_DB = "autolabel.db"
+"""The SQLite file used when neither an argument nor ``AUTOLABEL_DB`` names a store."""
+
+SUPPORTED_BACKENDS = ("sqlite", "postgresql")
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+"""How long a SQLite writer waits for another process's lock before failing."""
+
+CONNECT_TIMEOUT_S = 10
+"""PostgreSQL (psycopg2) connection timeout unless the URL sets ``connect_timeout``."""
+
+
+def resolve_url(url_or_path: str | os.PathLike[str] | None = None) -> URL:
+    """The store's SQLAlchemy URL: argument → ``AUTOLABEL_DB`` → ``./autolabel.db``.
+
+    A string with ``://`` is a URL, anything else a SQLite file path. `StoreError` for an
+    unparsable URL (the text is not repeated: it may hold a password) or an unsupported
+    backend.
+    """
+    source = "argument"
+    if url_or_path is None:
+        url_or_path = os.environ.get(ENV_VAR) or None
+        source = ENV_VAR
+    if url_or_path is None:
+        url_or_path, source = DEFAULT_DB, "default"
+    if isinstance(url_or_path, os.PathLike) or "://" not in str(url_or_path):
+        path = Path(os.fspath(url_or_path)).expanduser()
+        if not str(path).strip():
+            raise StoreError(f"the store path ({source}) is empty")
+        return URL.create("sqlite", database=str(path))
+    try:
+        url = make_url(str(url_or_path))
+    except (ArgumentError, ValueError):
+        # SQLAlchemy's message quotes the whole string, password included: do not chain it.
+        raise StoreError(
+            f"the store URL ({source}) is not a valid SQLAlchemy URL such as "
+            "sqlite:///labels.db or postgresql+psycopg2://user@host/db (not shown: it may hold a password)"
+        ) from None
+    if url.drivername in ("postgresql", "postgres"):
+        # SQLAlchemy 2.1 defaults to psycopg 3; the package depends on psycopg2 (extra "postgres").
+        url = url.set(drivername="postgresql+psycopg2")
+    backend = url.get_backend_name()
+    if backend not in SUPPORTED_BACKENDS:
+        raise StoreError(f"the store at {_display(url)} uses {backend!r}; supported: {', '.join(SUPPORTED_BACKENDS)}")
+    return url
+
+
+def _display(url: URL) -> str:
+    return url.render_as_string(hide_password=True)
+
+
+def _mask(text: str, url: URL) -> str:
+    """``text`` with the URL's password (and its percent-encoded form) replaced by ``***``."""
+    password = url.password
+    if password:
+        from urllib.parse import quote
+
+        for form in {str(password), quote(str(password), safe="")}:
+            text = text.replace(form, "***")
+    return text
+
+
+def _sqlite_pragmas(dbapi_connection, connection_record) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+    finally:
+        cursor.close()
+
+
+def _make_engine(url: URL) -> Engine:
+    shown = _display(url)
+    if url.get_backend_name() == "sqlite":
+        database = url.database or ""
+        if database and database != ":memory:" and not database.startswith("file:"):
+            parent = Path(database).expanduser().resolve().parent
+            if not parent.is_dir():
+                raise StoreError(f"cannot create the store at {shown}: directory {parent} does not exist")
+        engine = create_engine(url)
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    connect_args = {}
+    if url.get_driver_name() == "psycopg2" and "connect_timeout" not in url.query:
+        connect_args["connect_timeout"] = CONNECT_TIMEOUT_S  # an unreachable host fails, not hangs
+    try:
+        return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+    except (NoSuchModuleError, ImportError) as err:
+        raise StoreError(
+            f"cannot open the store at {shown}: the database driver is missing "
+            f"({type(err).__name__}: {_mask(str(err), url)}); for PostgreSQL install "
+            "autolabel-cvat[postgres] (psycopg2-binary)"
+        ) from None
+
+
+def _prepare(engine: Engine, url: URL, *, create: bool, upgrade: bool) -> int:
+    """Create or check the schema; returns the schema version found (0 for a new store)."""
+    shown = _display(url)
+    with engine.begin() as conn:
+        tables = set(inspect(conn).get_table_names())
+        ours = set(Base.metadata.tables)
+        if StoreMeta.__tablename__ not in tables:
+            present = sorted(tables & ours)
+            if present:
+                raise StoreError(
+                    f"the database at {shown} has tables named like the store's ({', '.join(present)}) "
+                    "but no schema version: it is not an autolabel store, or it is damaged"
+                )
+            if not create:
+                raise StoreError(f"there is no store at {shown}")
+            Base.metadata.create_all(conn)
+            conn.execute(insert(StoreMeta), [{"key": VERSION_KEY, "value": str(SCHEMA_VERSION)}])
+            log.info("created a store at %s (schema version %d)", shown, SCHEMA_VERSION)
+            return 0
+        version = read_version(conn, shown)
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"the store at {shown} has schema version {version}, newer than the {SCHEMA_VERSION} "
+                "this autolabel reads: upgrade autolabel"
+            )
+        if version < SCHEMA_VERSION:
+            if not upgrade:
+                raise StoreError(
+                    f"the store at {shown} has schema version {version}; this autolabel needs "
+                    f"{SCHEMA_VERSION}: upgrade it with `autolabel store migrate` "
+                    "(sync.store.open_store(..., upgrade=True)) after a backup"
+                )
+            upgrade_schema(conn, version, shown)
+            log.info("upgraded the store at %s from schema version %d to %d", shown, version, SCHEMA_VERSION)
+        return version
+
+
+def open_store(
+    url_or_path: str | os.PathLike[str] | None = None,
+    *,
+    create: bool = True,
+    upgrade: bool = False,
+) -> Store:
+    """Open (and, when new and ``create``, initialize) the label store.
+
+    ``url_or_path``: see the module docstring (None → ``AUTOLABEL_DB`` → ``./autolabel.db``).
+    ``create=False`` refuses to make a new store (for commands that only read).
+    ``upgrade=True`` migrates an older schema to the current one.
+
+    Raises `StoreError` with the URL (password hidden) when the URL is invalid, the driver is
+    missing, the server is unreachable or refuses the login, the SQLite directory does not
+    exist, or the schema version differs.
+    """
+    url = resolve_url(url_or_path)
+    shown = _display(url)
+    if (
+        not create
+        and url.get_backend_name() == "sqlite"
+        and url.database not in (None, "", ":memory:")
+        and not Path(url.database).expanduser().exists()
+    ):
+        raise StoreError(f"there is no store at {shown}")
+    engine = _make_engine(url)
+    try:
+        _prepare(engine, url, create=create, upgrade=upgrade)
+    except StoreError:
+        engine.dispose()
+        raise
+    except DBAPIError as err:
+        engine.dispose()
+        reason = _mask(str(err.orig).strip().splitlines()[0] if str(err.orig).strip() else type(err.orig).__name__, url)
+        message = f"cannot open the store at {shown}: {reason}"
+        if url.password and url.password in str(err):
+            raise StoreError(message) from None  # the driver's own message holds the password
+        raise StoreError(message) from err
+    return Store(engine, shown)

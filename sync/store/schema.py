@@ -1,0 +1,300 @@
+"""The tables of the label store (SQLAlchemy 2 declarative models).
+
+Schema version `SCHEMA_VERSION`, stamped in ``store_meta`` (key ``schema_version``).
+
+Units and conventions are those of `serverless.detections.Detections`: boxes in pixels,
+``x1, y1`` inclusive and ``x2, y2`` exclusive; scores in 0..1; masks full frame of their
+sample as COCO compressed RLE (``{"size": [height, width], "counts": str}``, column-major);
+polygons as a list of rings, each a flat ``[x0, y0, x1, y1, ...]`` list.
+Frame numbers are CVAT task-relative. Times are timezone-aware UTC.
+
+Tables (``→`` is a foreign key):
+
+- ``datasets``: a named collection of samples.
+- ``samples`` → datasets: one image (URI, content hash, width, height); unique per
+  (dataset, uri).
+- ``runs`` → datasets: one set of annotations with its provenance. ``kind`` is ``prelabel``
+  (model output: model id/revision, ontology YAML and hash, thresholds, parameters),
+  ``human`` (a revision pulled from a CVAT job: server URL without credentials, task, job,
+  assignee, stage, state and the job's ``updated_date``) or ``import`` (labels from a file).
+  ``parent_run_id`` is the run a revision started from (the pre-label run pushed to CVAT).
+  A run is open until ``finished_at`` is set; after that nothing is added to it, and nothing
+  in it is ever updated.
+- ``run_samples`` → runs, samples: the samples a run covers (a covered sample with no
+  annotation is a sample the model or the annotator left empty, which matters to evaluation).
+- ``annotations`` → run_samples: one labeled shape: label, box, ``shape_type``
+  (``rectangle``, ``polygon`` or ``mask``), optional polygon, mask RLE, score, attributes,
+  ``source`` (``auto``, ``manual``, ``semi-auto``, ``file`` …), CVAT shape id, and for human
+  revisions the pre-label annotation it came from (``pre_annotation_id``).
+- ``cvat_tasks`` → datasets, runs: a CVAT task a dataset was pushed to (server, task id,
+  the pre-label run pushed); unique per (server, task_id).
+- ``cvat_jobs`` → cvat_tasks: a job's frame range and the last seen assignee, stage, state
+  and ``updated_date``, plus what was last pulled. These link records are the only rows that
+  are updated in place; the revisions they produce are not.
+- ``cvat_frames`` → cvat_tasks, samples: which sample is which task frame.
+- ``pushed_shapes`` → cvat_tasks, annotations: the CVAT shape id each pushed pre-label
+  annotation received (the local↔server id map).
+- ``store_meta``: key/value pairs, among them ``schema_version``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    Double,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+__all__ = [
+    "RUN_KINDS",
+    "SCHEMA_VERSION",
+    "SHAPE_TYPES",
+    "Annotation",
+    "Base",
+    "CvatFrame",
+    "CvatJob",
+    "CvatTask",
+    "Dataset",
+    "PushedShape",
+    "Run",
+    "RunSample",
+    "Sample",
+    "StoreMeta",
+    "utc_now",
+]
+
+SCHEMA_VERSION = 1
+"""The schema version this code reads and writes."""
+
+RUN_KINDS = ("prelabel", "human", "import")
+"""Values of ``runs.kind``."""
+
+SHAPE_TYPES = ("rectangle", "polygon", "mask")
+"""Values of ``annotations.shape_type``."""
+
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+"""64-bit ids on PostgreSQL; SQLite's INTEGER PRIMARY KEY is already 64-bit (and only that
+spelling autoincrements)."""
+
+
+def utc_now() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+class UtcDateTime(TypeDecorator):
+    """Aware datetimes stored as UTC; read back aware (UTC) on every backend.
+
+    Naive datetimes are refused (they are ambiguous); SQLite keeps no time zone, so values
+    are written as naive UTC and get ``UTC`` back when read.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if not isinstance(value, datetime) or value.tzinfo is None:
+            raise ValueError(f"expected a timezone-aware datetime, got {value!r}")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+def _json() -> JSON:
+    # Python None is SQL NULL, not the JSON text 'null'.
+    return JSON(none_as_null=True)
+
+
+class Base(DeclarativeBase):
+    """Declarative base of the store's tables."""
+
+
+class StoreMeta(Base):
+    """Key/value facts about the store itself (``schema_version``)."""
+
+    __tablename__ = "store_meta"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class Dataset(Base):
+    """A named collection of samples."""
+
+    __tablename__ = "datasets"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now)
+
+
+class Sample(Base):
+    """One image of a dataset."""
+
+    __tablename__ = "samples"
+    __table_args__ = (
+        UniqueConstraint("dataset_id", "uri", name="uq_samples_dataset_uri"),
+        CheckConstraint("width > 0 AND height > 0", name="ck_samples_size"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"), index=True)
+    uri: Mapped[str] = mapped_column(Text)
+    """Where the image is: a path or URL, as given by the caller (no credentials)."""
+    content_hash: Mapped[str | None] = mapped_column(String(128))
+    """A digest of the image bytes (e.g. ``sha256:<hex>``), or None when unknown."""
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+
+
+class Run(Base):
+    """A set of annotations with provenance: a pre-label run, a human revision or an import."""
+
+    __tablename__ = "runs"
+    __table_args__ = (
+        UniqueConstraint("dataset_id", "name", name="uq_runs_dataset_name"),
+        CheckConstraint("kind IN ('prelabel', 'human', 'import')", name="ck_runs_kind"),
+        Index("ix_runs_dataset_kind", "dataset_id", "kind"),
+        Index("ix_runs_cvat_job", "cvat_server", "cvat_task_id", "cvat_job_id"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"))
+    name: Mapped[str] = mapped_column(String(255))
+    kind: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now)
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    parent_run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"))
+    # pre-label provenance
+    model_id: Mapped[str | None] = mapped_column(Text)
+    model_revision: Mapped[str | None] = mapped_column(String(255))
+    ontology_yaml: Mapped[str | None] = mapped_column(Text)
+    ontology_hash: Mapped[str | None] = mapped_column(String(128))
+    thresholds: Mapped[dict | None] = mapped_column(_json())
+    params: Mapped[dict | None] = mapped_column(_json())
+    # human revision provenance (a snapshot of the CVAT job when it was pulled)
+    cvat_server: Mapped[str | None] = mapped_column(Text)
+    cvat_task_id: Mapped[int | None] = mapped_column(BigInteger)
+    cvat_job_id: Mapped[int | None] = mapped_column(BigInteger)
+    assignee: Mapped[str | None] = mapped_column(String(255))
+    stage: Mapped[str | None] = mapped_column(String(64))
+    state: Mapped[str | None] = mapped_column(String(64))
+    cvat_updated_date: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class RunSample(Base):
+    """A sample covered by a run (possibly with no annotation)."""
+
+    __tablename__ = "run_samples"
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), primary_key=True)
+    sample_id: Mapped[int] = mapped_column(ForeignKey("samples.id"), primary_key=True, index=True)
+
+
+class Annotation(Base):
+    """One labeled shape of one sample in one run."""
+
+    __tablename__ = "annotations"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["run_id", "sample_id"],
+            ["run_samples.run_id", "run_samples.sample_id"],
+            name="fk_annotations_run_sample",
+        ),
+        CheckConstraint("shape_type IN ('rectangle', 'polygon', 'mask')", name="ck_annotations_shape_type"),
+        CheckConstraint("x2 >= x1 AND y2 >= y1", name="ck_annotations_box"),
+        CheckConstraint("score IS NULL OR (score >= 0 AND score <= 1)", name="ck_annotations_score"),
+        Index("ix_annotations_run_sample", "run_id", "sample_id"),
+        Index("ix_annotations_cvat_shape", "cvat_shape_id"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    run_id: Mapped[int] = mapped_column(Integer)
+    sample_id: Mapped[int] = mapped_column(BigInteger)
+    label: Mapped[str] = mapped_column(String(255))
+    x1: Mapped[float] = mapped_column(Double)
+    y1: Mapped[float] = mapped_column(Double)
+    x2: Mapped[float] = mapped_column(Double)
+    y2: Mapped[float] = mapped_column(Double)
+    shape_type: Mapped[str] = mapped_column(String(16), default="rectangle")
+    score: Mapped[float | None] = mapped_column(Double)
+    polygon: Mapped[list | None] = mapped_column(_json())
+    mask_rle: Mapped[dict | None] = mapped_column(_json())
+    attributes: Mapped[dict | None] = mapped_column(_json())
+    source: Mapped[str] = mapped_column(String(32), default="")
+    cvat_shape_id: Mapped[int | None] = mapped_column(BigInteger)
+    pre_annotation_id: Mapped[int | None] = mapped_column(ForeignKey("annotations.id"))
+
+
+class CvatTask(Base):
+    """A CVAT task that (part of) a dataset was pushed to."""
+
+    __tablename__ = "cvat_tasks"
+    __table_args__ = (UniqueConstraint("server", "task_id", name="uq_cvat_tasks_server_task"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"), index=True)
+    server: Mapped[str] = mapped_column(Text)
+    """The server URL without credentials (`sync.store.credentials.strip_credentials`)."""
+    task_id: Mapped[int] = mapped_column(BigInteger)
+    name: Mapped[str] = mapped_column(Text, default="")
+    project_id: Mapped[int | None] = mapped_column(BigInteger)
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"))
+    """The pre-label run pushed into the task, if any."""
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now)
+
+
+class CvatJob(Base):
+    """A job of a linked CVAT task, as last seen on the server and last pulled."""
+
+    __tablename__ = "cvat_jobs"
+    __table_args__ = (UniqueConstraint("task_link_id", "job_id", name="uq_cvat_jobs_task_job"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    task_link_id: Mapped[int] = mapped_column(ForeignKey("cvat_tasks.id"))
+    job_id: Mapped[int] = mapped_column(BigInteger)
+    start_frame: Mapped[int] = mapped_column(Integer)
+    stop_frame: Mapped[int] = mapped_column(Integer)
+    """Inclusive, as CVAT reports it."""
+    assignee: Mapped[str | None] = mapped_column(String(255))
+    stage: Mapped[str | None] = mapped_column(String(64))
+    state: Mapped[str | None] = mapped_column(String(64))
+    updated_date: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    last_pulled_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    last_pulled_updated_date: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    last_revision_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"))
+
+
+class CvatFrame(Base):
+    """Sample ↔ (CVAT task, task-relative frame)."""
+
+    __tablename__ = "cvat_frames"
+    __table_args__ = (UniqueConstraint("task_link_id", "sample_id", name="uq_cvat_frames_task_sample"),)
+    task_link_id: Mapped[int] = mapped_column(ForeignKey("cvat_tasks.id"), primary_key=True)
+    frame: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sample_id: Mapped[int] = mapped_column(ForeignKey("samples.id"), index=True)
+
+
+class PushedShape(Base):
+    """A pre-label annotation ↔ the CVAT shape id it became when pushed."""
+
+    __tablename__ = "pushed_shapes"
+    __table_args__ = (UniqueConstraint("task_link_id", "annotation_id", name="uq_pushed_shapes_task_annotation"),)
+    task_link_id: Mapped[int] = mapped_column(ForeignKey("cvat_tasks.id"), primary_key=True)
+    cvat_shape_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    annotation_id: Mapped[int] = mapped_column(ForeignKey("annotations.id"))
+    job_id: Mapped[int | None] = mapped_column(BigInteger)
