@@ -30,9 +30,10 @@ app.add_typer(models_app, name="models")
 
 
 def _register_command_groups() -> None:
-    from sync.commands import cvat, functions
+    from sync.commands import cvat, functions, serve
 
     app.add_typer(functions.app, name="functions")
+    serve.register(app)
     app.add_typer(cvat.app, name="cvat")
 
 

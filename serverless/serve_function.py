@@ -1,0 +1,375 @@
+"""One Nuclio function directory hosted in this process (the core of ``autolabel serve``).
+
+A function directory holds ``function.yaml`` (Nuclio format; read by
+`serverless.serve_spec.read_function_dir`) and the handler module (``main.py`` for
+``spec.handler: main:handler``). `HostedFunction` imports the module (under a unique name, with
+the directory on ``sys.path`` meanwhile), runs ``init_context`` once and then calls
+``handler(context, event)`` per request, on **one worker thread per function** (requests
+queue in order; none are dropped). Replies are built the way the Nuclio Python runtime
+builds them (`nuclio_sdk.Response.from_entrypoint_output`).
+
+Environment: ``spec.env`` is applied to ``os.environ`` before ``init_context``, except for
+variables that were already set when the host was created, so a developer's exports (e.g.
+``AUTOLABEL_GDINO_MODEL``) win over the yaml. All functions share one process and one
+environment: when two functions set the same variable to different values, each
+``init_context`` sees its own value (they run one after another) and a warning is logged;
+afterwards the last value stays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import copy
+import importlib.util
+import inspect
+import json
+import logging
+import os
+import re
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from serverless.serve_spec import FunctionDefinition, ServeError
+
+__all__ = ["EnvApplier", "HostedFunction", "Reply", "error_reply", "json_reply", "reply_from_output"]
+
+log = logging.getLogger("autolabel.serve")
+
+_HOP_HEADERS = {"content-length", "content-type", "transfer-encoding", "connection", "keep-alive"}
+
+
+# --------------------------------------------------------------------------- replies
+
+
+@dataclass(frozen=True)
+class Reply:
+    """An HTTP reply: status, content type, body bytes and extra headers."""
+
+    status: int
+    content_type: str
+    body: bytes
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+def json_reply(status: int, payload: Any) -> Reply:
+    """A JSON reply (``application/json``)."""
+    return Reply(status, "application/json", json.dumps(payload).encode("utf-8"))
+
+
+def error_reply(status: int, message: str) -> Reply:
+    """The JSON error body used for every error this server produces: ``{"error": message}``."""
+    return json_reply(status, {"error": message})
+
+
+def reply_from_output(output: Any) -> Reply:
+    """Convert a handler's return value like the Nuclio Python runtime does.
+
+    ``Response`` → its status, content type, headers and body (a dict body → JSON); ``str`` →
+    200 ``text/plain``; ``dict`` → 200 JSON; ``(status, body)`` → that status (a non-str body →
+    JSON); ``bytes`` → the bytes. A bare ``list`` is refused with `ValueError`: Nuclio's runtime
+    treats a returned list as a *batch* of responses, so a function must wrap list replies in
+    ``context.Response(body=json.dumps(items), content_type="application/json")``.
+    """
+    import nuclio_sdk
+    from nuclio_sdk.json_encoder import Encoder
+
+    if isinstance(output, list):
+        raise ValueError(
+            "handler returned a bare list; Nuclio treats a list as a batch of responses. Return "
+            "context.Response(body=json.dumps(items), content_type='application/json') instead"
+        )
+    try:
+        response = nuclio_sdk.Response.from_entrypoint_output(Encoder().encode, output)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"handler output cannot be encoded: {err}") from err
+    try:
+        status = int(response["status_code"])
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"handler returned status code {response['status_code']!r}, not an integer") from err
+    if not 100 <= status <= 599:
+        raise ValueError(f"handler returned status code {status}, outside 100..599")
+    raw = response["body"]
+    body = base64.b64decode(raw) if response["body_encoding"] == "base64" else str(raw).encode("utf-8")
+    headers = tuple(
+        (str(name), str(value))
+        for name, value in (response["headers"] or {}).items()
+        if str(name).lower() not in _HOP_HEADERS
+    )
+    return Reply(status, str(response["content_type"] or "text/plain"), body, headers)
+
+
+# --------------------------------------------------------------------------- environment
+
+
+class EnvApplier:
+    """Applies each function's ``spec.env`` before its ``init_context``; variables set before
+    the host started (the developer's exports) are never changed."""
+
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+        self._original = frozenset(os.environ if environ is None else environ)
+        self._set_by: dict[str, tuple[str, str]] = {}
+
+    def apply(self, definition: FunctionDefinition) -> None:
+        for name, value in definition.env:
+            if name in self._original:
+                log.info("function %s: %s kept from the environment (spec.env not applied)", definition.name, name)
+                continue
+            previous = self._set_by.get(name)
+            if previous is not None and previous[1] != value:
+                log.warning(
+                    "function %s sets %s differently from function %s; one process has one environment, "
+                    "so the last value stays after start-up",
+                    definition.name,
+                    name,
+                    previous[0],
+                )
+            os.environ[name] = value
+            self._set_by[name] = (definition.name, value)
+
+    def restore(self) -> None:
+        """Remove the variables `apply` set (for in-process use: tests, benchmarks)."""
+        for name in self._set_by:
+            os.environ.pop(name, None)
+        self._set_by.clear()
+
+
+# --------------------------------------------------------------------------- hosting
+
+
+def _run_maybe_async(value: Any) -> Any:
+    return asyncio.run(value) if inspect.iscoroutine(value) else value
+
+
+@contextmanager
+def _import_scope(directory: Path) -> Iterator[None]:
+    """``directory`` on ``sys.path`` while the function is imported and initialised; sibling
+    modules it imported are then dropped from ``sys.modules`` (the function keeps its
+    references), so two functions may each have a ``model_handler.py``."""
+    before = set(sys.modules)
+    sys.path.insert(0, str(directory))
+    try:
+        yield
+    finally:
+        try:
+            sys.path.remove(str(directory))
+        except ValueError:
+            pass
+        for module_name in set(sys.modules) - before:
+            module_file = getattr(sys.modules[module_name], "__file__", None)
+            if module_file and Path(module_file).resolve().is_relative_to(directory):
+                sys.modules.pop(module_name, None)
+
+
+def _short(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
+
+
+@dataclass
+class _Counters:
+    queued: int = 0
+    invocations: int = 0
+    errors: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class HostedFunction:
+    """A function directory served in this process: import + ``init_context`` once, then
+    ``handler(context, event)`` per request on the function's single worker thread."""
+
+    def __init__(self, definition: FunctionDefinition, *, namespace: str = "nuclio") -> None:
+        self.definition = definition
+        self.namespace = namespace
+        self.port: int | None = None
+        self.state = "deploying"
+        self.message = ""
+        self._handler: Any = None
+        self._context: Any = None
+        self._counters = _Counters()
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"fn-{definition.name}")
+
+    @property
+    def name(self) -> str:
+        return self.definition.name
+
+    @property
+    def context(self) -> Any:
+        """The ``nuclio_sdk.Context`` the handler gets (``user_data`` as ``init_context`` left it);
+        None before the function is ready."""
+        return self._context
+
+    # ------------------------------------------------------------- loading
+    def start_loading(self, init_lock: threading.Lock, env: EnvApplier) -> Future:
+        """Queue the import and ``init_context`` on the worker (so requests wait behind it).
+        ``init_lock`` makes functions initialise one at a time (environment, ``sys.path``)."""
+        return self._worker.submit(self._load, init_lock, env)
+
+    def _load(self, init_lock: threading.Lock, env: EnvApplier) -> None:
+        with init_lock:
+            began = time.perf_counter()
+            try:
+                env.apply(self.definition)
+                self._handler, self._context = self._import_and_init()
+            except ServeError as err:
+                self.state, self.message = "error", str(err)
+                raise
+            except Exception as err:  # report any start-up failure, never hang in "deploying"
+                self.state, self.message = "error", f"function {self.name}: start-up failed: {_short(err)}"
+                raise ServeError(self.message) from err
+        self.state = "ready"
+        log.info("function %s ready (%.1f s)", self.name, time.perf_counter() - began)
+
+    def _import_and_init(self) -> tuple[Any, Any]:
+        import nuclio_sdk
+
+        d = self.definition
+        module_name = "_autolabel_function_" + re.sub(r"\W", "_", f"{d.name}_{d.handler_module}")
+        with _import_scope(d.directory):
+            try:
+                spec = importlib.util.spec_from_file_location(module_name, d.module_file)
+                if spec is None or spec.loader is None:
+                    raise ServeError(f"function {d.name}: cannot import {d.module_file}")
+                module = importlib.util.module_from_spec(spec)
+                sys.modules[module_name] = module
+                spec.loader.exec_module(module)
+            except ServeError:
+                raise
+            except Exception as err:  # any error in user code becomes a ServeError
+                log.exception("function %s: importing %s failed", d.name, d.module_file)
+                raise ServeError(f"function {d.name}: importing {d.module_file} failed: {_short(err)}") from err
+            handler = getattr(module, d.handler_name, None)
+            if not callable(handler):
+                raise ServeError(f"function {d.name}: {d.module_file} defines no function {d.handler_name!r}")
+            context = nuclio_sdk.Context(
+                logger=nuclio_sdk.Logger(logging.INFO, name=f"autolabel.serve.fn.{d.name}"),
+                platform=nuclio_sdk.Platform("local", namespace=self.namespace),
+                worker_id=0,
+                trigger=nuclio_sdk.TriggerInfo("http", "myHttpTrigger"),
+            )
+            init = getattr(module, "init_context", None)
+            if callable(init):
+                try:
+                    _run_maybe_async(init(context))
+                except Exception as err:  # user code
+                    log.exception("function %s: init_context failed", d.name)
+                    raise ServeError(f"function {d.name}: init_context failed: {_short(err)}") from err
+        return handler, context
+
+    # ------------------------------------------------------------- serving
+    def max_body_size(self, default: int) -> int:
+        return self.definition.max_body_size or default
+
+    def invoke(
+        self,
+        *,
+        body: bytes,
+        method: str,
+        path: str,
+        headers: Mapping[str, str],
+        query: Mapping[str, str] | None = None,
+        url: str | None = None,
+    ) -> Reply:
+        """Run the handler for one request (queued behind earlier ones) and build the reply."""
+        if self.state == "error":
+            return error_reply(503, f"function {self.name} is not available: {self.message}")
+        content_type = next((v for k, v in headers.items() if k.lower() == "content-type"), "")
+        decoded: Any = body
+        if content_type == "application/json":  # exactly, as the Nuclio runtime does
+            try:
+                decoded = json.loads(body)
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                decoded = body  # the handler sees the raw bytes and should answer 4xx
+        with self._counters.lock:
+            self._counters.queued += 1
+        try:
+            future = self._worker.submit(
+                self._call, decoded, content_type, method, path, headers, query, url, len(body)
+            )
+        except RuntimeError:
+            with self._counters.lock:
+                self._counters.queued -= 1
+            return error_reply(503, f"function {self.name} is shutting down")
+        try:
+            return future.result()
+        except CancelledError:
+            return error_reply(503, f"function {self.name} stopped before running this request")
+
+    def _call(self, body, content_type, method, path, headers, query, url, size) -> Reply:
+        import nuclio_sdk
+
+        with self._counters.lock:
+            self._counters.queued -= 1
+            self._counters.invocations += 1
+        if self.state != "ready":
+            return error_reply(503, f"function {self.name} is not available: {self.message or self.state}")
+        event = nuclio_sdk.Event(
+            body=body,
+            content_type=content_type,
+            trigger=nuclio_sdk.TriggerInfo("http", "myHttpTrigger"),
+            fields=dict(query or {}),
+            headers=dict(headers),
+            _id=str(uuid.uuid4()),
+            method=method,
+            path=path,
+            size=size,
+            timestamp=time.time(),
+            url=url,
+        )
+        try:
+            output = _run_maybe_async(self._handler(self._context, event))
+        except Exception as err:  # user code: a 500 JSON, never a traceback
+            with self._counters.lock:
+                self._counters.errors += 1
+            log.exception("function %s: handler raised", self.name)
+            return error_reply(500, f"function {self.name} failed: {_short(err)}")
+        try:
+            return reply_from_output(output)
+        except ValueError as err:
+            with self._counters.lock:
+                self._counters.errors += 1
+            log.error("function %s: unusable handler output: %s", self.name, err)
+            return error_reply(500, f"function {self.name} returned an unusable reply: {err}")
+
+    def health(self) -> dict[str, Any]:
+        with self._counters.lock:
+            counters = {
+                "queued": self._counters.queued,
+                "invocations": self._counters.invocations,
+                "errors": self._counters.errors,
+            }
+        status: dict[str, Any] = {"state": self.state, "httpPort": self.port, "type": self.definition.kind}
+        if self.message:
+            status["message"] = self.message
+        return {**status, **counters}
+
+    def nuclio_object(self, namespace: str) -> dict[str, Any]:
+        """The function as the Nuclio dashboard lists it (``GET /api/functions[/<name>]``)."""
+        d = self.definition
+        status: dict[str, Any] = {"state": self.state, "httpPort": self.port}
+        if self.message:
+            status["message"] = self.message
+        return {
+            "metadata": {
+                "name": d.name,
+                "namespace": namespace,
+                "labels": {**d.labels, "nuclio.io/project-name": "cvat"},
+                "annotations": dict(d.annotations),
+            },
+            "spec": copy.deepcopy(dict(d.spec)),
+            "status": status,
+        }
+
+    def close(self) -> None:
+        """Stop accepting work; queued requests are answered 503 after the current one."""
+        self.state = "error" if self.state == "error" else "stopped"
+        self.message = self.message or "server stopped"
+        self._worker.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,184 @@
+"""``autolabel serve FUNCTION_DIR...``: host Nuclio function directories for CVAT, without Nuclio.
+
+Register on the main app with ``register(app)`` (same as ``app.command("serve")(serve)``).
+The server itself lives in `serverless.serve`; this module only parses options, prints how to
+point CVAT at it, and runs until Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+__all__ = ["parse_size", "register", "serve"]
+
+err = Console(stderr=True)
+
+_SIZE = re.compile(r"^\s*(\d+)\s*(|b|k|kb|kib|m|mb|mib|g|gb|gib)\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "kib": 1024, "m": 2**20, "mb": 2**20, "mib": 2**20}
+_UNITS |= {"g": 2**30, "gb": 2**30, "gib": 2**30}
+
+
+def parse_size(text: str) -> int:
+    """``"33554432"``, ``"32MiB"``, ``"512k"`` → bytes (units are powers of 1024)."""
+    match = _SIZE.match(text)
+    if not match or int(match.group(1)) <= 0:
+        raise ValueError(f"expected a positive size such as 33554432, 32MiB or 512KiB, got {text!r}")
+    return int(match.group(1)) * _UNITS[match.group(2).lower()]
+
+
+def _fail(message: str) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code=2)
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of each record."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def _serve_logging(level: str) -> Iterator[None]:
+    """One line per request (and the functions' logs) on stderr while serving."""
+    from serverless.serve import LogFormatter
+
+    logger = logging.getLogger("autolabel.serve")
+    saved = (logger.handlers[:], logger.level, logger.propagate)
+    handler = _StderrHandler()
+    handler.setFormatter(LogFormatter())
+    logger.handlers[:] = [handler]
+    logger.setLevel(level.upper())
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.handlers[:], logger.level, logger.propagate = saved
+
+
+def _print_banner(host) -> None:
+    from rich.table import Table
+
+    from serverless.pipeline import ModelSettings
+
+    table = Table(title=f"autolabel serve: Nuclio dashboard API on {host.dashboard_url}")
+    table.add_column("function (CVAT id)")
+    table.add_column("type")
+    table.add_column("direct invocation (status.httpPort)")
+    table.add_column("description")
+    for function in host.functions.values():
+        d = function.definition
+        table.add_row(d.name, d.kind or "-", host.function_url(d.name), str(d.spec.get("description", "")))
+    err.print(table)
+    bind = host.options.host
+    cvat_host = "host.docker.internal" if bind in ("0.0.0.0", "::") else bind
+    err.print(
+        "Point CVAT at it: CVAT_SERVERLESS=1 "
+        f"CVAT_NUCLIO_HOST={cvat_host} CVAT_NUCLIO_PORT={host.dashboard_port} "
+        "CVAT_NUCLIO_INVOKE_METHOD=dashboard (or direct)",
+        highlight=False,
+        soft_wrap=True,
+    )
+    if bind in ("127.0.0.1", "localhost", "::1"):
+        err.print(
+            "[yellow]Listening on loopback only: CVAT in Docker cannot reach it. Use --host 0.0.0.0 "
+            "(direct mode posts to host.docker.internal:<httpPort>).[/]"
+        )
+    if ModelSettings.from_env().tiny:
+        err.print("[bold red]TINY RANDOM MODELS IN USE: every box, mask and score is meaningless.[/]")
+    err.print("Ctrl-C stops the server.")
+
+
+def serve(
+    function_dirs: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Function directories (function.yaml + main.py), or folders holding them.",
+            show_default=False,
+            metavar="FUNCTION_DIR",
+        ),
+    ],
+    host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0 for CVAT in Docker).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Dashboard port (CVAT_NUCLIO_PORT); 0 picks a free one.")] = 8070,
+    function_ports: Annotated[
+        str, typer.Option(help="'next': function i on PORT+1+i; 'ephemeral': free ports. A port in function.yaml wins.")
+    ] = "next",
+    max_body_size: Annotated[
+        str, typer.Option(help="Request body limit for functions without maxRequestBodySize (e.g. 32MiB).")
+    ] = "32MiB",
+    namespace: Annotated[str, typer.Option(help="Namespace reported when CVAT sends none.")] = "nuclio",
+    log_level: Annotated[str, typer.Option(help="debug | info | warning | error.")] = "info",
+) -> None:
+    """Serve Nuclio function directories over HTTP for CVAT (no Nuclio, no Docker needed).
+
+    Speaks Nuclio's dashboard API (GET /api/functions, POST /api/function_invocations) on
+    --port and direct invocation (POST /) on one port per function; GET /healthz reports each
+    function's state. Each model loads once; requests to a function queue and run one at a time.
+    spec.env from function.yaml is applied only to variables not already set, so your
+    AUTOLABEL_* exports win.
+    """
+    from serverless.serve import ServeOptions
+
+    if log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        _fail(f"--log-level must be debug, info, warning or error, got {log_level!r}")
+    try:
+        options = ServeOptions(
+            host=host,
+            port=port,
+            function_ports=function_ports,
+            max_body_size=parse_size(max_body_size),
+            namespace=namespace,
+        )
+    except ValueError as error:
+        _fail(str(error))
+    with _serve_logging(log_level):
+        _run(function_dirs, options)
+
+
+def _run(function_dirs: list[Path], options) -> None:
+    from serverless.serve import FunctionHost, ServeError, load_function_dirs
+
+    try:
+        server = FunctionHost(load_function_dirs(function_dirs), options)
+        err.print(f"loading {len(server.functions)} function(s)…")
+        server.start()
+    except ServeError as error:
+        _fail(str(error))
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    if in_main_thread:  # SIGTERM (docker stop, systemd) stops as cleanly as Ctrl-C
+        previous = signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.stop, daemon=True).start())
+    try:
+        try:
+            server.wait_ready()
+        except ServeError as error:
+            server.stop()
+            _fail(str(error))
+        _print_banner(server)
+        server.serve_forever()
+    except KeyboardInterrupt:
+        err.print("stopping")
+    finally:
+        server.stop()
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``serve`` to the ``autolabel`` app."""
+    app.command("serve")(serve)
