@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, Self
+from dataclasses import fields
+from typing import Any, Self, TypeVar
 
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
@@ -16,107 +17,43 @@ from sync.store.bulk import bulk_insert, fast_insert, first_line
 from sync.store.checks import as_int, chunks
 from sync.store.convert import detection_values
 from sync.store.errors import StoreError
-from sync.store.records import CvatJobInfo, CvatTaskInfo, DatasetInfo, RunInfo, SampleInfo
+from sync.store.records import ANNOTATION_FIELDS, CvatJobInfo, CvatTaskInfo, DatasetInfo, RunInfo, SampleInfo
 from sync.store.schema import Annotation, CvatJob, CvatTask, Dataset, Run, RunSample, Sample
 
 __all__ = ["ANNOTATION_INSERT_COLUMNS", "DEFAULT_SOURCE", "StoreBase"]
 
+_T = TypeVar("_T")
+
 DEFAULT_SOURCE = {"prelabel": "auto", "import": "file", "human": "manual"}
 """The ``source`` of annotations whose Detections have no ``source`` column, by run kind."""
 
-ANNOTATION_INSERT_COLUMNS = (
-    "run_id",
-    "sample_id",
-    "label",
-    "x1",
-    "y1",
-    "x2",
-    "y2",
-    "shape_type",
-    "score",
-    "polygon",
-    "mask_rle",
-    "attributes",
-    "source",
-    "cvat_shape_id",
-    "pre_annotation_id",
-)
+ANNOTATION_INSERT_COLUMNS = ("run_id", *ANNOTATION_FIELDS)
 """``run_id`` followed by the `AnnotationIn` fields, in order."""
 
 
+def snapshot(info_class: type[_T], row: Any) -> _T:
+    """The frozen snapshot (a records dataclass) of a row: every field read by name."""
+    return info_class(**{f.name: getattr(row, f.name) for f in fields(info_class)})
+
+
 def dataset_info(row: Dataset) -> DatasetInfo:
-    """The frozen snapshot of a ``datasets`` row."""
-    return DatasetInfo(id=row.id, name=row.name, created_at=row.created_at)
+    return snapshot(DatasetInfo, row)
 
 
 def sample_info(row: Any) -> SampleInfo:
-    """The frozen snapshot of a ``samples`` row (ORM object or query row)."""
-    return SampleInfo(
-        id=row.id,
-        dataset_id=row.dataset_id,
-        uri=row.uri,
-        content_hash=row.content_hash,
-        width=row.width,
-        height=row.height,
-    )
+    return snapshot(SampleInfo, row)
 
 
 def run_info(row: Run) -> RunInfo:
-    """The frozen snapshot of a ``runs`` row."""
-    return RunInfo(
-        id=row.id,
-        dataset_id=row.dataset_id,
-        name=row.name,
-        kind=row.kind,
-        created_at=row.created_at,
-        finished_at=row.finished_at,
-        parent_run_id=row.parent_run_id,
-        model_id=row.model_id,
-        model_revision=row.model_revision,
-        ontology_yaml=row.ontology_yaml,
-        ontology_hash=row.ontology_hash,
-        thresholds=row.thresholds,
-        params=row.params,
-        cvat_server=row.cvat_server,
-        cvat_task_id=row.cvat_task_id,
-        cvat_job_id=row.cvat_job_id,
-        assignee=row.assignee,
-        stage=row.stage,
-        state=row.state,
-        cvat_updated_date=row.cvat_updated_date,
-    )
+    return snapshot(RunInfo, row)
 
 
 def task_info(row: CvatTask) -> CvatTaskInfo:
-    """The frozen snapshot of a ``cvat_tasks`` row."""
-    return CvatTaskInfo(
-        id=row.id,
-        dataset_id=row.dataset_id,
-        server=row.server,
-        task_id=row.task_id,
-        name=row.name,
-        project_id=row.project_id,
-        run_id=row.run_id,
-        created_at=row.created_at,
-    )
+    return snapshot(CvatTaskInfo, row)
 
 
 def job_info(row: CvatJob) -> CvatJobInfo:
-    """The frozen snapshot of a ``cvat_jobs`` row."""
-    return CvatJobInfo(
-        id=row.id,
-        task_link_id=row.task_link_id,
-        job_id=row.job_id,
-        start_frame=row.start_frame,
-        stop_frame=row.stop_frame,
-        assignee=row.assignee,
-        stage=row.stage,
-        state=row.state,
-        updated_date=row.updated_date,
-        last_pulled_at=row.last_pulled_at,
-        last_pulled_updated_date=row.last_pulled_updated_date,
-        last_revision_id=row.last_revision_id,
-    )
+    return snapshot(CvatJobInfo, row)
 
 
 class StoreBase:

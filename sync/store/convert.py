@@ -42,7 +42,7 @@ import numpy as np
 
 from serverless.detections import Detections
 from sync.store.errors import StoreError
-from sync.store.records import AnnotationIn
+from sync.store.records import ANNOTATION_FIELDS, AnnotationIn
 from sync.store.schema import SHAPE_TYPES
 
 __all__ = [
@@ -244,23 +244,7 @@ def _box_rle(box: Sequence[float], height: int, width: int) -> dict[str, Any]:
     return mask_util.frPyObjects(np.array([[x1, y1, x2 - x1, y2 - y1]]), height, width)[0]
 
 
-ROW_FIELDS = (
-    "id",
-    "sample_id",
-    "label",
-    "x1",
-    "y1",
-    "x2",
-    "y2",
-    "shape_type",
-    "score",
-    "polygon",
-    "mask_rle",
-    "attributes",
-    "source",
-    "cvat_shape_id",
-    "pre_annotation_id",
-)
+ROW_FIELDS = ("id", *ANNOTATION_FIELDS)
 """The annotation fields `AnnotationColumns.from_tuples` expects, in this order."""
 
 

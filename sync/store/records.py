@@ -8,7 +8,7 @@ or sessions.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -183,6 +183,10 @@ class AnnotationIn:
     pre_annotation_id: int | None = None
     """The id of the pre-label annotation this one came from, when known."""
 
+
+
+ANNOTATION_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(AnnotationIn))
+"""The `AnnotationIn` field names, in order (the annotation columns written and read in bulk)."""
 
 @dataclass(frozen=True, slots=True)
 class CvatTaskInfo:
