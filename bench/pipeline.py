@@ -30,8 +30,8 @@ Three parts, each printed as a rich table (and written to ``--json FILE`` when a
 Random weights give meaningless detections: the tiny detector's box counts (and so the SAM
 decoder's work per frame) are whatever the random model outputs; they are reported.
 
-    python bench/pipeline.py                 # everything (the docs figures; several minutes)
-    python bench/pipeline.py --quick         # tiny models and K-box decoding only (~1 min)
+    python bench/pipeline.py                 # everything (the docs figures; 9-18 minutes on a 2-core CPU)
+    python bench/pipeline.py --quick         # tiny models and K-box decoding only (a few minutes)
     python bench/pipeline.py --json out.json
 """
 
@@ -140,7 +140,7 @@ def _load_samples() -> list[tuple[str, np.ndarray]]:
 def _resized(image: np.ndarray, width: int, height: int) -> np.ndarray:
     from PIL import Image
 
-    return np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR), dtype=np.uint8)
+    return np.array(Image.fromarray(image).resize((width, height), Image.BILINEAR), dtype=np.uint8)
 
 
 def _random_boxes(k: int, width: int, height: int, seed: int = 0) -> np.ndarray:
@@ -286,8 +286,10 @@ def bench_k_boxes(models: Any, repeats: int) -> dict[str, Any]:
 
         a, b = batched(), per_box()  # warm-up, and a check that both give the same masks
         same = bool(np.array_equal(a, np.concatenate(b)))
-        t_batched = [_time(batched)[0] for _ in range(repeats)]
-        t_loop = [_time(per_box)[0] for _ in range(repeats)]
+        t_batched, t_loop = [], []
+        for _ in range(repeats):  # interleaved, so a busy neighbour slows both alike
+            t_batched.append(_time(batched)[0])
+            t_loop.append(_time(per_box)[0])
         mb, ml = statistics.median(t_batched), statistics.median(t_loop)
         rows.append(
             {
@@ -502,7 +504,7 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="full-size architectures with random weights (minutes; default: on unless --quick)",
     )
-    parser.add_argument("--repeats", type=int, default=None, help="timed runs per tiny measurement (default 5, 3 with --quick)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed runs per tiny measurement (default 3, 2 with --quick)")
     parser.add_argument("--full-repeats", type=int, default=2, help="Grounding DINO Swin-T runs (default 2)")
     parser.add_argument("--sam-types", default="vit_b,vit_h", help="full-size SAM encoders (default vit_b,vit_h)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
@@ -511,11 +513,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write the results as JSON")
     args = parser.parse_args(argv)
     full = (not args.quick) if args.full is None else args.full
-    repeats = args.repeats or (3 if args.quick else 5)
+    repeats = args.repeats or (2 if args.quick else 3)
 
     from rich.console import Console
 
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 160)
     _setup_torch(args.threads)
     from serverless.models.tiny import make_tiny_models
 
@@ -531,20 +533,26 @@ def main(argv: list[str] | None = None) -> int:
         root.mkdir(parents=True, exist_ok=True)
         models = make_tiny_models(root / "tiny")
 
-        console.log("part 1: tiny models on the sample photos")
+        loads = report["machine"]["load_average_by_part"] = {}
+
+        def part(name: str, message: str) -> None:
+            loads[name] = [round(x, 2) for x in os.getloadavg()]
+            console.log(f"{message} (load average {loads[name][0]})")
+
+        part("tiny", "part 1: tiny models on the sample photos")
         report["tiny"] = bench_tiny(models, repeats)
-        console.log("part 3: SAM decoding of K boxes (tiny SAM)")
+        part("k_boxes", "part 3: SAM decoding of K boxes (tiny SAM)")
         report["k_boxes"] = bench_k_boxes(models, 3)
         report["k_boxes"]["decoder_params_m"] = tiny_decoder_params(models)
 
         if full:
             report["full"] = {"sam": []}
-            console.log("part 2: Grounding DINO Swin-T, random weights (build, save, load, 800x1333)…")
+            part("gdino_full", "part 2: Grounding DINO Swin-T, random weights (build, save, load, 800x1333)…")
             report["full"]["gdino"] = _run_isolated(
                 _job_gdino_full, str(models.gdino_dir), str(root), args.full_repeats, args.threads
             )
             for model_type in [t.strip() for t in args.sam_types.split(",") if t.strip()]:
-                console.log(f"part 2: SAM {model_type} encoder, random weights…")
+                part(f"sam_{model_type}", f"part 2: SAM {model_type} encoder, random weights…")
                 report["full"]["sam"].append(_run_isolated(_job_sam_full, model_type, 1, args.threads))
     report["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     report["wall_s"] = round(time.perf_counter() - started, 1)
