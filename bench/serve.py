@@ -26,7 +26,7 @@ round-robin, so load from other processes spreads over them alike:
 Tiny models make the model part small, so the *overhead* columns are the point: real weights
 add their own (much larger) model time and the same serving overhead.
 
-    python bench/serve.py                  # prints the tables, writes docs/benchmarks-serve.md
+    python bench/serve.py                  # prints the tables, replaces its section of docs/benchmarks.md
     python bench/serve.py --repeats 5 --no-docs
 """
 
@@ -58,7 +58,8 @@ if str(ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 
 FUNCTIONS = ROOT / "serverless" / "functions"
-DOCS = ROOT / "docs" / "benchmarks-serve.md"
+DOCS = ROOT / "docs" / "benchmarks.md"
+SECTION = "## Serving (issue 3)"
 FRAME_SIZE = (640, 480)
 CONCURRENT = 8
 
@@ -160,6 +161,15 @@ def handler(context, event):
     body = LARGE if size == "large" else SMALL
     return context.Response(body=body, content_type="application/json", status_code=200)
 """
+
+
+def replace_section(document: str, section: str) -> str:
+    """``document`` with its "## Serving (issue 3)" section (up to the next "## ") replaced."""
+    start = document.find(SECTION)
+    if start < 0:
+        return document.rstrip() + "\n\n" + section
+    end = document.find("\n## ", start + len(SECTION))
+    return document[:start] + section.rstrip() + ("\n" + document[end:] if end >= 0 else "\n")
 
 
 def write_null_function(directory: Path) -> Path:
@@ -486,7 +496,7 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps(report, indent=2))
     if not args.no_docs:
         args.docs.parent.mkdir(parents=True, exist_ok=True)
-        args.docs.write_text(markdown(report))
+        args.docs.write_text(replace_section(args.docs.read_text() if args.docs.exists() else "", markdown(report)))
         console.print(f"wrote {args.docs}")
     return 0
 
