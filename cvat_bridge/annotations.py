@@ -1,40 +1,66 @@
-"""Bulk annotation upload and download, per job.
+"""Bulk annotation upload and download, per job, as plain JSON.
+
+Shapes travel as plain dicts (the JSON of ``LabeledShapeRequest`` / ``LabeledShape``): the
+SDK's models type-check every number of ``points``, which for masks costs far more than the
+request itself. The SDK's endpoints still make every request (authentication, transport
+policy); only its model layer is skipped.
 
 Upload is a few requests per job, never one per shape: the shapes are split into chunks of at
 most ``max_request_bytes`` of JSON. The first chunk is a ``PUT`` (idempotent: it replaces the
 job's annotations, so a rerun after a crash starts clean) and later chunks are ``PATCH
 action=create``; a failed ``PATCH`` is reconciled by reading the job back before it is
-retried, so a chunk that reached the server before the connection dropped is never sent twice.
+retried, so a chunk that reached the server before its answer was lost is never sent twice.
 The server's id for each uploaded shape is returned in the input order.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import time
 from collections import defaultdict, deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from cvat_bridge.api import call
-from cvat_bridge.client import CvatError
+from cvat_bridge.api import CvatError, read_json
 
-__all__ = ["DEFAULT_MAX_REQUEST_BYTES", "chunk_shapes", "job_annotations", "shape_key", "upload_job_shapes"]
+__all__ = [
+    "DEFAULT_MAX_REQUEST_BYTES",
+    "chunk_shapes",
+    "job_annotations",
+    "shape_key",
+    "shape_type",
+    "upload_job_shapes",
+]
+
+log = logging.getLogger(__name__)
 
 #: CVAT (Django) accepts request bodies up to 100 MiB; stay well below.
 DEFAULT_MAX_REQUEST_BYTES = 16 * 1024 * 1024
 
 
-def _as_dict(shape: Any) -> dict[str, Any]:
-    return shape.to_dict() if hasattr(shape, "to_dict") else dict(shape)
+def _as_dict(shape: Any) -> Mapping[str, Any]:
+    return shape if isinstance(shape, Mapping) else shape.to_dict()
+
+
+def shape_type(shape: Any) -> str:
+    """The CVAT type of a shape (dict or SDK model): ``rectangle``, ``mask``, …"""
+    kind = _as_dict(shape).get("type")
+    return str(getattr(kind, "value", kind))
 
 
 def shape_key(shape: Any) -> tuple[Any, ...]:
-    """What identifies an uploaded shape in the server's answer: frame, label, type, points."""
+    """What identifies a shape's content: frame, label, type, points rounded to 1/100 px
+    (long point lists, i.e. masks, as bytes)."""
     data = _as_dict(shape)
-    kind = data.get("type")
-    kind = getattr(kind, "value", kind)
-    points = tuple(round(float(p), 2) for p in data.get("points") or ())
-    return int(data["frame"]), int(data["label_id"]), str(kind), points
+    points = data.get("points") or ()
+    if len(points) <= 16:
+        key: Any = tuple(round(float(p), 2) + 0.0 for p in points)  # + 0.0: -0.0 == 0.0
+    else:
+        import numpy as np
+
+        key = (np.round(np.asarray(points, dtype=np.float64), 2) + 0.0).tobytes()
+    return int(data["frame"]), int(data["label_id"]), shape_type(data), key
 
 
 def chunk_shapes(shapes: Sequence[Any], max_bytes: int) -> list[list[Any]]:
@@ -57,7 +83,7 @@ def chunk_shapes(shapes: Sequence[Any], max_bytes: int) -> list[list[Any]]:
 def _match_ids(sent: Sequence[Any], returned: Sequence[Any]) -> list[int]:
     pool: dict[tuple[Any, ...], deque[int]] = defaultdict(deque)
     for shape in returned:
-        pool[shape_key(shape)].append(int(_as_dict(shape)["id"]))
+        pool[shape_key(shape)].append(int(shape["id"]))
     ids = []
     for shape in sent:
         bucket = pool.get(shape_key(shape))
@@ -67,21 +93,27 @@ def _match_ids(sent: Sequence[Any], returned: Sequence[Any]) -> list[int]:
     return ids
 
 
-def _answer_shapes(response: Any) -> list[dict[str, Any]]:
-    """The shapes of a PUT/PATCH answer (the SDK declares no schema for it, so parse JSON)."""
-    try:
-        return list(json.loads(response.data).get("shapes") or [])
-    except (ValueError, AttributeError) as err:
-        raise CvatError(f"unexpected answer to an annotation upload: {err}") from None
+def _body(endpoint: Any, shapes: Sequence[Any]) -> dict[str, Any]:
+    """The body argument of an annotation endpoint: its request model, built without the
+    per-value type checks (its name and class differ between SDK versions: 2.17's PUT takes
+    ``job_annotations_update_request``, 2.8x's ``labeled_data_request``)."""
+    (name,) = [p for p in endpoint.params_map["all"] if p.endswith("_request")]
+    model = endpoint.openapi_types[name][0]
+    shapes = [dict(_as_dict(s)) for s in shapes]
+    return {name: model(shapes=shapes, tags=[], tracks=[], _check_type=False)}
 
 
-def job_annotations(client: Any, job_id: int) -> Any:
-    """The job's annotations (``LabeledData``: shapes, tags, tracks; frames are task-relative)."""
+def job_annotations(client: Any, job_id: int) -> dict[str, Any]:
+    """The job's annotations as JSON: ``{"version", "tags", "shapes", "tracks"}``, shapes as
+    dicts with ``id``, ``frame`` (task-relative), ``label_id``, ``type``, ``points``,
+    ``source``, ``attributes`` ([{spec_id, value}]), …"""
     server = client.api_map.host
-    data, _ = call(
+    answer = read_json(
         f"read annotations of job {job_id}", server, client.api_client.jobs_api.retrieve_annotations, job_id
     )
-    return data
+    for key in ("shapes", "tags", "tracks"):
+        answer.setdefault(key, [])
+    return answer
 
 
 def upload_job_shapes(
@@ -92,51 +124,62 @@ def upload_job_shapes(
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
     attempts: int = 4,
 ) -> tuple[list[int], int]:
-    """Replace the job's annotations with ``shapes``; return (server ids in input order,
-    number of requests that carried shapes)."""
-    from cvat_sdk.api_client import models
-
+    """Replace the job's annotations with ``shapes`` (dicts or SDK models); return (server
+    ids in input order, number of requests that carried shapes)."""
     server = client.api_map.host
     api = client.api_client.jobs_api
     chunks = chunk_shapes(shapes, max_request_bytes) or [[]]
-    ids: list[int] = []
     first = chunks[0]
-    _, response = call(
+    answer = read_json(
         f"upload annotations to job {job_id}",
         server,
         api.update_annotations,
         job_id,
-        labeled_data_request=models.LabeledDataRequest(shapes=list(first), tags=[], tracks=[]),
-        _parse_response=False,
+        **_body(api.update_annotations_endpoint, first),
+        attempts=attempts,
     )
-    ids.extend(_match_ids(first, _answer_shapes(response)))
+    ids = _match_ids(first, answer.get("shapes") or [])
     known = set(ids)
     for chunk in chunks[1:]:
-        for attempt in range(attempts):
-            try:
-                _, response = call(
-                    f"add annotations to job {job_id}",
-                    server,
-                    api.partial_update_annotations,
-                    "create",
-                    job_id,
-                    patched_labeled_data_request=models.PatchedLabeledDataRequest(
-                        shapes=list(chunk), tags=[], tracks=[]
-                    ),
-                    _parse_response=False,
-                )
-                new_ids = _match_ids(chunk, _answer_shapes(response))
-                break
-            except CvatError:
-                # Did the chunk land before the failure? Read the job back before retrying.
-                current = job_annotations(client, job_id)
-                fresh = [s for s in current.shapes if int(s.id) not in known]
-                try:
-                    new_ids = _match_ids(chunk, fresh)
-                    break
-                except CvatError:
-                    if attempt == attempts - 1:
-                        raise
+        new_ids = _add_chunk(client, job_id, chunk, known, attempts)
         ids.extend(new_ids)
         known.update(new_ids)
     return ids, len(chunks)
+
+
+def _add_chunk(client: Any, job_id: int, chunk: Sequence[Any], known: set[int], attempts: int) -> list[int]:
+    """PATCH ``action=create`` one chunk, exactly once even when answers are lost."""
+    server = client.api_map.host
+    api = client.api_client.jobs_api
+    what = f"add annotations to job {job_id}"
+    for attempt in range(attempts):
+        try:
+            answer = read_json(
+                what,
+                server,
+                api.partial_update_annotations,
+                "create",
+                job_id,
+                **_body(api.partial_update_annotations_endpoint, chunk),
+                attempts=1,
+            )
+            return _match_ids(chunk, answer.get("shapes") or [])
+        except CvatError as err:
+            if err.status is not None and not err.retryable:
+                raise
+            # Did the chunk land before the failure? Read the job back before sending it again.
+            fresh = [s for s in job_annotations(client, job_id)["shapes"] if int(s["id"]) not in known]
+            if fresh:
+                try:
+                    ids = _match_ids(chunk, fresh)
+                except CvatError:
+                    raise CvatError(
+                        f"{server}: job {job_id} changed while its annotations were uploaded; push again"
+                    ) from None
+                log.info("%s; the chunk had arrived (%d shapes)", err, len(ids))
+                return ids
+            if attempt == attempts - 1:
+                raise
+            log.info("%s; sending the chunk again", err)
+        time.sleep(min(0.1 * 2**attempt, 5.0))
+    raise AssertionError("unreachable")

@@ -1,12 +1,36 @@
-"""Small helpers over cvat-sdk's low-level API that behave the same on SDK 2.17 … 2.8x."""
+"""Small helpers over cvat-sdk's low-level API that behave the same on SDK 2.17 … 2.8x.
+
+`call` is the one place where SDK and transport exceptions become `CvatError`; its messages
+name the server (without credentials), the call and the reason, never a request header or
+a credential.
+"""
 
 from __future__ import annotations
 
+import json
+import logging
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-__all__ = ["iter_pages", "call", "short_body"]
+__all__ = ["RETRYABLE_STATUSES", "CvatError", "call", "iter_pages", "read_json", "short_body", "translate"]
+
+log = logging.getLogger(__name__)
+
+RETRYABLE_STATUSES = frozenset({500, 502, 503, 504})
+
+
+class CvatError(RuntimeError):
+    """A CVAT call failed; the message names the server (without credentials) and the call.
+
+    ``status`` is the HTTP status of the answer (None when there was no answer);
+    ``retryable`` says whether trying again may succeed (5xx, dropped connection, timeout).
+    """
+
+    def __init__(self, message: str, *, status: int | None = None, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retryable = retryable
 
 
 def short_body(body: Any) -> str:
@@ -15,39 +39,84 @@ def short_body(body: Any) -> str:
     return " ".join(text.split())[:200]
 
 
-RETRYABLE_STATUSES = frozenset({500, 502, 503, 504})
+def _status(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
 
 
-def call(
-    what: str, server: str, fn: Callable[..., Any], *args: Any, attempts: int = 1, **kwargs: Any
-) -> Any:
-    """Run an SDK call, turning its errors into ``CvatError`` naming ``what`` (no secrets).
-
-    ``attempts`` > 1 retries 5xx answers and dropped connections with exponential backoff;
-    pass it only for calls that are idempotent by meaning (e.g. setting a job's stage with
-    PATCH), which the transport does not retry because of their HTTP method.
-    """
+def translate(what: str, server: str, err: BaseException) -> CvatError | None:
+    """The `CvatError` for an exception raised by cvat-sdk or its transport, or None when
+    ``err`` is not one of theirs (a bug to let through)."""
     import urllib3
     from cvat_sdk.api_client.exceptions import ApiException, OpenApiException
+    from cvat_sdk.core.exceptions import CvatSdkException
 
-    from cvat_bridge.client import CvatError
+    if isinstance(err, CvatError):
+        return err
+    if isinstance(err, ApiException):
+        status = _status(err.status)
+        if status is None:  # SDK 2.17 reports a failed background request this way
+            return CvatError(f"{server}: {what}: failed: {short_body(err.reason)}")
+        return CvatError(
+            f"{server}: {what}: {status} {err.reason or ''}: {short_body(err.body)}".replace("  ", " "),
+            status=status,
+            retryable=status in RETRYABLE_STATUSES,
+        )
+    if isinstance(err, OpenApiException):
+        return CvatError(f"{server}: {what}: unexpected answer: {str(err).splitlines()[0] if str(err) else ''}")
+    if isinstance(err, CvatSdkException):
+        # "Too many upload errors" may pass on a retry; a failed background request will not
+        failed_request = type(err).__name__ == "BackgroundRequestException"
+        return CvatError(f"{server}: {what}: {short_body(str(err))}", retryable=not failed_request)
+    if isinstance(err, (urllib3.exceptions.HTTPError, OSError)):
+        reason = getattr(err, "reason", None)
+        detail = type(err).__name__ + (f" ({type(reason).__name__})" if isinstance(reason, BaseException) else "")
+        return CvatError(f"{server}: {what}: connection failed: {detail}", retryable=True)
+    return None
 
+
+def call(what: str, server: str, fn: Callable[..., Any], *args: Any, attempts: int = 1, **kwargs: Any) -> Any:
+    """Run an SDK call, turning its errors into `CvatError` naming ``what`` (no secrets).
+
+    ``attempts`` > 1 retries 5xx answers, timeouts and dropped connections with exponential
+    backoff; pass it only for calls that are idempotent by meaning (a GET, or setting a job's
+    stage with PATCH), since a call whose answer was lost may have taken effect.
+    """
     for attempt in range(attempts):
-        last = attempt == attempts - 1
         try:
             return fn(*args, **kwargs)
-        except ApiException as err:
-            if last or err.status not in RETRYABLE_STATUSES:
-                raise CvatError(
-                    f"{server}: {what}: {err.status} {err.reason}: {short_body(err.body)}"
-                ) from None
-        except OpenApiException as err:
-            raise CvatError(f"{server}: {what}: unexpected answer: {str(err).splitlines()[0]}") from None
-        except (urllib3.exceptions.HTTPError, OSError) as err:
-            if last:
-                raise CvatError(f"{server}: {what}: connection failed: {type(err).__name__}") from None
-        time.sleep(min(0.2 * 2**attempt, 5.0))
+        except Exception as err:  # translated below; anything else is re-raised
+            error = translate(what, server, err)
+            if error is None:
+                raise
+            if attempt == attempts - 1 or not error.retryable:
+                raise error from None
+            log.info("%s (attempt %d of %d); retrying", error, attempt + 1, attempts)
+        time.sleep(min(0.1 * 2**attempt, 5.0))
     raise AssertionError("unreachable")
+
+
+def read_json(what: str, server: str, fn: Callable[..., Any], *args: Any, attempts: int = 2, **kwargs: Any) -> Any:
+    """Call a low-level endpoint without the SDK's model parsing and return its JSON answer.
+
+    For bulk data (annotations) the SDK's per-value type checks cost far more than the
+    request. The body is read inside the retried call, so a connection dropped mid-answer is
+    retried too: use it for idempotent calls only.
+    """
+
+    def fetch() -> Any:
+        _, response = fn(*args, _parse_response=False, **kwargs)
+        try:
+            return json.loads(response.data)
+        finally:
+            response.release_conn()
+
+    try:
+        return call(what, server, fetch, attempts=attempts)
+    except ValueError as err:
+        raise CvatError(f"{server}: {what}: the answer is not JSON ({err})") from None
 
 
 def iter_pages(list_fn: Callable[..., Any], page_size: int = 100, **filters: Any) -> Iterator[Any]:

@@ -1,15 +1,22 @@
 """Connecting to CVAT through cvat-sdk: settings, authentication, transport policy.
 
 Resolution order for settings: explicit argument → environment (``CVAT_URL``,
-``CVAT_ACCESS_TOKEN`` or ``CVAT_USERNAME``/``CVAT_PASSWORD``, ``CVAT_ORG``) → default.
-Secrets are kept out of ``repr``, logs, exceptions and the store.
+``CVAT_ACCESS_TOKEN`` or ``CVAT_USERNAME``/``CVAT_PASSWORD``, ``CVAT_ORG``,
+``CVAT_INSECURE``, ``CVAT_RETRIES``, ``CVAT_TIMEOUT`` = read timeout in seconds) → default.
+Secrets are kept out of ``repr``, logs, exceptions and the
+store; a URL carrying credentials (``https://user:pw@host``) is refused.
 
-Transport policy (installed on the SDK's urllib3 pool):
+Transport policy (installed on the SDK's urllib3 pool, used by every SDK request including
+uploads):
 - idempotent calls (GET, HEAD, PUT, DELETE, OPTIONS) are retried with exponential backoff on
   500/502/503/504, timeouts and dropped connections; POST and PATCH are never retried by the
-  transport (the bridge reconciles them explicitly);
+  transport (the bridge reconciles them explicitly: `cvat_bridge.tasks.ensure_task`,
+  `cvat_bridge.annotations.upload_job_shapes`, `cvat_bridge.jobs.set_job`);
 - every call has a connect and read timeout (the SDK itself passes none);
 - TLS verification is on unless the user turns it off (``--insecure`` / ``CVAT_INSECURE=1``).
+
+Works with cvat-sdk 2.17 (CVAT 2.17 servers: username/password only) and 2.8x (also
+personal access tokens, CVAT >= 2.48). Pin the SDK to the server's minor version.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from cvat_bridge.api import short_body
+from cvat_bridge.api import CvatError, call
 
 __all__ = ["CvatError", "CvatSettings", "connect", "public_url", "sdk_version"]
 
@@ -29,10 +36,7 @@ log = logging.getLogger(__name__)
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 RETRY_STATUSES = (500, 502, 503, 504)
-
-
-class CvatError(RuntimeError):
-    """A CVAT call failed; the message names the server (without credentials) and the call."""
+_TRUE = {"1", "true", "yes", "on"}
 
 
 def public_url(url: str) -> str:
@@ -45,6 +49,7 @@ def public_url(url: str) -> str:
 
 
 def sdk_version() -> tuple[int, int]:
+    """The installed cvat-sdk's (major, minor)."""
     import cvat_sdk
 
     match = re.match(r"(\d+)\.(\d+)", cvat_sdk.__version__)
@@ -55,6 +60,9 @@ def sdk_version() -> tuple[int, int]:
 
 @dataclass(frozen=True)
 class CvatSettings:
+    """Where and how to reach a CVAT server. ``access_token`` and ``password`` never appear
+    in ``repr``; use `server` (no credentials) in messages."""
+
     url: str
     access_token: str | None = field(default=None, repr=False)
     username: str | None = None
@@ -65,30 +73,52 @@ class CvatSettings:
     read_timeout: float = 300.0
     retries: int = 5
     backoff: float = 0.5
+    status_check_period: float = 1.0
+
+    def __post_init__(self) -> None:
+        parts = urlsplit((self.url or "").strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise CvatError(f"CVAT URL must be http(s)://host[:port], got {public_url(self.url or '')!r}")
+        if parts.username is not None or parts.password is not None:
+            raise CvatError(
+                "the CVAT URL must not carry credentials (user:password@); "
+                "set CVAT_USERNAME/CVAT_PASSWORD or CVAT_ACCESS_TOKEN instead"
+            )
+        for name in ("connect_timeout", "read_timeout", "status_check_period"):
+            if not getattr(self, name) > 0:
+                raise CvatError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.retries < 0 or self.backoff < 0:
+            raise CvatError("retries and backoff must not be negative")
 
     @classmethod
     def from_env(cls, **overrides: Any) -> CvatSettings:
-        """Settings from explicit values, else ``CVAT_*`` variables."""
+        """Settings from explicit values (None = not given), else ``CVAT_*`` variables."""
         env = os.environ
         values: dict[str, Any] = {
-            "url": env.get("CVAT_URL"),
+            "url": env.get("CVAT_URL") or None,
             "access_token": env.get("CVAT_ACCESS_TOKEN") or None,
             "username": env.get("CVAT_USERNAME") or None,
             "password": env.get("CVAT_PASSWORD") or None,
             "organization": env.get("CVAT_ORG") or None,
-            "verify_tls": env.get("CVAT_INSECURE", "") not in {"1", "true", "yes"},
+            "verify_tls": env.get("CVAT_INSECURE", "").strip().lower() not in _TRUE,
         }
+        for name, key, kind in (("CVAT_RETRIES", "retries", int), ("CVAT_TIMEOUT", "read_timeout", float)):
+            text = env.get(name, "").strip()
+            if text:
+                try:
+                    values[key] = kind(text)
+                except ValueError:
+                    raise CvatError(f"{name} must be a number, got {text!r}") from None
         values.update({k: v for k, v in overrides.items() if v is not None})
         if not values.get("url"):
             raise CvatError("no CVAT server: set CVAT_URL or pass --url")
         if not values.get("access_token") and not (values.get("username") and values.get("password")):
-            raise CvatError(
-                "no CVAT credentials: set CVAT_ACCESS_TOKEN, or CVAT_USERNAME and CVAT_PASSWORD"
-            )
+            raise CvatError("no CVAT credentials: set CVAT_ACCESS_TOKEN, or CVAT_USERNAME and CVAT_PASSWORD")
         return cls(**values)
 
     @property
     def server(self) -> str:
+        """The server URL without credentials, query or trailing slash."""
         return public_url(self.url)
 
 
@@ -110,8 +140,7 @@ def _install_transport_policy(client: Any, settings: CvatSettings) -> None:
         respect_retry_after_header=True,
     )
     timeout = urllib3.Timeout(connect=settings.connect_timeout, read=settings.read_timeout)
-    rest = client.api_client.rest_client
-    manager = rest.pool_manager
+    manager = client.api_client.rest_client.pool_manager
     manager.connection_pool_kw["retries"] = retry
     manager.clear()
     original = manager.request
@@ -124,51 +153,48 @@ def _install_transport_policy(client: Any, settings: CvatSettings) -> None:
     manager.request = request_with_timeout  # the SDK passes timeout=None on every call
 
 
+def _login(client: Any, settings: CvatSettings, server: str) -> None:
+    if settings.access_token:
+        try:
+            from cvat_sdk.core.client import AccessTokenCredentials
+        except ImportError:
+            raise CvatError(
+                f"{server}: personal access tokens need cvat-sdk >= 2.48 and CVAT >= 2.48 "
+                "(this is cvat-sdk " + ".".join(map(str, sdk_version())) + "); use CVAT_USERNAME/CVAT_PASSWORD"
+            ) from None
+        client.login(AccessTokenCredentials(settings.access_token))
+        return
+    username = settings.username or ""
+    # a lost answer to the login POST only leaves an unused session behind: safe to repeat
+    call(f"log in as {username!r}", server, client.login, (username, settings.password or ""), attempts=3)
+
+
 def connect(settings: CvatSettings) -> Any:
     """A logged-in ``cvat_sdk.Client`` with the transport policy installed.
 
-    Errors are ``CvatError`` with the server URL (never credentials) and the reason.
+    Errors are `CvatError` with the server URL (never credentials) and the reason.
     """
     from cvat_sdk import Client, Config
-    from cvat_sdk.api_client.exceptions import ApiException
-    import urllib3
 
     server = settings.server
+    config = Config(verify_ssl=settings.verify_tls, status_check_period=settings.status_check_period)
     try:
-        client = Client(
-            settings.url,
-            config=Config(verify_ssl=settings.verify_tls),
-            check_server_version=False,
-        )
-        _install_transport_policy(client, settings)
-        client.check_server_version()
-        if settings.access_token:
-            try:
-                from cvat_sdk.core.client import AccessTokenCredentials
-            except ImportError as err:
-                raise CvatError(
-                    f"{server}: personal access tokens need cvat-sdk >= 2.48 and a server >= 2.48; "
-                    "use CVAT_USERNAME/CVAT_PASSWORD"
-                ) from err
-            client.login(AccessTokenCredentials(settings.access_token))
-        else:
-            client.login((settings.username or "", settings.password or ""))
-        if settings.organization is not None:
-            client.organization_slug = settings.organization
-        client.users.retrieve_current_user()
-    except CvatError:
-        raise
-    except ApiException as err:
-        raise CvatError(f"{server}: {err.status} {err.reason}: {short_body(err.body)}") from None
-    except (urllib3.exceptions.HTTPError, OSError) as err:
-        raise CvatError(f"{server}: cannot connect: {type(err).__name__}") from None
+        client = Client(settings.url, config=config, check_server_version=False)
+    except Exception as err:  # noqa: BLE001 - InvalidHostException and friends, without secrets
+        raise CvatError(f"{server}: invalid CVAT URL: {type(err).__name__}") from None
+    _install_transport_policy(client, settings)
+    try:
+        version = call("read the server version", server, client.get_server_version)
     except TypeError as err:
-        # cvat-sdk newer than the server fails while parsing its answers (protocol §5)
+        # a cvat-sdk newer than the server fails while parsing its answers (protocol §5)
         raise CvatError(
-            f"{server}: this cvat-sdk ({'.'.join(map(str, sdk_version()))}) does not match the server "
-            f"version: install the cvat-sdk of the server's minor version ({err})"
+            f"{server}: this cvat-sdk ({'.'.join(map(str, sdk_version()))}) cannot parse the server's answers: "
+            f"install the cvat-sdk of the server's minor version ({err})"
         ) from None
-    log.info("connected to %s", server)
+    _login(client, settings, server)
+    if settings.organization is not None:
+        client.organization_slug = settings.organization
+    user = call("read the current user", server, client.users.retrieve_current_user)
+    log.info("connected to %s (CVAT %s, cvat-sdk %s) as %s", server, version,
+             ".".join(map(str, sdk_version())), user.username)
     return client
-
-

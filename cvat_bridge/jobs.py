@@ -1,4 +1,9 @@
-"""Jobs: listing with filters (incremental by ``updated_date``), assignment, stage/state."""
+"""Jobs: listing with filters (incremental by ``updated_date``), assignment, stage/state.
+
+A job ``PATCH`` sets values, so repeating it is harmless: `set_job` retries it after 5xx
+answers, timeouts and dropped connections, and sends nothing when the job already has the
+values (a rerun of a push then leaves the jobs' ``updated_date`` alone).
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cvat_bridge.api import call, iter_pages
-from cvat_bridge.client import CvatError
+from cvat_bridge.api import CvatError, call, iter_pages
 
 __all__ = ["JobInfo", "assign_jobs", "list_jobs", "plan_assignments", "set_job", "user_ids"]
 
@@ -18,6 +22,8 @@ STATES = ("new", "in progress", "completed", "rejected")
 
 @dataclass(frozen=True)
 class JobInfo:
+    """A job as listed by the server (frames task-relative, inclusive)."""
+
     id: int
     task_id: int
     start_frame: int
@@ -26,9 +32,11 @@ class JobInfo:
     state: str
     assignee: str | None
     updated_date: str
+    assignee_id: int | None = None
 
     @classmethod
     def from_model(cls, job: Any) -> JobInfo:
+        """From an SDK ``JobRead``."""
         assignee = getattr(job, "assignee", None)
         updated = getattr(job, "updated_date", None)
         return cls(
@@ -40,6 +48,7 @@ class JobInfo:
             state=str(job.state),
             assignee=assignee.username if assignee else None,
             updated_date=updated.isoformat() if hasattr(updated, "isoformat") else str(updated or ""),
+            assignee_id=int(assignee.id) if assignee else None,
         )
 
 
@@ -99,17 +108,50 @@ def plan_assignments(
     return {job_id: assignees[i % len(assignees)] for i, job_id in enumerate(ordered)}
 
 
-def set_job(client: Any, job_id: int, **fields: Any) -> JobInfo:
-    """PATCH a job (``assignee`` as a user id or None, ``stage``, ``state``); idempotent."""
+def set_job(client: Any, job_id: int, *, current: JobInfo | None = None, **fields: Any) -> JobInfo:
+    """PATCH a job (``assignee`` as a user id or None, ``stage``, ``state``) unless it
+    already has these values (``current``: the job as just listed, else it is read); retried,
+    since setting values is idempotent."""
+    from cvat_sdk.api_client import models
+
+    unknown = sorted(set(fields) - {"assignee", "stage", "state"})
+    if unknown:
+        raise ValueError(f"set_job sets assignee, stage and state only, got {unknown}")
+    if "stage" in fields and fields["stage"] not in STAGES:
+        raise ValueError(f"stage must be one of {STAGES}, got {fields['stage']!r}")
+    if "state" in fields and fields["state"] not in STATES:
+        raise ValueError(f"state must be one of {STATES}, got {fields['state']!r}")
     server = client.api_map.host
-    job = call("read job", server, lambda: client.jobs.retrieve(job_id))
-    call(f"update job {job_id}", server, job.update, fields, attempts=4)
-    return JobInfo.from_model(job)
+    api = client.api_client.jobs_api
+    if current is None:
+        current = JobInfo.from_model(call(f"read job {job_id}", server, lambda: api.retrieve(job_id)[0]))
+    now = {"assignee": current.assignee_id, "stage": current.stage, "state": current.state}
+    changes = {key: value for key, value in fields.items() if now[key] != value}
+    if not changes:
+        return current
+    updated, _ = call(
+        f"update job {job_id}",
+        server,
+        api.partial_update,
+        job_id,
+        patched_job_write_request=models.PatchedJobWriteRequest(**changes),
+        attempts=4,
+    )
+    return JobInfo.from_model(updated)
 
 
-def assign_jobs(client: Any, plan: Mapping[int, str]) -> dict[int, str]:
-    """Apply an assignment plan (job id → username); returns what was applied."""
-    ids = user_ids(client, list(plan.values()))
+def assign_jobs(
+    client: Any,
+    plan: Mapping[int, str],
+    *,
+    ids: Mapping[str, int] | None = None,
+    jobs: Mapping[int, JobInfo] | None = None,
+) -> dict[int, str]:
+    """Apply an assignment plan (job id → username); returns the plan. Jobs already
+    assigned to their user are left untouched. ``ids``: user ids by name, ``jobs``: the jobs
+    as just listed, when already known (saves requests)."""
+    ids = ids if ids is not None else user_ids(client, list(plan.values()))
+    jobs = jobs or {}
     for job_id, username in sorted(plan.items()):
-        set_job(client, job_id, assignee=ids[username])
+        set_job(client, job_id, current=jobs.get(job_id), assignee=ids[username])
     return dict(plan)

@@ -1,23 +1,47 @@
 """Tasks: labels from an ontology, idempotent creation with data, and the label map.
 
-Task creation is not idempotent on the server (POST), so `ensure_task` reconciles: an
-existing task of the same name (and project) is reused, and a task left without data by an
-interrupted upload gets its data uploaded again instead of a second task being created.
+Task creation and the data upload are POSTs, which neither the transport nor a blind retry
+may repeat, so `ensure_task` reconciles after every failure instead:
+- a task of the same name (and project) is reused, so a creation whose answer was lost is
+  found instead of made twice;
+- the images go in one multipart request when they are small enough (`ONE_SHOT_BYTES`), so an
+  upload either happened or did not; larger sets use the SDK's chunked upload, restarted from
+  ``Upload-Start`` (which discards a half-finished upload) after a failure;
+- after a failed upload the task is read back and the server's data-processing request for it
+  awaited, so data that did arrive is never uploaded twice.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cvat_bridge.api import call, iter_pages
-from cvat_bridge.client import CvatError
+from cvat_bridge.api import CvatError, call, iter_pages, read_json
 
-__all__ = ["LabelInfo", "Resources", "ensure_task", "find_task", "labels_spec", "task_labels", "SCORE_ATTRIBUTE"]
+__all__ = [
+    "SCORE_ATTRIBUTE",
+    "LabelInfo",
+    "Resources",
+    "ensure_task",
+    "find_task",
+    "frame_names",
+    "labels_spec",
+    "task_labels",
+]
+
+log = logging.getLogger(__name__)
 
 SCORE_ATTRIBUTE = "score"
+_BUSY = ("queued", "started")
+
+ONE_SHOT_BYTES = 64 * 1024 * 1024
+"""Local images up to this total size go in one multipart request (atomic: it either made
+the data or did not); larger sets use the SDK's chunked upload (Upload-Start, -Multiple,
+-Finish), which is restarted as a whole after a failure."""
 
 
 @dataclass(frozen=True)
@@ -67,14 +91,16 @@ def labels_spec(ontology: Any) -> list[dict[str, Any]]:
 def find_task(client: Any, name: str, *, project_id: int | None = None) -> Any | None:
     """The task named exactly ``name`` (in ``project_id`` when given), or None."""
     server = client.api_map.host
-    matches = [
-        t
-        for t in call("list tasks", server, lambda: list(iter_pages(client.api_client.tasks_api.list, name=name)))
-        if t.name == name and (project_id is None or t.project_id == project_id)
-    ]
+    filters: dict[str, Any] = {"name": name}
+    if project_id is not None:
+        filters["project_id"] = project_id
+    listing = client.api_client.tasks_api.list
+    found = call(f"look up task {name!r}", server, lambda: list(iter_pages(listing, **filters)))
+    matches = [t for t in found if t.name == name and (project_id is None or t.project_id == project_id)]
     if len(matches) > 1:
-        raise CvatError(f"{server}: {len(matches)} tasks are named {name!r}; rename or pass a project")
-    return client.tasks.retrieve(matches[0].id) if matches else None
+        ids = sorted(int(t.id) for t in matches)
+        raise CvatError(f"{server}: {len(matches)} tasks are named {name!r} (ids {ids}); rename them or pass a project")
+    return call(f"read task {matches[0].id}", server, client.tasks.retrieve, matches[0].id) if matches else None
 
 
 def _data_params(resources: Resources, image_quality: int) -> dict[str, Any]:
@@ -91,6 +117,116 @@ def _resource_type(resources: Resources) -> Any:
     return ResourceType.LOCAL if resources.kind == "local" else ResourceType.SHARE
 
 
+def _pause(attempt: int) -> None:
+    time.sleep(min(0.1 * 2**attempt, 5.0))
+
+
+def _create_task(client: Any, spec: dict[str, Any], *, attempts: int) -> Any:
+    server = client.api_map.host
+    name, project_id = spec["name"], spec.get("project_id")
+    for attempt in range(attempts):
+        try:
+            return call(f"create task {name!r}", server, client.tasks.create, spec)
+        except CvatError as err:
+            if not err.retryable:
+                raise
+            # The POST may have reached the server before its answer was lost.
+            task = find_task(client, name, project_id=project_id)
+            if task is not None:
+                log.info("%s; the task was created nonetheless (id %s)", err, task.id)
+                return task
+            if attempt == attempts - 1:
+                raise
+            log.info("%s; retrying", err)
+        _pause(attempt)
+    raise AssertionError("unreachable")
+
+
+def _read_request(client: Any, task_id: int, rq_id: str | None) -> dict[str, Any] | None:
+    """A background request as JSON: ``rq_id``'s, else the task's newest data-processing one."""
+    server = client.api_map.host
+    api = client.api_client.requests_api
+    if rq_id is not None:
+        return read_json(f"read request {rq_id}", server, api.retrieve, rq_id)
+    answer = read_json(f"list requests of task {task_id}", server, api.list, task_id=task_id, action="create")
+    results = answer.get("results") or []
+    return results[0] if results else None
+
+
+def _await_data(client: Any, task: Any, rq_id: str | None = None) -> bool:
+    """Whether the task has its data, waiting for the server's data-processing request
+    (``rq_id``, else the task's newest one) while it runs. False: no data and nothing
+    running, so the upload must be started (again)."""
+    server = client.api_map.host
+    while True:
+        call(f"read task {task.id}", server, task.fetch)
+        if getattr(task, "size", 0):
+            return True
+        request = _read_request(client, task.id, rq_id)
+        status = str((request or {}).get("status") or "")
+        if status == "failed":
+            raise CvatError(
+                f"{server}: task {task.id}: the server failed to process its data: "
+                f"{(request or {}).get('message') or 'no reason given'}; delete the task and push again"
+            )
+        if status not in _BUSY:
+            if status == "finished" and rq_id is not None:
+                rq_id = None  # finished: the next fetch shows the frames
+                continue
+            return False
+        rq_id = str(request["id"])
+        time.sleep(client.config.status_check_period)
+
+
+def _post_files(client: Any, task: Any, paths: Sequence[str], params: dict[str, Any]) -> str:
+    """Send every file in one multipart request (CVAT's one-shot data upload); the rq_id.
+    The files are read into memory (at most `ONE_SHOT_BYTES`), not held open."""
+    import io
+
+    from cvat_sdk.api_client import models
+
+    files = []
+    for path in paths:
+        buffer = io.BytesIO(Path(path).read_bytes())
+        buffer.name = str(path)  # the multipart file name (the server keeps the base name)
+        files.append(buffer)
+    request = models.DataRequest(client_files=files, **params)
+    api = client.api_client.tasks_api
+    data, _ = api.create_data(task.id, data_request=request, _content_type="multipart/form-data")
+    return str(data.rq_id)
+
+
+def _upload_once(client: Any, task: Any, resources: Resources, image_quality: int) -> None:
+    server = client.api_map.host
+    params = _data_params(resources, image_quality)
+    what = f"upload data of task {task.id}"
+    if resources.kind == "local" and sum(Path(p).stat().st_size for p in resources.paths) <= ONE_SHOT_BYTES:
+        rq_id = call(what, server, _post_files, client, task, resources.paths, params)
+        if not _await_data(client, task, rq_id):
+            raise CvatError(f"{server}: task {task.id}: the server finished processing its data but shows no frames")
+        return
+    call(what, server, task.upload_data, list(resources.paths), resource_type=_resource_type(resources), params=params)
+    call(f"read task {task.id}", server, task.fetch)
+
+
+def _upload_data(client: Any, task: Any, resources: Resources, image_quality: int, *, attempts: int) -> None:
+    for attempt in range(attempts):
+        try:
+            _upload_once(client, task, resources, image_quality)
+            return
+        except CvatError as err:
+            # "Adding more data is not supported": an earlier upload did reach the server
+            if not err.retryable and err.status != 400:
+                raise
+            if _await_data(client, task):
+                log.info("%s; the data arrived nonetheless", err)
+                return
+            if not err.retryable or attempt == attempts - 1:
+                raise
+            log.info("%s; uploading again", err)
+        _pause(attempt)
+
+
 def ensure_task(
     client: Any,
     name: str,
@@ -100,11 +236,13 @@ def ensure_task(
     project_id: int | None = None,
     segment_size: int | None = None,
     image_quality: int = 95,
-    status_check_period: float | None = None,
+    attempts: int = 5,
 ) -> Any:
     """The task ``name`` with ``resources`` as its data: created, completed or reused.
 
-    Frames keep the order of ``resources.paths`` (``sorting_method: predefined``).
+    Frames keep the order of ``resources.paths`` (``sorting_method: predefined``). A reused
+    task must hold exactly as many frames as ``resources``. ``attempts`` bounds the retries
+    of the creation and of the upload after 5xx answers, timeouts or dropped connections.
     """
     server = client.api_map.host
     if project_id is None and not labels:
@@ -114,6 +252,7 @@ def ensure_task(
         if missing:
             raise CvatError(f"{len(missing)} image files are missing, e.g. {missing[0]}")
     task = find_task(client, name, project_id=project_id)
+    reused = task is not None
     if task is None:
         spec: dict[str, Any] = {"name": name}
         if project_id is not None:
@@ -122,22 +261,9 @@ def ensure_task(
             spec["labels"] = labels
         if segment_size:
             spec["segment_size"] = segment_size
-        try:
-            task = call("create task", server, client.tasks.create, spec)
-        except CvatError:
-            # The POST may have reached the server before the connection failed.
-            task = find_task(client, name, project_id=project_id)
-            if task is None:
-                raise
-    if not getattr(task, "size", 0):
-        kwargs: dict[str, Any] = {
-            "resource_type": _resource_type(resources),
-            "params": _data_params(resources, image_quality),
-        }
-        if status_check_period is not None:
-            client.config.status_check_period = status_check_period
-        call("upload task data", server, task.upload_data, list(resources.paths), **kwargs)
-        task.fetch()
+        task = _create_task(client, spec, attempts=attempts)
+    if not getattr(task, "size", 0) and not (reused and _await_data(client, task)):
+        _upload_data(client, task, resources, image_quality, attempts=attempts)
     if getattr(task, "size", 0) != len(resources.paths):
         raise CvatError(
             f"{server}: task {task.id} ({name!r}) has {task.size} frames, expected {len(resources.paths)}"
@@ -160,5 +286,3 @@ def frame_names(client: Any, task: Any) -> list[str]:
     """The file name of each task frame, in frame order."""
     meta = call("read task meta", client.api_map.host, task.get_meta)
     return [frame.name for frame in meta.frames]
-
-

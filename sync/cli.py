@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from sync.console import CliError, domain_errors, err, fail, out
+from sync.console import TINY_NOTICE, CliError, domain_errors, err, fail, out, quiet_libraries
 
 __all__ = ["app", "main"]
 
@@ -31,32 +31,15 @@ app.add_typer(models_app, name="models")
 
 def _register_command_groups() -> None:
     from sync.commands import cvat, functions, serve
+    from sync.commands.cvat_prelabel import prelabel as cvat_prelabel
 
     app.add_typer(functions.app, name="functions")
     serve.register(app)
+    cvat.app.command("prelabel")(cvat_prelabel)
     app.add_typer(cvat.app, name="cvat")
 
 
 _register_command_groups()
-
-
-TINY_NOTICE = (
-    "[bold red]TINY RANDOM MODELS IN USE: every box, mask and score below is meaningless.[/]\n"
-    "[red]They exercise the real code path only. Point AUTOLABEL_GDINO_MODEL / AUTOLABEL_SAM_CHECKPOINT "
-    "at real weights (or let the hub download them) for real labels.[/]"
-)
-
-
-def _quiet_libraries() -> None:
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    try:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-        hf_logging.set_verbosity_error()
-    except ImportError:
-        pass
 
 
 def _load_ontology(ontology: Path | None, prompt: str | None):
@@ -121,7 +104,7 @@ def _run_prelabel(
             return
     if settings.tiny:
         err.print(TINY_NOTICE)
-    _quiet_libraries()
+    quiet_libraries()
     began = time.perf_counter()
     try:
         detector = load_detector(settings, masks=masks)
@@ -204,12 +187,12 @@ def prelabel(
     masks: Annotated[bool, typer.Option("--masks", help="Add SAM masks (Grounded-SAM).")] = False,
     threshold: Annotated[float | None, typer.Option(help="One box threshold for every label (0..1).")] = None,
     batch_size: Annotated[int, typer.Option(help="Images per model call.")] = 4,
-    gdino_model: Annotated[str | None, typer.Option(help="Hub id or directory [env AUTOLABEL_GDINO_MODEL].")] = None,
-    sam_checkpoint: Annotated[str | None, typer.Option(help="SAM .pth [env AUTOLABEL_SAM_CHECKPOINT].")] = None,
+    gdino_model: Annotated[str | None, typer.Option(help="Hub id or directory \\[env AUTOLABEL_GDINO_MODEL].")] = None,
+    sam_checkpoint: Annotated[str | None, typer.Option(help="SAM .pth \\[env AUTOLABEL_SAM_CHECKPOINT].")] = None,
     sam_model_type: Annotated[
-        str | None, typer.Option(help="vit_h | vit_l | vit_b | config JSON [env AUTOLABEL_SAM_MODEL_TYPE].")
+        str | None, typer.Option(help="vit_h | vit_l | vit_b | config JSON \\[env AUTOLABEL_SAM_MODEL_TYPE].")
     ] = None,
-    device: Annotated[str | None, typer.Option(help="cpu | cuda | cuda:N [env AUTOLABEL_DEVICE].")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu | cuda | cuda:N \\[env AUTOLABEL_DEVICE].")] = None,
     dataset: Annotated[
         str | None, typer.Option(help="Record samples, run and annotations in the store (AUTOLABEL_DB).")
     ] = None,
@@ -238,7 +221,7 @@ def demo(
     """Pre-label the bundled sample photographs (real weights if available, else tiny models)."""
     from serverless.demo import resolve_demo_settings, sample_dir
 
-    _quiet_libraries()
+    quiet_libraries()
     samples = sample_dir()
     onto = _load_ontology(samples / "ontology.yaml", None)
     resolved = resolve_demo_settings(tiny_dir)
@@ -262,7 +245,7 @@ def make_tiny(
 
     from serverless.models.tiny import make_tiny_models
 
-    _quiet_libraries()
+    quiet_libraries()
     tiny = make_tiny_models(directory, seed=seed)
     err.print("[bold red]Tiny random models: their outputs are meaningless (tests and offline demos only).[/]")
     for name, value in tiny.environment().items():

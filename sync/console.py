@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 
 from rich.console import Console
 
-__all__ = ["CliError", "err", "out", "fail", "domain_errors"]
+__all__ = ["TINY_NOTICE", "CliError", "domain_errors", "err", "fail", "out", "quiet_libraries"]
 
 err = Console(stderr=True)
 out = Console()
@@ -32,3 +33,22 @@ def domain_errors() -> Iterator[None]:
         yield
     except (CvatError, StoreError, OntologyError) as error:
         raise CliError(str(error)) from None
+
+
+TINY_NOTICE = (
+    "[bold red]TINY RANDOM MODELS IN USE: every box, mask and score below is meaningless.[/]\n"
+    "[red]They exercise the real code path only. Point AUTOLABEL_GDINO_MODEL / AUTOLABEL_SAM_CHECKPOINT "
+    "at real weights (or let the hub download them) for real labels.[/]"
+)
+
+
+def quiet_libraries() -> None:
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+    except ImportError:
+        pass

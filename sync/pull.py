@@ -1,63 +1,85 @@
 """Pull corrected labels from CVAT into new human revisions, one job at a time.
 
-Incremental: a job is fetched only when its ``updated_date`` moved since its last pull.
-Each job is stored in one transaction (`Store.record_human_revision`), so an interrupted pull
-(even ``kill -9``) loses nothing and a rerun finishes the remaining jobs.
+Incremental: the jobs are listed (one paged request) and a job's annotations are fetched
+only when its ``updated_date`` moved since its last pull, so a pull with nothing new sends no
+annotation request. Each job is stored in one transaction (`Store.record_human_revision`),
+so an interrupted pull (even ``kill -9``) loses nothing and a rerun finishes the remaining
+jobs. Shapes of type rectangle, polygon and mask are kept (with their attributes); tags,
+tracks and other shape types are not pulled.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from cvat_bridge.annotations import job_annotations
+from cvat_bridge.annotations import job_annotations, shape_type
+from cvat_bridge.api import call
 from cvat_bridge.client import CvatError, public_url
 from cvat_bridge.jobs import JobInfo, list_jobs
-from cvat_bridge.tasks import task_labels
+from cvat_bridge.tasks import LabelInfo, task_labels
 
-__all__ = ["PullResult", "pull_jobs"]
+__all__ = ["PullResult", "job_detections", "pull_jobs", "store_job"]
 
 
 @dataclass(frozen=True)
 class PullResult:
+    """Jobs pulled into new revisions, jobs unchanged since their last pull, the revision
+    names and the number of shapes stored."""
+
     pulled: tuple[int, ...]
     unchanged: tuple[int, ...]
     revisions: tuple[str, ...]
     shapes: int
 
 
-def _attributes(shape: Any, names: dict[int, str]) -> dict[str, str] | None:
-    values = {names.get(int(a.spec_id), str(a.spec_id)): str(a.value) for a in (shape.attributes or [])}
+@dataclass(frozen=True)
+class _TaskContext:
+    frames: dict[int, int]
+    sizes: dict[int, tuple[int, int]]
+    labels: dict[str, LabelInfo]
+
+
+def _attributes(shape: Mapping[str, Any], names: Mapping[int, str]) -> dict[str, str] | None:
+    values = {names.get(int(a["spec_id"]), str(a["spec_id"])): str(a["value"]) for a in shape.get("attributes") or []}
     return values or None
 
 
-def job_detections(client: Any, task: Any, job: JobInfo, frames: dict[int, int], sizes: dict[int, tuple[int, int]]) -> tuple[dict[int, Any], int]:
-    """The job's shapes as `Detections` per sample id (frames are task-relative)."""
+def job_detections(
+    annotations: Mapping[str, Any],
+    labels: Mapping[str, LabelInfo],
+    frames: Mapping[int, int],
+    sizes: Mapping[int, tuple[int, int]],
+    *,
+    job_id: int,
+) -> tuple[dict[int, Any], int]:
+    """A job's shapes (``job_annotations`` JSON) as `Detections` per sample id, with an
+    ``attributes`` data column; frames are task-relative, ``frames`` maps them to samples."""
     import numpy as np
 
-    from serverless.convert.cvat_shapes import from_cvat_shapes
+    from serverless.convert.cvat_shapes import SUPPORTED_SHAPE_TYPES, from_cvat_shapes
 
-    labels = task_labels(client, task)
     label_names = {info.id: name for name, info in labels.items()}
     attribute_names = {spec: attr for info in labels.values() for attr, spec in info.attributes.items()}
-    data = job_annotations(client, job.id)
     by_frame: dict[int, list[Any]] = defaultdict(list)
-    for shape in data.shapes:
-        by_frame[int(shape.frame)].append(shape)
+    for shape in annotations["shapes"]:
+        by_frame[int(shape["frame"])].append(shape)
     result = {}
     count = 0
-    for frame, shapes in by_frame.items():
+    for frame, shapes in sorted(by_frame.items()):
         if frame not in frames:
-            raise CvatError(f"job {job.id}: frame {frame} is not linked to a sample of the store")
+            raise CvatError(f"job {job_id}: frame {frame} is not linked to a sample of the store")
         width, height = sizes[frames[frame]]
-        det = from_cvat_shapes(shapes, label_names, width=width, height=height)
-        kept = [s for s in shapes if str(getattr(s.type, "value", s.type)) in {"rectangle", "polygon", "mask"}]
-        det = det.with_columns(
-            data={**dict(det.data), "attributes": np.array([_attributes(s, attribute_names) for s in kept] or [], dtype=object)}
-        )
-        result[frames[frame]] = det
+        try:
+            det = from_cvat_shapes(shapes, label_names, width=width, height=height)
+        except ValueError as err:
+            raise CvatError(f"job {job_id}, frame {frame}: {err}") from None
+        kept = [s for s in shapes if shape_type(s) in SUPPORTED_SHAPE_TYPES]
+        attributes = np.empty(len(kept), dtype=object)
+        attributes[:] = [_attributes(s, attribute_names) for s in kept]
+        result[frames[frame]] = det.with_columns(data={**dict(det.data), "attributes": attributes})
         count += len(det)
     return result, count
 
@@ -76,39 +98,31 @@ def pull_jobs(
     if (task_id is None) == (project_id is None):
         raise ValueError("give exactly one of task_id or project_id")
     server = public_url(client.api_map.host)
+    if task_id is not None and store.get_cvat_task(server, task_id) is None:
+        raise CvatError(_not_pushed(task_id, server))
     jobs = list_jobs(client, task_id=task_id, project_id=project_id, stage=stage, state=state)
     pulled: list[int] = []
     unchanged: list[int] = []
     revisions: list[str] = []
     shapes = 0
-    tasks: dict[int, tuple[Any, Any, dict[int, int], dict[int, tuple[int, int]]]] = {}
+    links: dict[int, Any] = {}
+    contexts: dict[int, _TaskContext] = {}
     for job in jobs:
-        if job.task_id not in tasks:
+        if job.task_id not in links:
             link = store.get_cvat_task(server, job.task_id)
             if link is None:
-                raise CvatError(
-                    f"task {job.task_id} on {server} was not pushed from this store: push it first "
-                    "(autolabel cvat push) so its frames map to samples"
-                )
-            frames = store.frames_of(link)
-            dataset = next(d for d in store.list_datasets() if d.id == link.dataset_id)
-            sizes = {s.id: (s.width, s.height) for s in store.samples(dataset, ids=list(frames.values()))}
-            tasks[job.task_id] = (link, client.tasks.retrieve(job.task_id), frames, sizes)
-        link, task, frames, sizes = tasks[job.task_id]
-        job_link = store.upsert_cvat_job(
-            link,
-            job.id,
-            start_frame=job.start_frame,
-            stop_frame=job.stop_frame,
-            assignee=job.assignee,
-            stage=job.stage,
-            state=job.state,
-            updated_date=job.updated_date,
-        )
+                raise CvatError(_not_pushed(job.task_id, server))
+            links[job.task_id] = link
+        link = links[job.task_id]
+        job_link = store_job(store, link, job)
         if not job_link.needs_pull:
             unchanged.append(job.id)
             continue
-        detections, count = job_detections(client, task, job, frames, sizes)
+        if job.task_id not in contexts:
+            contexts[job.task_id] = _task_context(store, client, link)
+        context = contexts[job.task_id]
+        annotations = job_annotations(client, job.id)
+        detections, count = job_detections(annotations, context.labels, context.frames, context.sizes, job_id=job.id)
         revision = store.record_human_revision(
             job_link,
             detections,
@@ -122,3 +136,32 @@ def pull_jobs(
         shapes += count
         report(f"job {job.id}: {count} shapes → revision {revision.name}")
     return PullResult(tuple(pulled), tuple(unchanged), tuple(revisions), shapes)
+
+
+def _not_pushed(task_id: int, server: str) -> str:
+    return (
+        f"task {task_id} on {server} was not pushed from this store: push it first "
+        "(autolabel cvat push) so its frames map to samples"
+    )
+
+
+def _task_context(store: Any, client: Any, link: Any) -> _TaskContext:
+    frames = store.frames_of(link)
+    dataset = next(d for d in store.list_datasets() if d.id == link.dataset_id)
+    sizes = {s.id: (s.width, s.height) for s in store.samples(dataset, ids=list(frames.values()))}
+    task = call(f"read task {link.task_id}", public_url(client.api_map.host), client.tasks.retrieve, link.task_id)
+    return _TaskContext(frames, sizes, task_labels(client, task))
+
+
+def store_job(store: Any, link: Any, job: JobInfo) -> Any:
+    """Record a job as just listed on the server (`Store.upsert_cvat_job`)."""
+    return store.upsert_cvat_job(
+        link,
+        job.id,
+        start_frame=job.start_frame,
+        stop_frame=job.stop_frame,
+        assignee=job.assignee,
+        stage=job.stage,
+        state=job.state,
+        updated_date=job.updated_date,
+    )

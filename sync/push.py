@@ -2,29 +2,38 @@
 assignments, and every id recorded in the store.
 
 Idempotent by construction: the task is found by name before one is created, frames and
-jobs are upserted, and a job whose annotations are exactly (a prefix of) what this run would
-upload is simply (re)written with a ``PUT``. A job that a human has touched — any shape that is
-not one of this run's pre-labels, or any tag or track — is refused unless ``force``.
+jobs are upserted, a job that holds exactly what was pushed is left alone, and a job whose
+upload was interrupted (it holds nothing, or only some of this run's shapes, and the store
+recorded none of them) is simply rewritten with a ``PUT``. A job a human has touched — a
+pushed shape moved, relabelled or deleted, a shape added, any tag or track — is refused
+unless ``force``.
 """
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cvat_bridge.annotations import job_annotations, shape_key, upload_job_shapes
-from cvat_bridge.client import CvatError
-from cvat_bridge.jobs import JobInfo, assign_jobs, list_jobs, plan_assignments
+from cvat_bridge.annotations import DEFAULT_MAX_REQUEST_BYTES, job_annotations, shape_key, upload_job_shapes
+from cvat_bridge.client import CvatError, public_url
+from cvat_bridge.jobs import assign_jobs, list_jobs, plan_assignments, user_ids
 from cvat_bridge.tasks import SCORE_ATTRIBUTE, LabelInfo, Resources, ensure_task, labels_spec, task_labels
+from sync.pull import store_job
 
-__all__ = ["PushResult", "push_run", "resources_for", "shapes_for_frame"]
+__all__ = ["PushResult", "job_state", "push_run", "resources_for", "shapes_for_frame"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class PushResult:
+    """What a push did: the task, its jobs, the pre-labels now in CVAT, the annotation
+    requests sent (0 on a rerun with nothing to do), the human-edited jobs left alone."""
+
     task_id: int
     task_link_id: int
     jobs: tuple[int, ...]
@@ -32,6 +41,7 @@ class PushResult:
     annotation_requests: int
     skipped_jobs: tuple[int, ...] = ()
     assignments: Mapping[int, str] = field(default_factory=dict)
+    forced_jobs: tuple[int, ...] = ()
 
 
 def resources_for(uris: Sequence[str]) -> Resources:
@@ -55,67 +65,117 @@ def resources_for(uris: Sequence[str]) -> Resources:
             kinds.add("local")
             paths.append(str(Path(uri)))
     if len(kinds) > 1 or len(storage_ids) > 1:
-        raise CvatError("the samples of one task must all be local files, all on the share, or all in one cloud storage")
+        raise CvatError(
+            "the samples of one task must all be local files, all on the share, or all in one cloud storage"
+        )
     kind = kinds.pop()
     return Resources(kind, tuple(paths), storage_ids.pop() if storage_ids else None)
 
 
 def shapes_for_frame(
     det: Any, frame: int, ontology: Any, labels: Mapping[str, LabelInfo], *, score_field: bool
-) -> tuple[list[Any], list[int]]:
-    """cvat-sdk shape requests for one frame's detections, and the store annotation id of each.
+) -> tuple[list[dict[str, Any]], list[int]]:
+    """CVAT shapes (JSON dicts) for one frame's detections, and the store annotation id of each.
 
     The label's type decides the shape: ``rectangle`` boxes, ``mask`` masks (CVAT RLE),
-    ``polygon`` polygons from the masks; detections without masks become rectangles. The
-    score goes into the ``score`` field where the server has one, and into the ``score``
-    attribute where the label has that attribute.
+    ``polygon`` polygons from the masks; detections without masks become rectangles, and
+    mask or polygon detections whose mask is empty are left out (no shape to show). The
+    score goes into the ``score`` field where the SDK has one (no recorded server keeps it)
+    and into the ``score`` attribute where the label has that attribute.
     """
-    from serverless.convert.cvat_shapes import to_cvat_shapes
+    from serverless.convert.cvat_shapes import to_cvat_shape_dicts
 
-    shapes: list[Any] = []
-    annotation_ids: list[int] = []
+    names = det.labels.tolist()
+    unknown = sorted(set(names) - set(labels))
+    if unknown:
+        raise CvatError(f"labels {unknown} are not labels of the CVAT task")
     type_of = {label.name: label.type for label in ontology.labels}
+    kinds = [type_of.get(name, "rectangle") if det.masks is not None else "rectangle" for name in names]
     label_ids = {name: info.id for name, info in labels.items()}
-    for name in dict.fromkeys(det.labels.tolist()):
-        if name not in labels:
-            raise CvatError(f"label {name!r} is not a label of the CVAT task")
-        group = det[det.labels == name]
-        kind = type_of.get(name, "rectangle")
-        if group.masks is not None:
-            if kind == "rectangle":
+    shapes: list[dict[str, Any]] = []
+    annotation_ids: list[int] = []
+    for kind in dict.fromkeys(kinds):
+        group = det if len(set(kinds)) == 1 else det[[k == kind for k in kinds]]
+        if kind == "rectangle":
+            if group.masks is not None:
                 group = group.with_columns(masks=None, polygons=None)
-            else:
-                group = group[group.masks.reshape(len(group), -1).any(axis=1)]
-        spec_id = labels[name].attributes.get(SCORE_ATTRIBUTE)
-        made = to_cvat_shapes(
-            group,
-            label_ids,
-            frame=frame,
-            as_polygons=kind == "polygon" and group.masks is not None,
-            score_spec_id=spec_id if (spec_id is not None or not score_field) else None,
-        )
-        if len(made) != len(group):
-            raise CvatError(f"frame {frame}: {len(group) - len(made)} {name!r} detections have no usable shape")
-        shapes.extend(made)
-        annotation_ids.extend(int(i) for i in group.data["annotation_id"])
+        else:
+            group = group[group.masks.reshape(len(group), -1).any(axis=1)]
+        by_label: dict[str, list[int]] = {}
+        for index, name in enumerate(group.labels.tolist()):
+            by_label.setdefault(name, []).append(index)
+        attribute_ids = {labels[name].attributes.get(SCORE_ATTRIBUTE) for name in by_label}
+        if len(attribute_ids) > 1:  # labels differ in having the score attribute: one call per label
+            parts = [(group[idx], labels[name].attributes.get(SCORE_ATTRIBUTE)) for name, idx in by_label.items()]
+        else:
+            parts = [(group, attribute_ids.pop() if attribute_ids else None)]
+        for part, spec_id in parts:
+            made = to_cvat_shape_dicts(
+                part,
+                label_ids,
+                frame=frame,
+                as_polygons=kind == "polygon",
+                score_spec_id=spec_id,
+                score_field=score_field,
+            )
+            if len(made) != len(part):
+                raise CvatError(f"frame {frame}: {len(part) - len(made)} {kind} detections have no usable shape")
+            shapes.extend(made)
+            annotation_ids.extend(int(i) for i in part.data["annotation_id"])
     return shapes, annotation_ids
 
 
-def _job_is_ours(current: Any, expected: Sequence[Any]) -> bool:
-    """True when the job holds nothing, or only (a subset of) the shapes this run uploads."""
-    if current.tags or current.tracks:
-        return False
-    if not current.shapes:
-        return True
-    if any(str(getattr(s, "source", "auto")) != "auto" for s in current.shapes):
-        return False
-    left = Counter(shape_key(s) for s in expected)
-    for shape in current.shapes:
+def job_state(
+    current: Mapping[str, Any],
+    shapes: Sequence[Mapping[str, Any]],
+    annotation_ids: Sequence[int],
+    pushed: Mapping[int, int],
+) -> str:
+    """What a job holds compared with what this run puts there.
+
+    ``"pushed"``: exactly the shapes recorded as pushed, unchanged (nothing to do).
+    ``"partial"``: nothing, or only some of this run's shapes with none recorded in the store
+    (an interrupted upload: safe to rewrite). ``"human"``: anything else (someone edited it).
+    ``pushed`` is the store's ``{CVAT shape id: annotation id}`` of the task.
+    """
+    wanted = set(annotation_ids)
+    recorded = {shape_id: ann for shape_id, ann in pushed.items() if ann in wanted}
+    if current["tags"] or current["tracks"]:
+        return "human"
+    now = {int(s["id"]): s for s in current["shapes"]}
+    if recorded:
+        if set(now) != set(recorded):
+            return "human"  # a pushed shape was deleted, or a shape was added
+        expected = {ann: shape_key(shape) for ann, shape in zip(annotation_ids, shapes)}
+        if any(shape_key(now[shape_id]) != expected[ann] for shape_id, ann in recorded.items()):
+            return "human"  # moved, reshaped or relabelled
+        return "pushed"
+    if not now:
+        return "pushed" if not shapes else "partial"
+    if any(str(s.get("source") or "") != "auto" for s in now.values()):
+        return "human"
+    left = Counter(shape_key(s) for s in shapes)
+    for shape in now.values():
         key = shape_key(shape)
         if left[key] <= 0:
-            return False
+            return "human"
         left[key] -= 1
-    return True
+    return "partial"
+
+
+def _forget_pushed(store: Any, link: Any, shape_ids: Sequence[int]) -> None:
+    """Drop the shape-id links of shapes a forced push is about to replace (the store has no
+    method for it; its documented session escape hatch is used)."""
+    from sqlalchemy import delete
+
+    from sync.store.schema import PushedShape
+
+    with store.session() as s:
+        s.execute(
+            delete(PushedShape).where(
+                PushedShape.task_link_id == link.id, PushedShape.cvat_shape_id.in_(list(shape_ids))
+            )
+        )
 
 
 def push_run(
@@ -130,15 +190,24 @@ def push_run(
     segment_size: int | None = None,
     assignees: Sequence[str] | Mapping[int, str] = (),
     force: bool = False,
-    status_check_period: float | None = None,
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
     report: Callable[[str], None] = lambda message: None,
 ) -> PushResult:
-    """Create (or complete) the CVAT task for a finished pre-label run and upload its labels."""
+    """Create (or complete) the CVAT task for a finished pre-label run and upload its labels.
+
+    Frames follow the run's sample ids in ascending order. Jobs a human has edited are
+    reported in ``skipped_jobs`` and left alone, unless ``force`` (then they are rewritten and
+    listed in ``forced_jobs``). Assignments (usernames round-robin, or job id → username) are
+    applied last; a job already assigned to its user is not touched.
+    """
+    from cvat_sdk.api_client import models
+
     from serverless.ontology import parse_ontology
 
-    from cvat_bridge.client import public_url
-
     run = store.get_run(dataset, run_name)
+    if run.kind == "human":
+        raise CvatError(f"run {run_name!r} of dataset {dataset!r} is a human revision pulled from CVAT; "
+                        "push a prelabel (or import) run")
     if run.finished_at is None:
         raise CvatError(f"run {run_name!r} of dataset {dataset!r} is not finished: finish or rerun the pre-labelling")
     if ontology is None:
@@ -151,6 +220,8 @@ def push_run(
     samples = {s.id: s for s in store.samples(dataset, ids=sample_ids)}
     resources = resources_for([samples[i].uri for i in sample_ids])
     server = public_url(client.api_map.host)
+    usernames = list(assignees.values()) if isinstance(assignees, Mapping) else list(assignees)
+    user_id = user_ids(client, usernames)  # unknown users fail before anything is created
 
     task = ensure_task(
         client,
@@ -159,14 +230,11 @@ def push_run(
         labels=None if project_id is not None else labels_spec(ontology),
         project_id=project_id,
         segment_size=segment_size,
-        status_check_period=status_check_period,
     )
     report(f"task {task.id} ({task_name!r}) has {task.size} frames")
     link = store.link_cvat_task(dataset, server, task.id, name=task_name, project_id=project_id, run=run)
     frame_of = {sample_id: frame for frame, sample_id in enumerate(sample_ids)}
     store.link_frames(link, {frame: sample_id for sample_id, frame in frame_of.items()})
-
-    from cvat_sdk.api_client import models
 
     score_field = "score" in models.LabeledShapeRequest.attribute_map
     labels = task_labels(client, task)
@@ -174,40 +242,48 @@ def push_run(
     jobs = list_jobs(client, task_id=task.id)
     total_shapes = requests = 0
     skipped: list[int] = []
+    forced: list[int] = []
     for job in jobs:
-        _upsert(store, link, job)
-        frames = range(job.start_frame, job.stop_frame + 1)
-        job_samples = [sample_ids[f] for f in frames if f < len(sample_ids)]
+        job_samples = [sample_ids[f] for f in range(job.start_frame, job.stop_frame + 1) if f < len(sample_ids)]
         dets = store.annotations_of(run, sample_ids=job_samples, masks=True)
-        shapes: list[Any] = []
+        shapes: list[dict[str, Any]] = []
         annotation_ids: list[int] = []
         for sample_id in job_samples:
-            made, ids = shapes_for_frame(dets[sample_id], frame_of[sample_id], ontology, labels, score_field=score_field)
+            made, ids = shapes_for_frame(
+                dets[sample_id], frame_of[sample_id], ontology, labels, score_field=score_field
+            )
             shapes.extend(made)
             annotation_ids.extend(ids)
         current = job_annotations(client, job.id)
-        ours = _job_is_ours(current, shapes)
-        current_ids = {int(s.id) for s in current.shapes}
-        if ours and shapes and len(current_ids) == len(shapes) and current_ids <= pushed.keys():
+        state = job_state(current, shapes, annotation_ids, pushed)
+        if state == "pushed":
             report(f"job {job.id}: already pushed ({len(shapes)} shapes)")
             total_shapes += len(shapes)
             continue
-        if not force and not ours:
-            report(f"job {job.id}: a human has changed it; not overwritten (use --force)")
-            skipped.append(job.id)
-            continue
-        ids, sent = upload_job_shapes(client, job.id, shapes)
+        if state == "human":
+            if not force:
+                report(f"job {job.id}: a human has changed it; not overwritten (use --force)")
+                skipped.append(job.id)
+                continue
+            wanted = set(annotation_ids)
+            _forget_pushed(store, link, [sid for sid, ann in pushed.items() if ann in wanted])
+            forced.append(job.id)
+            report(f"job {job.id}: a human has changed it; overwriting (--force)")
+        ids, sent = upload_job_shapes(client, job.id, shapes, max_request_bytes=max_request_bytes)
         requests += sent
         total_shapes += len(ids)
         store.record_pushed_shapes(link, dict(zip(annotation_ids, ids)), job_id=job.id)
         report(f"job {job.id}: {len(ids)} shapes in {sent} request(s)")
 
     applied: dict[int, str] = {}
-    plan = plan_assignments([j.id for j in jobs], assignees)
+    try:
+        plan = plan_assignments([j.id for j in jobs], assignees)
+    except ValueError as err:
+        raise CvatError(f"task {task.id}: {err}") from None
     if plan:
-        applied = assign_jobs(client, plan)
+        applied = assign_jobs(client, plan, ids=user_id, jobs={j.id: j for j in jobs})
     for job in list_jobs(client, task_id=task.id):
-        _upsert(store, link, job)
+        store_job(store, link, job)
     return PushResult(
         task_id=int(task.id),
         task_link_id=link.id,
@@ -216,17 +292,6 @@ def push_run(
         annotation_requests=requests,
         skipped_jobs=tuple(skipped),
         assignments=applied,
+        forced_jobs=tuple(forced),
     )
 
-
-def _upsert(store: Any, link: Any, job: JobInfo) -> Any:
-    return store.upsert_cvat_job(
-        link,
-        job.id,
-        start_frame=job.start_frame,
-        stop_frame=job.stop_frame,
-        assignee=job.assignee,
-        stage=job.stage,
-        state=job.state,
-        updated_date=job.updated_date,
-    )

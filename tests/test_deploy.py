@@ -366,7 +366,7 @@ def test_help_lists_every_option():
 
 
 def test_kubernetes_overrides_merge_into_a_valid_gpu_function(rendered, tmp_path):
-    from serverless.serve_function import read_function_dir
+    from serverless.serve_spec import read_function_dir
 
     base = rendered / "grounded-sam" / "function-gpu.yaml"
     merged_dir = tmp_path / "grounded-sam"

@@ -1,9 +1,12 @@
 """`Detections` ↔ cvat-sdk labeled shapes (the REST/SDK ``shapes`` of a task or job).
 
 CVAT mask shapes store ``points`` as CVAT RLE over the mask's **inclusive** box
-(``[runs..., left, top, right, bottom]``); this module only ever produces and reads them through
+(``[runs..., left, top, right, bottom]``); this module produces and reads them through
 ``cvat_sdk.masks.encode_mask`` / ``decode_mask``. ``encode_mask`` takes an **exclusive** box
 ``[x1, y1, x2, y2]`` and writes ``x2 - 1, y2 - 1``; ``decode_mask`` adds the 1 back.
+cvat-sdk 2.17 (the SDK for CVAT 2.17 servers) has no ``cvat_sdk.masks``; there, and only
+there, `encode_mask` / `decode_mask` fall back to a small implementation of the same format
+(tested for parity against ``cvat_sdk.masks``).
 
 Rectangle ``points`` are ``[xtl, ytl, xbr, ybr]`` in continuous pixel coordinates, which is
 exactly the exclusive ``xyxy`` of `Detections`, so boxes pass through unchanged.
@@ -12,26 +15,162 @@ exactly the exclusive ``xyxy`` of `Detections`, so boxes pass through unchanged.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from cvat_sdk import masks as cvat_masks
 from cvat_sdk import models
 
 from serverless.convert.nuclio import plain_float, score_percent
 from serverless.convert.polygons import largest_ring, mask_bbox, mask_to_polygons, polygons_to_mask
 from serverless.detections import Detections
 
-__all__ = ["SUPPORTED_SHAPE_TYPES", "from_cvat_shapes", "to_cvat_shapes"]
+try:
+    from cvat_sdk import masks as _sdk_masks
+except ImportError:  # cvat-sdk 2.17
+    _sdk_masks = None
+
+__all__ = [
+    "SUPPORTED_SHAPE_TYPES",
+    "decode_mask",
+    "encode_mask",
+    "from_cvat_shapes",
+    "to_cvat_shape_dicts",
+    "to_cvat_shapes",
+]
 
 SUPPORTED_SHAPE_TYPES = frozenset({"rectangle", "polygon", "mask"})
 """Shape types `from_cvat_shapes` reads; other types (points, polyline, ellipse, cuboid,
 skeleton) are skipped."""
 
 
+def _encode_rle(bitmap: np.ndarray, bbox: Sequence[float]) -> list[int]:
+    """CVAT RLE of ``bitmap`` inside the exclusive ``bbox`` (the ``cvat_sdk.masks`` format)."""
+    bitmap = np.asarray(bitmap)
+    if bitmap.ndim != 2 or bitmap.dtype != np.bool_:
+        raise ValueError("bitmap must be a 2-D boolean array")
+    x1, y1 = (math.floor(v) for v in bbox[0:2])
+    x2, y2 = (math.ceil(v) for v in bbox[2:4])
+    if not (0 <= x1 < x2 <= bitmap.shape[1] and 0 <= y1 < y2 <= bitmap.shape[0]):
+        raise ValueError("bbox has invalid coordinates")
+    flat = bitmap[y1:y2, x1:x2].ravel()
+    edges = np.concatenate(([0], np.flatnonzero(flat[1:] != flat[:-1]) + 1, [flat.size]))
+    runs = np.diff(edges).tolist()
+    if flat[0]:
+        runs.insert(0, 0)  # runs start with a (here empty) background run
+    return runs + [x1, y1, x2 - 1, y2 - 1]
+
+
+def _decode_rle(encoded: Sequence[float], image_width: int, image_height: int) -> np.ndarray:
+    """The full-frame boolean mask of CVAT RLE ``encoded`` (the ``cvat_sdk.masks`` format)."""
+    if len(encoded) < 5:
+        raise ValueError("too few elements in encoded mask")
+    if image_width <= 0 or image_height <= 0:
+        raise ValueError("invalid image dimensions")
+    values = []
+    for v in encoded:
+        if isinstance(v, float) and v.is_integer():
+            v = int(v)
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise ValueError(f"non-integer value in encoded mask: {v!r}")
+        values.append(int(v))
+    *runs, x1, y1, x2, y2 = values
+    x2, y2 = x2 + 1, y2 + 1
+    if not (0 <= x1 < x2 <= image_width and 0 <= y1 < y2 <= image_height):
+        raise ValueError("invalid encoded bounding box")
+    if any(r < 0 for r in runs):
+        raise ValueError("negative run length in encoded mask")
+    flat = np.repeat((np.arange(len(runs)) & 1) != 0, runs)
+    if flat.size != (y2 - y1) * (x2 - x1):
+        raise ValueError("encoded bitmap does not match encoded bounding box")
+    mask = np.zeros((image_height, image_width), dtype=bool)
+    mask[y1:y2, x1:x2] = flat.reshape(y2 - y1, x2 - x1)
+    return mask
+
+
+def encode_mask(bitmap: np.ndarray, bbox: Sequence[float]) -> list[float]:
+    """CVAT mask ``points`` for a boolean (H, W) ``bitmap`` over the exclusive ``bbox``:
+    ``cvat_sdk.masks.encode_mask`` when the SDK has it, else the same format computed here."""
+    if _sdk_masks is not None:
+        return _sdk_masks.encode_mask(bitmap, bbox=list(bbox))
+    return _encode_rle(bitmap, bbox)
+
+
+def decode_mask(encoded: Sequence[float], *, image_width: int, image_height: int) -> np.ndarray:
+    """The (H, W) boolean mask of CVAT mask ``points``: ``cvat_sdk.masks.decode_mask`` when
+    the SDK has it, else the same format decoded here. Malformed input raises ValueError."""
+    if _sdk_masks is not None:
+        return _sdk_masks.decode_mask(encoded, image_width=image_width, image_height=image_height)
+    return _decode_rle(encoded, image_width, image_height)
+
+
 def _shape_request_accepts_score() -> bool:
     return "score" in models.LabeledShapeRequest.attribute_map
+
+
+def to_cvat_shape_dicts(
+    det: Detections,
+    label_ids: Mapping[str, int],
+    *,
+    frame: int,
+    as_polygons: bool = False,
+    score_spec_id: int | None = None,
+    source: str | None = "auto",
+    polygon_tolerance: float = 1.0,
+    score_field: bool | None = None,
+) -> list[dict[str, Any]]:
+    """What `to_cvat_shapes` makes, as plain JSON-ready dicts (the request body of each
+    shape, attributes as ``{"spec_id", "value"}`` dicts).
+
+    The bulk path: cvat-sdk models type-check every value of ``points`` (thousands per mask),
+    which costs far more than sending them. ``score_field`` says whether to add ``score``
+    (default: when the installed cvat-sdk's ``LabeledShapeRequest`` has that field).
+    """
+    missing = sorted({str(name) for name in det.labels} - set(label_ids))
+    if missing:
+        raise ValueError(f"labels missing from label_ids: {missing}")
+    if isinstance(frame, bool) or not isinstance(frame, (int, np.integer)) or frame < 0:
+        raise ValueError(f"frame must be a non-negative integer, got {frame!r}")
+    with_score = _shape_request_accepts_score() if score_field is None else score_field
+
+    shapes = []
+    for i in range(len(det)):
+        ring = None
+        if as_polygons:
+            ring = largest_ring(det.polygons[i]) if det.polygons is not None else None
+            if ring is None and det.masks is not None:
+                ring = largest_ring(mask_to_polygons(det.masks[i], polygon_tolerance))
+        if ring is not None:
+            shape_type = "polygon"
+            points = [float(v) for v in ring.reshape(-1)]
+        elif det.masks is not None:
+            box = mask_bbox(det.masks[i])
+            if box is None:
+                continue
+            shape_type = "mask"
+            points = [float(v) for v in encode_mask(det.masks[i], list(box))]
+        else:
+            shape_type = "rectangle"
+            points = [plain_float(v) for v in det.xyxy[i]]
+        score = plain_float(det.scores[i])
+        attributes = []
+        if score_spec_id is not None:
+            attributes.append({"spec_id": int(score_spec_id), "value": score_percent(score)})
+        shape: dict[str, Any] = {
+            "type": shape_type,
+            "frame": int(frame),
+            "label_id": int(label_ids[str(det.labels[i])]),
+            "points": points,
+            "occluded": False,
+            "z_order": 0,
+            "attributes": attributes,
+        }
+        if source is not None:  # cvat-sdk's auto-annotation driver sets it and refuses a preset one
+            shape["source"] = source
+        if with_score:
+            shape["score"] = score
+        shapes.append(shape)
+    return shapes
 
 
 def to_cvat_shapes(
@@ -58,54 +197,23 @@ def to_cvat_shapes(
     The score goes to the request's ``score`` field when the installed cvat-sdk has one
     (2.80 does, 2.17 does not) and, with ``score_spec_id``, also to an attribute
     ``{spec_id, value: "<integer percent>"}``. Shapes are not occluded and have ``z_order`` 0.
+    For bulk uploads, `to_cvat_shape_dicts` gives the same shapes as plain dicts.
     """
-    missing = sorted({str(name) for name in det.labels} - set(label_ids))
-    if missing:
-        raise ValueError(f"labels missing from label_ids: {missing}")
-    if isinstance(frame, bool) or not isinstance(frame, (int, np.integer)) or frame < 0:
-        raise ValueError(f"frame must be a non-negative integer, got {frame!r}")
-    with_score = _shape_request_accepts_score()
-
-    shapes = []
-    for i in range(len(det)):
-        ring = None
-        if as_polygons:
-            ring = largest_ring(det.polygons[i]) if det.polygons is not None else None
-            if ring is None and det.masks is not None:
-                ring = largest_ring(mask_to_polygons(det.masks[i], polygon_tolerance))
-        if ring is not None:
-            shape_type = "polygon"
-            points = [float(v) for v in ring.reshape(-1)]
-        elif det.masks is not None:
-            box = mask_bbox(det.masks[i])
-            if box is None:
-                continue
-            shape_type = "mask"
-            points = [float(v) for v in cvat_masks.encode_mask(det.masks[i], bbox=list(box))]
-        else:
-            shape_type = "rectangle"
-            points = [plain_float(v) for v in det.xyxy[i]]
-        score = plain_float(det.scores[i])
-        attributes = []
-        if score_spec_id is not None:
-            attributes.append(
-                models.AttributeValRequest(spec_id=int(score_spec_id), value=score_percent(score))
-            )
-        kwargs: dict[str, Any] = {
-            "type": shape_type,
-            "frame": int(frame),
-            "label_id": int(label_ids[str(det.labels[i])]),
-            "points": points,
-            "occluded": False,
-            "z_order": 0,
-            "attributes": attributes,
-        }
-        if source is not None:  # cvat-sdk's auto-annotation driver sets it and refuses a preset one
-            kwargs["source"] = source
-        if with_score:
-            kwargs["score"] = score
-        shapes.append(models.LabeledShapeRequest(**kwargs))
-    return shapes
+    dicts = to_cvat_shape_dicts(
+        det,
+        label_ids,
+        frame=frame,
+        as_polygons=as_polygons,
+        score_spec_id=score_spec_id,
+        source=source,
+        polygon_tolerance=polygon_tolerance,
+    )
+    return [
+        models.LabeledShapeRequest(
+            **{**shape, "attributes": [models.AttributeValRequest(**a) for a in shape["attributes"]]}
+        )
+        for shape in dicts
+    ]
 
 
 def _as_dict(shape: Any, index: int) -> dict[str, Any]:
@@ -170,7 +278,7 @@ def from_cvat_shapes(
 
     - rectangle → box = ``points`` (a rotated rectangle becomes its axis-aligned enclosing box).
     - polygon → one ring, box = min/max of its vertices.
-    - mask → ``decode_mask(points, image_width=width, image_height=height)``, box = the
+    - mask → `decode_mask` ``(points, image_width=width, image_height=height)``, box = the
       mask's tight exclusive box (the encoded box if the mask is empty).
 
     ``masks`` is filled for every detection when any mask shape is present (rectangles
@@ -213,9 +321,7 @@ def from_cvat_shapes(
             box = [*ring.min(axis=0).tolist(), *ring.max(axis=0).tolist()]
         else:
             try:
-                mask = cvat_masks.decode_mask(
-                    points.tolist(), image_width=width, image_height=height
-                )
+                mask = decode_mask(points.tolist(), image_width=width, image_height=height)
             except ValueError as err:
                 raise ValueError(f"{where}: {err}") from err
             tight = mask_bbox(mask)

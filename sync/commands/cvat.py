@@ -12,10 +12,10 @@ from sync.console import domain_errors, err, fail, out
 app = typer.Typer(help="Work with a CVAT server (CVAT_URL, CVAT_ACCESS_TOKEN or CVAT_USERNAME/CVAT_PASSWORD).",
                   no_args_is_help=True)
 
-UrlOption = Annotated[str | None, typer.Option("--url", help="CVAT server [env CVAT_URL].")]
-OrgOption = Annotated[str | None, typer.Option("--org", help="Organization slug [env CVAT_ORG].")]
+UrlOption = Annotated[str | None, typer.Option("--url", help="CVAT server \\[env CVAT_URL].")]
+OrgOption = Annotated[str | None, typer.Option("--org", help="Organization slug \\[env CVAT_ORG].")]
 InsecureOption = Annotated[
-    bool, typer.Option("--insecure", help="Do not verify the server's TLS certificate [env CVAT_INSECURE=1].")
+    bool, typer.Option("--insecure", help="Do not verify the server's TLS certificate \\[env CVAT_INSECURE=1].")
 ]
 
 
@@ -68,7 +68,11 @@ def push(
     org: OrgOption = None,
     insecure: InsecureOption = False,
 ) -> None:
-    """Create a CVAT task from a run's images and upload its pre-labels."""
+    """Create a CVAT task from a run's images and upload its pre-labels.
+
+    Rerunning it adds nothing; jobs a human has changed are left alone (exit code 1) unless
+    --force.
+    """
     from serverless.ontology import load_ontology
     from sync.push import push_run
 
@@ -90,6 +94,7 @@ def push(
         f"task {result.task_id}: {len(result.jobs)} jobs, {result.shapes} pre-labels "
         f"({result.annotation_requests} annotation requests)"
         + (f"; skipped human-edited jobs {list(result.skipped_jobs)}" if result.skipped_jobs else "")
+        + (f"; overwrote human-edited jobs {list(result.forced_jobs)}" if result.forced_jobs else "")
     )
     for job_id, user in sorted(result.assignments.items()):
         out.print(f"  job {job_id} → {user}")
@@ -101,8 +106,12 @@ def push(
 def pull(
     task: Annotated[int | None, typer.Option(help="CVAT task id.")] = None,
     project: Annotated[int | None, typer.Option(help="CVAT project id.")] = None,
-    stage: Annotated[str | None, typer.Option(help="Only jobs in this stage (annotation|validation|acceptance).")] = None,
-    state: Annotated[str | None, typer.Option(help="Only jobs in this state (new|in progress|completed|rejected).")] = None,
+    stage: Annotated[
+        str | None, typer.Option(help="Only jobs in this stage (annotation|validation|acceptance).")
+    ] = None,
+    state: Annotated[
+        str | None, typer.Option(help="Only jobs in this state (new|in progress|completed|rejected).")
+    ] = None,
     url: UrlOption = None,
     org: OrgOption = None,
     insecure: InsecureOption = False,
@@ -143,7 +152,8 @@ def status(
     with domain_errors():
         datasets = [store.get_dataset(dataset)] if dataset else store.list_datasets()
         table = Table(title=f"CVAT tasks on {server}")
-        for column in ("dataset", "task", "job", "frames", "stage", "state", "assignee", "last pulled", "pre-labels", "now"):
+        columns = ("dataset", "task", "job", "frames", "stage", "state", "assignee", "last pulled", "pre-labels", "now")
+        for column in columns:
             table.add_column(column)
         for ds in datasets:
             for link in store.cvat_tasks(ds):
@@ -154,18 +164,18 @@ def status(
                 live = list_jobs(client, task_id=link.task_id)
                 for job in live:
                     now = job_annotations(client, job.id)
-                    now_ids = {int(s.id) for s in now.shapes}
+                    now_ids = {int(s["id"]) for s in now["shapes"]}
                     known = known_jobs.get(job.id)
                     table.add_row(
                         ds.name, f"{link.task_id} {link.name}", str(job.id), f"{job.start_frame}-{job.stop_frame}",
                         job.stage, job.state, job.assignee or "-",
                         known.last_pulled_at.strftime("%Y-%m-%d %H:%M") if known and known.last_pulled_at else "never",
-                        str(_pushed_in_job(store, link, job, pushed)), f"{len(now.shapes)} ({len(now_ids & pushed.keys())} kept)",
+                        str(_pushed_in_job(store, link, job)), f"{len(now_ids)} ({len(now_ids & pushed.keys())} kept)",
                     )
     out.print(table)
 
 
-def _pushed_in_job(store: Any, link: Any, job: Any, pushed: dict[int, int]) -> int:
+def _pushed_in_job(store: Any, link: Any, job: Any) -> int:
     frames = store.frames_of(link)
     samples = {frames[f] for f in range(job.start_frame, job.stop_frame + 1) if f in frames}
     run = store.run_by_id(link.run_id) if link.run_id else None

@@ -1,0 +1,114 @@
+"""``autolabel cvat prelabel TASK``: pre-label an existing CVAT task with the local models.
+
+Registered by ``sync.commands.cvat`` as ``app.command("prelabel")(prelabel)``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sync.commands.cvat import InsecureOption, OrgOption, UrlOption, _connect, _store
+from sync.console import domain_errors, err, fail, out
+
+__all__ = ["prelabel"]
+
+
+def prelabel(
+    task: Annotated[int, typer.Argument(help="CVAT task id.")],
+    ontology: Annotated[Path, typer.Option(help="Ontology YAML; each of its labels must be a label of the task.")],
+    masks: Annotated[bool, typer.Option("--masks", help="Add SAM masks (Grounded-SAM).")] = False,
+    threshold: Annotated[float | None, typer.Option(help="One box threshold for every label (0..1).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Frames per model call.")] = 4,
+    dataset: Annotated[
+        str | None, typer.Option(help="Store dataset (default: the task's, else cvat-task-<TASK>).")
+    ] = None,
+    run: Annotated[
+        str | None, typer.Option(help="Run name (default: the task's run, else prelabel-N); an unfinished run resumes.")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Overwrite jobs a human has already changed.")] = False,
+    gdino_model: Annotated[str | None, typer.Option(help="Hub id or directory \\[env AUTOLABEL_GDINO_MODEL].")] = None,
+    sam_checkpoint: Annotated[str | None, typer.Option(help="SAM .pth \\[env AUTOLABEL_SAM_CHECKPOINT].")] = None,
+    sam_model_type: Annotated[
+        str | None, typer.Option(help="vit_h | vit_l | vit_b | config JSON \\[env AUTOLABEL_SAM_MODEL_TYPE].")
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="cpu | cuda | cuda:N \\[env AUTOLABEL_DEVICE].")] = None,
+    url: UrlOption = None,
+    org: OrgOption = None,
+    insecure: InsecureOption = False,
+) -> None:
+    """Pre-label an existing CVAT task: read its frames, run the models here, upload per job.
+
+    Jobs a human has touched are left alone unless --force.
+    Everything goes into the store: a rerun resumes, and `autolabel cvat pull --task TASK` works afterwards.
+    Exits 1 when frames failed or jobs were left for later.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from serverless.models.registry import ModelLoadError
+    from serverless.ontology import load_ontology
+    from serverless.pipeline import ModelSettings
+    from sync.console import TINY_NOTICE, quiet_libraries
+    from sync.cvat_prelabel import prelabel_task
+
+    if threshold is not None and not 0.0 <= threshold <= 1.0:
+        fail(f"--threshold must lie in 0..1, got {threshold}")
+    if batch_size < 1:
+        fail(f"--batch-size must be at least 1, got {batch_size}")
+    with domain_errors():
+        onto = load_ontology(ontology)
+    settings = ModelSettings.from_env(
+        gdino_model=gdino_model, sam_checkpoint=sam_checkpoint, sam_model_type=sam_model_type, device=device
+    )
+    store = _store()
+    client = _connect(url, org, insecure)
+    if settings.tiny:
+        err.print(TINY_NOTICE)
+    quiet_libraries()
+    with Progress(
+        TextColumn("pre-labelling"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err
+    ) as bar:
+        frames = bar.add_task("frames", total=None)
+        try:
+            with domain_errors():
+                result = prelabel_task(
+                    store,
+                    client,
+                    task,
+                    onto,
+                    settings,
+                    masks=masks,
+                    threshold=threshold,
+                    batch_size=batch_size,
+                    dataset=dataset,
+                    run_name=run,
+                    force=force,
+                    report=lambda message: bar.console.print(message, highlight=False),
+                    progress=lambda done, total: bar.update(frames, completed=done, total=total),
+                )
+        except ModelLoadError as error:
+            fail(str(error))
+    out.print(
+        f"task {result.task_id}: {len(result.processed)} of {result.frames} frames pre-labelled now"
+        + (f" ({result.resumed} before)" if result.resumed else "")
+        + f", {result.shapes} pre-labels uploaded to jobs {list(result.uploaded_jobs)}"
+        + (f", jobs {list(result.already_uploaded_jobs)} already uploaded" if result.already_uploaded_jobs else "")
+        + f"; run {result.run!r} of dataset {result.dataset!r}"
+        + (" (finished)" if result.finished else ""),
+        highlight=False,
+    )
+    if result.failed:
+        out.print(
+            f"frames not pre-labelled: {[f.frame for f in result.failed]} (rerun the command to retry them)",
+            highlight=False,
+        )
+    if result.waiting_jobs:
+        out.print(f"jobs waiting for those frames: {list(result.waiting_jobs)}", highlight=False)
+    if result.skipped_jobs:
+        out.print(f"skipped human-edited jobs {list(result.skipped_jobs)} (use --force)", highlight=False)
+    if settings.tiny:
+        err.print(TINY_NOTICE)
+    if not result.complete:
+        raise typer.Exit(1)
