@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 OFFLINE := HF_HUB_OFFLINE=1 YOLO_OFFLINE=1 YOLO_AUTOINSTALL=0 YOLO_CONFIG_DIR=$(CURDIR)/.cache/ultralytics
 
-.PHONY: demo test install bench clean
+.PHONY: demo test test-sdk217 install bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,8 +19,16 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/autolabel demo
 
+# The whole suite with the venv's cvat-sdk (fake CVAT 2.54), then the bridge tests again with
+# the oldest supported cvat-sdk (2.17, fake CVAT 2.17), installed beside the venv.
 test: $(STAMP)
 	$(OFFLINE) $(PY) -m pytest -q
+	$(MAKE) --no-print-directory test-sdk217
+
+test-sdk217: $(STAMP)
+	PYTHON=$(PY) bash tests/sdk217/install.sh
+	PYTHONPATH=.cache/sdk-2.17 $(OFFLINE) $(PY) -m pytest -q tests/sdk217 tests/test_bridge_loop.py \
+	  tests/test_bridge_faults.py tests/test_bridge_credentials.py tests/test_cli_cvat.py tests/test_fake_cvat.py
 
 bench: $(STAMP)
 	$(OFFLINE) $(PY) bench/pipeline.py
