@@ -1,7 +1,7 @@
 """CVAT bridge benchmark: push 1,000 images with 20 pre-labels each, pull them back.
 
 Run: ``.venv/bin/python bench/bridge.py [--images N] [--shapes K] [--segment-size S]
-[--write docs/benchmarks-bridge.md]`` (``PYTHONPATH=.cache/sdk-2.17`` for cvat-sdk 2.17
+[--write docs/benchmarks.md]`` (``PYTHONPATH=.cache/sdk-2.17`` for cvat-sdk 2.17
 against a fake CVAT 2.17). Against the in-process fake CVAT (``instant_requests=True``, so
 the server's own processing time is near zero and what is measured is the bridge, the SDK,
 HTTP on loopback and the store): small PNGs (64x48) and synthetic detections are written into
@@ -137,7 +137,7 @@ INTRO = (
     "CVAT-RLE masks for the `cup` label), {jobs} jobs of {segment} frames, two assignees, against the in-process "
     "fake CVAT (`instant_requests=True`), measured by `bench/bridge.py` on {date}. Command (add "
     "`PYTHONPATH=.cache/sdk-2.17` for cvat-sdk 2.17 against the fake CVAT 2.17):\n\n"
-    "```\nHF_HUB_OFFLINE=1 .venv/bin/python bench/bridge.py --write docs/benchmarks-bridge.md\n```\n\n"
+    "```\nHF_HUB_OFFLINE=1 .venv/bin/python bench/bridge.py --write docs/benchmarks.md\n```\n\n"
     "The fake server runs in the benchmark's process, so its CPU time is included; a real CVAT adds its own "
     "processing (frame extraction, chunks) and network latency per request. Per job, the push reads the job's "
     "annotations once (to tell an untouched job from a human-edited one) and writes them with one `PUT` (chunks "
@@ -169,7 +169,7 @@ def subsection(rows: list[dict], info: dict) -> tuple[str, str]:
 def write_section(path: Path, rows: list[dict], info: dict) -> None:
     """Write this run's subsection into the bridge section of ``path``, keeping the other
     subsections (other SDK versions, notes) and the rest of the file."""
-    existing = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks: CVAT bridge\n"
+    existing = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
     before, found, after = existing.partition(SECTION)
     rest = ""
     subsections: dict[str, str] = {}
