@@ -22,6 +22,8 @@ without query, function, status, sizes, latency), never bodies or header values.
 
 from __future__ import annotations
 
+import abc
+
 import logging
 import socket
 import socketserver
@@ -86,7 +88,7 @@ def _printable(text: str, limit: int = 200) -> str:
     return "".join(c if c.isprintable() else "?" for c in text[:limit])
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(BaseHTTPRequestHandler, abc.ABC):
     protocol_version = "HTTP/1.1"
     server_version = "autolabel-serve"
     sys_version = ""
@@ -291,8 +293,9 @@ class _Handler(BaseHTTPRequestHandler):
             reply = error_reply(500, f"internal error in autolabel serve: {type(err).__name__}")
         self._respond(reply)
 
+    @abc.abstractmethod
     def route(self) -> Reply:
-        raise NotImplementedError
+        """The reply to the current request (each port's handler routes its own paths)."""
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = _dispatch
 
