@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+SDK217 := .cache/sdk-2.17/cvat_sdk/version.py
 OFFLINE := HF_HUB_OFFLINE=1 YOLO_OFFLINE=1 YOLO_AUTOINSTALL=0 YOLO_CONFIG_DIR=$(CURDIR)/.cache/ultralytics
 
 .PHONY: demo test test-sdk217 install bench clean
@@ -21,12 +22,15 @@ demo: $(STAMP)
 
 # The whole suite with the venv's cvat-sdk (fake CVAT 2.54), then the bridge tests again with
 # the oldest supported cvat-sdk (2.17, fake CVAT 2.17), installed beside the venv.
-test: $(STAMP)
+test: $(STAMP) $(SDK217)
 	$(OFFLINE) $(PY) -m pytest -q
 	$(MAKE) --no-print-directory test-sdk217
 
-test-sdk217: $(STAMP)
+# cvat-sdk 2.17 beside the venv (tests/sdk217/install.sh; a no-op once installed)
+$(SDK217): $(STAMP)
 	PYTHON=$(PY) bash tests/sdk217/install.sh
+
+test-sdk217: $(STAMP) $(SDK217)
 	PYTHONPATH=.cache/sdk-2.17 $(OFFLINE) $(PY) -m pytest -q tests/sdk217 tests/test_bridge_loop.py \
 	  tests/test_bridge_faults.py tests/test_bridge_credentials.py tests/test_cli_cvat.py tests/test_fake_cvat.py
 
