@@ -27,7 +27,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from rich.console import Console
 from rich.table import Table
@@ -36,6 +38,7 @@ from cvat_bridge.client import connect
 from sync.pull import pull_jobs
 from sync.push import push_run
 from sync.store import open_store
+from machine import cpu_model
 from tests.bridge_support import FAKE_VERSION, settings_for, start_fake, synthetic_run, write_images
 
 DATE = "2026-11-22"
@@ -45,14 +48,7 @@ SECTION = "## Bridge (issue 4)"
 def machine() -> str:
     import cvat_sdk
 
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     return (
         f"{cpu}, {os.cpu_count()} cores; Python {platform.python_version()}, cvat-sdk {cvat_sdk.__version__} "
         f"against the fake CVAT {FAKE_VERSION}; store: SQLite file"

@@ -51,6 +51,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -58,8 +59,10 @@ ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "samples"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
-import numpy as np  # noqa: E402
+import numpy as np
+from machine import cpu_model
 
 K_VALUES = (1, 10, 50)
 
@@ -99,19 +102,12 @@ def machine_info() -> dict[str, Any]:
     import torch
     import transformers
 
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        from importlib.metadata import version
+    cpu = cpu_model()
+    from importlib.metadata import PackageNotFoundError, version
 
+    try:
         sam_version = version("segment-anything")
-    except Exception:  # noqa: BLE001 - informational only
+    except PackageNotFoundError:
         sam_version = "unknown"
     try:
         mem_gib = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)

@@ -15,6 +15,7 @@ from typing import Annotated
 import typer
 
 from sync.console import TINY_NOTICE, CliError, domain_errors, err, fail, out, quiet_libraries
+from sync.options import DeviceOption, GdinoModelOption, SamCheckpointOption, SamModelTypeOption
 
 __all__ = ["app", "main"]
 
@@ -187,12 +188,10 @@ def prelabel(
     masks: Annotated[bool, typer.Option("--masks", help="Add SAM masks (Grounded-SAM).")] = False,
     threshold: Annotated[float | None, typer.Option(help="One box threshold for every label (0..1).")] = None,
     batch_size: Annotated[int, typer.Option(help="Images per model call.")] = 4,
-    gdino_model: Annotated[str | None, typer.Option(help="Hub id or directory \\[env AUTOLABEL_GDINO_MODEL].")] = None,
-    sam_checkpoint: Annotated[str | None, typer.Option(help="SAM .pth \\[env AUTOLABEL_SAM_CHECKPOINT].")] = None,
-    sam_model_type: Annotated[
-        str | None, typer.Option(help="vit_h | vit_l | vit_b | config JSON \\[env AUTOLABEL_SAM_MODEL_TYPE].")
-    ] = None,
-    device: Annotated[str | None, typer.Option(help="cpu | cuda | cuda:N \\[env AUTOLABEL_DEVICE].")] = None,
+    gdino_model: GdinoModelOption = None,
+    sam_checkpoint: SamCheckpointOption = None,
+    sam_model_type: SamModelTypeOption = None,
+    device: DeviceOption = None,
     dataset: Annotated[
         str | None, typer.Option(help="Record samples, run and annotations in the store (AUTOLABEL_DB).")
     ] = None,

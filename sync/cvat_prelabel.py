@@ -29,7 +29,7 @@ from cvat_bridge.client import CvatError, public_url
 from cvat_bridge.jobs import JobInfo, list_jobs
 from cvat_bridge.tasks import LabelInfo, task_labels
 from sync.pull import store_job
-from sync.push import _forget_pushed, job_state, shapes_for_frame
+from sync.push import job_state, shapes_for_frame
 from sync.store import Provenance, SampleIn, StoreError
 
 __all__ = ["FrameFailure", "TaskPrelabelResult", "default_dataset", "frame_uri", "prelabel_task"]
@@ -409,7 +409,7 @@ class _JobUploader:
                 return
             wanted = set(annotation_ids)
             replaced = [shape_id for shape_id, ann in self.pushed.items() if ann in wanted]
-            _forget_pushed(self.store, self.link, replaced)
+            self.store.forget_pushed_shapes(self.link, replaced)
             for shape_id in replaced:
                 del self.pushed[shape_id]
             self.report(f"job {job.id}: a human has changed it; overwriting (--force)")

@@ -163,21 +163,6 @@ def job_state(
     return "partial"
 
 
-def _forget_pushed(store: Any, link: Any, shape_ids: Sequence[int]) -> None:
-    """Drop the shape-id links of shapes a forced push is about to replace (the store has no
-    method for it; its documented session escape hatch is used)."""
-    from sqlalchemy import delete
-
-    from sync.store.schema import PushedShape
-
-    with store.session() as s:
-        s.execute(
-            delete(PushedShape).where(
-                PushedShape.task_link_id == link.id, PushedShape.cvat_shape_id.in_(list(shape_ids))
-            )
-        )
-
-
 def push_run(
     store: Any,
     client: Any,
@@ -266,7 +251,7 @@ def push_run(
                 skipped.append(job.id)
                 continue
             wanted = set(annotation_ids)
-            _forget_pushed(store, link, [sid for sid, ann in pushed.items() if ann in wanted])
+            store.forget_pushed_shapes(link, [sid for sid, ann in pushed.items() if ann in wanted])
             forced.append(job.id)
             report(f"job {job.id}: a human has changed it; overwriting (--force)")
         ids, sent = upload_job_shapes(client, job.id, shapes, max_request_bytes=max_request_bytes)

@@ -803,3 +803,17 @@ def test_a_missing_driver_is_named_without_the_password():
     with pytest.raises(StoreError, match="database driver is missing") as info:
         open_store(f"postgresql+nosuchdriver://user:{SECRET}@127.0.0.1:5432/test")
     assert SECRET not in "".join(traceback.format_exception(info.value))
+
+
+def test_forget_pushed_shapes_drops_only_the_named_links(store):
+    ds = store.get_or_create_dataset("forget")
+    (sample,) = store.add_samples(ds, [SampleIn("img/f.jpg", 8, 8)])
+    run = store.create_run(ds, "prelabel", name="r")
+    det = Detections(xyxy=[[0, 0, 2, 2], [1, 1, 3, 3]], scores=[0.9, 0.8], class_ids=[0, 0], labels=["a", "a"])
+    store.add_detections(run, {sample: det})
+    store.finish_run(run)
+    ids = sorted(store.annotations_of(run)[sample].data["annotation_id"].tolist())
+    task = store.link_cvat_task(ds, "https://cvat.example.com", 7, name="t", run=run)
+    store.record_pushed_shapes(task, {ids[0]: 100, ids[1]: 101})
+    store.forget_pushed_shapes(task, [100])
+    assert store.pushed_shapes(task) == {101: ids[1]}

@@ -12,6 +12,7 @@ import typer
 
 from sync.commands.cvat import InsecureOption, OrgOption, UrlOption, _connect, _store
 from sync.console import domain_errors, err, fail, out
+from sync.options import DeviceOption, GdinoModelOption, SamCheckpointOption, SamModelTypeOption
 
 __all__ = ["prelabel"]
 
@@ -29,12 +30,10 @@ def prelabel(
         str | None, typer.Option(help="Run name (default: the task's run, else prelabel-N); an unfinished run resumes.")
     ] = None,
     force: Annotated[bool, typer.Option(help="Overwrite jobs a human has already changed.")] = False,
-    gdino_model: Annotated[str | None, typer.Option(help="Hub id or directory \\[env AUTOLABEL_GDINO_MODEL].")] = None,
-    sam_checkpoint: Annotated[str | None, typer.Option(help="SAM .pth \\[env AUTOLABEL_SAM_CHECKPOINT].")] = None,
-    sam_model_type: Annotated[
-        str | None, typer.Option(help="vit_h | vit_l | vit_b | config JSON \\[env AUTOLABEL_SAM_MODEL_TYPE].")
-    ] = None,
-    device: Annotated[str | None, typer.Option(help="cpu | cuda | cuda:N \\[env AUTOLABEL_DEVICE].")] = None,
+    gdino_model: GdinoModelOption = None,
+    sam_checkpoint: SamCheckpointOption = None,
+    sam_model_type: SamModelTypeOption = None,
+    device: DeviceOption = None,
     url: UrlOption = None,
     org: OrgOption = None,
     insecure: InsecureOption = False,

@@ -10,10 +10,10 @@ duplicates anything. `CvatLinks.record_human_revision` writes a whole job in one
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from serverless.detections import Detections
@@ -302,6 +302,18 @@ class CvatLinks(StoreBase):
         """``{CVAT shape id: pre-label annotation id}`` of a task."""
         with self.session() as s:
             return dict(sorted(self._pushed(s, self._task(s, task).id).items()))
+
+    def forget_pushed_shapes(self, task: CvatTaskInfo | int, shape_ids: Iterable[int]) -> None:
+        """Drop the links of CVAT shapes that are about to be replaced (a forced push)."""
+        ids = [as_int(i, "CVAT shape id", minimum=0) for i in shape_ids]
+        with self.session() as s:
+            task_link_id = self._task(s, task).id
+            for chunk in chunks(ids):
+                s.execute(
+                    delete(PushedShape).where(
+                        PushedShape.task_link_id == task_link_id, PushedShape.cvat_shape_id.in_(chunk)
+                    )
+                )
 
     def record_human_revision(
         self,
