@@ -45,7 +45,6 @@ from serverless.images import ImageError, decode_image, max_pixels
 
 __all__ = [
     "BROWSER_SAM_ID",
-    "MIN_DETECTOR_SIDE",
     "RequestError",
     "decode_request_image",
     "error_response",
@@ -64,9 +63,6 @@ BROWSER_SAM_ID = "pth-facebookresearch-sam-vit-h"
 """The only function id for which CVAT's browser SAM plugin decodes an embedding."""
 
 JSON = "application/json"
-MIN_DETECTOR_SIDE = 8
-"""Smallest frame side a detector accepts, in pixels (smaller frames carry nothing to detect,
-and image processors misread 1- or 3-pixel-high frames as channels-first)."""
 
 InitContext = Callable[[Any], None]
 Handler = Callable[[Any, Any], Any]
@@ -232,18 +228,10 @@ def parse_image_request(event: Any) -> np.ndarray:
 
 def parse_detector_request(event: Any) -> tuple[np.ndarray, float | None]:
     """``(image, threshold)`` from a detector request ``{image, threshold?}``; a missing or
-    null threshold is None (the ontology's per-label thresholds then apply). Frames smaller
-    than `MIN_DETECTOR_SIDE` on a side are refused (422)."""
+    null threshold is None (the ontology's per-label thresholds then apply)."""
     body = request_body(event)
     threshold = _threshold(body)
-    image = decode_request_image(body)
-    height, width = image.shape[:2]
-    if min(height, width) < MIN_DETECTOR_SIDE:
-        raise RequestError(
-            422,
-            f"'image' is {width}x{height} pixels; detectors need at least {MIN_DETECTOR_SIDE}x{MIN_DETECTOR_SIDE}",
-        )
-    return image, threshold
+    return decode_request_image(body), threshold
 
 
 def parse_interactor_request(

@@ -317,7 +317,6 @@ DETECTOR_BAD = [
     ("threshold a string", {"image": GOOD_IMAGE, "threshold": "high"}, JSON, 422, "'threshold'"),
     ("threshold a boolean", {"image": GOOD_IMAGE, "threshold": True}, JSON, 422, "'threshold'"),
     ("threshold a list", {"image": GOOD_IMAGE, "threshold": [0.5]}, JSON, 422, "'threshold'"),
-    ("frame too small", {"image": b64(encode(make_frame(4, 4), "PNG"))}, JSON, 422, "at least 8x8"),
 ]
 INTERACTOR_BAD = [
     ("no points no box", interactor_body(GOOD_IMAGE, pos=(), neg=()), JSON, 422, "at least one point in 'pos_points'"),
@@ -425,3 +424,11 @@ def test_a_handler_without_init_context_answers_500_json(mains):
     assert response.status_code == 500
     assert json.loads(response.body)["error"].startswith("internal error")
     assert "init_context was not called" in log.getvalue()
+
+
+@pytest.mark.parametrize(("width", "height"), [(1, 1), (2, 3), (40, 3)])
+def test_tiny_frames_get_boxes_inside_them(platform, mains, specs, width, height):
+    frame = make_frame(width, height)
+    status, items = call(platform, mains["grounding-dino"], {"image": b64(encode(frame, "PNG")), "threshold": 0.0})
+    assert status == 200
+    check_detector_items(items, specs["grounding-dino"], width, height, rectangles_only=True)
