@@ -7,12 +7,12 @@ STAMP := $(VENV)/.installed
 SDK217 := .cache/sdk-2.17/cvat_sdk/version.py
 OFFLINE := HF_HUB_OFFLINE=1 YOLO_OFFLINE=1 YOLO_AUTOINSTALL=0 YOLO_CONFIG_DIR=$(CURDIR)/.cache/ultralytics
 
-.PHONY: demo test test-sdk217 install bench clean
+.PHONY: demo test test-sdk217 install bench bench-eval clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[models,postgres,dev]'
+	$(PY) -m pip install --quiet -e '.[models,postgres,dev,yolo]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -36,6 +36,9 @@ test-sdk217: $(STAMP) $(SDK217)
 
 bench: $(STAMP)
 	$(OFFLINE) $(PY) bench/pipeline.py
+
+bench-eval: $(STAMP)
+	$(OFFLINE) $(PY) bench/eval.py
 
 clean:
 	rm -rf $(VENV) .cache out

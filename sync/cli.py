@@ -31,11 +31,13 @@ app.add_typer(models_app, name="models")
 
 
 def _register_command_groups() -> None:
-    from sync.commands import cvat, functions, serve
+    from sync.commands import cvat, data, evaluate, functions, serve
     from sync.commands.cvat_prelabel import prelabel as cvat_prelabel
 
     app.add_typer(functions.app, name="functions")
     serve.register(app)
+    evaluate.register(app)
+    data.register(app)
     cvat.app.command("prelabel")(cvat_prelabel)
     app.add_typer(cvat.app, name="cvat")
 

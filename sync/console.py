@@ -27,11 +27,12 @@ def domain_errors() -> Iterator[None]:
     """Turn the packages' domain exceptions into one-line CLI errors."""
     from cvat_bridge.client import CvatError
     from serverless.ontology import OntologyError
+    from sync.evaluate.data import EvalError
     from sync.store.errors import StoreError
 
     try:
         yield
-    except (CvatError, StoreError, OntologyError) as error:
+    except (CvatError, StoreError, OntologyError, EvalError) as error:
         raise CliError(str(error)) from None
 
 

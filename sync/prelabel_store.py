@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,8 @@ class RunRecorder:
             provenance = Provenance.from_ontology(
                 ontology, model_id=settings.gdino_model, model_revision=None, params=params
             )
+            if params.get("threshold") is not None:  # --threshold replaced every label's own
+                provenance = replace(provenance, thresholds=dict.fromkeys(ontology.label_names, params["threshold"]))
             self.run = store.create_run(self.dataset, "prelabel", name=run_name, provenance=provenance)
         covered = set(store.covered_samples(self.run))
         self.done_uris = {s.uri for s in store.samples(self.dataset, ids=sorted(covered))} if covered else set()

@@ -177,13 +177,16 @@ def push_run(
     force: bool = False,
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
     report: Callable[[str], None] = lambda message: None,
+    sample_ids: Sequence[int] | None = None,
 ) -> PushResult:
     """Create (or complete) the CVAT task for a finished pre-label run and upload its labels.
 
     Frames follow the run's sample ids in ascending order. Jobs a human has edited are
     reported in ``skipped_jobs`` and left alone, unless ``force`` (then they are rewritten and
     listed in ``forced_jobs``). Assignments (usernames round-robin, or job id → username) are
-    applied last; a job already assigned to its user is not touched.
+    applied last; a job already assigned to its user is not touched. ``sample_ids`` pushes only
+    those samples of the run (e.g. the hard samples picked by ``autolabel select``, as a
+    review task).
     """
     from cvat_sdk.api_client import models
 
@@ -199,9 +202,16 @@ def push_run(
         if not run.ontology_yaml:
             raise CvatError(f"run {run_name!r} records no ontology: pass --ontology or --project")
         ontology = parse_ontology(run.ontology_yaml, f"run {run_name}")
-    sample_ids = sorted(store.covered_samples(run))
-    if not sample_ids:
-        raise CvatError(f"run {run_name!r} covers no samples")
+    covered = sorted(store.covered_samples(run))
+    if sample_ids is not None:
+        wanted = set(sample_ids)
+        missing = sorted(wanted - set(covered))
+        if missing:
+            raise CvatError(f"run {run_name!r} does not cover samples {missing[:10]}")
+        covered = [i for i in covered if i in wanted]
+    if not covered:
+        raise CvatError(f"run {run_name!r} covers no samples" if sample_ids is None else "no sample to push was given")
+    sample_ids = covered
     samples = {s.id: s for s in store.samples(dataset, ids=sample_ids)}
     resources = resources_for([samples[i].uri for i in sample_ids])
     server = public_url(client.api_map.host)

@@ -53,6 +53,27 @@ def _parse_assignees(assignees: str | None, assign_map: Path | None) -> Any:
     return [a.strip() for a in (assignees or "").split(",") if a.strip()]
 
 
+def _read_selection(path: Path, dataset: str) -> list[int]:
+    """Sample ids from a selection file (``autolabel select --out``) of this dataset."""
+    import json
+
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        if raw.get("dataset") != dataset:
+            fail(f"{path}: the selection is of dataset {raw.get('dataset')!r}, not {dataset!r}")
+        ids = [item["sample_id"] for item in raw["samples"]]
+        for sample_id in ids:
+            if isinstance(sample_id, bool) or not isinstance(sample_id, int):
+                raise ValueError(f"sample_id must be a whole number, got {sample_id!r}")
+    except OSError as error:
+        fail(f"cannot read {path}: {error.strerror or error}")
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        fail(f"{path}: not a selection file of `autolabel select --out` ({type(error).__name__}: {error})")
+    if not ids:
+        fail(f"{path}: the selection holds no samples")
+    return ids
+
+
 @app.command()
 def push(
     dataset: Annotated[str, typer.Option(help="Dataset in the store.")],
@@ -64,6 +85,9 @@ def push(
     assignees: Annotated[str | None, typer.Option(help="Usernames, assigned round-robin: a,b,c.")] = None,
     assign_map: Annotated[Path | None, typer.Option(help="JSON {job id: username}.")] = None,
     force: Annotated[bool, typer.Option(help="Overwrite jobs a human has already changed.")] = False,
+    samples: Annotated[
+        Path | None, typer.Option(help="Push only these samples: the JSON of `autolabel select --out`.")
+    ] = None,
     url: UrlOption = None,
     org: OrgOption = None,
     insecure: InsecureOption = False,
@@ -81,6 +105,7 @@ def push(
     if segment_size is not None and segment_size < 1:
         fail(f"--segment-size must be at least 1, got {segment_size}")
     plan = _parse_assignees(assignees, assign_map)
+    sample_ids = _read_selection(samples, dataset) if samples is not None else None
     with domain_errors():
         onto = load_ontology(ontology) if ontology else None
     store = _store()
@@ -89,6 +114,7 @@ def push(
         result = push_run(
             store, client, dataset=dataset, run_name=run, task_name=task_name, ontology=onto, project_id=project,
             segment_size=segment_size, assignees=plan, force=force, report=lambda m: err.print(m, highlight=False),
+            sample_ids=sample_ids,
         )
     out.print(
         f"task {result.task_id}: {len(result.jobs)} jobs, {result.shapes} pre-labels "

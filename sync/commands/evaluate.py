@@ -1,0 +1,240 @@
+"""``autolabel eval``, ``autolabel tune`` and ``autolabel select``: how good the first pass
+was, which thresholds to use next time, and which samples still need a human."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from sync.console import domain_errors, err, fail, out
+
+__all__ = ["register"]
+
+DatasetOption = Annotated[str, typer.Option(help="Dataset in the store.")]
+PredOption = Annotated[
+    list[str] | None,
+    typer.Option("--pred", help="Pre-label run (repeat to compare runs; default: the latest pre-label run)."),
+]
+TruthOption = Annotated[
+    str | None, typer.Option(help="Truth run (default: the latest human revision of each sample).")
+]
+IouOption = Annotated[float, typer.Option(help="IoU at which a pre-label counts as found (precision/recall/F1).")]
+VerifyOption = Annotated[float, typer.Option("--seconds-verify", help="Seconds to verify a correct pre-label.")]
+AdjustOption = Annotated[float, typer.Option("--seconds-adjust", help="Seconds to move/resize a pre-label.")]
+RelabelOption = Annotated[float, typer.Option("--seconds-relabel", help="Seconds to change a pre-label's class.")]
+DeleteOption = Annotated[float, typer.Option("--seconds-delete", help="Seconds to delete a false pre-label.")]
+DrawOption = Annotated[float, typer.Option("--seconds-draw", help="Seconds to draw a shape from scratch.")]
+
+
+def _store() -> Any:
+    from sync.store import open_store
+
+    with domain_errors():
+        return open_store()
+
+
+def _seconds(verify: float, adjust: float, relabel: float, delete: float, draw: float) -> Any:
+    from sync.evaluate.seconds import ActionSeconds
+
+    try:
+        return ActionSeconds(verify=verify, adjust=adjust, relabel=relabel, delete=delete, draw=draw)
+    except ValueError as error:
+        fail(str(error))
+
+
+def _evaluate(
+    dataset: str, preds: list[str] | None, truth: str | None, iou: float, seconds: Any, masks: bool | None
+) -> tuple[Any, list[Any]]:
+    from sync.evaluate.load import choose_runs, load_eval, wants_masks
+    from sync.evaluate.report import evaluate_run
+
+    if not 0.0 < iou < 1.0:
+        fail(f"--iou must lie between 0 and 1, got {iou}")
+    store = _store()
+    with domain_errors():
+        selection = choose_runs(store, dataset, preds=preds or (), truth=truth)
+        use_masks = wants_masks(store, selection) if masks is None else masks
+        datas = load_eval(store, selection, masks=use_masks)
+        evaluations = [evaluate_run(d, iou=iou, seconds=seconds, masks=use_masks) for d in datas]
+    return selection, evaluations
+
+
+def _write_json(path: Path, payload: Any) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(payload, indent=1, allow_nan=False) + "\n", encoding="utf-8")
+    except OSError as error:
+        fail(f"cannot write {path}: {error.strerror or error}")
+
+
+def evaluate(
+    dataset: DatasetOption,
+    pred: PredOption = None,
+    truth: TruthOption = None,
+    iou: IouOption = 0.5,
+    masks: Annotated[
+        bool | None, typer.Option("--masks/--no-masks", help="Mask metrics too (default: when both sides have masks).")
+    ] = None,
+    rank_by: Annotated[str, typer.Option(help="Order several runs by map | map50 | f1 | saved.")] = "map",
+    json_file: Annotated[Path | None, typer.Option("--json", help="Write the report as JSON.")] = None,
+    html_file: Annotated[Path | None, typer.Option("--html", help="Write a self-contained HTML report.")] = None,
+    seconds_verify: VerifyOption = 7.0,
+    seconds_adjust: AdjustOption = 7.0,
+    seconds_relabel: RelabelOption = 7.0,
+    seconds_delete: DeleteOption = 1.5,
+    seconds_draw: DrawOption = 30.0,
+) -> None:
+    """Measure pre-labels against human corrections (P/R/F1, mAP, edits, time saved, thresholds).
+
+    Several --pred runs are ranked side by side on the same samples and truth."""
+    from sync.evaluate.report import RANK_BY, build_report
+    from sync.evaluate.table import print_report
+
+    if rank_by not in RANK_BY:
+        fail(f"--rank-by must be one of {', '.join(RANK_BY)}, got {rank_by!r}")
+    seconds = _seconds(seconds_verify, seconds_adjust, seconds_relabel, seconds_delete, seconds_draw)
+    _, evaluations = _evaluate(dataset, pred, truth, iou, seconds, masks)
+    with domain_errors():
+        report = build_report(dataset, evaluations, rank_by=rank_by, seconds=seconds)
+    print_report(report, out)
+    if json_file is not None:
+        _write_json(json_file, report)
+        err.print(f"JSON report: {json_file}")
+    if html_file is not None:
+        from sync.evaluate.html import write_html
+
+        try:
+            write_html(report, html_file)
+        except OSError as error:
+            fail(f"cannot write {html_file}: {error.strerror or error}")
+        err.print(f"HTML report: {html_file}")
+
+
+def tune(
+    dataset: DatasetOption,
+    pred: Annotated[str | None, typer.Option(help="Pre-label run (default: the latest).")] = None,
+    truth: TruthOption = None,
+    iou: IouOption = 0.5,
+    by: Annotated[str, typer.Option(help="f1 (best F1 per class) | time (least annotator time per class).")] = "f1",
+    write: Annotated[
+        Path | None, typer.Option("--write", help="Ontology YAML to write the chosen thresholds into.")
+    ] = None,
+    seconds_verify: VerifyOption = 7.0,
+    seconds_delete: DeleteOption = 1.5,
+    seconds_draw: DrawOption = 30.0,
+) -> None:
+    """Choose a score threshold per class from the human corrections.
+
+    --write puts them into the ontology file (comments and layout kept) for the next pre-label
+    run and the next `autolabel functions render`."""
+    from rich.table import Table
+
+    if by not in ("f1", "time"):
+        fail(f"--by must be f1 or time, got {by!r}")
+    seconds = _seconds(seconds_verify, seconds_verify, seconds_verify, seconds_delete, seconds_draw)
+    _, (evaluation,) = _evaluate(dataset, [pred] if pred else None, truth, iou, seconds, False)
+    chosen: dict[str, float] = {}
+    table = Table(title=f"Thresholds for {evaluation.name} ({'best F1' if by == 'f1' else 'least annotator time'})")
+    for column in ("label", "current", "chosen", "precision", "recall", "F1", "est. seconds"):
+        table.add_column(column, justify="left" if column == "label" else "right")
+    for label, sweep in evaluation.sweeps.items():
+        choice = sweep.best_f1 if by == "f1" else sweep.min_time
+        current = "-" if sweep.current is None else f"{sweep.current:.3f}"
+        if choice is None:
+            table.add_row(label, current, "unchanged", "-", "-", "-", "-")
+            continue
+        chosen[label] = float(min(1.0, choice.threshold))
+        table.add_row(
+            label, current, f"{choice.threshold:.3f}", f"{choice.precision:.3f}", f"{choice.recall:.3f}",
+            f"{choice.f1:.3f}", f"{choice.seconds:.0f}",
+        )
+    out.print(table)
+    if write is None:
+        err.print("dry run: add --write ONTOLOGY.yaml to save these thresholds")
+        return
+    if not chosen:
+        fail("no class has a threshold to tune (no class has both pre-labels and truth)")
+    from sync.evaluate.tune import write_thresholds
+
+    with domain_errors():
+        try:
+            changes = write_thresholds(write, chosen)
+        except OSError as error:
+            fail(f"cannot write {write}: {error.strerror or error}")
+    for label, old, new in changes:
+        out.print(f"{label}: {'default' if old is None else old} → {new}")
+    out.print(f"wrote {len(changes)} thresholds to {write}")
+
+
+def select(
+    dataset: DatasetOption,
+    budget: Annotated[str, typer.Option(help="How many samples: a share (10%) or a count (25).")] = "10%",
+    by: Annotated[str, typer.Option(help="f1 (worst first) | confidence (least sure first) | edits (most first).")] = "f1",
+    pred: Annotated[str | None, typer.Option(help="Pre-label run (default: the latest).")] = None,
+    truth: TruthOption = None,
+    iou: IouOption = 0.5,
+    out_file: Annotated[
+        Path | None, typer.Option("--out", help="Write the picks as JSON (for `autolabel cvat push --samples`).")
+    ] = None,
+) -> None:
+    """Pick the hardest samples for a human review pass (worst F1, least confident, most edits).
+
+    --by confidence needs no human revision: it also ranks samples nobody has checked."""
+    from rich.table import Table
+
+    from sync.evaluate import hard_samples as hs
+
+    if by not in hs.BY:
+        fail(f"--by must be one of {', '.join(hs.BY)}, got {by!r}")
+    store = _store()
+    if by == "confidence":
+        from sync.evaluate.load import default_pred
+
+        with domain_errors():
+            run = store.get_run(dataset, pred) if pred else default_pred(store, dataset)
+            parts = store.annotations_of(run)
+            samples = store.samples(dataset, ids=list(parts))
+        if not parts:
+            fail(f"run {run.name!r} covers no samples")
+        ids = [s.id for s in samples]
+        uris = [s.uri for s in samples]
+        values = hs.sample_confidence([parts[i].scores for i in ids])
+        ascending, run_name, truth_name = True, run.name, None
+    else:
+        from sync.evaluate.seconds import ActionSeconds
+
+        _, (evaluation,) = _evaluate(dataset, [pred] if pred else None, truth, iou, ActionSeconds(), False)
+        data = evaluation.data
+        ids, uris = [int(i) for i in data.sample_ids], list(data.uris)
+        if by == "f1":
+            values, ascending = hs.sample_f1(*evaluation.per_sample_counts()), True
+        else:
+            values, ascending = hs.sample_edits(evaluation.edits.per_sample), False
+        run_name, truth_name = evaluation.name, data.truth_name
+    with domain_errors():
+        count = hs.parse_budget(budget, len(ids))
+    picks = hs.pick_hardest(ids, uris, values, count, ascending=ascending)
+    table = Table(title=f"{len(picks)} of {len(ids)} samples by {by} (run {run_name})")
+    table.add_column("sample", justify="right")
+    table.add_column(by, justify="right")
+    table.add_column("uri")
+    for pick in picks:
+        table.add_row(str(pick.sample_id), f"{pick.value:.3f}" if by != "edits" else str(int(pick.value)), pick.uri)
+    out.print(table)
+    if out_file is not None:
+        _write_json(out_file, {
+            "dataset": dataset, "run": run_name, "truth": truth_name, "by": by, "budget": budget,
+            "samples": [{"sample_id": p.sample_id, "uri": p.uri, by: p.value} for p in picks],
+        })
+        err.print(f"selection: {out_file} (push it for review: autolabel cvat push --dataset {dataset} "
+                  f"--run {run_name} --samples {out_file} --task-name NAME)")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``eval``, ``tune`` and ``select`` to the ``autolabel`` app."""
+    app.command("eval")(evaluate)
+    app.command("tune")(tune)
+    app.command("select")(select)

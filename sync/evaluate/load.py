@@ -1,0 +1,227 @@
+"""Choosing and loading what to evaluate from the store: pre-label run(s) against a truth.
+
+Defaults (what ``autolabel eval`` does without ``--pred``/``--truth``):
+
+- **pred**: the latest finished pre-label run of the dataset; failing that, the latest
+  ``import`` run with role ``prediction`` (``autolabel import --as-run``).
+- **truth**: per sample, the latest human revision that covers it (CVAT revisions are per
+  job, so this is usually several runs); for samples without one, the latest ``import`` with
+  role ``revision`` (``autolabel import --as-revision``). The same rule as ``autolabel export``
+  (`sync.export.choice`), minus its last resort (pre-labels are never their own truth).
+
+Samples are the ones covered by the truth and by every pred run, so several runs are
+compared on exactly the same samples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from serverless.detections import Detections
+from sync.crowd import crowd_column
+from sync.evaluate.data import EvalData, EvalError
+from sync.views import group_by_run, latest_runs_per_sample
+
+__all__ = ["Selection", "choose_runs", "default_pred", "load_eval", "run_thresholds", "wants_masks"]
+
+MASK_SHAPES = ("mask", "polygon")
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The runs an evaluation compares and the samples it covers."""
+
+    dataset: str
+    preds: tuple[Any, ...]
+    """`RunInfo` of each pre-label run, in the order asked."""
+    truth: Mapping[int, Any]
+    """``{sample_id: RunInfo}``: the truth run of each sample."""
+    sample_ids: tuple[int, ...]
+    truth_description: str
+    notes: tuple[str, ...] = ()
+
+
+def default_pred(store: Any, dataset: str) -> Any:
+    run = store.latest_run(dataset, "prelabel")
+    if run is not None:
+        return run
+    imports = [r for r in store.list_runs(dataset, kind="import") if r.finished and (r.params or {}).get("role") == "prediction"]
+    if imports:
+        return imports[-1]
+    raise EvalError(
+        f"dataset {dataset!r} has no finished pre-label run: run `autolabel prelabel --dataset {dataset}`, "
+        "import one with `autolabel import --as-run`, or name runs with --pred"
+    )
+
+
+def _truth_map(store: Any, dataset: str, truth: str | None) -> tuple[dict[int, Any], str]:
+    if truth is not None:
+        run = store.get_run(dataset, truth)
+        if not run.finished:
+            raise EvalError(f"truth run {truth!r} is not finished yet")
+        return {sid: run for sid in store.covered_samples(run)}, f"{run.name} ({run.kind})"
+    human = latest_runs_per_sample(store, dataset, ("human",))
+    imported = latest_runs_per_sample(store, dataset, ("import",), roles=("revision",))
+    chosen = {**imported, **human}
+    kinds = [k for k, part in (("human revision", human), ("imported revision", imported)) if part]
+    kind = "latest " + " else ".join(kinds) + " per sample"
+    if not chosen:
+        raise EvalError(
+            f"dataset {dataset!r} has no human revision to compare with: pull corrections with "
+            "`autolabel cvat pull`, import them with `autolabel import --as-revision`, or name a run with --truth"
+        )
+    names = sorted({run.name for run in chosen.values()})
+    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    return chosen, f"{kind}: {shown}"
+
+
+def choose_runs(store: Any, dataset: str, *, preds: Sequence[str] = (), truth: str | None = None) -> Selection:
+    """Which runs to compare and on which samples (see the module docstring for defaults).
+    `EvalError` (or the store's `StoreError` for unknown names) when there is nothing to compare."""
+    store.get_dataset(dataset)
+    if len(set(preds)) != len(preds):
+        raise EvalError(f"--pred names a run twice: {list(preds)}")
+    pred_runs = tuple(store.get_run(dataset, name) for name in preds) or (default_pred(store, dataset),)
+    for run in pred_runs:
+        if not run.finished:
+            raise EvalError(f"run {run.name!r} is not finished: finish (or resume) it before evaluating")
+    truth_of, description = _truth_map(store, dataset, truth)
+    truth_run_ids = {run.id for run in truth_of.values()}
+    for run in pred_runs:
+        if run.id in truth_run_ids:
+            raise EvalError(f"run {run.name!r} is both a prediction and the truth; name another with --pred/--truth")
+    common = set(truth_of)
+    notes = []
+    for run in pred_runs:
+        covered = set(store.covered_samples(run))
+        missing = len(common - covered)
+        if missing:
+            notes.append(f"{missing} samples with a truth are not covered by run {run.name!r} and are left out")
+        common &= covered
+    if not common:
+        names = ", ".join(repr(r.name) for r in pred_runs)
+        raise EvalError(f"no sample of dataset {dataset!r} is covered by both {names} and the truth ({description})")
+    return Selection(
+        dataset=dataset,
+        preds=pred_runs,
+        truth={sid: truth_of[sid] for sid in sorted(common)},
+        sample_ids=tuple(sorted(common)),
+        truth_description=description,
+        notes=tuple(notes),
+    )
+
+
+def _ontology_labels(run: Any) -> list[str]:
+    if not run.ontology_yaml:
+        return []
+    from serverless.ontology import OntologyError, parse_ontology
+
+    try:
+        return list(parse_ontology(run.ontology_yaml, f"run {run.name}").label_names)
+    except OntologyError:
+        return list(run.thresholds or {})
+
+
+def run_thresholds(run: Any, labels: Sequence[str]) -> dict[str, float] | None:
+    """The score threshold each label had in a run: one ``--threshold`` for every label when
+    the run was made with one (``params["threshold"]``), else the recorded per-label ones."""
+    override = (run.params or {}).get("threshold")
+    if isinstance(override, (int, float)) and not isinstance(override, bool):
+        return {label: float(override) for label in labels}
+    return dict(run.thresholds) if run.thresholds else None
+
+
+def _with_crowd(det: Detections) -> Detections:
+    crowd = crowd_column(det.data.get("attributes"), len(det))
+    return det.with_columns(data={**det.data, "iscrowd": crowd})
+
+
+def _filled_masks(det: Detections, width: int, height: int) -> Detections:
+    """Every detection with a full-frame mask: stored masks as they are; otherwise the
+    polygon rasterized, else the box's pixels (COCO's box rasterization)."""
+    if det.masks is not None or len(det) == 0:
+        if det.masks is None:
+            return det.with_columns(masks=np.zeros((0, height, width), dtype=bool))
+        return det
+    from faster_coco_eval.core import mask as mask_util
+
+    from serverless.convert.polygons import polygons_to_mask
+
+    masks = np.zeros((len(det), height, width), dtype=bool)
+    for i in range(len(det)):
+        rings = det.polygons[i] if det.polygons is not None else ()
+        if rings:
+            masks[i] = polygons_to_mask(list(rings), height, width)
+        else:
+            x1, y1, x2, y2 = (float(v) for v in det.xyxy[i])
+            rle = mask_util.frPyObjects(np.array([[x1, y1, x2 - x1, y2 - y1]]), height, width)[0]
+            masks[i] = mask_util.decode([rle])[:, :, 0]
+    return det.with_columns(masks=masks)
+
+
+def wants_masks(store: Any, selection: Selection) -> bool:
+    """True when mask metrics make sense: some pre-label and some truth shape is a mask or
+    polygon (boxes on the other side are rasterized)."""
+
+    def any_mask(run: Any, ids: Sequence[int]) -> bool:
+        for det in store.annotations_of(run, sample_ids=ids).values():
+            if np.isin(det.data["shape_type"], MASK_SHAPES).any():
+                return True
+        return False
+
+    groups = group_by_run(dict(selection.truth))
+    return any(any_mask(run, selection.sample_ids) for run in selection.preds) and any(
+        any_mask(run, ids) for run, ids in groups
+    )
+
+
+def load_eval(store: Any, selection: Selection, *, masks: bool = False) -> list[EvalData]:
+    """One `EvalData` per pred run of ``selection``, all on the same samples and labels.
+
+    Labels: those of the first run's ontology in their order, then any other label found on
+    either side (sorted). With ``masks``, every annotation gets a full-frame mask."""
+    ids = list(selection.sample_ids)
+    samples = store.samples(selection.dataset, ids=ids)
+    by_id = {s.id: s for s in samples}
+    truth_parts: dict[int, Detections] = {}
+    for run, run_ids in group_by_run(dict(selection.truth)):
+        truth_parts.update(store.annotations_of(run, sample_ids=run_ids, masks=masks))
+    pred_parts = [store.annotations_of(run, sample_ids=ids, masks=masks) for run in selection.preds]
+    labels = _ontology_labels(selection.preds[0])
+    seen = set(labels)
+    extra = set()
+    for part in (truth_parts, *pred_parts):
+        for det in part.values():
+            extra.update(str(v) for v in det.labels.tolist())
+    labels += sorted(extra - seen)
+    index = {name: i for i, name in enumerate(labels)}
+
+    def indexed(det: Detections, sample: Any) -> Detections:
+        class_ids = np.fromiter((index[str(v)] for v in det.labels.tolist()), dtype=np.int64, count=len(det))
+        det = det.with_columns(class_ids=class_ids)
+        return _filled_masks(det, sample.width, sample.height) if masks else det
+
+    sizes = np.array([(by_id[i].width, by_id[i].height) for i in ids], dtype=np.int64).reshape(-1, 2)
+    uris = tuple(by_id[i].uri for i in ids)
+    truth = tuple(_with_crowd(indexed(truth_parts[i], by_id[i])) for i in ids)
+    result = []
+    for run, part in zip(selection.preds, pred_parts):
+        result.append(
+            EvalData(
+                labels=tuple(labels),
+                sample_ids=np.array(ids, dtype=np.int64),
+                uris=uris,
+                sizes=sizes,
+                truth=truth,
+                pred=tuple(indexed(part[i], by_id[i]) for i in ids),
+                truth_name=selection.truth_description,
+                pred_name=run.name,
+                pred_thresholds=run_thresholds(run, labels),
+                notes=selection.notes,
+            )
+        )
+    return result

@@ -1,0 +1,154 @@
+"""One evaluation of a pre-label run (metrics, thresholds, edits) and the report of several.
+
+`evaluate_run` computes the matching once (one COCO evaluation per geometry) and derives the
+threshold sweep, per-sample counts and the edit breakdown from it. `build_report` ranks the
+runs and lays everything out as the JSON-ready dict that ``--json`` writes and the table
+and HTML renderers read (`sync.evaluate.table`, `sync.evaluate.html`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from sync.evaluate.data import EvalData, EvalError
+from sync.evaluate.seconds import ActionSeconds
+
+__all__ = ["RANK_BY", "RunEvaluation", "build_report", "evaluate_run", "rank_runs"]
+
+RANK_BY = ("map", "map50", "f1", "saved")
+"""What `rank_runs` can order by: box mAP@[.5:.95], box mAP@.5, F1 at the run's own
+thresholds, or estimated annotator seconds saved."""
+
+
+@dataclass(frozen=True)
+class RunEvaluation:
+    """Everything measured about one pre-label run against the truth."""
+
+    data: EvalData
+    boxes: Any
+    """`sync.evaluate.metrics.DetectionMetrics` on boxes."""
+    masks: Any | None
+    """The same on masks, when both sides have masks."""
+    sweeps: Mapping[str, Any]
+    """``{label: sync.evaluate.sweep.ClassSweep}`` (from the box matching)."""
+    edits: Any
+    """`sync.evaluate.edits.EditBreakdown`."""
+
+    @property
+    def name(self) -> str:
+        return self.data.pred_name
+
+    def per_sample_counts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(tp, fp, fn)`` per sample at the evaluation IoU (boxes), from the one matching."""
+        m = self.boxes.matches
+        n = len(self.data.sample_ids)
+        tp = np.bincount(m.sample_index[m.tp], minlength=n)
+        fp = np.bincount(m.sample_index[~m.tp & ~m.ignored], minlength=n)
+        missed = ~m.truth_crowd & ~m.truth_matched
+        fn = np.bincount(m.truth_sample_index[missed], minlength=n)
+        return tp, fp, fn
+
+
+def evaluate_run(
+    data: EvalData,
+    *,
+    iou: float = 0.5,
+    seconds: ActionSeconds = ActionSeconds(),
+    masks: bool | None = None,
+    match_iou: float = 0.5,
+    tolerance_px: float = 0.5,
+) -> RunEvaluation:
+    """Metrics (boxes, and masks when ``masks`` or, if None, when `EvalData.has_masks`),
+    the per-class threshold sweep and the edit breakdown of one run."""
+    from sync.evaluate.edits import edit_breakdown
+    from sync.evaluate.metrics import evaluate_detections
+    from sync.evaluate.sweep import sweep_thresholds
+
+    if masks and not data.has_masks:
+        raise EvalError("mask metrics asked for, but the annotations carry no masks")
+    boxes = evaluate_detections(data, iou=iou, iou_type="bbox")
+    mask_metrics = evaluate_detections(data, iou=iou, iou_type="segm") if (masks or (masks is None and data.has_masks)) else None
+    sweeps = sweep_thresholds(boxes, seconds=seconds, floors=data.pred_thresholds)
+    edits = edit_breakdown(data, match_iou=match_iou, tolerance_px=tolerance_px, seconds=seconds)
+    return RunEvaluation(data=data, boxes=boxes, masks=mask_metrics, sweeps=sweeps, edits=edits)
+
+
+def _rank_value(evaluation: RunEvaluation, by: str) -> float:
+    overall = evaluation.boxes.overall
+    value = {
+        "map": overall.map,
+        "map50": overall.map50,
+        "f1": overall.f1,
+        "saved": evaluation.edits.time.saved_seconds,
+    }[by]
+    return float("-inf") if value is None or value != value else float(value)
+
+
+def rank_runs(evaluations: Sequence[RunEvaluation], by: str = "map") -> list[RunEvaluation]:
+    """Best first by ``by`` (one of `RANK_BY`); ties keep the order given."""
+    if by not in RANK_BY:
+        raise EvalError(f"--rank-by must be one of {', '.join(RANK_BY)}, got {by!r}")
+    return sorted(evaluations, key=lambda e: -_rank_value(e, by))
+
+
+def _curves(metrics: Any) -> dict[str, dict[str, list[float]]]:
+    return {
+        label: {"recall": [round(float(v), 6) for v in r], "precision": [round(float(v), 6) for v in p]}
+        for label, (r, p) in metrics.pr_curves.items()
+    }
+
+
+def run_section(evaluation: RunEvaluation, rank: int) -> dict[str, Any]:
+    """The report entry of one run (see `build_report`)."""
+    boxes = evaluation.boxes.to_dict()
+    return {
+        "name": evaluation.name,
+        "rank": rank,
+        "overall": boxes["overall"],
+        "per_class": boxes["per_class"],
+        "masks": None if evaluation.masks is None else evaluation.masks.to_dict(),
+        "thresholds": {label: sweep.to_dict() for label, sweep in evaluation.sweeps.items()},
+        "pr_curves": _curves(evaluation.boxes),
+        "edits": evaluation.edits.to_dict(),
+    }
+
+
+def build_report(
+    dataset: str,
+    evaluations: Sequence[RunEvaluation],
+    *,
+    rank_by: str = "map",
+    seconds: ActionSeconds = ActionSeconds(),
+    notes: Sequence[str] = (),
+) -> dict[str, Any]:
+    """The report as a JSON-ready dict: ``overall`` and ``per_class`` of the best run for
+    scripts, and ``runs``, every run best first (``rank`` 1 is the best)."""
+    if not evaluations:
+        raise EvalError("nothing to report: no run was evaluated")
+    ranked = rank_runs(evaluations, rank_by)
+    runs = [run_section(e, i) for i, e in enumerate(ranked, start=1)]
+    first = evaluations[0].data
+    all_notes = [*first.notes, *notes]
+    if first.pred_thresholds is None:
+        all_notes.append("the runs record no thresholds: the sweep starts at the lowest stored score")
+    else:
+        all_notes.append(
+            "thresholds below a run's own cannot be judged (those boxes were never kept); the sweep starts there"
+        )
+    return {
+        "dataset": dataset,
+        "truth": first.truth_name,
+        "iou": float(ranked[0].boxes.iou),
+        "iou_type": "bbox",
+        "rank_by": rank_by,
+        "samples": int(len(first.sample_ids)),
+        "seconds": seconds.to_dict(),
+        "notes": all_notes,
+        "overall": runs[0]["overall"],
+        "per_class": runs[0]["per_class"],
+        "runs": runs,
+    }

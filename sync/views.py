@@ -1,0 +1,48 @@
+"""Which stored run speaks for each sample: "the latest human revision", run by run.
+
+CVAT revisions are per job, so the newest truth of a dataset is spread over several human
+runs (one per job pull). Evaluation and export both need, per sample, the newest run of
+some kinds that covers it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from sync.store import RunInfo
+
+__all__ = ["latest_runs_per_sample", "group_by_run"]
+
+
+def latest_runs_per_sample(
+    store: Any, dataset: Any, kinds: Iterable[str] = ("human",), *, roles: Iterable[str] | None = None
+) -> dict[int, RunInfo]:
+    """``{sample_id: run}``: for each sample, the newest finished run of one of ``kinds``
+    that covers it (newest = highest run id, i.e. the last one recorded).
+
+    ``roles`` (optional) keeps only ``import`` runs whose ``params["role"]`` is one of them
+    (``"prediction"`` or ``"revision"``, set by ``autolabel import``); other kinds ignore it.
+    """
+    kinds = tuple(kinds)
+    roles = None if roles is None else set(roles)
+    chosen: dict[int, RunInfo] = {}
+    runs = [
+        r
+        for kind in kinds
+        for r in store.list_runs(dataset, kind=kind)
+        if r.finished and (roles is None or r.kind != "import" or (r.params or {}).get("role") in roles)
+    ]
+    for run in sorted(runs, key=lambda r: r.id):
+        for sample_id in store.covered_samples(run):
+            chosen[sample_id] = run
+    return chosen
+
+
+def group_by_run(chosen: dict[int, RunInfo]) -> list[tuple[RunInfo, list[int]]]:
+    """The ``{sample_id: run}`` map as ``[(run, sample_ids ascending)]``, oldest run first."""
+    groups: dict[int, tuple[RunInfo, list[int]]] = {}
+    for sample_id in sorted(chosen):
+        run = chosen[sample_id]
+        groups.setdefault(run.id, (run, []))[1].append(sample_id)
+    return [groups[k] for k in sorted(groups)]
