@@ -26,7 +26,6 @@ open and empty: never finished, so nothing reads it as a result, and the error s
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -35,10 +34,10 @@ from typing import Any
 
 import numpy as np
 
-from sync.prelabel_store import sample_uri
+from sync.prelabel_store import file_sha256, sample_uri
 from sync.store import AnnotationIn, Provenance, RunInfo, SampleIn, StoreError
 
-__all__ = ["ROLES", "CocoImportError", "file_sha256", "image_size", "import_coco"]
+__all__ = ["ROLES", "CocoImportError", "image_size", "import_coco"]
 
 ROLES = ("prediction", "revision")
 """``params["role"]`` of an import run: model output (scores kept) or human truth (no scores)."""
@@ -86,15 +85,6 @@ def image_size(path: Path) -> tuple[int, int]:
     if orientation in _TRANSPOSED:
         width, height = height, width
     return width, height
-
-
-def file_sha256(path: Path) -> str:
-    """``"sha256:<hex>"`` of a file's bytes (the content hash pre-label runs record)."""
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return "sha256:" + digest.hexdigest()
 
 
 def _read(coco_file: Path) -> dict[str, Any]:

@@ -3,19 +3,29 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import replace
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from sync.store import Provenance, SampleIn, StoreError
 
-__all__ = ["RunRecorder", "sample_uri"]
+__all__ = ["RunRecorder", "file_sha256", "sample_uri"]
 
 
 def sample_uri(path: Path) -> str:
     """Samples of local files are identified by their absolute path."""
     return str(path.resolve())
+
+
+def file_sha256(path: Path) -> str:
+    """``"sha256:<hex>"`` of a file's bytes: the content hash a sample records (pre-label runs,
+    imports and exports all use this one, so the same file is the same sample)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return "sha256:" + digest.hexdigest()
 
 
 class RunRecorder:
@@ -56,8 +66,8 @@ class RunRecorder:
         return [f for f in files if sample_uri(f) not in self.done_uris]
 
     def record(self, path: Path, width: int, height: int, detections: Any) -> None:
-        digest = "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
-        (sample_id,) = self.store.add_samples(self.dataset, [SampleIn(sample_uri(path), width, height, digest)])
+        sample = SampleIn(sample_uri(path), width, height, file_sha256(path))
+        (sample_id,) = self.store.add_samples(self.dataset, [sample])
         self.store.add_detections(self.run, {sample_id: detections})
 
     def finish(self) -> Any:

@@ -15,10 +15,10 @@ import pytest
 
 from serverless.detections import Detections
 from serverless.ontology import parse_ontology
-from sync.coco_import import file_sha256, import_coco
+from sync.coco_import import import_coco
 from sync.evaluate.data import EvalError
 from sync.evaluate.load import choose_runs, default_pred, load_eval, run_thresholds, wants_masks
-from sync.prelabel_store import sample_uri
+from sync.prelabel_store import file_sha256, sample_uri
 from sync.store import AnnotationIn, Provenance, SampleIn, StoreError, open_store
 from tests.bridge_support import write_images
 

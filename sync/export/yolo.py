@@ -147,7 +147,7 @@ def label_lines(
 # ----------------------------------------------------------------------------- files
 def _local_file(sample: Any) -> tuple[Path | None, str | None]:
     """``(path, None)`` for a sample that is an exportable local file, else ``(None, reason)``."""
-    from sync.coco_import import file_sha256
+    from sync.prelabel_store import file_sha256
 
     uri = sample.uri
     if "://" in uri:
