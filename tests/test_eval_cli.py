@@ -496,3 +496,57 @@ def test_push_samples_refuses_sample_ids_that_are_not_whole_numbers(db, tmp_path
     for name, (result, connected) in push_with_selections(selections, db, tmp_path).items():
         assert_one_line_exit_2(name, result, selections[name][1])
         assert connected == 0, f"{name}: cvat push went on to the server"
+
+
+# ---------------------------------------------------------------------------- tune --write
+
+
+def labelled(items):
+    """``[(label, box, score)]`` as `Detections`."""
+    n = len(items)
+    return Detections(
+        xyxy=np.array([box for _, box, _ in items], np.float32).reshape(-1, 4),
+        scores=np.array([score for _, _, score in items], np.float32),
+        class_ids=np.zeros(n, np.int64),
+        labels=np.array([label for label, _, _ in items] if n else [], dtype=str),
+    )
+
+
+@pytest.fixture
+def tuning(tmp_path):
+    """One image, truth: two cats. Pre-labels (run threshold 0.3): the first cat at 0.8123, a
+    false cat at 0.4567, a false dog at 0.6; the second cat is missed."""
+    path = tmp_path / "store.db"
+    with open_store(f"sqlite:///{path}") as store:
+        (image,) = write_images(tmp_path / "img", 1, width=SIZE, height=SIZE)
+        ds = store.get_or_create_dataset("tuning")
+        (sid,) = store.add_samples(ds, [SampleIn(str(image.resolve()), SIZE, SIZE)])
+        run = store.create_run(ds, "prelabel", name="pre", provenance=Provenance(thresholds={"cat": 0.3, "dog": 0.3}))
+        store.add_detections(run, {sid: labelled([
+            ("cat", T[0], 0.8123), ("cat", [150, 150, 190, 190], 0.4567), ("dog", [5, 5, 30, 30], 0.6),
+        ])})
+        task = store.link_cvat_task(ds, "https://cvat.example.com", 1, run=store.finish_run(run))
+        store.link_frames(task, {0: sid})
+        when = datetime(2026, 1, 1, tzinfo=UTC)
+        job = store.upsert_cvat_job(task, 1, start_frame=0, stop_frame=0, updated_date=when)
+        store.record_human_revision(job, {sid: labelled([("cat", T[0], 1.0), ("cat", T[1], 1.0)])}, updated_date=when)
+    ontology = tmp_path / "ontology.yaml"
+    ontology.write_text("labels:\n  - name: cat  # felines\n    threshold: 0.3\n  - name: dog\n")
+    return {"path": path, "url": f"sqlite:///{path}", "ontology": ontology}
+
+
+def test_tune_writes_the_shortest_threshold_that_keeps_the_chosen_predictions(tuning):
+    """By time: keeping the cats at >= 0.8123 costs 7 + 30 s against 38.5 s for both and 60 s
+    for none; any threshold above 0.4567 up to 0.8123 keeps the same, so 0.8 is written. The
+    dog is only a false box (no truth): keeping none is cheapest, written as 1.0."""
+    from serverless.ontology import load_ontology
+
+    by_time = invoke(["tune", "--dataset", "tuning", "--by", "time", "--write", str(tuning["ontology"])], tuning)
+    assert "cat: 0.3 → 0.8" in by_time.output and "dog: default → 1.0" in by_time.output
+    text = tuning["ontology"].read_text()
+    assert text == "labels:\n  - name: cat  # felines\n    threshold: 0.8\n  - name: dog\n    threshold: 1.0\n"
+    assert [load_ontology(tuning["ontology"]).threshold_for(i) for i in range(2)] == [0.8, 1.0]
+
+    # by F1: 0.8123 again (F1 2/3 against 1/2); the dog has no truth, so no F1 to tune: unchanged
+    by_f1 = invoke(["tune", "--dataset", "tuning", "--write", str(tuning["ontology"])], tuning)
+    assert "unchanged" in by_f1.output and tuning["ontology"].read_text() == text

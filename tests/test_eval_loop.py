@@ -283,10 +283,13 @@ def test_prelabel_push_edit_pull_then_eval_tune_select_counts_every_edit(fake, p
     tuned = load_ontology(ontology)
     # the run was made with --threshold 0.9 for every label: the sweep knows it starts there
     assert [section["thresholds"][name]["current"] for name in labels] == pytest.approx([0.9] * len(labels))
+    scores = {name: np.concatenate([d.scores[d.labels == name] for d in pre_dets.values()]) for name in labels}
     for i, name in enumerate(tuned.label_names):
         best = section["thresholds"][name]["best_f1"]
-        if best is not None:
-            assert best["threshold"] - 0.001 < tuned.threshold_for(i) <= best["threshold"]
+        if best is not None:  # what is written keeps exactly the predictions the best threshold keeps
+            written = np.float32(tuned.threshold_for(i))
+            np.testing.assert_array_equal(scores[name] >= written, scores[name] >= np.float32(best["threshold"]))
+            assert 0.9 <= tuned.threshold_for(i) <= best["threshold"]  # never under the run's own
     assert "# Ontology for the bundled sample photographs" in ontology.read_text()  # comments kept
 
     # hard samples: the frame with the most edits first, then pushed as a review task

@@ -241,3 +241,28 @@ def test_optima_dominate_every_grid_point(scene, floor, seconds):
         elif metrics.per_class[label].truth:
             # nothing to tune: every grid point keeps nothing
             assert np.all(s.seconds == metrics.per_class[label].truth * seconds.draw)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_scenes(), st.floats(0, 0.9), st.sampled_from([ActionSeconds(), ActionSeconds(delete=20, draw=3)]))
+def test_each_choice_range_keeps_exactly_what_its_threshold_keeps_and_is_maximal(scene, floor, seconds):
+    """Every threshold from ``lowest`` to ``highest`` keeps the same predictions as ``threshold``;
+    one float32 step below ``lowest`` keeps more (unless that is under the floor), and "keep
+    nothing" reaches up to 1.0."""
+    labels, truth, pred, _ = scene
+    metrics = evaluate_detections(eval_data(labels, truth, pred))
+    table = metrics.matches
+    for c, (label, s) in enumerate(sweep_thresholds(metrics, seconds=seconds, floors={labels[0]: floor}).items()):
+        own = table.score[table.class_id == c].astype(np.float32)
+        for choice in (s.best_f1, s.min_time):
+            if choice is None:
+                continue
+            lo, at, hi = (np.float32(v) for v in (choice.lowest, choice.threshold, choice.highest))
+            assert lo <= at <= hi and choice.lowest >= s.floor
+            kept = own >= at
+            assert np.array_equal(own >= lo, kept) and np.array_equal(own >= np.float32(min(hi, 1.0)), kept)
+            step_down = np.nextafter(lo, np.float32(-np.inf))
+            if step_down >= np.float32(s.floor):
+                assert (own >= step_down).sum() > kept.sum()
+            if not kept.any():
+                assert choice.highest >= 1.0

@@ -7,13 +7,14 @@ import re
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from serverless.ontology import OntologyError, load_ontology
 from sync.evaluate import tune
-from sync.evaluate.tune import floor_threshold, write_thresholds
+from sync.evaluate.tune import floor_threshold, pick_threshold, write_thresholds
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 
@@ -99,6 +100,29 @@ def test_flooring_never_rounds_up():
     assert floor_threshold(1.0, 3) == (1.0, "1.0")
     assert floor_threshold(0.0, 3) == (0.0, "0.0")
     assert floor_threshold(0.29, 1) == (0.2, "0.2")
+
+
+def test_pick_threshold_takes_the_shortest_decimal_in_the_range():
+    assert pick_threshold(0.4000001, 0.4567) == 0.45  # not 0.4567, not 0.4 (below the range)
+    assert pick_threshold(0.30000001, 0.5) == 0.5
+    assert pick_threshold(0.31, 0.3999) == 0.39
+    assert pick_threshold(0.9, 0.9) == 0.9
+    assert pick_threshold(0.90000004, 1.0) == 1.0  # keep nothing below a top score under 1
+    assert pick_threshold(0.123456, 0.1234567) == 0.123456  # a narrow range needs more places
+    assert pick_threshold(1.0000001, 1.0000001) == 1.0  # nothing in 0..1 drops a top score of 1: the nearest
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.floats(0, 1, width=32), st.floats(0, 1, width=32))
+def test_pick_threshold_is_in_the_range_and_nothing_shorter_is(a, b):
+    lowest, highest = sorted((float(str(np.float32(a))), float(str(np.float32(b)))))
+    picked = pick_threshold(lowest, highest)
+    assert np.float32(lowest) <= np.float32(picked) <= np.float32(highest)
+    places = 0 if picked in (0.0, 1.0) else len(floor_threshold(picked, 12)[1].partition(".")[2])
+    for fewer in range(min(places, 5)):  # every decimal with fewer places (up to 4, by enumeration) misses it
+        grid = np.arange(0, 10**fewer + 1, dtype=np.float64) / 10**fewer
+        inside = (np.float32(lowest) <= grid.astype(np.float32)) & (grid.astype(np.float32) <= np.float32(highest))
+        assert not inside.any(), (lowest, highest, picked, fewer)
 
 
 def test_unknown_label_is_named_and_nothing_is_written(tmp_path):

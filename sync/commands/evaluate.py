@@ -132,6 +132,9 @@ def tune(
     run and the next `autolabel functions render`."""
     from rich.table import Table
 
+    from sync.evaluate.table import fmt_metric, fmt_threshold
+    from sync.evaluate.tune import pick_threshold
+
     if by not in ("f1", "time"):
         fail(f"--by must be f1 or time, got {by!r}")
     seconds = _seconds(seconds_verify, seconds_verify, seconds_verify, seconds_delete, seconds_draw)
@@ -142,14 +145,14 @@ def tune(
         table.add_column(column, justify="left" if column == "label" else "right")
     for label, sweep in evaluation.sweeps.items():
         choice = sweep.best_f1 if by == "f1" else sweep.min_time
-        current = "-" if sweep.current is None else f"{sweep.current:.3f}"
+        current = fmt_metric(sweep.current)
         if choice is None:
             table.add_row(label, current, "unchanged", "-", "-", "-", "-")
             continue
-        chosen[label] = float(min(1.0, choice.threshold))
+        chosen[label] = pick_threshold(choice.lowest, choice.highest)
         table.add_row(
-            label, current, f"{choice.threshold:.3f}", f"{choice.precision:.3f}", f"{choice.recall:.3f}",
-            f"{choice.f1:.3f}", f"{choice.seconds:.0f}",
+            label, current, fmt_threshold(choice.to_dict()), fmt_metric(choice.precision), fmt_metric(choice.recall),
+            fmt_metric(choice.f1), f"{choice.seconds:.0f}",
         )
     out.print(table)
     if write is None:
@@ -161,7 +164,7 @@ def tune(
 
     with domain_errors():
         try:
-            changes = write_thresholds(write, chosen)
+            changes = write_thresholds(write, chosen, decimals=9)  # already the shortest decimals
         except OSError as error:
             fail(f"cannot write {write}: {error.strerror or error}")
     for label, old, new in changes:

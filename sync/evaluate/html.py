@@ -37,6 +37,7 @@ from sync.evaluate.table import (
     fmt_fraction,
     fmt_metric,
     fmt_seconds_used,
+    fmt_threshold,
     report_runs,
     threshold_curve,
 )
@@ -147,8 +148,8 @@ def _threshold_table(thresholds: Mapping[str, Any]) -> str:
         fastest = entry.get("min_time") or {}
         rows.append([
             str(label), fmt_metric(entry.get("floor")), fmt_metric(entry.get("current")),
-            fmt_metric(best.get("threshold")), fmt_metric(best.get("f1")), fmt_metric(best.get("precision")),
-            fmt_metric(best.get("recall")), fmt_metric(fastest.get("threshold")), fmt_duration(fastest.get("seconds")),
+            fmt_threshold(best), fmt_metric(best.get("f1")), fmt_metric(best.get("precision")),
+            fmt_metric(best.get("recall")), fmt_threshold(fastest), fmt_duration(fastest.get("seconds")),
         ])
     return _table(
         ("label", "floor", "current", "best-F1 thr", "F1", "P", "R", "min-time thr", "est. time"),

@@ -46,9 +46,17 @@ def _opt(value: float) -> float | None:
 class ThresholdChoice:
     """One threshold of a class and what it gives: precision (None if nothing counted is
     kept), recall (None without truth), F1 (None when both are missing), seconds (estimated
-    annotator time for the class at that threshold)."""
+    annotator time for the class at that threshold).
+
+    ``threshold`` is the exact value (a score of the class, or just above the highest for
+    "keep nothing"); every threshold from ``lowest`` to ``highest`` (both inclusive, compared
+    as float32) keeps the same predictions, and none of them is below the sweep's floor.
+    `sync.evaluate.tune.pick_threshold` chooses the shortest decimal in that range to write.
+    """
 
     threshold: float
+    lowest: float
+    highest: float
     precision: float | None
     recall: float | None
     f1: float | None
@@ -57,6 +65,8 @@ class ThresholdChoice:
     def to_dict(self) -> dict[str, float | None]:
         return {
             "threshold": self.threshold,
+            "lowest": self.lowest,
+            "highest": self.highest,
             "precision": self.precision,
             "recall": self.recall,
             "f1": self.f1,
@@ -155,9 +165,13 @@ class _Counts:
         return {"precision": precision, "recall": recall, "f1": f1, "seconds": secs}
 
 
-def _choice(threshold: float, values: dict[str, np.ndarray], i: int) -> ThresholdChoice:
+def _choice(candidate: np.float32, lowest: float, values: dict[str, np.ndarray], i: int) -> ThresholdChoice:
+    """The choice of keeping ``score >= candidate`` (row ``i`` of ``values``); ``lowest`` is the
+    lowest threshold that keeps the same predictions."""
     return ThresholdChoice(
-        threshold=threshold,
+        threshold=_threshold(candidate),
+        lowest=lowest,
+        highest=_threshold(candidate),
         precision=_opt(values["precision"][i]),
         recall=_opt(values["recall"][i]),
         f1=_opt(values["f1"][i]),
@@ -186,20 +200,28 @@ def _sweep_class(
     best_f1 = min_time = None
     if candidates.size:
         values = counts.at(candidates)
+
+        def lowest(k: int) -> float:
+            """The lowest threshold keeping what candidate ``k`` keeps: just above the next lower
+            score, never under the floor."""
+            position = int(np.searchsorted(counts.scores, candidates[k], side="left"))
+            if position == 0:
+                return floor
+            return max(floor, _threshold(np.nextafter(counts.scores[position - 1], np.float32(np.inf))))
+
         above_max = _threshold(np.nextafter(scores.max(), np.float32(np.inf)))
+        nothing = {"threshold": above_max, "lowest": above_max, "highest": max(1.0, above_max), "precision": None}
         if truth:
             i = int(np.argmax(values["f1"]))
-            best_f1 = _choice(_threshold(candidates[i]), values, i)
+            best_f1 = _choice(candidates[i], lowest(i), values, i)
             j = int(np.argmin(values["seconds"]))
             keep_nothing = truth * seconds.draw
             if keep_nothing < values["seconds"][j]:
-                min_time = ThresholdChoice(
-                    threshold=above_max, precision=None, recall=0.0, f1=0.0, seconds=keep_nothing
-                )
+                min_time = ThresholdChoice(**nothing, recall=0.0, f1=0.0, seconds=keep_nothing)
             else:
-                min_time = _choice(_threshold(candidates[j]), values, j)
+                min_time = _choice(candidates[j], lowest(j), values, j)
         else:
-            min_time = ThresholdChoice(threshold=above_max, precision=None, recall=None, f1=None, seconds=0.0)
+            min_time = ThresholdChoice(**nothing, recall=None, f1=None, seconds=0.0)
     return ClassSweep(
         label=label,
         floor=floor,

@@ -28,6 +28,7 @@ __all__ = [
     "fmt_fraction",
     "fmt_metric",
     "fmt_seconds_used",
+    "fmt_threshold",
     "print_report",
     "report_runs",
     "threshold_curve",
@@ -54,6 +55,20 @@ def fmt_metric(value: Any, digits: int = 3) -> str:
     """A score or threshold with ``digits`` decimals; ``-`` when undefined."""
     number = _number(value)
     return "-" if number is None else f"{number:.{digits}f}"
+
+
+def fmt_threshold(choice: Mapping[str, Any] | None) -> str:
+    """A sweep's chosen threshold (``ThresholdChoice.to_dict()``) as `autolabel tune --write`
+    writes it: the shortest decimal in its ``lowest``..``highest`` range; ``-`` when undefined."""
+    from sync.evaluate.tune import floor_threshold, pick_threshold
+
+    threshold = _number((choice or {}).get("threshold"))
+    if threshold is None:
+        return "-"
+    lowest, highest = (_number(choice.get(key)) for key in ("lowest", "highest"))
+    value = pick_threshold(threshold if lowest is None else lowest, threshold if highest is None else highest)
+    text = floor_threshold(value, 9)[1]
+    return f"{value:.3f}" if len(text.partition(".")[2]) <= 3 else text  # 0.400 lines up with the metrics
 
 
 def fmt_count(value: Any) -> str:
@@ -174,8 +189,8 @@ def _threshold_table(thresholds: Mapping[str, Any]) -> Table:
         fastest = entry.get("min_time") or {}
         table.add_row(
             Text(str(label)), fmt_metric(entry.get("floor")), fmt_metric(entry.get("current")),
-            fmt_metric(best.get("threshold")), fmt_metric(best.get("f1")),
-            fmt_metric(fastest.get("threshold")), fmt_duration(fastest.get("seconds")),
+            fmt_threshold(best), fmt_metric(best.get("f1")),
+            fmt_threshold(fastest), fmt_duration(fastest.get("seconds")),
         )
     return table
 

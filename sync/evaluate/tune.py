@@ -27,7 +27,7 @@ from typing import Any
 
 from serverless.ontology import Ontology, OntologyError, load_ontology
 
-__all__ = ["floor_threshold", "write_thresholds"]
+__all__ = ["floor_threshold", "pick_threshold", "write_thresholds"]
 
 
 def floor_threshold(value: float, decimals: int = 3) -> tuple[float, str]:
@@ -43,6 +43,24 @@ def floor_threshold(value: float, decimals: int = 3) -> tuple[float, str]:
     if "." not in text:
         text += ".0"
     return float(floored), text
+
+
+def pick_threshold(lowest: float, highest: float) -> float:
+    """The shortest decimal ``t`` with ``lowest <= t <= highest`` (compared as float32, as the
+    detectors compare scores), capped at 1.0: the number to write for a sweep's
+    `sync.evaluate.sweep.ThresholdChoice` range (``0.45``, not ``0.4499999881``; ``1.0`` for
+    "keep nothing" below a top score of 1). When nothing in 0..1 lies in the range (the range
+    starts above 1.0), 1.0, the nearest."""
+    import numpy as np
+
+    top = min(float(highest), 1.0)
+    if np.float32(top) < np.float32(lowest):
+        return 1.0
+    for places in range(10):
+        candidate, _ = floor_threshold(top, places)
+        if np.float32(candidate) >= np.float32(lowest):
+            return candidate
+    return top
 
 
 def _check_thresholds(thresholds: Mapping[str, float], ontology: Ontology, source: str) -> None:
