@@ -12,7 +12,7 @@ from typing import Any
 
 from sync.store import RunInfo
 
-__all__ = ["latest_runs_per_sample", "group_by_run"]
+__all__ = ["group_by_run", "latest_runs_per_sample"]
 
 
 def latest_runs_per_sample(

@@ -49,7 +49,9 @@ def default_pred(store: Any, dataset: str) -> Any:
     run = store.latest_run(dataset, "prelabel")
     if run is not None:
         return run
-    imports = [r for r in store.list_runs(dataset, kind="import") if r.finished and (r.params or {}).get("role") == "prediction"]
+    imports = [
+        r for r in store.list_runs(dataset, kind="import") if r.finished and (r.params or {}).get("role") == "prediction"
+    ]
     if imports:
         return imports[-1]
     raise EvalError(

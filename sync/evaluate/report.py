@@ -71,7 +71,8 @@ def evaluate_run(
     if masks and not data.has_masks:
         raise EvalError("mask metrics asked for, but the annotations carry no masks")
     boxes = evaluate_detections(data, iou=iou, iou_type="bbox")
-    mask_metrics = evaluate_detections(data, iou=iou, iou_type="segm") if (masks or (masks is None and data.has_masks)) else None
+    with_masks = masks if masks is not None else data.has_masks
+    mask_metrics = evaluate_detections(data, iou=iou, iou_type="segm") if with_masks else None
     sweeps = sweep_thresholds(boxes, seconds=seconds, floors=data.pred_thresholds)
     edits = edit_breakdown(data, match_iou=match_iou, tolerance_px=tolerance_px, seconds=seconds)
     return RunEvaluation(data=data, boxes=boxes, masks=mask_metrics, sweeps=sweeps, edits=edits)
