@@ -19,9 +19,8 @@ images folder and stores the labels as a run of kind ``"import"``:
 
 All or nothing: the whole file is read and checked (JSON, structure, every image file and its
 size, every annotation row) before anything is written; then samples are registered, the run
-is created, all its annotations are added in one transaction and the run is finished. The store
-cannot delete runs, so should that one transaction fail (a database error), the run is left
-open and empty: never finished, so nothing reads it as a result, and the error says so.
+is created with all its annotations and finished in one transaction (`Store.add_finished_run`),
+so a database error leaves no run at all (the samples, keyed by file, may stay registered).
 """
 
 from __future__ import annotations
@@ -273,13 +272,7 @@ def import_coco(store: Any, dataset: str, coco_file: Path, images_dir: Path, *, 
         raise StoreError(f"dataset {dataset!r} already has a run named {name!r}; runs are never overwritten")
     ds = store.get_or_create_dataset(dataset)
     sample_ids = store.add_samples(ds, [f.sample for f in checked.files])
-    run = store.create_run(ds, "import", name=name, provenance=Provenance(params=checked.params))
     rows = [replace(row, sample_id=sid) for sid, image_rows in zip(sample_ids, checked.rows) for row in image_rows]
-    try:
-        store.add_annotations(run, rows, cover=sample_ids)
-    except StoreError as err:
-        raise StoreError(
-            f"{err} (run {name!r} of dataset {dataset!r} was left open and empty, so it is never read as a result; "
-            "import again under another name)"
-        ) from err
-    return store.finish_run(run)
+    return store.add_finished_run(
+        ds, "import", rows, name=name, provenance=Provenance(params=checked.params), cover=sample_ids
+    )

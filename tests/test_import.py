@@ -319,18 +319,23 @@ def test_store_refusals_leave_no_new_run(store, boxes_coco):
     assert store.count_annotations(first) == 3
 
 
-def test_a_failed_write_never_leaves_a_finished_run(store, boxes_coco, monkeypatch):
+def test_a_failed_write_leaves_no_run(store, boxes_coco, tmp_path):
+    """A database error while the annotations go in (a trigger aborts the insert) rolls the
+    whole run back: no run, nothing read as a result, and the same name can be imported again."""
+    import sqlite3
+
     coco_file, images_dir, _ = boxes_coco
-
-    def broken(*args, **kwargs):
-        raise StoreError("store at x: disk I/O error")
-
-    monkeypatch.setattr(store, "add_annotations", broken)
-    with pytest.raises(StoreError, match="disk I/O error.*'gt'.*left open and empty"):
+    with sqlite3.connect(tmp_path / "store.db") as conn:
+        conn.execute("CREATE TRIGGER broken BEFORE INSERT ON annotations BEGIN SELECT RAISE(ABORT, 'disk full'); END")
+    with pytest.raises(StoreError, match="disk full"):
         import_coco(store, "site", coco_file, images_dir, name="gt", role="revision")
-    (run,) = store.list_runs("site")
-    assert not run.finished and store.covered_samples(run) == []
+    assert store.list_runs("site") == []
     assert latest_runs_per_sample(store, "site", ("import",)) == {}
+
+    with sqlite3.connect(tmp_path / "store.db") as conn:
+        conn.execute("DROP TRIGGER broken")
+    run = import_coco(store, "site", coco_file, images_dir, name="gt", role="revision")
+    assert run.finished and store.count_annotations(run) == 3
 
 
 # ---------------------------------------------------------------------------- the command

@@ -185,6 +185,40 @@ class Store(CvatLinks):
         `record_human_revision`, never here. Credentials in the provenance are refused or
         stripped (see `Provenance`).
         """
+        with self.session() as s:
+            return run_info(self._new_run(s, dataset, kind, name, provenance, parent))
+
+    def add_finished_run(
+        self,
+        dataset: DatasetInfo | str,
+        kind: str,
+        rows: Iterable[AnnotationIn],
+        *,
+        name: str | None = None,
+        provenance: Provenance | None = None,
+        cover: Iterable[int] = (),
+    ) -> RunInfo:
+        """`create_run`, `add_annotations` and `finish_run` in one transaction: afterwards the
+        run exists, finished, with all of ``rows``, or (on any `StoreError`) not at all."""
+        values = [row_values(row, f"rows[{i}]") for i, row in enumerate(rows)]
+        with self.session() as s:
+            row = self._new_run(s, dataset, kind, name, provenance, None)
+            count = self._insert_values(s, row, values, cover)
+            row.finished_at = utc_now()
+            s.flush()
+            log.info("run %r: added %d annotations, finished", row.name, count)
+            return run_info(row)
+
+    def _new_run(
+        self,
+        s: Session,
+        dataset: DatasetInfo | str,
+        kind: str,
+        name: str | None,
+        provenance: Provenance | None,
+        parent: RunInfo | int | None,
+    ) -> Run:
+        """The checked, flushed `Run` row of `create_run`, in the caller's transaction."""
         if kind not in ("prelabel", "import"):
             hint = "; human revisions are recorded with record_human_revision" if kind == "human" else ""
             raise StoreError(f"run kind must be 'prelabel' or 'import', got {kind!r}{hint}")
@@ -207,36 +241,35 @@ class Store(CvatLinks):
                 raise StoreError(f"provenance.params must be a mapping, got {type(prov.params).__name__}")
             params = json_value(check_no_secrets(prov.params, "provenance.params"), "provenance.params")
         model_id = None if prov.model_id is None else strip_credentials(str(prov.model_id))
-        with self.session() as s:
-            ds = self._dataset(s, dataset)
-            parent_id = None
-            if parent is not None:
-                parent_row = self._run(s, parent)
-                if parent_row.dataset_id != ds.id:
-                    raise StoreError(f"parent run {parent_row.name!r} belongs to another dataset than {ds.name!r}")
-                parent_id = parent_row.id
-            if name is None:
-                count = s.execute(select(func.count()).where(Run.dataset_id == ds.id, Run.kind == kind)).scalar_one()
-                name = self._unique_run_name(s, ds.id, f"{kind}-{count + 1}")
-            elif s.execute(select(Run.id).where(Run.dataset_id == ds.id, Run.name == name)).first():
-                raise StoreError(f"dataset {ds.name!r} already has a run named {name!r}; runs are never overwritten")
-            row = Run(
-                dataset_id=ds.id,
-                name=name,
-                kind=kind,
-                created_at=utc_now(),
-                parent_run_id=parent_id,
-                model_id=model_id,
-                model_revision=optional_text(prov.model_revision, "model_revision"),
-                ontology_yaml=optional_text(prov.ontology_yaml, "ontology_yaml", 10_000_000),
-                ontology_hash=optional_text(prov.ontology_hash, "ontology_hash", 128),
-                thresholds=thresholds,
-                params=params,
-            )
-            s.add(row)
-            s.flush()
-            log.info("created %s run %r in dataset %r", kind, name, ds.name)
-            return run_info(row)
+        ds = self._dataset(s, dataset)
+        parent_id = None
+        if parent is not None:
+            parent_row = self._run(s, parent)
+            if parent_row.dataset_id != ds.id:
+                raise StoreError(f"parent run {parent_row.name!r} belongs to another dataset than {ds.name!r}")
+            parent_id = parent_row.id
+        if name is None:
+            count = s.execute(select(func.count()).where(Run.dataset_id == ds.id, Run.kind == kind)).scalar_one()
+            name = self._unique_run_name(s, ds.id, f"{kind}-{count + 1}")
+        elif s.execute(select(Run.id).where(Run.dataset_id == ds.id, Run.name == name)).first():
+            raise StoreError(f"dataset {ds.name!r} already has a run named {name!r}; runs are never overwritten")
+        row = Run(
+            dataset_id=ds.id,
+            name=name,
+            kind=kind,
+            created_at=utc_now(),
+            parent_run_id=parent_id,
+            model_id=model_id,
+            model_revision=optional_text(prov.model_revision, "model_revision"),
+            ontology_yaml=optional_text(prov.ontology_yaml, "ontology_yaml", 10_000_000),
+            ontology_hash=optional_text(prov.ontology_hash, "ontology_hash", 128),
+            thresholds=thresholds,
+            params=params,
+        )
+        s.add(row)
+        s.flush()
+        log.info("created %s run %r in dataset %r", kind, name, ds.name)
+        return row
 
     def add_annotations(self, run: RunInfo | int, rows: Iterable[AnnotationIn], *, cover: Iterable[int] = ()) -> int:
         """Bulk-add annotation rows to an open run; returns how many were added.
