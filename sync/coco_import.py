@@ -16,6 +16,8 @@ images folder and stores the labels as a run of kind ``"import"``:
   empty ``segmentation`` as a ``rectangle``. ``iscrowd=1`` annotations get the attributes
   ``{"iscrowd": true}``.
 - Every COCO image is covered by the run (an image without annotations is an empty sample).
+- Only files inside the images folder are read: a ``file_name`` that resolves (``..``, an
+  absolute path, symlinks followed) to a path outside it is refused.
 
 All or nothing: the whole file is read and checked (JSON, structure, every image file and its
 size, every annotation row) before anything is written; then samples are registered, the run
@@ -97,18 +99,33 @@ def _read(coco_file: Path) -> dict[str, Any]:
         raise CocoImportError(f"{coco_file}: cannot read: {err.strerror or err}") from err
 
 
+def _inside(images_dir: Path, file_name: str, where: str) -> Path:
+    """The file ``file_name`` names, relative to ``images_dir`` (an absolute one as is), with
+    every symlink resolved; `CocoImportError` unless it lies inside ``images_dir`` (so
+    ``../x``, ``/etc/passwd`` and a symlink pointing out of the folder are all refused)."""
+    root = images_dir.resolve()
+    path = (images_dir / file_name).resolve()
+    if not path.is_relative_to(root):
+        raise CocoImportError(
+            f"{where}: {path} is outside the images folder {root}; only files inside it are read"
+        )
+    return path
+
+
 def _resolve_images(coco_file: Path, images_dir: Path, images: Sequence[Any]) -> list[_Image]:
-    """Each COCO image as a file under ``images_dir`` (an absolute ``file_name`` is used as
-    is), checked to exist, be an image and have the size the COCO file says."""
+    """Each COCO image as a file inside ``images_dir`` (`_inside`), checked to exist, be an
+    image and have the size the COCO file says."""
     from serverless.images import ImageError
 
     resolved: list[_Image] = []
     seen: dict[str, int] = {}
     for i, image in enumerate(images):
         where = f"{coco_file}: images[{i}] ({image.file_name!r})"
-        path = images_dir / image.file_name
-        if not image.file_name or not path.is_file():
-            raise CocoImportError(f"{where}: no such image file {path}")
+        if not image.file_name:
+            raise CocoImportError(f"{where}: no such image file (the file_name is empty)")
+        path = _inside(images_dir, image.file_name, where)
+        if not path.is_file():
+            raise CocoImportError(f"{where}: no such image file {images_dir / image.file_name}")
         uri = sample_uri(path)
         if uri in seen:
             raise CocoImportError(f"{where}: the same file as images[{seen[uri]}] ({uri})")
@@ -155,7 +172,8 @@ def _segmented_detections(coco_file: Path, data: dict[str, Any], image_index: in
 
 
 def _is_empty_segmentation(seg: Any) -> bool:
-    return seg is None or seg == [] or seg == [[]]
+    """No segmentation (a plain box); ``[[]]`` is not empty but a malformed polygon list."""
+    return seg is None or seg == []
 
 
 def _shape_type(segmentation: Any) -> str:
@@ -254,8 +272,9 @@ def import_coco(store: Any, dataset: str, coco_file: Path, images_dir: Path, *, 
 
     ``role`` is ``"prediction"`` (scores kept, if the file has any) or ``"revision"`` (human
     truth, scores dropped). ``images_dir`` is the folder the COCO ``file_name`` entries are
-    relative to (an absolute ``file_name``, as `autolabel export --format coco` writes, is used
-    as is). Raises `CocoImportError` for a bad file or image (nothing is written then) and
+    relative to (``sub/a.jpg`` is ``images_dir/sub/a.jpg``; an absolute ``file_name``, as
+    `autolabel export --format coco` writes, is used as is); every file must resolve, symlinks
+    followed, to a path inside ``images_dir``. Raises `CocoImportError` for a bad file or image (nothing is written then) and
     `sync.store.StoreError` when the store refuses (e.g. ``name`` is taken, or a file is already
     stored with another content hash or size; nothing is written then either).
     """

@@ -12,6 +12,11 @@ Conventions:
   so boxes-only files are for ``bbox`` evaluation only).
 - Masks read from COCO are rasterized with pycocotools; a box-only annotation in an image
   that has masks becomes the pixels whose centre lies inside its box.
+- Values read are checked to fit what they become: ids are 64-bit integers, image sizes
+  32-bit, coordinates (``bbox`` corners, polygon vertices) finite and within
+  ±`MAX_COORDINATE` pixels (float32 holds every whole pixel up to there), scores in 0..1.
+  A polygon has an even number (at least 6) of coordinates; ``segmentation: [[]]`` is refused
+  (``[]`` or no ``segmentation`` means a plain box).
 """
 
 from __future__ import annotations
@@ -19,7 +24,8 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
+import reprlib
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +36,22 @@ from pycocotools import mask as mask_util
 
 from serverless.detections import Detections
 
-__all__ = ["CocoFormatError", "CocoImage", "from_coco", "read_coco", "to_coco", "write_coco"]
+__all__ = ["MAX_COORDINATE", "CocoFormatError", "CocoImage", "from_coco", "read_coco", "to_coco", "write_coco"]
+
+MAX_COORDINATE = float(2**24)
+"""The largest pixel coordinate (absolute value) read from COCO: float32, the stored type,
+holds every whole pixel up to 2**24 = 16,777,216 exactly."""
+
+_INT64 = (-(2**63), 2**63 - 1)
+_INT32_MAX = 2**31 - 1
+_MAX_INT_DIGITS = 100
+"""Integers longer than this in a COCO file are refused while it is parsed."""
+
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = _SHORT.maxother = 80
+_SHORT.maxlong = 40
+_SHORT.maxlevel = 3
+
 
 
 class CocoFormatError(ValueError):
@@ -168,6 +189,24 @@ def to_coco(
 
 
 # ----------------------------------------------------------------------------- import
+def _shown(value: Any) -> str:
+    """``repr`` of a value read from a file, cut short (long lists, strings and integers, deep
+    nesting) so that an error message stays one readable line."""
+    return _SHORT.repr(value)
+
+
+def _finite(value: Any) -> float | None:
+    """``value`` as a finite float, or None when it is not a number (bools are not) or does not
+    fit a finite float (NaN, infinity, an integer beyond float range)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
 class _Checker:
     """Builds `CocoFormatError` messages ``SOURCE: PATH: what was expected, got what``."""
 
@@ -187,29 +226,34 @@ class _Checker:
             raise self.fail(path, f"expected a list, got {type(value).__name__}")
         return value
 
-    def as_int(self, value: Any, path: str, *, positive: bool = False) -> int:
+    def as_int(self, value: Any, path: str, *, positive: bool = False, maximum: int = _INT64[1]) -> int:
+        """An integer in ``1..maximum`` (``positive``) or in the 64-bit range up to ``maximum``."""
         if isinstance(value, bool) or not isinstance(value, int):
-            raise self.fail(path, f"expected an integer, got {value!r}")
+            raise self.fail(path, f"expected an integer, got {_shown(value)}")
         if positive and value <= 0:
-            raise self.fail(path, f"expected a positive integer, got {value!r}")
+            raise self.fail(path, f"expected a positive integer, got {_shown(value)}")
+        if not _INT64[0] <= value <= maximum:
+            raise self.fail(path, f"expected an integer from {1 if positive else _INT64[0]} to {maximum}, got {_shown(value)}")
         return value
 
     def as_number(self, value: Any, path: str) -> float:
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, (int, float))
-            or not math.isfinite(value)
-        ):
-            raise self.fail(path, f"expected a finite number, got {value!r}")
-        return float(value)
+        number = _finite(value)
+        if number is None:
+            raise self.fail(path, f"expected a finite number, got {_shown(value)}")
+        return number
 
     def as_numbers(self, value: Any, path: str, what: str) -> list[float]:
-        if not isinstance(value, list) or not all(
-            not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
-            for v in value
-        ):
-            raise self.fail(path, f"expected {what}, got {value!r}")
-        return [float(v) for v in value]
+        numbers = [_finite(v) for v in value] if isinstance(value, list) else [None]
+        if any(number is None for number in numbers):
+            raise self.fail(path, f"expected {what}, got {_shown(value)}")
+        return numbers  # type: ignore[return-value]  (no None left)
+
+    def as_coordinates(self, numbers: list[float], path: str, raw: Any) -> None:
+        """Refuse pixel coordinates beyond ±`MAX_COORDINATE` (naming the field and its value)."""
+        if any(abs(v) > MAX_COORDINATE for v in numbers):
+            raise self.fail(
+                path, f"expected pixel coordinates within ±{MAX_COORDINATE:.0f}, got {_shown(raw)}"
+            )
 
 
 def _rle_counts_from_string(counts: str) -> list[int] | None:
@@ -252,7 +296,7 @@ def _decode_segmentation(
     Run lengths are decoded here rather than by ``pycocotools.mask.decode``, which writes
     past its buffer on malformed counts.
     """
-    if seg is None or seg == [] or seg == [[]]:
+    if seg is None or seg == []:
         return None, None
     if isinstance(seg, list):
         polygons = []
@@ -261,8 +305,9 @@ def _decode_segmentation(
             if len(flat) % 2 or len(flat) < 6:
                 raise check.fail(
                     f"{path}[{j}]",
-                    f"expected an even number >= 6 of coordinates, got {len(flat)}",
+                    f"expected an even number >= 6 of coordinates (3 or more x, y points), got {len(flat)}",
                 )
+            check.as_coordinates(flat, f"{path}[{j}]", poly)
             polygons.append(flat)
         rle = mask_util.merge(mask_util.frPyObjects(polygons, height, width))
         runs = _rle_counts_from_string(rle["counts"].decode("ascii"))
@@ -271,7 +316,7 @@ def _decode_segmentation(
     if isinstance(seg, dict):
         size = seg.get("size")
         if size != [height, width]:
-            raise check.fail(f"{path}.size", f"expected [{height}, {width}], got {size!r}")
+            raise check.fail(f"{path}.size", f"expected [{height}, {width}], got {_shown(size)}")
         counts = seg.get("counts")
         if isinstance(counts, str):
             runs = _rle_counts_from_string(counts)
@@ -283,7 +328,7 @@ def _decode_segmentation(
             runs = counts
         else:
             raise check.fail(
-                f"{path}.counts", f"expected a string or a list of integers, got {counts!r}"
+                f"{path}.counts", f"expected a string or a list of integers, got {_shown(counts)}"
             )
         if any(r < 0 for r in runs) or sum(runs) != height * width:
             raise check.fail(
@@ -327,9 +372,9 @@ def from_coco(
             raise check.fail(f"{path}.id", f"duplicate image id {image_id}")
         file_name = entry.get("file_name")
         if not isinstance(file_name, str):
-            raise check.fail(f"{path}.file_name", f"expected a string, got {file_name!r}")
-        width = check.as_int(entry.get("width"), f"{path}.width", positive=True)
-        height = check.as_int(entry.get("height"), f"{path}.height", positive=True)
+            raise check.fail(f"{path}.file_name", f"expected a string, got {_shown(file_name)}")
+        width = check.as_int(entry.get("width"), f"{path}.width", positive=True, maximum=_INT32_MAX)
+        height = check.as_int(entry.get("height"), f"{path}.height", positive=True, maximum=_INT32_MAX)
         image_index[image_id] = len(images)
         images.append(CocoImage(id=image_id, file_name=file_name, width=width, height=height))
 
@@ -342,9 +387,9 @@ def from_coco(
             raise check.fail(f"{path}.id", f"duplicate category id {category_id}")
         name = entry.get("name")
         if not isinstance(name, str):
-            raise check.fail(f"{path}.name", f"expected a string, got {name!r}")
+            raise check.fail(f"{path}.name", f"expected a string, got {_shown(name)}")
         if name in category_names.values():
-            raise check.fail(f"{path}.name", f"duplicate category name {name!r}")
+            raise check.fail(f"{path}.name", f"duplicate category name {_shown(name)}")
         category_names[category_id] = name
     sorted_ids = sorted(category_names)
     categories = [category_names[c] for c in sorted_ids]
@@ -370,22 +415,23 @@ def from_coco(
             raise check.fail(f"{path}.category_id", f"unknown category id {category_id}")
         bbox = ann.get("bbox")
         if not isinstance(bbox, list) or len(bbox) != 4:
-            raise check.fail(f"{path}.bbox", f"expected 4 numbers, got {bbox!r}")
+            raise check.fail(f"{path}.bbox", f"expected 4 numbers, got {_shown(bbox)}")
         x, y, w, h = check.as_numbers(bbox, f"{path}.bbox", "4 numbers")
         if w < 0 or h < 0:
             raise check.fail(
-                f"{path}.bbox", f"expected a non-negative width and height, got {bbox!r}"
+                f"{path}.bbox", f"expected a non-negative width and height, got {_shown(bbox)}"
             )
+        check.as_coordinates([x, y, x + w, y + h], f"{path}.bbox", bbox)
         score = 1.0
         if ann.get("score") is not None:
             score = check.as_number(ann["score"], f"{path}.score")
             if not 0.0 <= score <= 1.0:
                 raise check.fail(
-                    f"{path}.score", f"expected a number in 0..1, got {ann['score']!r}"
+                    f"{path}.score", f"expected a number in 0..1, got {_shown(ann['score'])}"
                 )
         iscrowd = ann.get("iscrowd", 0)
         if type(iscrowd) is not int or iscrowd not in (0, 1):
-            raise check.fail(f"{path}.iscrowd", f"expected 0 or 1, got {iscrowd!r}")
+            raise check.fail(f"{path}.iscrowd", f"expected 0 or 1, got {_shown(iscrowd)}")
         image = images[image_index[image_id]]
         mask, rings = _decode_segmentation(
             ann.get("segmentation"), f"{path}.segmentation", check, image.height, image.width
@@ -442,36 +488,65 @@ def _image_detections(rows: list[dict[str, Any]], image: CocoImage) -> Detection
 def write_coco(path: str | os.PathLike, data: dict[str, Any]) -> None:
     """Write a COCO dict as compact UTF-8 JSON, atomically (temporary file + rename).
 
-    NaN and infinity are refused (ValueError), since they are not JSON.
+    The file gets the mode a plain ``open(path, "w")`` would give it: an existing file's mode,
+    else ``0o666`` less the umask (the temporary file is created by ``open(..., "x")``, not
+    ``tempfile.mkstemp``, whose files are ``0o600``). NaN and infinity are refused
+    (ValueError), since they are not JSON.
     """
     path = Path(path)
     text = json.dumps(data, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+        with open(tmp, "x", encoding="utf-8") as f:
             f.write(text)
+        if path.exists():
+            os.chmod(tmp, path.stat().st_mode & 0o7777)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+class _LongInteger(ValueError):
+    def __init__(self, digits: int) -> None:
+        super().__init__(digits)
+        self.digits = digits
+
+
+def _json_int(text: str) -> int:
+    """``parse_int`` of `read_coco`: refuses integers of more than ``_MAX_INT_DIGITS`` digits
+    (Python refuses over 4300 with a message about its own settings)."""
+    if len(text.lstrip("-")) > _MAX_INT_DIGITS:
+        raise _LongInteger(len(text.lstrip("-")))
+    return int(text)
 
 
 def read_coco(path: str | os.PathLike) -> dict[str, Any]:
     """Read a COCO JSON file into a dict (validate it with ``from_coco(data, source=path)``).
 
-    Raises `CocoFormatError` ``FILE: invalid JSON at line L column C: ...`` for bad JSON or
-    ``FILE: expected a JSON object at top level`` for other JSON values.
+    Raises `CocoFormatError` ``FILE: invalid JSON at line L column C: ...`` for bad JSON,
+    ``FILE: invalid JSON: ...`` for JSON nested too deeply to read or holding an integer of
+    more than 100 digits, and ``FILE: expected a JSON object at top level`` for other JSON
+    values.
     """
     path = Path(path)
     raw = path.read_bytes()
     try:
-        data = json.loads(raw.decode("utf-8-sig"))
+        data = json.loads(raw.decode("utf-8-sig"), parse_int=_json_int)
     except UnicodeDecodeError as err:
         raise CocoFormatError(f"{path}: not UTF-8 text at byte {err.start}") from err
     except json.JSONDecodeError as err:
         raise CocoFormatError(
             f"{path}: invalid JSON at line {err.lineno} column {err.colno}: {err.msg}"
         ) from err
+    except _LongInteger as err:
+        raise CocoFormatError(
+            f"{path}: invalid JSON: an integer of {err.digits} digits (at most {_MAX_INT_DIGITS} are read)"
+        ) from None
+    except RecursionError:
+        raise CocoFormatError(
+            f"{path}: invalid JSON: arrays or objects nested too deeply to read (a COCO file nests a few levels)"
+        ) from None
     if not isinstance(data, dict):
         raise CocoFormatError(
             f"{path}: expected a JSON object at top level, got {type(data).__name__}"

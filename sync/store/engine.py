@@ -25,11 +25,12 @@ Passwords never appear in messages, logs or ``repr``: URLs are shown with
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from pathlib import Path
 
-from sqlalchemy import URL, Engine, create_engine, event, insert, inspect, make_url
+from sqlalchemy import URL, Connection, Engine, create_engine, event, insert, inspect, make_url, text
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
 from sync.store.api import Store
@@ -141,41 +142,86 @@ def _make_engine(url: URL) -> Engine:
         ) from None
 
 
+def _found_version(conn: Connection, shown: str) -> int | None:
+    """The store's schema version, or None when the database has no store yet.
+
+    `StoreError` when the database has tables named like the store's but no version stamp.
+    """
+    tables = set(inspect(conn).get_table_names())
+    if StoreMeta.__tablename__ in tables:
+        return read_version(conn, shown)
+    present = sorted(tables & set(Base.metadata.tables))
+    if present:
+        raise StoreError(
+            f"the database at {shown} has tables named like the store's ({', '.join(present)}) "
+            "but no schema version: it is not an autolabel store, or it is damaged"
+        )
+    return None
+
+
+def _check_version(version: int | None, shown: str, *, create: bool, upgrade: bool) -> bool:
+    """Whether the store needs writing (creating or upgrading); `StoreError` when it may not be."""
+    if version is None:
+        if not create:
+            raise StoreError(f"there is no store at {shown}")
+        return True
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"the store at {shown} has schema version {version}, newer than the {SCHEMA_VERSION} "
+            "this autolabel reads: upgrade autolabel"
+        )
+    if version < SCHEMA_VERSION and not upgrade:
+        raise StoreError(
+            f"the store at {shown} has schema version {version}; this autolabel needs "
+            f"{SCHEMA_VERSION}: upgrade it with `autolabel store migrate` "
+            "(sync.store.open_store(..., upgrade=True)) after a backup"
+        )
+    return version < SCHEMA_VERSION
+
+
+def _lock_schema(conn: Connection) -> None:
+    """Begin the connection's transaction holding the store's schema lock, so that one
+    process at a time creates or upgrades the schema (the others wait, then find it done).
+
+    SQLite: ``BEGIN IMMEDIATE`` (the database's write lock; waits up to the busy timeout).
+    PostgreSQL: a transaction-scoped advisory lock keyed by the current schema, released at
+    commit or rollback.
+    """
+    if conn.dialect.name == "sqlite":
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        return
+    schema = conn.execute(text("SELECT current_schema()")).scalar() or ""
+    digest = hashlib.sha256(f"autolabel-store-schema:{schema}".encode()).digest()
+    conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": int.from_bytes(digest[:8], "big", signed=True)})
+
+
 def _prepare(engine: Engine, url: URL, *, create: bool, upgrade: bool) -> int:
-    """Create or check the schema; returns the schema version found (0 for a new store)."""
+    """Create or check the schema; returns the schema version found (0 for a new store).
+
+    A current store is only read. Creating or upgrading happens under `_lock_schema`, after
+    looking again: of several processes opening a new store at once, one creates it and the
+    others find it made.
+    """
     shown = _display(url)
-    with engine.begin() as conn:
-        tables = set(inspect(conn).get_table_names())
-        ours = set(Base.metadata.tables)
-        if StoreMeta.__tablename__ not in tables:
-            present = sorted(tables & ours)
-            if present:
-                raise StoreError(
-                    f"the database at {shown} has tables named like the store's ({', '.join(present)}) "
-                    "but no schema version: it is not an autolabel store, or it is damaged"
-                )
-            if not create:
-                raise StoreError(f"there is no store at {shown}")
+    with engine.connect() as conn:
+        version = _found_version(conn, shown)
+    if not _check_version(version, shown, create=create, upgrade=upgrade):
+        return version or 0
+    with engine.connect() as conn:
+        _lock_schema(conn)
+        version = _found_version(conn, shown)
+        if not _check_version(version, shown, create=create, upgrade=upgrade):
+            conn.rollback()
+        elif version is None:
             Base.metadata.create_all(conn)
             conn.execute(insert(StoreMeta), [{"key": VERSION_KEY, "value": str(SCHEMA_VERSION)}])
+            conn.commit()
             log.info("created a store at %s (schema version %d)", shown, SCHEMA_VERSION)
-            return 0
-        version = read_version(conn, shown)
-        if version > SCHEMA_VERSION:
-            raise StoreError(
-                f"the store at {shown} has schema version {version}, newer than the {SCHEMA_VERSION} "
-                "this autolabel reads: upgrade autolabel"
-            )
-        if version < SCHEMA_VERSION:
-            if not upgrade:
-                raise StoreError(
-                    f"the store at {shown} has schema version {version}; this autolabel needs "
-                    f"{SCHEMA_VERSION}: upgrade it with `autolabel store migrate` "
-                    "(sync.store.open_store(..., upgrade=True)) after a backup"
-                )
-            upgrade_schema(conn, version, shown)
+        else:
+            upgrade_schema(conn, version, shown, target=SCHEMA_VERSION)
+            conn.commit()
             log.info("upgraded the store at %s from schema version %d to %d", shown, version, SCHEMA_VERSION)
-        return version
+    return version or 0
 
 
 def open_store(
