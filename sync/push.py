@@ -24,7 +24,7 @@ from cvat_bridge.jobs import assign_jobs, list_jobs, plan_assignments, user_ids
 from cvat_bridge.tasks import SCORE_ATTRIBUTE, LabelInfo, Resources, ensure_task, labels_spec, task_labels
 from sync.pull import store_job
 
-__all__ = ["PushResult", "job_state", "push_run", "resources_for", "shapes_for_frame"]
+__all__ = ["PushResult", "job_state", "push_run", "pushed_geometry", "resources_for", "shapes_for_frame"]
 
 log = logging.getLogger(__name__)
 
@@ -77,52 +77,40 @@ def shapes_for_frame(
 ) -> tuple[list[dict[str, Any]], list[int]]:
     """CVAT shapes (JSON dicts) for one frame's detections, and the store annotation id of each.
 
-    The label's type decides the shape: ``rectangle`` boxes, ``mask`` masks (CVAT RLE),
-    ``polygon`` polygons from the masks; detections without masks become rectangles, and
-    mask or polygon detections whose mask is empty are left out (no shape to show). The
-    score goes into the ``score`` field where the SDK has one (no recorded server keeps it)
-    and into the ``score`` attribute where the label has that attribute.
+    The label's type decides the shape (`serverless.convert.cvat_shapes.delivered_shape_dicts`):
+    ``rectangle`` boxes, ``mask`` masks (CVAT RLE), ``polygon`` polygons from the masks;
+    detections without masks become rectangles, and mask or polygon detections whose mask is
+    empty are left out (no shape to show). The score goes into the ``score`` field where the
+    SDK has one (no recorded server keeps it) and into the ``score`` attribute where the label
+    has that attribute.
     """
-    from serverless.convert.cvat_shapes import to_cvat_shape_dicts
+    from serverless.convert.cvat_shapes import delivered_shape_dicts
 
     names = det.labels.tolist()
     unknown = sorted(set(names) - set(labels))
     if unknown:
         raise CvatError(f"labels {unknown} are not labels of the CVAT task")
-    type_of = {label.name: label.type for label in ontology.labels}
-    kinds = [type_of.get(name, "rectangle") if det.masks is not None else "rectangle" for name in names]
-    label_ids = {name: info.id for name, info in labels.items()}
-    shapes: list[dict[str, Any]] = []
-    annotation_ids: list[int] = []
-    for kind in dict.fromkeys(kinds):
-        group = det if len(set(kinds)) == 1 else det[[k == kind for k in kinds]]
-        if kind == "rectangle":
-            if group.masks is not None:
-                group = group.with_columns(masks=None, polygons=None)
-        else:
-            group = group[group.masks.reshape(len(group), -1).any(axis=1)]
-        by_label: dict[str, list[int]] = {}
-        for index, name in enumerate(group.labels.tolist()):
-            by_label.setdefault(name, []).append(index)
-        attribute_ids = {labels[name].attributes.get(SCORE_ATTRIBUTE) for name in by_label}
-        if len(attribute_ids) > 1:  # labels differ in having the score attribute: one call per label
-            parts = [(group[idx], labels[name].attributes.get(SCORE_ATTRIBUTE)) for name, idx in by_label.items()]
-        else:
-            parts = [(group, attribute_ids.pop() if attribute_ids else None)]
-        for part, spec_id in parts:
-            made = to_cvat_shape_dicts(
-                part,
-                label_ids,
-                frame=frame,
-                as_polygons=kind == "polygon",
-                score_spec_id=spec_id,
-                score_field=score_field,
-            )
-            if len(made) != len(part):
-                raise CvatError(f"frame {frame}: {len(part) - len(made)} {kind} detections have no usable shape")
-            shapes.extend(made)
-            annotation_ids.extend(int(i) for i in part.data["annotation_id"])
-    return shapes, annotation_ids
+    try:
+        shapes, origin = delivered_shape_dicts(
+            det,
+            {label.name: label.type for label in ontology.labels},
+            {name: info.id for name, info in labels.items()},
+            frame=frame,
+            score_spec_ids={name: info.attributes.get(SCORE_ATTRIBUTE) for name, info in labels.items()},
+            score_field=score_field,
+        )
+    except ValueError as err:
+        raise CvatError(str(err)) from None
+    annotation_ids = det.data["annotation_id"]
+    return shapes, [int(annotation_ids[i]) for i in origin]
+
+
+def pushed_geometry(
+    annotation_ids: Sequence[int], shapes: Sequence[Mapping[str, Any]]
+) -> dict[int, tuple[str, list[float]]]:
+    """``{annotation id: (CVAT shape type, points)}``: what a push sent for each pre-label,
+    recorded so that evaluation compares the annotators' shapes with what they were shown."""
+    return {int(a): (str(s["type"]), [float(v) for v in s["points"]]) for a, s in zip(annotation_ids, shapes)}
 
 
 def job_state(
@@ -233,6 +221,7 @@ def push_run(
 
     score_field = "score" in models.LabeledShapeRequest.attribute_map
     labels = task_labels(client, task)
+    store.record_task_labels(link, {info.id: (name, info.type) for name, info in labels.items()})
     pushed = store.pushed_shapes(link)  # shape id → annotation id
     jobs = list_jobs(client, task_id=task.id)
     total_shapes = requests = 0
@@ -267,7 +256,9 @@ def push_run(
         ids, sent = upload_job_shapes(client, job.id, shapes, max_request_bytes=max_request_bytes)
         requests += sent
         total_shapes += len(ids)
-        store.record_pushed_shapes(link, dict(zip(annotation_ids, ids)), job_id=job.id)
+        store.record_pushed_shapes(
+            link, dict(zip(annotation_ids, ids)), job_id=job.id, geometry=pushed_geometry(annotation_ids, shapes)
+        )
         report(f"job {job.id}: {len(ids)} shapes in {sent} request(s)")
 
     applied: dict[int, str] = {}

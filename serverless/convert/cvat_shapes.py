@@ -33,6 +33,8 @@ except ImportError:  # cvat-sdk 2.17
 __all__ = [
     "SUPPORTED_SHAPE_TYPES",
     "decode_mask",
+    "delivered_shape_dicts",
+    "delivered_types",
     "encode_mask",
     "from_cvat_shapes",
     "to_cvat_shape_dicts",
@@ -171,6 +173,67 @@ def to_cvat_shape_dicts(
             shape["score"] = score
         shapes.append(shape)
     return shapes
+
+
+def delivered_types(det: Detections, label_types: Mapping[str, str]) -> list[str]:
+    """The CVAT shape type each detection is delivered as (the one rule for it): the type of
+    its label (``rectangle``, ``polygon`` or ``mask``; labels missing from ``label_types``
+    count as rectangles) when the detection has a mask, else ``rectangle``."""
+    if det.masks is None:
+        return ["rectangle"] * len(det)
+    kinds = [str(label_types.get(str(name), "rectangle")) for name in det.labels.tolist()]
+    bad = sorted(set(kinds) - SUPPORTED_SHAPE_TYPES)
+    if bad:
+        raise ValueError(f"label types must be rectangle, polygon or mask, got {bad}")
+    return kinds
+
+
+def delivered_shape_dicts(
+    det: Detections,
+    label_types: Mapping[str, str],
+    label_ids: Mapping[str, int],
+    *,
+    frame: int,
+    score_spec_ids: Mapping[str, int | None] | None = None,
+    score_field: bool | None = None,
+) -> tuple[list[dict[str, Any]], list[int]]:
+    """One frame's detections as CVAT holds them once pushed, and for each shape the index of
+    its detection in ``det``.
+
+    The shape follows `delivered_types`: rectangles are the boxes; polygon labels get the
+    largest ring of their mask (a mask without a ring stays a mask); mask labels get CVAT RLE
+    over the mask's tight box. Detections whose mask is empty have nothing to show and are
+    left out. ``score_spec_ids`` gives, per label, the id of its ``score`` attribute (labels
+    without one are left out of it); see `to_cvat_shape_dicts` for ``score_field``.
+    """
+    kinds = delivered_types(det, label_types)
+    spec_ids = dict(score_spec_ids or {})
+    keep = np.ones(len(det), dtype=bool)
+    if det.masks is not None and len(det):
+        keep = np.array([kind == "rectangle" for kind in kinds]) | det.masks.reshape(len(det), -1).any(axis=1)
+    groups: dict[tuple[str, int | None], list[int]] = {}
+    for index, (kind, name) in enumerate(zip(kinds, det.labels.tolist())):
+        if keep[index]:
+            groups.setdefault((kind, spec_ids.get(str(name))), []).append(index)
+    shapes: list[dict[str, Any]] = []
+    origin: list[int] = []
+    for (kind, spec_id), indices in groups.items():
+        part = det[np.asarray(indices, dtype=np.int64)]
+        if kind == "rectangle" and part.masks is not None:
+            part = part.with_columns(masks=None, polygons=None)
+        made = to_cvat_shape_dicts(
+            part,
+            label_ids,
+            frame=frame,
+            as_polygons=kind == "polygon",
+            score_spec_id=spec_id,
+            score_field=score_field,
+        )
+        if len(made) != len(indices):  # cannot happen: empty masks were left out above
+            raise ValueError(f"frame {frame}: {len(indices) - len(made)} {kind} detections have no usable shape")
+        shapes.extend(made)
+        origin.extend(indices)
+    return shapes, origin
 
 
 def to_cvat_shapes(

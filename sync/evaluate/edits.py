@@ -11,7 +11,7 @@ Matching, per sample:
 
 Crowd truth (``iscrowd``) is never matched and never counted as added. A matched pair is
 *accepted* when the label is the same and the geometry did not move (every box coordinate
-within ``tolerance_px``; with masks, mask IoU >= 0.99 as well), *adjusted* when the label is
+within ``tolerance_px``; with masks, mask IoU >= 0.99 as well, unless both are rectangles), *adjusted* when the label is
 the same and the geometry moved, *relabeled* when the label changed (moved or not). An
 unmatched pred was *deleted*; an unmatched non-crowd truth was *added*.
 
@@ -237,8 +237,11 @@ def edit_breakdown(
         box_same = np.zeros(matched.shape, bool)
     action = np.full(match_t.shape, _DELETED, np.int64)
     action[matched & ~same_label] = _RELABELED
-    action[same_label & ~(box_same & pair_mask_same)] = _ADJUSTED
-    action[same_label & box_same & pair_mask_same] = _ACCEPTED
+    # Two rectangles are the same shape when their boxes are; their masks are only rasterized boxes.
+    both_boxes = matched & flat.p_box & (flat.t_box[safe_t] if flat.t_box.size else False)
+    unchanged = box_same & (pair_mask_same | both_boxes)
+    action[same_label & ~unchanged] = _ADJUSTED
+    action[same_label & unchanged] = _ACCEPTED
 
     truth_matched = np.zeros(len(flat.t_cls), bool)
     truth_matched[match_t[matched]] = True
@@ -312,6 +315,7 @@ class _Flat:
     p_xyxy: np.ndarray
     p_cls: np.ndarray
     p_id: np.ndarray
+    p_box: np.ndarray
     t_counts: np.ndarray
     t_offsets: np.ndarray
     t_sample: np.ndarray
@@ -319,6 +323,7 @@ class _Flat:
     t_cls: np.ndarray
     t_pre: np.ndarray
     t_crowd: np.ndarray
+    t_box: np.ndarray
 
     @classmethod
     def gather(cls, data: EvalData) -> _Flat:
@@ -337,6 +342,7 @@ class _Flat:
             p_xyxy=_concat([d.xyxy for d in data.pred], np.float64, (0, 4)),
             p_cls=_concat([d.class_ids for d in data.pred], np.int64, (0,)),
             p_id=_concat(p_ids, np.int64, (0,)),
+            p_box=_concat([_box_only(d) for d in data.pred], bool, (0,)),
             t_counts=t_counts,
             t_offsets=t_offsets,
             t_sample=t_sample,
@@ -344,6 +350,7 @@ class _Flat:
             t_cls=_concat([d.class_ids for d in data.truth], np.int64, (0,)),
             t_pre=_concat(t_pre, np.int64, (0,)),
             t_crowd=_concat(t_crowd, bool, (0,)),
+            t_box=_concat([_box_only(d) for d in data.truth], bool, (0,)),
         )
 
 
@@ -367,6 +374,14 @@ def _int_column(det: Detections, name: str, side: str, sample_id: object) -> np.
     if column.size and column.dtype.kind not in "iu":
         raise EvalError(f"{side} of sample {int(sample_id)}: data[{name!r}] must hold integers, got {column.dtype}")
     return column.reshape(-1)
+
+
+def _box_only(det: Detections) -> np.ndarray:
+    """True where the annotation is a rectangle (``shape_type`` column; unknown → False)."""
+    kinds = det.data.get("shape_type")
+    if kinds is None:
+        return np.zeros(len(det), bool)
+    return np.asarray(kinds).reshape(-1) == "rectangle"
 
 
 def _crowd_column(det: Detections, sample_id: object) -> np.ndarray:

@@ -24,6 +24,7 @@ import numpy as np
 from serverless.detections import Detections
 from sync.crowd import crowd_column
 from sync.evaluate.data import EvalData, EvalError
+from sync.evaluate.delivered import delivered_predictions
 from sync.views import group_by_run, latest_runs_per_sample
 
 __all__ = ["Selection", "choose_runs", "default_pred", "load_eval", "run_thresholds", "wants_masks"]
@@ -165,6 +166,12 @@ def _filled_masks(det: Detections, width: int, height: int) -> Detections:
     return det.with_columns(masks=masks)
 
 
+def _left_out_note(count: int) -> tuple[str, ...]:
+    if not count:
+        return ()
+    return (f"{count} pre-labels with an empty mask had no shape to show in CVAT and are left out",)
+
+
 def wants_masks(store: Any, selection: Selection) -> bool:
     """True when mask metrics make sense: some pre-label and some truth shape is a mask or
     polygon (boxes on the other side are rasterized)."""
@@ -185,14 +192,17 @@ def load_eval(store: Any, selection: Selection, *, masks: bool = False) -> list[
     """One `EvalData` per pred run of ``selection``, all on the same samples and labels.
 
     Labels: those of the first run's ontology in their order, then any other label found on
-    either side (sorted). With ``masks``, every annotation gets a full-frame mask."""
+    either side (sorted). With ``masks``, every annotation gets a full-frame mask. Pre-labels
+    are compared in the shape the annotators were shown (`sync.evaluate.delivered`)."""
     ids = list(selection.sample_ids)
     samples = store.samples(selection.dataset, ids=ids)
     by_id = {s.id: s for s in samples}
     truth_parts: dict[int, Detections] = {}
     for run, run_ids in group_by_run(dict(selection.truth)):
         truth_parts.update(store.annotations_of(run, sample_ids=run_ids, masks=masks))
-    pred_parts = [store.annotations_of(run, sample_ids=ids, masks=masks) for run in selection.preds]
+    sizes_of = {i: (by_id[i].width, by_id[i].height) for i in ids}
+    shown = [delivered_predictions(store, run, ids, selection.truth, sizes_of, masks=masks) for run in selection.preds]
+    pred_parts = [part.detections for part in shown]
     labels = _ontology_labels(selection.preds[0])
     seen = set(labels)
     extra = set()
@@ -211,7 +221,7 @@ def load_eval(store: Any, selection: Selection, *, masks: bool = False) -> list[
     uris = tuple(by_id[i].uri for i in ids)
     truth = tuple(_with_crowd(indexed(truth_parts[i], by_id[i])) for i in ids)
     result = []
-    for run, part in zip(selection.preds, pred_parts):
+    for run, part in zip(selection.preds, shown):
         result.append(
             EvalData(
                 labels=tuple(labels),
@@ -219,11 +229,11 @@ def load_eval(store: Any, selection: Selection, *, masks: bool = False) -> list[
                 uris=uris,
                 sizes=sizes,
                 truth=truth,
-                pred=tuple(indexed(part[i], by_id[i]) for i in ids),
+                pred=tuple(indexed(part.detections[i], by_id[i]) for i in ids),
                 truth_name=selection.truth_description,
                 pred_name=run.name,
                 pred_thresholds=run_thresholds(run, labels),
-                notes=selection.notes,
+                notes=selection.notes + _left_out_note(part.left_out),
             )
         )
     return result

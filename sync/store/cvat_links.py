@@ -10,7 +10,8 @@ duplicates anything. `CvatLinks.record_human_revision` writes a whole job in one
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+import math
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 
 from sqlalchemy import delete, func, select, update
@@ -28,6 +29,22 @@ from sync.store.schema import Annotation, CvatFrame, CvatJob, CvatTask, PushedSh
 __all__ = ["CvatLinks"]
 
 log = logging.getLogger(__name__)
+
+
+def _checked_geometry(
+    geometry: Mapping[int, tuple[str, Sequence[float]]],
+) -> dict[int, tuple[str, list[float]]]:
+    checked = {}
+    for ann, value in geometry.items():
+        try:
+            kind, points = value
+            numbers = [float(v) for v in points]
+        except (TypeError, ValueError):
+            raise StoreError(f"pushed geometry of annotation {ann} must be (shape type, points)") from None
+        if kind not in ("rectangle", "polygon", "mask") or not all(math.isfinite(v) for v in numbers):
+            raise StoreError(f"pushed geometry of annotation {ann}: {kind!r} with finite points expected")
+        checked[as_int(ann, "annotation id")] = (str(kind), numbers)
+    return checked
 
 
 class CvatLinks(StoreBase):
@@ -243,11 +260,18 @@ class CvatLinks(StoreBase):
             ]
 
     def record_pushed_shapes(
-        self, task: CvatTaskInfo | int, shapes: Mapping[int, int], *, job_id: int | None = None
+        self,
+        task: CvatTaskInfo | int,
+        shapes: Mapping[int, int],
+        *,
+        job_id: int | None = None,
+        geometry: Mapping[int, tuple[str, Sequence[float]]] | None = None,
     ) -> None:
         """Record ``{pre-label annotation id: CVAT shape id}`` for shapes created in a task
-        (idempotent). A shape id or annotation already mapped differently raises `StoreError`."""
+        (idempotent), with ``geometry`` ``{annotation id: (CVAT shape type, points)}``: the shape
+        as it was sent. A shape id or annotation already mapped differently raises `StoreError`."""
         wanted = {as_int(a, "annotation id"): as_int(sh, "CVAT shape id", minimum=0) for a, sh in shapes.items()}
+        sent = _checked_geometry(geometry or {})
         if len(set(wanted.values())) != len(wanted):
             raise StoreError("two annotations cannot map to the same CVAT shape id")
         with self.session() as s:
@@ -280,7 +304,14 @@ class CvatLinks(StoreBase):
                 s,
                 PushedShape.__table__,
                 [
-                    {"task_link_id": task_row.id, "cvat_shape_id": sh, "annotation_id": a, "job_id": job_id}
+                    {
+                        "task_link_id": task_row.id,
+                        "cvat_shape_id": sh,
+                        "annotation_id": a,
+                        "job_id": job_id,
+                        "shape_type": sent.get(a, (None, None))[0],
+                        "points": sent.get(a, (None, None))[1],
+                    }
                     for a, sh in wanted.items()
                     if sh not in stored
                 ],
@@ -297,6 +328,45 @@ class CvatLinks(StoreBase):
                 )
             )
         }
+
+    def pushed_geometry(
+        self, task: CvatTaskInfo | int, annotation_ids: Iterable[int]
+    ) -> dict[int, tuple[str, list[float]]]:
+        """``{annotation id: (CVAT shape type, points)}`` as pushed into a task, for those of
+        ``annotation_ids`` pushed there with their shape recorded (schema version 2 on)."""
+        ids = sorted({as_int(a, "annotation id") for a in annotation_ids})
+        found: dict[int, tuple[str, list[float]]] = {}
+        with self.session() as s:
+            task_link_id = self._task(s, task).id
+            for chunk in chunks(ids):
+                for r in s.execute(
+                    select(PushedShape.annotation_id, PushedShape.shape_type, PushedShape.points).where(
+                        PushedShape.task_link_id == task_link_id,
+                        PushedShape.annotation_id.in_(chunk),
+                        PushedShape.shape_type.is_not(None),
+                    )
+                ):
+                    found[r.annotation_id] = (r.shape_type, list(r.points))
+        return found
+
+    def record_task_labels(self, task: CvatTaskInfo | int, labels: Mapping[int, tuple[str, str]]) -> None:
+        """Record the task's labels ``{CVAT label id: (name, type)}`` as they are at push time
+        (replacing what an earlier push recorded)."""
+        value = {
+            str(as_int(label_id, "CVAT label id", minimum=0)): {"name": str(name), "type": str(kind)}
+            for label_id, (name, kind) in labels.items()
+        }
+        with self.session() as s:
+            s.execute(update(CvatTask).where(CvatTask.id == self._task(s, task).id).values(labels=value))
+
+    def task_labels_at_push(self, task: CvatTaskInfo | int) -> dict[int, tuple[str, str]] | None:
+        """``{CVAT label id: (name, type)}`` recorded by the last push into the task, or None
+        when none was recorded (a task pushed before schema version 2)."""
+        with self.session() as s:
+            labels = self._task(s, task).labels
+        if labels is None:
+            return None
+        return {int(label_id): (entry["name"], entry["type"]) for label_id, entry in labels.items()}
 
     def pushed_shapes(self, task: CvatTaskInfo | int) -> dict[int, int]:
         """``{CVAT shape id: pre-label annotation id}`` of a task."""
@@ -326,6 +396,7 @@ class CvatLinks(StoreBase):
         state: str | None = None,
         name: str | None = None,
         with_scores: bool = False,
+        params: Mapping[str, object] | None = None,
     ) -> RunInfo:
         """Store what a CVAT job holds now as a new finished ``human`` run, in one transaction.
 
@@ -339,7 +410,8 @@ class CvatLinks(StoreBase):
         and ``updated_date``; its parent is the task's
         pre-label run; its name defaults to ``"job<job_id>-rev<n>"``. The job link's pull
         bookkeeping is updated in the same transaction. Scores are dropped unless
-        ``with_scores``. Every call adds a revision; earlier ones are untouched.
+        ``with_scores``. ``params`` (JSON-ready) is kept with the run, e.g. the label changes
+        the pull noticed. Every call adds a revision; earlier ones are untouched.
         """
         updated = as_aware(updated_date, "updated_date")
         if updated is None:
@@ -384,6 +456,7 @@ class CvatLinks(StoreBase):
                 stage=job_row.stage if stage is None else stage,
                 state=job_row.state if state is None else state,
                 cvat_updated_date=updated,
+                params=dict(params) if params else None,
             )
             s.add(run)
             s.flush()

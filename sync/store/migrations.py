@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import JSON, Connection, String, select, update
 
 from sync.store.errors import StoreError
 from sync.store.schema import SCHEMA_VERSION, StoreMeta
@@ -27,9 +27,22 @@ VERSION_KEY = "schema_version"
 Migration = Callable[[Connection], None]
 """Upgrades a store from version ``v`` to ``v + 1``, given a connection in a transaction."""
 
-MIGRATIONS: dict[int, Migration] = {}
-"""``MIGRATIONS[v]`` upgrades a store from schema version ``v`` to ``v + 1``. Version 1 is
-the first schema, so there is nothing to migrate yet."""
+def _add_columns(conn: Connection, table: str, columns: Mapping[str, object]) -> None:
+    """``ALTER TABLE … ADD COLUMN`` for nullable columns, in the dialect's own type names."""
+    for name, column_type in columns.items():
+        type_sql = column_type.compile(dialect=conn.dialect)  # type: ignore[attr-defined]
+        conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {name} {type_sql}")
+
+
+def _v1_to_v2(conn: Connection) -> None:
+    """Version 2 records what push sent (``pushed_shapes.shape_type``, ``.points``) and the
+    task's labels at push time (``cvat_tasks.labels``). Older rows keep NULL there."""
+    _add_columns(conn, "pushed_shapes", {"shape_type": String(16), "points": JSON()})
+    _add_columns(conn, "cvat_tasks", {"labels": JSON()})
+
+
+MIGRATIONS: dict[int, Migration] = {1: _v1_to_v2}
+"""``MIGRATIONS[v]`` upgrades a store from schema version ``v`` to ``v + 1``."""
 
 
 def read_version(conn: Connection, where: str) -> int:

@@ -27,13 +27,15 @@ Tables (``→`` is a foreign key):
   ``source`` (``auto``, ``manual``, ``semi-auto``, ``file`` …), CVAT shape id, and for human
   revisions the pre-label annotation it came from (``pre_annotation_id``).
 - ``cvat_tasks`` → datasets, runs: a CVAT task a dataset was pushed to (server, task id,
-  the pre-label run pushed); unique per (server, task_id).
+  the pre-label run pushed, the task's labels by CVAT id as they were at push time);
+  unique per (server, task_id).
 - ``cvat_jobs`` → cvat_tasks: a job's frame range and the last seen assignee, stage, state
   and ``updated_date``, plus what was last pulled. These link records are the only rows that
   are updated in place; the revisions they produce are not.
 - ``cvat_frames`` → cvat_tasks, samples: which sample is which task frame.
 - ``pushed_shapes`` → cvat_tasks, annotations: the CVAT shape id each pushed pre-label
-  annotation received (the local↔server id map).
+  annotation received (the local↔server id map), and the shape as it was sent (CVAT type and
+  ``points``), which is what the annotator saw.
 - ``store_meta``: key/value pairs, among them ``schema_version``.
 """
 
@@ -77,7 +79,7 @@ __all__ = [
     "utc_now",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """The schema version this code reads and writes."""
 
 RUN_KINDS = ("prelabel", "human", "import")
@@ -257,6 +259,10 @@ class CvatTask(Base):
     run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"))
     """The pre-label run pushed into the task, if any."""
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now)
+    labels: Mapped[dict | None] = mapped_column(_json())
+    """``{"<CVAT label id>": {"name": ..., "type": ...}}`` as the task had them when it was
+    pushed (schema version 2; None for older links): a later pull tells renamed, deleted and
+    added labels apart by their stable ids."""
 
 
 class CvatJob(Base):
@@ -298,3 +304,7 @@ class PushedShape(Base):
     cvat_shape_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     annotation_id: Mapped[int] = mapped_column(ForeignKey("annotations.id"))
     job_id: Mapped[int | None] = mapped_column(BigInteger)
+    shape_type: Mapped[str | None] = mapped_column(String(16))
+    """The CVAT shape type sent (schema version 2; None for shapes pushed before)."""
+    points: Mapped[list | None] = mapped_column(_json())
+    """The CVAT ``points`` sent (a mask's are CVAT RLE plus its inclusive box)."""

@@ -221,7 +221,7 @@ class _Normalizer:
             "outside": raw.get("outside", False),
             "z_order": raw.get("z_order", 0),
             "rotation": float(raw.get("rotation", 0.0)),
-            "points": list(raw.get("points", [])),
+            "points": _stored_points(raw.get("points", [])),
             "id": raw.get("id"),
             "frame": raw["frame"],
             "label_id": raw["label_id"],
@@ -256,7 +256,7 @@ class _Normalizer:
                 "outside": s.get("outside", False),
                 "z_order": s.get("z_order", 0),
                 "rotation": float(s.get("rotation", 0.0)),
-                "points": list(s.get("points", [])),
+                "points": _stored_points(s.get("points", [])),
                 "id": s.get("id"),
                 "frame": s["frame"],
                 "attributes": self.attributes(s.get("attributes", []), label),
@@ -265,6 +265,12 @@ class _Normalizer:
         ]
         track["elements"] = [self.track(e) for e in raw.get("elements", [])]
         return track
+
+
+def _stored_points(points: list) -> list[float]:
+    """``points`` as CVAT keeps them: a ``FloatArrayField`` (text of Python floats), so they
+    come back as exactly the floats sent (integers as floats), whatever the shape type."""
+    return [float(p) for p in points]
 
 
 def _frames(kind: str, obj: dict) -> list[int]:
