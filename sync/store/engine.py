@@ -16,8 +16,11 @@ processes can share one file.
 
 A fresh database gets the tables and is stamped with `sync.store.schema.SCHEMA_VERSION`.
 An existing store at another version raises `StoreError`: an older one can be upgraded with
-``open_store(..., upgrade=True)`` (the ``autolabel store migrate`` command); a newer one
-needs a newer autolabel.
+``open_store(..., upgrade=True)`` or `upgrade_store` (the ``autolabel store migrate``
+command); a newer one needs a newer autolabel. Creating and upgrading the schema are safe
+when several processes open the same store at once: the first writes it under a lock (SQLite
+``BEGIN IMMEDIATE``, a PostgreSQL advisory lock keyed by the schema) and the others, waiting
+on that lock, then find it done; opening a current store takes no lock.
 
 Passwords never appear in messages, logs or ``repr``: URLs are shown with
 ``render_as_string(hide_password=True)`` and driver messages have the password masked.
@@ -38,7 +41,7 @@ from sync.store.errors import StoreError
 from sync.store.migrations import VERSION_KEY, read_version, upgrade_schema
 from sync.store.schema import SCHEMA_VERSION, Base, StoreMeta
 
-__all__ = ["DEFAULT_DB", "ENV_VAR", "open_store", "resolve_url"]
+__all__ = ["DEFAULT_DB", "ENV_VAR", "open_store", "resolve_url", "upgrade_store"]
 
 log = logging.getLogger(__name__)
 
@@ -195,8 +198,8 @@ def _lock_schema(conn: Connection) -> None:
     conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": int.from_bytes(digest[:8], "big", signed=True)})
 
 
-def _prepare(engine: Engine, url: URL, *, create: bool, upgrade: bool) -> int:
-    """Create or check the schema; returns the schema version found (0 for a new store).
+def _prepare(engine: Engine, url: URL, *, create: bool, upgrade: bool) -> int | None:
+    """Create or check the schema; returns the schema version found (None: created now).
 
     A current store is only read. Creating or upgrading happens under `_lock_schema`, after
     looking again: of several processes opening a new store at once, one creates it and the
@@ -206,7 +209,7 @@ def _prepare(engine: Engine, url: URL, *, create: bool, upgrade: bool) -> int:
     with engine.connect() as conn:
         version = _found_version(conn, shown)
     if not _check_version(version, shown, create=create, upgrade=upgrade):
-        return version or 0
+        return version
     with engine.connect() as conn:
         _lock_schema(conn)
         version = _found_version(conn, shown)
@@ -221,7 +224,34 @@ def _prepare(engine: Engine, url: URL, *, create: bool, upgrade: bool) -> int:
             upgrade_schema(conn, version, shown, target=SCHEMA_VERSION)
             conn.commit()
             log.info("upgraded the store at %s from schema version %d to %d", shown, version, SCHEMA_VERSION)
-    return version or 0
+    return version
+
+
+def _open(url_or_path: str | os.PathLike[str] | None, *, create: bool, upgrade: bool) -> tuple[Store, int | None]:
+    """`open_store`, also returning the schema version the store had (None: created now)."""
+    url = resolve_url(url_or_path)
+    shown = _display(url)
+    if (
+        not create
+        and url.get_backend_name() == "sqlite"
+        and url.database not in (None, "", ":memory:")
+        and not Path(url.database).expanduser().exists()
+    ):
+        raise StoreError(f"there is no store at {shown}")
+    engine = _make_engine(url)
+    try:
+        found = _prepare(engine, url, create=create, upgrade=upgrade)
+    except StoreError:
+        engine.dispose()
+        raise
+    except DBAPIError as err:
+        engine.dispose()
+        reason = _mask(str(err.orig).strip().splitlines()[0] if str(err.orig).strip() else type(err.orig).__name__, url)
+        message = f"cannot open the store at {shown}: {reason}"
+        if url.password and url.password in str(err):
+            raise StoreError(message) from None  # the driver's own message holds the password
+        raise StoreError(message) from err
+    return Store(engine, shown), found
 
 
 def open_store(
@@ -236,30 +266,22 @@ def open_store(
     ``create=False`` refuses to make a new store (for commands that only read).
     ``upgrade=True`` migrates an older schema to the current one.
 
+    Several processes may open (and create, or upgrade) the same store at once: one of them
+    writes the schema, under a lock, and the others find it done.
+
     Raises `StoreError` with the URL (password hidden) when the URL is invalid, the driver is
     missing, the server is unreachable or refuses the login, the SQLite directory does not
     exist, or the schema version differs.
     """
-    url = resolve_url(url_or_path)
-    shown = _display(url)
-    if (
-        not create
-        and url.get_backend_name() == "sqlite"
-        and url.database not in (None, "", ":memory:")
-        and not Path(url.database).expanduser().exists()
-    ):
-        raise StoreError(f"there is no store at {shown}")
-    engine = _make_engine(url)
-    try:
-        _prepare(engine, url, create=create, upgrade=upgrade)
-    except StoreError:
-        engine.dispose()
-        raise
-    except DBAPIError as err:
-        engine.dispose()
-        reason = _mask(str(err.orig).strip().splitlines()[0] if str(err.orig).strip() else type(err.orig).__name__, url)
-        message = f"cannot open the store at {shown}: {reason}"
-        if url.password and url.password in str(err):
-            raise StoreError(message) from None  # the driver's own message holds the password
-        raise StoreError(message) from err
-    return Store(engine, shown)
+    return _open(url_or_path, create=create, upgrade=upgrade)[0]
+
+
+def upgrade_store(url_or_path: str | os.PathLike[str] | None = None) -> tuple[Store, int]:
+    """Open an existing store, upgrading an older schema to `SCHEMA_VERSION` (the
+    ``autolabel store migrate`` command); returns the store and the version it had before.
+
+    `StoreError` when there is no store there (none is created), when its schema is newer than
+    this autolabel's, or when a migration step fails (the store is then left as it was).
+    """
+    store, found = _open(url_or_path, create=False, upgrade=True)
+    return store, SCHEMA_VERSION if found is None else found
