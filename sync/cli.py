@@ -31,7 +31,7 @@ app.add_typer(models_app, name="models")
 
 
 def _register_command_groups() -> None:
-    from sync.commands import cvat, data, evaluate, functions, serve
+    from sync.commands import cvat, data, evaluate, functions, serve, store
     from sync.commands.cvat_prelabel import prelabel as cvat_prelabel
 
     app.add_typer(functions.app, name="functions")
@@ -40,6 +40,7 @@ def _register_command_groups() -> None:
     data.register(app)
     cvat.app.command("prelabel")(cvat_prelabel)
     app.add_typer(cvat.app, name="cvat")
+    app.add_typer(store.app, name="store")
 
 
 _register_command_groups()
