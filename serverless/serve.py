@@ -18,11 +18,12 @@ on an ephemeral port with ``function_ports="ephemeral"``; a port pinned in ``fun
 
 Each function runs its requests one at a time on its own worker thread (as Nuclio with
 ``maxWorkers: 1``; the yaml's ``maxWorkers`` is ignored, since workers would share one model
-here); concurrent requests wait in order and are never dropped, and connections beyond the
-running ones wait in a 128-deep listen backlog. There is no per-request timeout: CVAT's own
-(``CVAT_NUCLIO_DEFAULT_TIMEOUT``, sent as ``X-Nuclio-Invoke-Timeout``) makes CVAT hang up, and a
-request it gave up on still runs when its turn comes. Functions initialise one after another
-at start-up; requests that arrive meanwhile wait for them. See `serve_spec` for the checks
+here); concurrent requests wait in order, up to ``queue_size`` per function (more get 503 with
+``Retry-After``), and connections beyond the running ones wait in a 128-deep listen backlog.
+Each request has ``timeout`` seconds (default: the function's ``spec.eventTimeout``, else 120 s),
+or less when CVAT's ``X-Nuclio-Invoke-Timeout`` says so; at the deadline it is answered 504, and
+a request nobody waits for any more (deadline passed, client gone) never starts. Functions
+initialise one after another at start-up; requests that arrive meanwhile wait for them. See `serve_spec` for the checks
 on ``function.yaml``, `serve_function` for how ``spec.env`` is applied and how handler replies
 are built, `serve_http` for the routes.
 
@@ -41,11 +42,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
 
-from serverless.serve_function import EnvApplier, HostedFunction
+from serverless.serve_function import DEFAULT_QUEUE_SIZE, EnvApplier, HostedFunction
 from serverless.serve_http import DashboardHandler, FunctionHandler, Listener
 from serverless.serve_spec import DEFAULT_MAX_BODY_SIZE, ServeError, read_function_dir
 
-__all__ = ["DEFAULT_MAX_BODY_SIZE", "FunctionHost", "LogFormatter", "ServeError", "ServeOptions", "load_function_dirs"]
+__all__ = [
+    "DEFAULT_MAX_BODY_SIZE",
+    "DEFAULT_QUEUE_SIZE",
+    "FunctionHost",
+    "LogFormatter",
+    "ServeError",
+    "ServeOptions",
+    "load_function_dirs",
+]
 
 log = logging.getLogger("autolabel.serve")
 
@@ -66,6 +75,11 @@ class ServeOptions:
     """Request body limit in bytes for functions without ``maxRequestBodySize``."""
     namespace: str = "nuclio"
     """Namespace reported when a request names none (``x-nuclio-function-namespace``)."""
+    timeout: float | None = None
+    """Seconds each request may take, queue wait included, for every function; None: each
+    function's ``spec.eventTimeout``, else 120 s (CVAT's default)."""
+    queue_size: int = DEFAULT_QUEUE_SIZE
+    """Requests that may wait per function behind the running one; more get 503."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -74,6 +88,10 @@ class ServeOptions:
             raise ValueError(f"function_ports must be one of {PORT_MODES}, got {self.function_ports!r}")
         if self.max_body_size <= 0:
             raise ValueError(f"max_body_size must be positive, got {self.max_body_size}")
+        if self.timeout is not None and not 0 < self.timeout <= 86400:
+            raise ValueError(f"timeout must be more than 0 and at most 86400 seconds, got {self.timeout}")
+        if not 0 <= self.queue_size <= 10000:
+            raise ValueError(f"queue_size must lie in 0..10000, got {self.queue_size}")
 
 
 class LogFormatter(logging.Formatter):
@@ -113,7 +131,12 @@ class FunctionHost:
                     f"two directories define function {definition.name!r}: "
                     f"{functions[definition.name].definition.directory} and {definition.directory}"
                 )
-            functions[definition.name] = HostedFunction(definition, namespace=self.options.namespace)
+            functions[definition.name] = HostedFunction(
+                definition,
+                namespace=self.options.namespace,
+                timeout=self.options.timeout,
+                queue_size=self.options.queue_size,
+            )
         self.functions: Mapping[str, HostedFunction] = functions
         self.max_body_size = self.options.max_body_size
         self.namespace = self.options.namespace

@@ -4,9 +4,20 @@ A function directory holds ``function.yaml`` (Nuclio format; read by
 `serverless.serve_spec.read_function_dir`) and the handler module (``main.py`` for
 ``spec.handler: main:handler``). `HostedFunction` imports the module (under a unique name, with
 the directory on ``sys.path`` meanwhile), runs ``init_context`` once and then calls
-``handler(context, event)`` per request, on **one worker thread per function** (requests
-queue in order; none are dropped). Replies are built the way the Nuclio Python runtime
-builds them (`nuclio_sdk.Response.from_entrypoint_output`).
+``handler(context, event)`` per request, on **one worker thread per function**. Replies are
+built the way the Nuclio Python runtime builds them (`nuclio_sdk.Response.from_entrypoint_output`).
+
+Bounds on the work one request can cause (`HostedFunction.invoke`):
+
+- **Queue**: requests wait in order behind the running one; when ``queue_size`` are already
+  waiting, a new one is answered 503 with ``Retry-After`` at once.
+- **Time limit**: each request has ``timeout`` seconds from its arrival, queue wait included,
+  lowered by the request's ``X-Nuclio-Invoke-Timeout`` header (CVAT sends its own limit there).
+  At the deadline the caller gets 504 JSON. A request that has not started by then never runs.
+  A running handler cannot be killed (it is a thread): it is told to stop through
+  `request_cancelled`, which handlers may check between stages, and its late reply is discarded.
+- **Abandoned requests**: when the caller's connection closes while its request waits, the
+  request is dropped from the queue without running (and a running one is told to stop).
 
 Environment: ``spec.env`` is applied to ``os.environ`` before ``init_context``, except for
 variables that were already set when the host was created, so a developer's exports (e.g.
@@ -25,22 +36,52 @@ import importlib.util
 import inspect
 import json
 import logging
+import math
 import os
 import re
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from serverless.serve_spec import FunctionDefinition, ServeError
+from serverless.serve_spec import DEFAULT_TIMEOUT, FunctionDefinition, ServeError, parse_duration
 
-__all__ = ["EnvApplier", "HostedFunction", "Reply", "error_reply", "json_reply", "reply_from_output"]
+__all__ = [
+    "DEFAULT_QUEUE_SIZE",
+    "ClientGone",
+    "EnvApplier",
+    "HostedFunction",
+    "Reply",
+    "error_reply",
+    "json_reply",
+    "reply_from_output",
+    "request_cancelled",
+]
+
+DEFAULT_QUEUE_SIZE = 16
+"""Requests that may wait per function behind the running one before new ones get 503."""
+
+_POLL_SECONDS = 0.2  # how often a waiting request checks its deadline and its client
+_CANCELLED: ContextVar[threading.Event | None] = ContextVar("autolabel_request_cancelled", default=None)
+
+
+def request_cancelled() -> bool:
+    """True when the request the calling handler is serving has been given up (its deadline
+    passed, or its client left): the handler may stop between stages, since nobody will read
+    its reply. Always False outside ``autolabel serve`` (e.g. under Nuclio)."""
+    flag = _CANCELLED.get()
+    return flag is not None and flag.is_set()
+
+
+class ClientGone(Exception):
+    """The caller closed its connection while its request waited; the request was dropped."""
 
 log = logging.getLogger("autolabel.serve")
 
@@ -179,16 +220,62 @@ class _Counters:
     queued: int = 0
     invocations: int = 0
     errors: int = 0
+    timeouts: int = 0
+    dropped: int = 0
+    rejected: int = 0
+    seconds: float = 0.0  # moving average of a handler call, for Retry-After
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+@dataclass(frozen=True)
+class _Request:
+    body: Any
+    content_type: str
+    method: str
+    path: str
+    headers: Mapping[str, str]
+    query: Mapping[str, str]
+    url: str | None
+    size: int
+    cancelled: threading.Event
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    return next((v for k, v in headers.items() if k.lower() == name), None)
+
+
+def _decode_json_body(body: bytes) -> Any:
+    """The body decoded as JSON, as the Nuclio runtime does for ``application/json``; bytes
+    that do not decode (bad JSON, nesting too deep, an integer over Python's digit limit) are
+    handed over raw, for the handler to answer 4xx."""
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return body
 
 
 class HostedFunction:
     """A function directory served in this process: import + ``init_context`` once, then
     ``handler(context, event)`` per request on the function's single worker thread."""
 
-    def __init__(self, definition: FunctionDefinition, *, namespace: str = "nuclio") -> None:
+    def __init__(
+        self,
+        definition: FunctionDefinition,
+        *,
+        namespace: str = "nuclio",
+        timeout: float | None = None,
+        queue_size: int = DEFAULT_QUEUE_SIZE,
+    ) -> None:
+        if timeout is not None and not timeout > 0:
+            raise ValueError(f"timeout must be positive seconds, got {timeout!r}")
+        if queue_size < 0:
+            raise ValueError(f"queue_size must be 0 or more, got {queue_size!r}")
         self.definition = definition
         self.namespace = namespace
+        self.timeout = timeout or definition.event_timeout or DEFAULT_TIMEOUT
+        """Seconds a request may take from its arrival: ``timeout`` given by the host
+        (``autolabel serve --timeout``), else ``spec.eventTimeout``, else `DEFAULT_TIMEOUT`."""
+        self.queue_size = queue_size
         self.port: int | None = None
         self.state = "deploying"
         self.message = ""
@@ -277,52 +364,133 @@ class HostedFunction:
         headers: Mapping[str, str],
         query: Mapping[str, str] | None = None,
         url: str | None = None,
+        client_gone: Callable[[], bool] | None = None,
     ) -> Reply:
-        """Run the handler for one request (queued behind earlier ones) and build the reply."""
+        """Run the handler for one request (queued behind earlier ones) and build the reply.
+
+        503 (with ``Retry-After``) when `queue_size` requests already wait; 504 at the
+        deadline (`timeout`, or the ``X-Nuclio-Invoke-Timeout`` header when shorter); 400 for
+        a malformed ``X-Nuclio-Invoke-Timeout``. ``client_gone`` is polled while the request
+        waits: when it turns true the request is dropped and `ClientGone` is raised.
+        """
+        began = time.monotonic()
         if self.state == "error":
             return error_reply(503, f"function {self.name} is not available: {self.message}")
-        content_type = next((v for k, v in headers.items() if k.lower() == "content-type"), "")
-        decoded: Any = body
-        if content_type == "application/json":  # exactly, as the Nuclio runtime does
+        limit = self.timeout
+        asked = _header(headers, "x-nuclio-invoke-timeout")
+        if asked is not None:
             try:
-                decoded = json.loads(body)
-            except (UnicodeDecodeError, json.JSONDecodeError):
-                decoded = body  # the handler sees the raw bytes and should answer 4xx
+                limit = min(limit, parse_duration(asked))
+            except ValueError as err:
+                return error_reply(400, f"X-Nuclio-Invoke-Timeout: {err}")
+        content_type = _header(headers, "content-type") or ""
         with self._counters.lock:
+            if self._counters.queued >= self.queue_size:
+                self._counters.rejected += 1
+                return self._queue_full()
             self._counters.queued += 1
+        # Exactly application/json is decoded before the handler, as the Nuclio runtime does.
+        decoded = _decode_json_body(body) if content_type == "application/json" else body
+        request = _Request(
+            decoded, content_type, method, path, headers, dict(query or {}), url, len(body), threading.Event()
+        )
         try:
-            future = self._worker.submit(
-                self._call, decoded, content_type, method, path, headers, query, url, len(body)
-            )
+            future = self._worker.submit(self._call, request)
         except RuntimeError:
             with self._counters.lock:
                 self._counters.queued -= 1
             return error_reply(503, f"function {self.name} is shutting down")
-        try:
-            return future.result()
-        except CancelledError:
-            return error_reply(503, f"function {self.name} stopped before running this request")
+        return self._wait(future, request, began + limit, limit, client_gone)
 
-    def _call(self, body, content_type, method, path, headers, query, url, size) -> Reply:
-        import nuclio_sdk
+    def _queue_full(self) -> Reply:
+        waiting = self._counters.queued
+        retry = max(1, min(int(self.timeout), math.ceil(self._counters.seconds * (waiting + 1))))
+        reply = error_reply(
+            503,
+            f"function {self.name} is busy: {waiting} requests are already waiting (autolabel serve --queue-size); "
+            f"retry in {retry} s",
+        )
+        return Reply(reply.status, reply.content_type, reply.body, (("Retry-After", str(retry)),))
 
+    def _wait(
+        self,
+        future: Future,
+        request: _Request,
+        deadline: float,
+        limit: float,
+        client_gone: Callable[[], bool] | None,
+    ) -> Reply:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                ran = self._give_up(future, request, "timeouts")
+                log.warning("function %s: request %s its deadline of %g s", self.name,
+                            "still running at" if ran else "dropped at", limit)
+                return error_reply(
+                    504,
+                    f"function {self.name} did not answer within {limit:g} s (autolabel serve --timeout, "
+                    "spec.eventTimeout in function.yaml, or the request's X-Nuclio-Invoke-Timeout)",
+                )
+            try:
+                return future.result(timeout=min(left, _POLL_SECONDS))
+            except TimeoutError:
+                pass
+            except CancelledError:
+                return error_reply(503, f"function {self.name} stopped before running this request")
+            if client_gone is not None and client_gone():
+                self._give_up(future, request, "dropped")
+                raise ClientGone(f"function {self.name}: the client left while its request waited")
+
+    def _give_up(self, future: Future, request: _Request, reason: str) -> bool:
+        """Nobody will read this request's reply: drop it if it has not started, else tell the
+        running handler (`request_cancelled`). True when it was already running."""
+        request.cancelled.set()
+        dropped = future.cancel()
+        with self._counters.lock:
+            if dropped:
+                self._counters.queued -= 1
+                self._counters.dropped += 1
+            if reason == "timeouts":
+                self._counters.timeouts += 1
+        return not dropped
+
+    def _call(self, request: _Request) -> Reply:
         with self._counters.lock:
             self._counters.queued -= 1
             self._counters.invocations += 1
         if self.state != "ready":
             return error_reply(503, f"function {self.name} is not available: {self.message or self.state}")
+        began = time.perf_counter()
+        token = _CANCELLED.set(request.cancelled)
+        try:
+            reply = self._run_handler(request)
+        finally:
+            _CANCELLED.reset(token)
+            with self._counters.lock:
+                seconds = time.perf_counter() - began
+                self._counters.seconds = seconds if not self._counters.seconds else (
+                    0.8 * self._counters.seconds + 0.2 * seconds
+                )
+        if request.cancelled.is_set():
+            log.info("function %s: a request given up on finished after %.1f s; its reply is discarded",
+                     self.name, time.perf_counter() - began)
+        return reply
+
+    def _run_handler(self, request: _Request) -> Reply:
+        import nuclio_sdk
+
         event = nuclio_sdk.Event(
-            body=body,
-            content_type=content_type,
+            body=request.body,
+            content_type=request.content_type,
             trigger=nuclio_sdk.TriggerInfo("http", "myHttpTrigger"),
-            fields=dict(query or {}),
-            headers=dict(headers),
+            fields=dict(request.query),
+            headers=dict(request.headers),
             _id=str(uuid.uuid4()),
-            method=method,
-            path=path,
-            size=size,
+            method=request.method,
+            path=request.path,
+            size=request.size,
             timestamp=time.time(),
-            url=url,
+            url=request.url,
         )
         try:
             output = _run_maybe_async(self._handler(self._context, event))
@@ -341,10 +509,14 @@ class HostedFunction:
 
     def health(self) -> dict[str, Any]:
         with self._counters.lock:
+            c = self._counters
             counters = {
-                "queued": self._counters.queued,
-                "invocations": self._counters.invocations,
-                "errors": self._counters.errors,
+                "queued": c.queued,
+                "invocations": c.invocations,
+                "errors": c.errors,
+                "timeouts": c.timeouts,
+                "dropped": c.dropped,
+                "rejected": c.rejected,
             }
         status: dict[str, Any] = {"state": self.state, "httpPort": self.port, "type": self.definition.kind}
         if self.message:

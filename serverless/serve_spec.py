@@ -20,17 +20,48 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DEFAULT_MAX_BODY_SIZE", "FUNCTION_NAME", "KINDS", "FunctionDefinition", "ServeError", "read_function_dir"]
+__all__ = [
+    "DEFAULT_MAX_BODY_SIZE",
+    "DEFAULT_TIMEOUT",
+    "FUNCTION_NAME",
+    "KINDS",
+    "FunctionDefinition",
+    "ServeError",
+    "parse_duration",
+    "read_function_dir",
+]
 
 log = logging.getLogger("autolabel.serve")
 
 DEFAULT_MAX_BODY_SIZE = 32 * 1024 * 1024
 """Request body limit when the function sets no ``maxRequestBodySize`` (CVAT's functions use 32 MiB)."""
 
+DEFAULT_TIMEOUT = 120.0
+"""Seconds a request may take (queue wait included) when neither ``autolabel serve --timeout`` nor
+``spec.eventTimeout`` says otherwise: CVAT's own ``CVAT_NUCLIO_DEFAULT_TIMEOUT``."""
+
 FUNCTION_NAME = re.compile(r"^[a-zA-Z0-9_.-]+$")  # CVAT's URL pattern for function ids
 _HANDLER = re.compile(r"^([\w-]+(?:\.[\w-]+)*):(\w+)$")  # Nuclio's handler pattern
 KINDS = ("detector", "interactor", "tracker", "reid")
 _SPEC_KEYS = ("description", "handler", "runtime", "eventTimeout", "triggers")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a Go duration as Nuclio writes them (``"30s"``, ``"2m"``, ``"1m30s"``,
+    ``"500ms"``) or a bare number of seconds (``"120"``); `ValueError` otherwise or when not positive."""
+    value = text.strip()
+    if re.fullmatch(r"\d{1,9}(?:\.\d{1,9})?", value):
+        seconds = float(value)
+    else:
+        parts = _DURATION_PART.findall(value)
+        if not value or len(value) > 64 or "".join(n + u for n, u in parts) != value:
+            raise ValueError(f"expected a duration such as 30s, 2m or 1m30s, got {text[:40]!r}")
+        seconds = sum(float(number) * _DURATION_UNITS[unit] for number, unit in parts)
+    if not seconds > 0:
+        raise ValueError(f"a duration must be positive, got {text[:40]!r}")
+    return seconds
 
 
 class ServeError(RuntimeError):
@@ -58,6 +89,8 @@ class FunctionDefinition:
     """``triggers.*.attributes.maxRequestBodySize`` of the HTTP trigger, if set."""
     port: int | None
     """``triggers.*.attributes.port`` of the HTTP trigger (a pinned port), if set."""
+    event_timeout: float | None = None
+    """``spec.eventTimeout`` in seconds (Nuclio's per-event limit), if set."""
 
     @property
     def kind(self) -> str:
@@ -137,6 +170,8 @@ def read_function_dir(directory: str | os.PathLike[str]) -> FunctionDefinition:
         data = YAML(typ="safe", pure=True).load(yaml_file.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, YAMLError) as err:
         raise ServeError(f"{yaml_file}: cannot read: {err}") from err
+    except RecursionError as err:
+        raise ServeError(f"{yaml_file}: cannot read: nested too deeply") from err
     where = str(yaml_file)
     if not isinstance(data, Mapping):
         raise ServeError(f"{where}: must be a mapping with metadata and spec")
@@ -174,6 +209,12 @@ def read_function_dir(directory: str | os.PathLike[str]) -> FunctionDefinition:
             continue
         env.append((entry["name"], _annotation_text(entry["value"])))
     max_body, port = _http_trigger(spec, where)
+    event_timeout = None
+    if spec.get("eventTimeout") is not None:
+        try:
+            event_timeout = parse_duration(str(spec["eventTimeout"]))
+        except ValueError as err:
+            raise ServeError(f"{where}: spec.eventTimeout: {err}") from err
     labels = metadata.get("labels") or {}
     definition = FunctionDefinition(
         name=name,
@@ -186,6 +227,7 @@ def read_function_dir(directory: str | os.PathLike[str]) -> FunctionDefinition:
         handler_name=match.group(2),
         max_body_size=max_body,
         port=port,
+        event_timeout=event_timeout,
     )
     if not definition.module_file.is_file():
         raise ServeError(f"{where}: spec.handler {handler!r} needs {definition.module_file}, which does not exist")
