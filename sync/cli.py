@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from sync.console import TINY_NOTICE, CliError, domain_errors, err, fail, out, quiet_libraries
+from sync.console import TINY_NOTICE, CliError, domain_errors, err, fail, out, print_error, quiet_libraries, text
 from sync.options import DeviceOption, GdinoModelOption, SamCheckpointOption, SamModelTypeOption
 
 __all__ = ["app", "main"]
@@ -57,6 +57,101 @@ def _load_ontology(ontology: Path | None, prompt: str | None):
         fail(str(error))
 
 
+def _find_files(images: list[Path]) -> tuple[list[Path], int]:
+    """The image files of the arguments, and how many arguments were skipped (reported here)."""
+    from serverless.images import find_images
+
+    files, problems = find_images(images)
+    for problem in problems:
+        err.print(text("skipped ", "yellow") + text(problem))
+    if not files:
+        fail("no image files found in " + ", ".join(map(str, images)))
+    return files, len(problems)
+
+
+def _open_run(dataset: str, run_name: str | None, ontology, settings, params: dict, files: list[Path]):
+    """The run to record into (resumed or new), announced on stderr."""
+    from sync.prelabel_store import RunRecorder
+    from sync.store import open_store
+
+    with domain_errors():
+        recorder = RunRecorder(open_store(), dataset, run_name, ontology, settings, params, files=files)
+    if recorder.note:
+        err.print(text(recorder.note, "yellow"))
+    done = len(files) - len(recorder.pending(files))
+    how = f"resuming run {recorder.name!r}" if recorder.resumed else f"run {recorder.name!r} started"
+    err.print(text(f"{how} (dataset {dataset!r}): {done} of {len(files)} images already done"), highlight=False)
+    return recorder
+
+
+def _resume_hint(recorder, files: list[Path]) -> None:
+    """After an interruption: what the run holds and the command that carries it on."""
+    import shlex
+
+    done = len(files) - len(recorder.pending(files))
+    args = sys.argv[1:]
+    named = any(a == "--run" or a.startswith("--run=") for a in args)
+    command = shlex.join(["autolabel", *args, *([] if named else ["--run", recorder.name])])
+    err.print(
+        text(f"run {recorder.name!r} stopped with {done} of {len(files)} images; "
+             f"run the same command again to resume it{'' if named else ', or name it'}: {command}"),
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+def _detect_all(files: list[Path], ontology, settings, *, masks: bool, threshold, batch_size: int, recorder):
+    """Load the models and pre-label ``files`` (each recorded as it comes): results, load seconds."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from serverless.models.registry import ModelLoadError
+    from serverless.pipeline import load_detector, prelabel_files
+
+    began = time.perf_counter()
+    try:
+        detector = load_detector(settings, masks=masks)
+    except ModelLoadError as error:
+        fail(str(error))
+    load_seconds = time.perf_counter() - began
+    results = []
+    with Progress(
+        TextColumn("pre-labelling"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err
+    ) as progress:
+        task = progress.add_task("prelabel", total=len(files))
+        for result in prelabel_files(files, detector, ontology, threshold=threshold, batch_size=batch_size):
+            if result.error:
+                progress.console.print(text("skipped ", "yellow") + text(result.error))
+            elif recorder is not None:
+                with domain_errors():
+                    recorder.record(result.path, result.width, result.height, result.detections)
+            results.append(result)
+            progress.advance(task)
+    return results, load_seconds
+
+
+def _write_coco(out_file: Path, results, ontology, settings, *, masks: bool, root: Path) -> None:
+    from serverless.convert.coco import CocoImage, to_coco, write_coco
+    from sync.paths import coco_file_name
+
+    done = [r for r in results if r.error is None]
+    coco_images = [CocoImage(i, coco_file_name(r.path, root), r.width, r.height) for i, r in enumerate(done, start=1)]
+    data = to_coco(
+        coco_images,
+        [r.detections for r in done],
+        list(ontology.label_names),
+        info={
+            "description": "autolabel pre-labels",
+            "images_root": str(root),
+            "model": settings.gdino_model,
+            "sam_checkpoint": settings.sam_checkpoint if masks else None,
+            "ontology_hash": ontology.content_hash,
+            "tiny_models": settings.tiny,
+        },
+    )
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    write_coco(out_file, data)
+
+
 def _run_prelabel(
     images: list[Path],
     ontology,
@@ -69,100 +164,63 @@ def _run_prelabel(
     dataset: str | None = None,
     run_name: str | None = None,
 ) -> None:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from serverless.convert.coco import CocoImage, to_coco, write_coco
-    from serverless.images import find_images
-    from serverless.models.registry import ModelLoadError
-    from serverless.pipeline import load_detector, prelabel_files
+    from sync.paths import images_root
 
     if threshold is not None and not 0.0 <= threshold <= 1.0:
         fail(f"--threshold must lie in 0..1, got {threshold}")
     if batch_size < 1:
         fail(f"--batch-size must be at least 1, got {batch_size}")
-    files, problems = find_images(images)
-    for problem in problems:
-        err.print(f"[yellow]skipped[/] {problem}")
-    if not files:
-        fail("no image files found in " + ", ".join(map(str, images)))
+    files, skipped = _find_files(images)
     if out_file is None and dataset is None:
         fail("give --out FILE.json, --dataset NAME, or both")
     recorder = None
+    todo = files
     if dataset is not None:
-        from sync.prelabel_store import RunRecorder
-        from sync.store import open_store
-
         params = {"threshold": threshold, "masks": masks, "batch_size": batch_size,
                   "sam_model_type": settings.sam_model_type if masks else None,
                   "sam_checkpoint": settings.sam_checkpoint if masks else None, "tiny_models": settings.tiny}
-        with domain_errors():
-            recorder = RunRecorder(open_store(), dataset, run_name, ontology, settings, params)
-        resumed = len(files) - len(recorder.pending(files))
-        files = recorder.pending(files)
-        if resumed:
-            err.print(f"resuming run {recorder.name!r}: {resumed} images already done")
-        if not files:
+        recorder = _open_run(dataset, run_name, ontology, settings, params, files)
+        todo = recorder.pending(files)
+        if not todo:
             with domain_errors():
                 run = recorder.finish()
-            out.print(f"run: {run.name} (dataset {dataset!r}); nothing left to do")
+            out.print(text(f"run: {run.name} (dataset {dataset!r}); nothing left to do"), highlight=False)
             return
     if settings.tiny:
         err.print(TINY_NOTICE)
     quiet_libraries()
     began = time.perf_counter()
     try:
-        detector = load_detector(settings, masks=masks)
-    except ModelLoadError as error:
-        fail(str(error))
-    load_seconds = time.perf_counter() - began
-
-    results = []
-    with Progress(
-        TextColumn("pre-labelling"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err
-    ) as progress:
-        task = progress.add_task("prelabel", total=len(files))
-        for result in prelabel_files(files, detector, ontology, threshold=threshold, batch_size=batch_size):
-            if result.error:
-                progress.console.print(f"[yellow]skipped[/] {result.error}")
-            elif recorder is not None:
-                with domain_errors():
-                    recorder.record(result.path, result.width, result.height, result.detections)
-            results.append(result)
-            progress.advance(task)
-    done = [r for r in results if r.error is None]
-    coco_images = [CocoImage(i, str(r.path), r.width, r.height) for i, r in enumerate(done, start=1)]
-    data = to_coco(
-        coco_images,
-        [r.detections for r in done],
-        list(ontology.label_names),
-        info={
-            "description": "autolabel pre-labels",
-            "model": settings.gdino_model,
-            "sam_checkpoint": settings.sam_checkpoint if masks else None,
-            "ontology_hash": ontology.content_hash,
-            "tiny_models": settings.tiny,
-        },
-    )
+        results, load_seconds = _detect_all(
+            todo, ontology, settings, masks=masks, threshold=threshold, batch_size=batch_size, recorder=recorder
+        )
+    except KeyboardInterrupt:
+        if recorder is not None:
+            _resume_hint(recorder, files)
+        raise
     if out_file is not None:
-        out_file.parent.mkdir(parents=True, exist_ok=True)
-        write_coco(out_file, data)
-    _print_summary(ontology, results, out_file, time.perf_counter() - began, load_seconds)
+        _write_coco(out_file, results, ontology, settings, masks=masks, root=images_root(images))
+    _print_summary(ontology, results, out_file, time.perf_counter() - began, load_seconds, skipped)
     if recorder is not None:
         with domain_errors():
             run = recorder.finish()
-        out.print(f"run: {run.name} (dataset {dataset!r})")
+        out.print(text(f"run: {run.name} (dataset {dataset!r})"), highlight=False)
     if settings.tiny:
         err.print(TINY_NOTICE)
-    if not done:
+    if not any(r.error is None for r in results):
         fail("no image could be read")
 
 
-def _print_summary(ontology, results, out_file: Path | None, seconds: float, load_seconds: float) -> None:
+def _print_summary(
+    ontology, results, out_file: Path | None, seconds: float, load_seconds: float, skipped_before: int = 0
+) -> None:
+    """The per-label table and one line of totals; ``skipped_before``: arguments skipped before
+    the run (missing files and folders), counted with the files that could not be read."""
     import numpy as np
     from rich.table import Table
 
     done = [r for r in results if r.error is None]
-    table = Table(title=f"Pre-labels → {out_file}" if out_file else "Pre-labels")
+    table = Table(title=text(f"Pre-labels → {out_file}" if out_file else "Pre-labels"))
     table.add_column("label")
     table.add_column("detections", justify="right")
     table.add_column("images", justify="right")
@@ -170,10 +228,10 @@ def _print_summary(ontology, results, out_file: Path | None, seconds: float, loa
     for label in ontology.label_names:
         scores = [s for r in done for s, name in zip(r.detections.scores, r.detections.labels) if name == label]
         images = sum(1 for r in done if label in set(r.detections.labels.tolist()))
-        table.add_row(label, str(len(scores)), str(images), f"{np.mean(scores):.3f}" if scores else "-")
+        table.add_row(text(label), str(len(scores)), str(images), f"{np.mean(scores):.3f}" if scores else "-")
     out.print(table)
     total = sum(len(r.detections) for r in done)
-    skipped = len(results) - len(done)
+    skipped = len(results) - len(done) + skipped_before
     infer = sum(r.seconds for r in done)
     rate = f"{len(done) / infer:.2f} images/s" if infer > 0 else "-"
     out.print(
@@ -228,7 +286,7 @@ def demo(
     onto = _load_ontology(samples / "ontology.yaml", None)
     resolved = resolve_demo_settings(tiny_dir)
     for line in resolved.notes:
-        err.print(line)
+        err.print(text(line, "bold red" if resolved.settings.tiny else ""), highlight=False)
     _run_prelabel(
         [samples], onto, resolved.settings, masks=resolved.masks, threshold=None, batch_size=2, out_file=out_file
     )
@@ -258,7 +316,7 @@ def main() -> None:
     try:
         app()
     except CliError as error:
-        err.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        print_error(error)
         sys.exit(2)
     except KeyboardInterrupt:
         err.print("interrupted")

@@ -5,10 +5,24 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
+from typing import NoReturn
 
 from rich.console import Console
+from rich.markup import escape
+from rich.text import Text
 
-__all__ = ["TINY_NOTICE", "CliError", "domain_errors", "err", "fail", "out", "quiet_libraries"]
+__all__ = [
+    "TINY_NOTICE",
+    "CliError",
+    "domain_errors",
+    "err",
+    "fail",
+    "literal",
+    "out",
+    "print_error",
+    "quiet_libraries",
+    "text",
+]
 
 err = Console(stderr=True)
 out = Console()
@@ -18,8 +32,25 @@ class CliError(Exception):
     """Ends the command with a one-line message and exit code 2."""
 
 
-def fail(message: str) -> None:
+def fail(message: str) -> NoReturn:
     raise CliError(message)
+
+
+def literal(value: object) -> str:
+    """``value`` as text for a rich markup string, printed as written: whatever a user typed or
+    named (paths, prompts, label and run names, error messages that quote them) goes through
+    this, or through `text`, so that ``bad [v2].jpg`` is not read as a style tag."""
+    return escape(str(value))
+
+
+def text(value: object, style: str = "") -> Text:
+    """``value`` as a rich `Text` (never parsed as markup): for table cells and titles."""
+    return Text(str(value), style=style)
+
+
+def print_error(message: object) -> None:
+    """The one-line ``error: ...`` of a `CliError`, its message printed literally."""
+    err.print(Text.assemble(("error:", "bold red"), " ", str(message)), highlight=False, soft_wrap=True)
 
 
 @contextlib.contextmanager

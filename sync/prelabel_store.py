@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from sync.store import Provenance, SampleIn, StoreError
+from sync.store import Provenance, RunInfo, SampleIn, StoreError
+from sync.store.credentials import strip_credentials
 
-__all__ = ["RunRecorder", "file_sha256", "sample_uri"]
+__all__ = ["RunRecorder", "file_sha256", "prelabel_provenance", "run_differences", "sample_uri"]
 
 
 def sample_uri(path: Path) -> str:
@@ -28,35 +30,103 @@ def file_sha256(path: Path) -> str:
     return "sha256:" + digest.hexdigest()
 
 
+def prelabel_provenance(ontology: Any, model_id: str | None, params: Mapping[str, Any]) -> Provenance:
+    """The provenance of a ``prelabel`` run: ontology, model and settings (``params``)."""
+    provenance = Provenance.from_ontology(ontology, model_id=model_id, model_revision=None, params=params)
+    if params.get("threshold") is not None:  # --threshold replaced every label's own
+        provenance = replace(provenance, thresholds=dict.fromkeys(ontology.label_names, params["threshold"]))
+    return provenance
+
+
+def _shown(value: object) -> str:
+    return "unset" if value is None else str(value)
+
+
+def run_differences(run: RunInfo, provenance: Provenance) -> list[str]:
+    """What differs between an existing run and a new one's ``provenance``: the ontology, the
+    model and each parameter (``"threshold 0.3 (now 0.5)"``); empty when the run can be resumed."""
+    found = []
+    if run.ontology_hash != provenance.ontology_hash:
+        found.append("another ontology")
+    model = None if provenance.model_id is None else strip_credentials(provenance.model_id)
+    if run.model_id != model:
+        found.append(f"model {_shown(run.model_id)} (now {_shown(model)})")
+    old = dict(run.params or {})
+    new = json.loads(json.dumps(dict(provenance.params or {})))
+    for key in sorted(set(old) | set(new)):
+        if old.get(key) != new.get(key):
+            found.append(f"{key} {_shown(old.get(key))} (now {_shown(new.get(key))})")
+    return found
+
+
 class RunRecorder:
     """Creates (or resumes) a ``prelabel`` run and stores each image's detections as they come.
 
-    A run that exists and is not finished is resumed: the images it already covers are
-    skipped. A finished run of that name is an error (runs are never overwritten).
+    With ``run_name``: a run of that name that exists and is not finished is resumed (its
+    ontology, model and parameters must match); a finished one is an error (runs are never
+    overwritten). Without: the newest unfinished ``prelabel`` run of the dataset that matches
+    (same ontology, model and parameters, and every image it covers among ``files``) is resumed,
+    so the same command after an interruption carries on; otherwise a new run is made and
+    `note` says why an unfinished run was left alone. Either way the images a resumed run
+    already covers are skipped (`pending`).
     """
 
-    def __init__(self, store: Any, dataset: str, run_name: str | None, ontology: Any, settings: Any, params: dict) -> None:
+    def __init__(
+        self,
+        store: Any,
+        dataset: str,
+        run_name: str | None,
+        ontology: Any,
+        settings: Any,
+        params: dict,
+        *,
+        files: Sequence[Path] | None = None,
+    ) -> None:
         self.store = store
         self.dataset = store.get_or_create_dataset(dataset)
-        self.run = None
+        provenance = prelabel_provenance(ontology, settings.gdino_model, params)
+        self.note: str | None = None
         if run_name is not None:
-            existing = {r.name: r for r in store.list_runs(self.dataset)}
-            run = existing.get(run_name)
-            if run is not None:
-                if run.finished_at is not None:
-                    raise StoreError(f"run {run_name!r} of dataset {dataset!r} is finished; choose another --run name")
-                if run.ontology_hash != ontology.content_hash:
-                    raise StoreError(f"run {run_name!r} was started with another ontology; choose another --run name")
-                self.run = run
-        if self.run is None:
-            provenance = Provenance.from_ontology(
-                ontology, model_id=settings.gdino_model, model_revision=None, params=params
-            )
-            if params.get("threshold") is not None:  # --threshold replaced every label's own
-                provenance = replace(provenance, thresholds=dict.fromkeys(ontology.label_names, params["threshold"]))
-            self.run = store.create_run(self.dataset, "prelabel", name=run_name, provenance=provenance)
-        covered = set(store.covered_samples(self.run))
-        self.done_uris = {s.uri for s in store.samples(self.dataset, ids=sorted(covered))} if covered else set()
+            run = self._named(run_name, provenance)
+        else:
+            run, self.note = self._unfinished(provenance, None if files is None else {sample_uri(f) for f in files})
+        self.resumed = run is not None
+        if run is None:
+            run = store.create_run(self.dataset, "prelabel", name=run_name, provenance=provenance)
+        self.run = run
+        self.done_uris = self._covered_uris(run)
+
+    def _covered_uris(self, run: RunInfo) -> set[str]:
+        covered = self.store.covered_samples(run)
+        return {s.uri for s in self.store.samples(self.dataset, ids=covered)} if covered else set()
+
+    def _named(self, name: str, provenance: Provenance) -> RunInfo | None:
+        run = {r.name: r for r in self.store.list_runs(self.dataset)}.get(name)
+        if run is None:
+            return None
+        where = f"run {name!r} of dataset {self.dataset.name!r}"
+        if run.finished:
+            raise StoreError(f"{where} is finished; choose another --run name")
+        differences = run_differences(run, provenance)
+        if differences:
+            raise StoreError(f"{where} was started with {'; '.join(differences)}; choose another --run name")
+        return run
+
+    def _unfinished(self, provenance: Provenance, uris: set[str] | None) -> tuple[RunInfo | None, str | None]:
+        """The newest resumable unfinished run, else None and why the newest one is not."""
+        why_not: str | None = None
+        for run in reversed(self.store.list_runs(self.dataset, kind="prelabel")):
+            if run.finished:
+                continue
+            differences = run_differences(run, provenance)
+            if differences:
+                reason = f"it was started with {'; '.join(differences)}"
+            elif uris is not None and not self._covered_uris(run) <= uris:
+                reason = "it covers images that are not among these inputs"
+            else:
+                return run, None
+            why_not = why_not or f"unfinished run {run.name!r} not resumed: {reason}"
+        return None, why_not
 
     @property
     def name(self) -> str:
@@ -69,6 +139,7 @@ class RunRecorder:
         sample = SampleIn(sample_uri(path), width, height, file_sha256(path))
         (sample_id,) = self.store.add_samples(self.dataset, [sample])
         self.store.add_detections(self.run, {sample_id: detections})
+        self.done_uris.add(sample.uri)
 
     def finish(self) -> Any:
         self.run = self.store.finish_run(self.run)
