@@ -542,7 +542,7 @@ def test_tune_writes_the_shortest_threshold_that_keeps_the_chosen_predictions(tu
     from serverless.ontology import load_ontology
 
     by_time = invoke(["tune", "--dataset", "tuning", "--by", "time", "--write", str(tuning["ontology"])], tuning)
-    assert "cat: 0.3 → 0.8" in by_time.output and "dog: default → 1.0" in by_time.output
+    assert "cat: 0.300 → 0.800" in by_time.output and "dog: 0.300 (the default) → 1.000" in by_time.output
     text = tuning["ontology"].read_text()
     assert text == "labels:\n  - name: cat  # felines\n    threshold: 0.8\n  - name: dog\n    threshold: 1.0\n"
     assert [load_ontology(tuning["ontology"]).threshold_for(i) for i in range(2)] == [0.8, 1.0]

@@ -91,7 +91,7 @@ def test_optima_match_a_brute_force_pycocotools_recount(seed, iou, seconds, floo
             assert sweep.best_f1 is None
         else:
             threshold, f1, secs, tp, fp = f1_row
-            assert np.float32(sweep.best_f1.threshold) == np.float32(threshold)
+            assert np.float32(sweep.best_f1.score) == np.float32(threshold)
             assert sweep.best_f1.f1 == pytest.approx(f1)
             assert sweep.best_f1.seconds == pytest.approx(secs)
             assert sweep.best_f1.precision == pytest.approx(tp / (tp + fp))
@@ -100,10 +100,10 @@ def test_optima_match_a_brute_force_pycocotools_recount(seed, iou, seconds, floo
         elif time_row[0] == "nothing":
             scores = np.concatenate([p.scores[p.class_ids == data.labels.index(label)] for p in data.pred])
             assert sweep.min_time.seconds == pytest.approx(time_row[1])
-            assert np.float32(sweep.min_time.threshold) > scores.max()
+            assert np.float32(sweep.min_time.score) > scores.max()
             assert sweep.min_time.precision is None
         else:
-            assert np.float32(sweep.min_time.threshold) == np.float32(time_row[0])
+            assert np.float32(sweep.min_time.score) == np.float32(time_row[0])
             assert sweep.min_time.seconds == pytest.approx(time_row[2])
         if label in floors:
             assert sweep.floor == floors[label] and sweep.current == floors[label]
@@ -111,7 +111,7 @@ def test_optima_match_a_brute_force_pycocotools_recount(seed, iou, seconds, floo
         else:
             assert sweep.current is None
     # the cases are not degenerate: some optimum lies above the lowest score
-    assert any(s.best_f1 and s.best_f1.threshold > s.thresholds[0] for s in sweeps.values())
+    assert any(s.best_f1 and s.best_f1.score > s.thresholds[0] for s in sweeps.values())
 
 
 def _one_class(scores, is_tp, truth: int) -> EvalData:
@@ -139,8 +139,8 @@ def test_time_model_keeps_a_low_precision_threshold_when_deleting_is_cheap():
     metrics = evaluate_detections(_one_class(SCORES, IS_TP, truth=2))
     s = sweep_thresholds(metrics, seconds=ActionSeconds(verify=7, delete=1.5, draw=30))["thing"]
     # t=0.9: 1 TP, 1 miss → F1 2/3, 7 + 30 = 37 s; t=0.4: 2 TP, 4 FP → F1 0.5, 14 + 6 = 20 s
-    assert s.best_f1.threshold == 0.9 and s.best_f1.f1 == pytest.approx(2 / 3) and s.best_f1.seconds == 37
-    assert s.min_time.threshold == 0.4 and s.min_time.seconds == 20
+    assert s.best_f1.score == 0.9 and s.best_f1.f1 == pytest.approx(2 / 3) and s.best_f1.seconds == 37
+    assert s.min_time.score == 0.4 and s.min_time.seconds == 20
     assert s.min_time.precision == pytest.approx(2 / 6) and s.min_time.recall == 1.0
 
 
@@ -148,24 +148,24 @@ def test_time_model_prefers_precision_when_deleting_is_expensive():
     metrics = evaluate_detections(_one_class(SCORES, IS_TP, truth=2))
     s = sweep_thresholds(metrics, seconds=ActionSeconds(verify=7, delete=10, draw=30))["thing"]
     # t=0.4: 14 + 40 = 54 s; t=0.9: 37 s; keep nothing: 60 s
-    assert s.min_time.threshold == 0.9 and s.min_time.seconds == 37
+    assert s.min_time.score == 0.9 and s.min_time.seconds == 37
 
 
 def test_time_model_keeps_nothing_when_drawing_is_cheaper_than_checking():
     metrics = evaluate_detections(_one_class(SCORES, IS_TP, truth=2))
     s = sweep_thresholds(metrics, seconds=ActionSeconds(verify=7, delete=1.5, draw=1))["thing"]
     assert s.min_time.seconds == 2 and s.min_time.recall == 0.0 and s.min_time.precision is None
-    assert np.float32(s.min_time.threshold) > np.float32(0.9)
-    assert s.min_time.threshold < 0.9 + 1e-6
+    assert np.float32(s.min_time.score) > np.float32(0.9)
+    assert s.min_time.score < 0.9 + 1e-6
 
 
 def test_ties_go_to_the_lower_threshold():
     # truth 2; hit, two false alarms, hit: F1 is 2/3 at 0.9 (1 TP, 1 miss) and at 0.6 (2 TP, 2 FP)
     metrics = evaluate_detections(_one_class([0.9, 0.8, 0.7, 0.6], [True, False, False, True], truth=2))
     s = sweep_thresholds(metrics, seconds=ActionSeconds(verify=7, delete=0, draw=7))["thing"]
-    assert s.best_f1.f1 == pytest.approx(2 / 3) and s.best_f1.threshold == 0.6
+    assert s.best_f1.f1 == pytest.approx(2 / 3) and s.best_f1.score == 0.6
     # 14 s at 0.9, 0.8, 0.7 and 0.6, and 14 s keeping nothing (not strictly better)
-    assert s.min_time.seconds == 14 and s.min_time.threshold == 0.6
+    assert s.min_time.seconds == 14 and s.min_time.score == 0.6
 
 
 def test_classes_without_truth_or_without_predictions():
@@ -175,7 +175,7 @@ def test_classes_without_truth_or_without_predictions():
     sweeps = sweep_thresholds(evaluate_detections(eval_data(labels, [truth], [pred], size=(100, 100))))
     ghost, missed = sweeps["ghost"], sweeps["missed"]
     assert ghost.best_f1 is None
-    assert ghost.min_time.seconds == 0.0 and np.float32(ghost.min_time.threshold) > np.float32(0.6)
+    assert ghost.min_time.seconds == 0.0 and np.float32(ghost.min_time.score) > np.float32(0.6)
     assert ghost.floor == pytest.approx(0.3) and np.isnan(ghost.recall).all()
     assert missed.best_f1 is None and missed.min_time is None and missed.floor == 0.0
     assert np.all(missed.seconds == ActionSeconds().draw) and np.all(missed.recall == 0.0)
@@ -188,8 +188,8 @@ def test_predictions_on_crowd_regions_cost_nothing():
     pred = det([[5, 5, 15, 15], [50, 0, 60, 10]], [0, 0], labels, scores=[0.9, 0.5])
     s = sweep_thresholds(evaluate_detections(eval_data(labels, [truth], [pred], size=(100, 100))))["person"]
     # at 0.5 both are kept: one verified TP, the crowd one costs nothing
-    assert s.min_time.threshold == 0.5 and s.min_time.seconds == ActionSeconds().verify
-    assert s.best_f1.threshold == 0.5 and s.best_f1.precision == 1.0
+    assert s.min_time.score == 0.5 and s.min_time.seconds == ActionSeconds().verify
+    assert s.best_f1.score == 0.5 and s.best_f1.precision == 1.0
 
 
 def test_floors_are_checked():
@@ -200,7 +200,7 @@ def test_floors_are_checked():
     # keys that are not labels are ignored; the grid starts at the floor, then the 0.01 steps
     s = sweep_thresholds(metrics, floors={"thing": 0.555, "other": 0.2})["thing"]
     assert s.thresholds[:3].tolist() == [0.555, 0.56, 0.57] and s.thresholds[-1] == 1.0
-    assert s.best_f1.threshold == 0.9 and s.min_time.threshold == 0.9  # 0.4 (20 s) is below the floor
+    assert s.best_f1.score == 0.9 and s.min_time.score == 0.9  # 0.4 (20 s) is below the floor
 
 
 def test_curves_recount_the_match_table_and_serialise():
@@ -221,7 +221,7 @@ def test_curves_recount_the_match_table_and_serialise():
             assert r == pytest.approx(tp / truth)
         d = json.loads(json.dumps(s.to_dict()))
         assert len(d["thresholds"]) == len(d["f1"]) == len(s.thresholds)
-        assert d["best_f1"]["threshold"] == s.best_f1.threshold
+        assert d["best_f1"]["threshold"] == s.best_f1.threshold and d["best_f1"]["score"] == s.best_f1.score
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -234,10 +234,10 @@ def test_optima_dominate_every_grid_point(scene, floor, seconds):
         assert isinstance(s, ClassSweep)
         if s.best_f1 is not None:
             assert np.all(np.nan_to_num(s.f1, nan=0.0) <= s.best_f1.f1)
-            assert s.best_f1.threshold >= s.floor
+            assert s.best_f1.score >= s.floor
         if s.min_time is not None:
             assert np.all(s.min_time.seconds <= s.seconds)
-            assert s.min_time.threshold >= s.floor
+            assert s.min_time.score >= s.floor
         elif metrics.per_class[label].truth:
             # nothing to tune: every grid point keeps nothing
             assert np.all(s.seconds == metrics.per_class[label].truth * seconds.draw)
@@ -246,7 +246,7 @@ def test_optima_dominate_every_grid_point(scene, floor, seconds):
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_scenes(), st.floats(0, 0.9), st.sampled_from([ActionSeconds(), ActionSeconds(delete=20, draw=3)]))
 def test_each_choice_range_keeps_exactly_what_its_threshold_keeps_and_is_maximal(scene, floor, seconds):
-    """Every threshold from ``lowest`` to ``highest`` keeps the same predictions as ``threshold``;
+    """Every threshold from ``lowest`` to ``highest`` keeps the same predictions as ``score``;
     one float32 step below ``lowest`` keeps more (unless that is under the floor), and "keep
     nothing" reaches up to 1.0."""
     labels, truth, pred, _ = scene
@@ -257,8 +257,10 @@ def test_each_choice_range_keeps_exactly_what_its_threshold_keeps_and_is_maximal
         for choice in (s.best_f1, s.min_time):
             if choice is None:
                 continue
-            lo, at, hi = (np.float32(v) for v in (choice.lowest, choice.threshold, choice.highest))
+            lo, at, hi = (np.float32(v) for v in (choice.lowest, choice.score, choice.highest))
             assert lo <= at <= hi and choice.lowest >= s.floor
+            shown = np.float32(choice.threshold)  # the value shown and written: in the range too
+            assert lo <= shown <= hi or (choice.threshold == 1.0 and lo > 1.0)
             kept = own >= at
             assert np.array_equal(own >= lo, kept) and np.array_equal(own >= np.float32(min(hi, 1.0)), kept)
             step_down = np.nextafter(lo, np.float32(-np.inf))

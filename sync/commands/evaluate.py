@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.text import Text
 
 from sync.console import domain_errors, err, fail, out
 
@@ -130,46 +131,78 @@ def tune(
 
     --write puts them into the ontology file (comments and layout kept) for the next pre-label
     run and the next `autolabel functions render`."""
-    from rich.table import Table
-
-    from sync.evaluate.table import fmt_metric, fmt_threshold
-    from sync.evaluate.tune import pick_threshold
+    from sync.evaluate.table import fmt_threshold
 
     if by not in ("f1", "time"):
         fail(f"--by must be f1 or time, got {by!r}")
     seconds = _seconds(seconds_verify, seconds_verify, seconds_verify, seconds_delete, seconds_draw)
     _, (evaluation,) = _evaluate(dataset, [pred] if pred else None, truth, iou, seconds, False)
-    chosen: dict[str, float] = {}
-    table = Table(title=f"Thresholds for {evaluation.name} ({'best F1' if by == 'f1' else 'least annotator time'})")
-    for column in ("label", "current", "chosen", "precision", "recall", "F1", "est. seconds"):
-        table.add_column(column, justify="left" if column == "label" else "right")
-    for label, sweep in evaluation.sweeps.items():
-        choice = sweep.best_f1 if by == "f1" else sweep.min_time
-        current = fmt_metric(sweep.current)
-        if choice is None:
-            table.add_row(label, current, "unchanged", "-", "-", "-", "-")
-            continue
-        chosen[label] = pick_threshold(choice.lowest, choice.highest)
-        table.add_row(
-            label, current, fmt_threshold(choice.to_dict()), fmt_metric(choice.precision), fmt_metric(choice.recall),
-            fmt_metric(choice.f1), f"{choice.seconds:.0f}",
-        )
-    out.print(table)
+    if not evaluation.data.pred_has_scores:
+        fail(f"run {evaluation.name!r} has no scores (imported without them): there is no threshold to tune")
+    currents, where, inherited = _current_thresholds(evaluation, write)
+    chosen = _tune_table(evaluation, by, currents, where)
     if write is None:
         err.print("dry run: add --write ONTOLOGY.yaml to save these thresholds")
         return
     if not chosen:
         fail("no class has a threshold to tune (no class has both pre-labels and truth)")
+    changed = {label: value for label, value in chosen.items() if value != currents.get(label)}
+    if not changed:
+        out.print(f"nothing to change in {write}: every threshold there is already as good as the best")
+        return
     from sync.evaluate.tune import write_thresholds
 
     with domain_errors():
         try:
-            changes = write_thresholds(write, chosen, decimals=9)  # already the shortest decimals
+            write_thresholds(write, changed, decimals=9)  # already the shortest decimals
         except OSError as error:
             fail(f"cannot write {write}: {error.strerror or error}")
-    for label, old, new in changes:
-        out.print(f"{label}: {'default' if old is None else old} → {new}")
-    out.print(f"wrote {len(changes)} thresholds to {write}")
+    for label, new in changed.items():
+        old = fmt_threshold(currents.get(label)) + (" (the default)" if label in inherited else "")
+        out.print(Text(f"{label}: {old} → {fmt_threshold(new)}"))
+    out.print(Text(f"wrote {len(changed)} thresholds to {write}"))
+
+
+def _current_thresholds(evaluation: Any, write: Path | None) -> tuple[dict[str, float], str, set[str]]:
+    """Each label's threshold now, where it comes from (the ontology file ``--write`` names,
+    else the threshold the run was made with) and the labels that inherit the file's default."""
+    if write is not None:
+        from serverless.ontology import load_ontology
+
+        with domain_errors():
+            ontology = load_ontology(write)
+        currents = {label.name: ontology.threshold_for(i) for i, label in enumerate(ontology.labels)}
+        return currents, f"in {write.name}", {label.name for label in ontology.labels if label.threshold is None}
+    currents = {label: s.current for label, s in evaluation.sweeps.items() if s.current is not None}
+    return currents, "of the run", set()
+
+
+def _tune_table(evaluation: Any, by: str, currents: dict[str, float], where: str) -> dict[str, float]:
+    """Print the tuning table; return the threshold chosen per label (the current one where it
+    is as good as the best: no evidence, no change)."""
+    from rich.table import Table
+
+    from sync.evaluate.table import fmt_metric, fmt_threshold
+
+    title = f"Thresholds for {evaluation.name} ({'best F1' if by == 'f1' else 'least annotator time'})"
+    table = Table(title=Text(title))
+    for column in ("label", f"current ({where})", "chosen", "precision", "recall", "F1", "est. seconds"):
+        table.add_column(Text(column), justify="left" if column == "label" else "right")
+    chosen: dict[str, float] = {}
+    for label, sweep in evaluation.sweeps.items():
+        choice = sweep.best_f1 if by == "f1" else sweep.min_time
+        current = currents.get(label)
+        if choice is None:
+            table.add_row(Text(label), fmt_threshold(current), "unchanged", "-", "-", "-", "-")
+            continue
+        keep = current is not None and sweep.keeps(current, by)
+        chosen[label] = float(current) if keep else choice.threshold
+        table.add_row(
+            Text(label), fmt_threshold(current), "unchanged" if keep else fmt_threshold(chosen[label]),
+            fmt_metric(choice.precision), fmt_metric(choice.recall), fmt_metric(choice.f1), f"{choice.seconds:.0f}",
+        )
+    out.print(table)
+    return chosen
 
 
 def select(

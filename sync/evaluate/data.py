@@ -50,6 +50,9 @@ class EvalData:
     pred_thresholds: Mapping[str, float] | None = None
     notes: tuple[str, ...] = field(default=())
     """Human-readable facts about how the data was chosen (shown in reports)."""
+    pred_has_scores: bool = True
+    """False when the pre-labels carry no scores (an import without them reads as 1.0
+    everywhere): no threshold can be chosen, and mAP does not rank them."""
 
     def __post_init__(self) -> None:
         n = len(self.sample_ids)

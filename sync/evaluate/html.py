@@ -147,7 +147,7 @@ def _threshold_table(thresholds: Mapping[str, Any]) -> str:
         best = entry.get("best_f1") or {}
         fastest = entry.get("min_time") or {}
         rows.append([
-            str(label), fmt_metric(entry.get("floor")), fmt_metric(entry.get("current")),
+            str(label), fmt_threshold(entry.get("floor")), fmt_threshold(entry.get("current")),
             fmt_threshold(best), fmt_metric(best.get("f1")), fmt_metric(best.get("precision")),
             fmt_metric(best.get("recall")), fmt_threshold(fastest), fmt_duration(fastest.get("seconds")),
         ])
@@ -193,6 +193,22 @@ def _finite(value: Any) -> float | None:
         return None
     value = float(value)
     return value if math.isfinite(value) else None
+
+
+def threshold_marks(entry: Mapping[str, Any]) -> dict[str, tuple[float, str]]:
+    """The thresholds marked on a class's F1-vs-threshold plot, ``{"current" | "best_f1" |
+    "min_time": (value, legend text)}``: the same values, written the same way, as the tables."""
+    marks = {}
+    current = _finite(entry.get("current"))
+    if current is not None:
+        marks["current"] = (current, f"current {fmt_threshold(current)}")
+    best = entry.get("best_f1") or {}
+    if _finite(best.get("threshold")) is not None and _finite(best.get("f1")) is not None:
+        marks["best_f1"] = (float(best["threshold"]), f"best F1 {fmt_threshold(best)}")
+    fastest = entry.get("min_time") or {}
+    if _finite(fastest.get("threshold")) is not None:
+        marks["min_time"] = (float(fastest["threshold"]), f"min time {fmt_threshold(fastest)}")
+    return marks
 
 
 def _mpl(text: Any) -> str:
@@ -287,17 +303,17 @@ class _Plotter:
                     ax.plot(t, values, label=key.upper() if key == "f1" else key, **style)
         else:
             ax.text(0.5, 0.5, "no sweep (no pre-labels)", ha="center", va="center", transform=ax.transAxes)
-        current = _finite(entry.get("current"))
-        if current is not None:
-            ax.axvline(current, linestyle="--", color="0.4", linewidth=1, label=f"current {current:.2f}")
-        best = entry.get("best_f1") or {}
-        if _finite(best.get("threshold")) is not None and _finite(best.get("f1")) is not None:
-            ax.plot([best["threshold"]], [best["f1"]], marker="*", markersize=11, color="#d62728", linestyle="none",
-                    label=f"best F1 {best['threshold']:.2f}")
-        fastest = entry.get("min_time") or {}
-        if _finite(fastest.get("threshold")) is not None:
-            ax.axvline(min(fastest["threshold"], 1.0), linestyle=":", color="#2ca02c", linewidth=1.6,
-                       label=f"min time {fastest['threshold']:.2f}")
+        marks = threshold_marks(entry)
+        if "current" in marks:
+            value, text = marks["current"]
+            ax.axvline(value, linestyle="--", color="0.4", linewidth=1, label=text)
+        if "best_f1" in marks:
+            value, text = marks["best_f1"]
+            ax.plot([value], [entry["best_f1"]["f1"]], marker="*", markersize=11, color="#d62728", linestyle="none",
+                    label=text)
+        if "min_time" in marks:
+            value, text = marks["min_time"]
+            ax.axvline(min(value, 1.0), linestyle=":", color="#2ca02c", linewidth=1.6, label=text)
         ax.legend(loc="lower left", fontsize=6)
 
     def confusion(self, run: Mapping[str, Any]) -> bytes | None:

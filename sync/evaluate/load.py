@@ -27,7 +27,7 @@ from sync.evaluate.data import EvalData, EvalError
 from sync.evaluate.delivered import delivered_predictions
 from sync.views import group_by_run, latest_runs_per_sample
 
-__all__ = ["Selection", "choose_runs", "default_pred", "load_eval", "run_thresholds", "wants_masks"]
+__all__ = ["Selection", "choose_runs", "default_pred", "has_scores", "load_eval", "run_thresholds", "wants_masks"]
 
 MASK_SHAPES = ("mask", "polygon")
 
@@ -166,6 +166,14 @@ def _filled_masks(det: Detections, width: int, height: int) -> Detections:
     return det.with_columns(masks=masks)
 
 
+def has_scores(run: Any) -> bool:
+    """False for runs whose annotations were stored without scores: human revisions and
+    imports of files without ``score`` (they read back as 1.0)."""
+    if run.kind == "human":
+        return False
+    return not (run.kind == "import" and (run.params or {}).get("with_scores") is False)
+
+
 def _left_out_note(count: int) -> tuple[str, ...]:
     if not count:
         return ()
@@ -234,6 +242,7 @@ def load_eval(store: Any, selection: Selection, *, masks: bool = False) -> list[
                 pred_name=run.name,
                 pred_thresholds=run_thresholds(run, labels),
                 notes=selection.notes + _left_out_note(part.left_out),
+                pred_has_scores=has_scores(run),
             )
         )
     return result

@@ -73,7 +73,8 @@ def evaluate_run(
     boxes = evaluate_detections(data, iou=iou, iou_type="bbox")
     with_masks = masks if masks is not None else data.has_masks
     mask_metrics = evaluate_detections(data, iou=iou, iou_type="segm") if with_masks else None
-    sweeps = sweep_thresholds(boxes, seconds=seconds, floors=data.pred_thresholds)
+    # without scores every pre-label reads 1.0: no threshold keeps some and drops others
+    sweeps = sweep_thresholds(boxes, seconds=seconds, floors=data.pred_thresholds) if data.pred_has_scores else {}
     edits = edit_breakdown(data, match_iou=match_iou, tolerance_px=tolerance_px, seconds=seconds)
     return RunEvaluation(data=data, boxes=boxes, masks=mask_metrics, sweeps=sweeps, edits=edits)
 
@@ -109,6 +110,7 @@ def run_section(evaluation: RunEvaluation, rank: int) -> dict[str, Any]:
     return {
         "name": evaluation.name,
         "rank": rank,
+        "scores": evaluation.data.pred_has_scores,
         "overall": boxes["overall"],
         "per_class": boxes["per_class"],
         "masks": None if evaluation.masks is None else evaluation.masks.to_dict(),
@@ -134,6 +136,13 @@ def build_report(
     runs = [run_section(e, i) for i, e in enumerate(ranked, start=1)]
     first = evaluations[0].data
     all_notes = [*first.notes, *notes]
+    unscored = [e.name for e in evaluations if not e.data.pred_has_scores]
+    if unscored:
+        names = ", ".join(repr(name) for name in unscored)
+        all_notes.append(
+            f"{names} carry no scores (imported without them): no threshold sweep, and their mAP treats every "
+            "pre-label as equally sure" + (" — rank with --rank-by f1 or saved" if rank_by in ("map", "map50") else "")
+        )
     if first.pred_thresholds is None:
         all_notes.append("the runs record no thresholds: the sweep starts at the lowest stored score")
     else:

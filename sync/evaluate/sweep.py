@@ -48,10 +48,12 @@ class ThresholdChoice:
     kept), recall (None without truth), F1 (None when both are missing), seconds (estimated
     annotator time for the class at that threshold).
 
-    ``threshold`` is the exact value (a score of the class, or just above the highest for
-    "keep nothing"); every threshold from ``lowest`` to ``highest`` (both inclusive, compared
-    as float32) keeps the same predictions, and none of them is below the sweep's floor.
-    `sync.evaluate.tune.pick_threshold` chooses the shortest decimal in that range to write.
+    ``threshold`` is the one number to show and to write: the class's current threshold when
+    it keeps exactly these predictions, else the shortest decimal in ``lowest``..``highest``
+    (`sync.evaluate.tune.pick_threshold`). Every threshold in that range (both ends inclusive,
+    compared as float32) keeps the same predictions, and none of them is below the sweep's
+    floor. ``score`` is the lowest score kept (just above the highest score for "keep
+    nothing").
     """
 
     threshold: float
@@ -61,10 +63,12 @@ class ThresholdChoice:
     recall: float | None
     f1: float | None
     seconds: float
+    score: float = math.nan
 
     def to_dict(self) -> dict[str, float | None]:
         return {
             "threshold": self.threshold,
+            "score": _opt(self.score),
             "lowest": self.lowest,
             "highest": self.highest,
             "precision": self.precision,
@@ -93,6 +97,9 @@ class ClassSweep:
     - ``min_time``: the exact minimum of estimated seconds (ties: the lower threshold; "keep
       nothing" only when strictly better); without truth it is "keep nothing"; None without
       predictions >= floor.
+    - ``best_f1_ties`` / ``min_time_ties``: the ``(lowest, highest)`` threshold ranges of every
+      choice as good as the optimum. Among ties the one holding ``current`` wins, and its
+      ``threshold`` is ``current`` itself: with no evidence for a change, nothing changes.
     """
 
     label: str
@@ -105,6 +112,14 @@ class ClassSweep:
     seconds: np.ndarray
     best_f1: ThresholdChoice | None
     min_time: ThresholdChoice | None
+    best_f1_ties: tuple[tuple[float, float], ...] = ()
+    min_time_ties: tuple[tuple[float, float], ...] = ()
+
+    def keeps(self, threshold: float | None, by: str) -> bool:
+        """True when ``threshold`` is as good as the optimum ``by`` ``"f1"`` or ``"time"``
+        (it lies in the range of one of the tied optima): a tuned value should stay there."""
+        ties = self.best_f1_ties if by == "f1" else self.min_time_ties
+        return any(_in_range(threshold, lowest, highest) for lowest, highest in ties)
 
     def __post_init__(self) -> None:
         for name in ("thresholds", "precision", "recall", "f1", "seconds"):
@@ -165,18 +180,84 @@ class _Counts:
         return {"precision": precision, "recall": recall, "f1": f1, "seconds": secs}
 
 
-def _choice(candidate: np.float32, lowest: float, values: dict[str, np.ndarray], i: int) -> ThresholdChoice:
+def _in_range(value: float | None, lowest: float, highest: float) -> bool:
+    return value is not None and np.float32(lowest) <= np.float32(value) <= np.float32(highest)
+
+
+def _choice(
+    candidate: np.float32, lowest: float, values: dict[str, np.ndarray], i: int, current: float | None
+) -> ThresholdChoice:
     """The choice of keeping ``score >= candidate`` (row ``i`` of ``values``); ``lowest`` is the
     lowest threshold that keeps the same predictions."""
+    from sync.evaluate.tune import pick_threshold
+
+    highest = _threshold(candidate)
     return ThresholdChoice(
-        threshold=_threshold(candidate),
+        threshold=float(current) if _in_range(current, lowest, highest) else pick_threshold(lowest, highest),
         lowest=lowest,
-        highest=_threshold(candidate),
+        highest=highest,
         precision=_opt(values["precision"][i]),
         recall=_opt(values["recall"][i]),
         f1=_opt(values["f1"][i]),
         seconds=float(values["seconds"][i]),
+        score=highest,
     )
+
+
+def _nothing(above_max: float, truth: int, seconds: ActionSeconds, current: float | None) -> ThresholdChoice:
+    """The choice of keeping nothing: any threshold above the highest score (written as 1.0)."""
+    highest = max(1.0, above_max)
+    value = float(current) if _in_range(current, above_max, highest) else 1.0
+    if truth:
+        return ThresholdChoice(value, above_max, highest, None, 0.0, 0.0, truth * seconds.draw, score=above_max)
+    return ThresholdChoice(value, above_max, highest, None, None, None, 0.0, score=above_max)
+
+
+def _pick(ties: list[int], ranges: list[tuple[float, float]], current: float | None) -> int:
+    """Among tied optima (ascending), the one whose range holds ``current``, else the lowest."""
+    for k, (lowest, highest) in zip(ties, ranges):
+        if _in_range(current, lowest, highest):
+            return k
+    return ties[0]
+
+
+def _optima(
+    counts: _Counts, candidates: np.ndarray, scores: np.ndarray, floor: float, truth: int,
+    seconds: ActionSeconds, current: float | None,
+) -> tuple[ThresholdChoice | None, ThresholdChoice | None, tuple, tuple]:
+    """``(best_f1, min_time, best_f1 ties, min_time ties)`` over the candidate thresholds."""
+    if not candidates.size:
+        return None, None, (), ()
+    values = counts.at(candidates)
+
+    def lowest(k: int) -> float:
+        """The lowest threshold keeping what candidate ``k`` keeps: just above the next lower
+        score, never under the floor."""
+        position = int(np.searchsorted(counts.scores, candidates[k], side="left"))
+        if position == 0:
+            return floor
+        return max(floor, _threshold(np.nextafter(counts.scores[position - 1], np.float32(np.inf))))
+
+    above_max = _threshold(np.nextafter(scores.max(), np.float32(np.inf)))
+    nothing_range = (above_max, max(1.0, above_max))
+    if not truth:
+        return None, _nothing(above_max, truth, seconds, current), (), (nothing_range,)
+    f1_ties = np.flatnonzero(values["f1"] == np.nanmax(values["f1"])).tolist()
+    f1_ranges = [(lowest(k), _threshold(candidates[k])) for k in f1_ties]
+    i = _pick(f1_ties, f1_ranges, current)
+    best_f1 = _choice(candidates[i], lowest(i), values, i, current)
+    keep_nothing = truth * seconds.draw
+    fastest = float(values["seconds"].min())
+    time_ties = np.flatnonzero(values["seconds"] == fastest).tolist() if fastest <= keep_nothing else []
+    time_ranges = [(lowest(k), _threshold(candidates[k])) for k in time_ties]
+    if keep_nothing <= fastest:
+        time_ranges.append(nothing_range)
+    if time_ties and not _in_range(current, *nothing_range):
+        j = _pick(time_ties, time_ranges, current)
+        min_time = _choice(candidates[j], lowest(j), values, j, current)
+    else:  # keeping nothing is strictly better, or as good and already the current choice
+        min_time = _nothing(above_max, truth, seconds, current)
+    return best_f1, min_time, tuple(f1_ranges), tuple(time_ranges)
 
 
 def _sweep_class(
@@ -197,31 +278,7 @@ def _sweep_class(
     curves = counts.at(grid)
 
     candidates = np.unique(scores[scores >= floor32])  # ascending float32
-    best_f1 = min_time = None
-    if candidates.size:
-        values = counts.at(candidates)
-
-        def lowest(k: int) -> float:
-            """The lowest threshold keeping what candidate ``k`` keeps: just above the next lower
-            score, never under the floor."""
-            position = int(np.searchsorted(counts.scores, candidates[k], side="left"))
-            if position == 0:
-                return floor
-            return max(floor, _threshold(np.nextafter(counts.scores[position - 1], np.float32(np.inf))))
-
-        above_max = _threshold(np.nextafter(scores.max(), np.float32(np.inf)))
-        nothing = {"threshold": above_max, "lowest": above_max, "highest": max(1.0, above_max), "precision": None}
-        if truth:
-            i = int(np.argmax(values["f1"]))
-            best_f1 = _choice(candidates[i], lowest(i), values, i)
-            j = int(np.argmin(values["seconds"]))
-            keep_nothing = truth * seconds.draw
-            if keep_nothing < values["seconds"][j]:
-                min_time = ThresholdChoice(**nothing, recall=0.0, f1=0.0, seconds=keep_nothing)
-            else:
-                min_time = _choice(candidates[j], lowest(j), values, j)
-        else:
-            min_time = ThresholdChoice(**nothing, recall=None, f1=None, seconds=0.0)
+    best_f1, min_time, f1_ties, time_ties = _optima(counts, candidates, scores, floor, truth, seconds, current)
     return ClassSweep(
         label=label,
         floor=floor,
@@ -233,6 +290,8 @@ def _sweep_class(
         seconds=curves["seconds"],
         best_f1=best_f1,
         min_time=min_time,
+        best_f1_ties=f1_ties,
+        min_time_ties=time_ties,
     )
 
 

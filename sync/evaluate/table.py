@@ -57,16 +57,15 @@ def fmt_metric(value: Any, digits: int = 3) -> str:
     return "-" if number is None else f"{number:.{digits}f}"
 
 
-def fmt_threshold(choice: Mapping[str, Any] | None) -> str:
-    """A sweep's chosen threshold (``ThresholdChoice.to_dict()``) as `autolabel tune --write`
-    writes it: the shortest decimal in its ``lowest``..``highest`` range; ``-`` when undefined."""
-    from sync.evaluate.tune import floor_threshold, pick_threshold
+def fmt_threshold(choice: Mapping[str, Any] | float | None) -> str:
+    """A threshold as every report shows it: a sweep choice's ``threshold``
+    (``ThresholdChoice.to_dict()``, the value `autolabel tune --write` writes) or a plain
+    number, with 3 decimals unless it needs more; ``-`` when undefined."""
+    from sync.evaluate.tune import floor_threshold
 
-    threshold = _number((choice or {}).get("threshold"))
-    if threshold is None:
+    value = _number(choice.get("threshold") if isinstance(choice, Mapping) else choice)
+    if value is None:
         return "-"
-    lowest, highest = (_number(choice.get(key)) for key in ("lowest", "highest"))
-    value = pick_threshold(threshold if lowest is None else lowest, threshold if highest is None else highest)
     text = floor_threshold(value, 9)[1]
     return f"{value:.3f}" if len(text.partition(".")[2]) <= 3 else text  # 0.400 lines up with the metrics
 
@@ -188,7 +187,7 @@ def _threshold_table(thresholds: Mapping[str, Any]) -> Table:
         best = entry.get("best_f1") or {}
         fastest = entry.get("min_time") or {}
         table.add_row(
-            Text(str(label)), fmt_metric(entry.get("floor")), fmt_metric(entry.get("current")),
+            Text(str(label)), fmt_threshold(entry.get("floor")), fmt_threshold(entry.get("current")),
             fmt_threshold(best), fmt_metric(best.get("f1")),
             fmt_threshold(fastest), fmt_duration(fastest.get("seconds")),
         )

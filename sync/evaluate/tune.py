@@ -152,7 +152,8 @@ def write_thresholds(
 
     Returns ``(label, its own threshold before or None, the threshold written)`` per label of
     ``thresholds``, in ontology order. Only those labels' ``threshold:`` values change (see
-    the module docstring); a value equal to the old one leaves its text untouched.
+    the module docstring); a value equal to the label's threshold now (its own, or the
+    default it inherits) writes nothing.
     Raises `OntologyError` (nothing written) when the file is not a valid ontology, a label is
     not in it, a threshold is not a number in 0..1 or a threshold is a YAML anchor/alias.
     The file is replaced atomically and re-loaded with `load_ontology`; if that fails or the
@@ -180,7 +181,7 @@ def write_thresholds(
         new, new_text = floor_threshold(float(thresholds[label.name]), decimals)
         changes.append((label.name, label.threshold, new))
         expected[i] = new
-        if label.threshold is not None and label.threshold == new:
+        if new == ontology.threshold_for(i):  # no change: its own value or the default stays as written
             continue
         edits.append(_edit_for(original, nodes[i], i, new_text, newline, source))
 
