@@ -28,6 +28,7 @@ so a database error leaves no run at all (the samples, keyed by file, may stay r
 from __future__ import annotations
 
 import re
+import reprlib
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -42,6 +43,10 @@ __all__ = ["ROLES", "CocoImportError", "image_size", "import_coco"]
 
 ROLES = ("prediction", "revision")
 """``params["role"]`` of an import run: model output (scores kept) or human truth (no scores)."""
+
+_NAME = reprlib.Repr()
+_NAME.maxstring = 200
+"""Quotes file names in messages (a hostile one may be megabytes long)."""
 
 _EXIF_ORIENTATION = 0x0112
 _TRANSPOSED = {5, 6, 7, 8}
@@ -104,7 +109,10 @@ def _inside(images_dir: Path, file_name: str, where: str) -> Path:
     every symlink resolved; `CocoImportError` unless it lies inside ``images_dir`` (so
     ``../x``, ``/etc/passwd`` and a symlink pointing out of the folder are all refused)."""
     root = images_dir.resolve()
-    path = (images_dir / file_name).resolve()
+    try:
+        path = (images_dir / file_name).resolve()
+    except (OSError, ValueError) as err:  # a NUL byte, a symlink loop
+        raise CocoImportError(f"{where}: not a usable file name: {err}") from None
     if not path.is_relative_to(root):
         raise CocoImportError(
             f"{where}: {path} is outside the images folder {root}; only files inside it are read"
@@ -120,11 +128,15 @@ def _resolve_images(coco_file: Path, images_dir: Path, images: Sequence[Any]) ->
     resolved: list[_Image] = []
     seen: dict[str, int] = {}
     for i, image in enumerate(images):
-        where = f"{coco_file}: images[{i}] ({image.file_name!r})"
+        where = f"{coco_file}: images[{i}] ({_NAME.repr(image.file_name)})"
         if not image.file_name:
             raise CocoImportError(f"{where}: no such image file (the file_name is empty)")
         path = _inside(images_dir, image.file_name, where)
-        if not path.is_file():
+        try:
+            found = path.is_file()
+        except OSError as err:  # e.g. a name too long for the file system
+            raise CocoImportError(f"{where}: cannot read {_NAME.repr(str(path))}: {err.strerror or err}") from None
+        if not found:
             raise CocoImportError(f"{where}: no such image file {images_dir / image.file_name}")
         uri = sample_uri(path)
         if uri in seen:
@@ -274,9 +286,11 @@ def import_coco(store: Any, dataset: str, coco_file: Path, images_dir: Path, *, 
     truth, scores dropped). ``images_dir`` is the folder the COCO ``file_name`` entries are
     relative to (``sub/a.jpg`` is ``images_dir/sub/a.jpg``; an absolute ``file_name``, as
     `autolabel export --format coco` writes, is used as is); every file must resolve, symlinks
-    followed, to a path inside ``images_dir``. Raises `CocoImportError` for a bad file or image (nothing is written then) and
-    `sync.store.StoreError` when the store refuses (e.g. ``name`` is taken, or a file is already
-    stored with another content hash or size; nothing is written then either).
+    followed, to a path inside ``images_dir``.
+
+    Raises `CocoImportError` for a bad file or image (nothing is written then) and
+    `sync.store.StoreError` when the store refuses (e.g. ``name`` is taken, or a file is
+    already stored with another content hash or size; nothing is written then either).
     """
     if role not in ROLES:
         raise CocoImportError(f"role must be one of {list(ROLES)}, got {role!r}")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import stat
 
 import numpy as np
 import pytest
@@ -418,3 +420,118 @@ def test_read_refuses_non_object_json(tmp_path):
     path.write_text("[]")
     with pytest.raises(CocoFormatError, match="expected a JSON object"):
         read_coco(path)
+
+
+# ----------------------------------------------------------------------------- hostile values
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (_set("annotations[1].bbox", [1e308, 0, 1e308, 5]),
+         "annotations[1].bbox: expected pixel coordinates within ±16777216, got [1e+308, 0, 1e+308, 5]"),
+        (_set("annotations[0].bbox", [1, 1, 3.5e38, 5]), "annotations[0].bbox: expected pixel coordinates"),
+        (_set("annotations[0].bbox", [FLOAT32_MAX, 0, 0, 0]), "annotations[0].bbox: expected pixel coordinates"),
+        (_set("annotations[0].bbox", [-1e20, 0, 1, 1]), "annotations[0].bbox: expected pixel coordinates"),
+        (_set("annotations[0].bbox", [0, 0, 10**400, 1]), "annotations[0].bbox: expected 4 numbers"),
+        (_set("annotations[0].bbox", [0, 0, float("inf"), 1]), "annotations[0].bbox: expected 4 numbers"),
+        (_set("annotations[0].bbox", [0, float("nan"), 1, 1]), "annotations[0].bbox: expected 4 numbers"),
+        (_set("annotations[0].score", 10**400), "annotations[0].score: expected a finite number"),
+        (_set("annotations[2].segmentation", [[0, 0, 1e30, 0, 1, 1]]),
+         "annotations[2].segmentation[0]: expected pixel coordinates within ±16777216"),
+        (_set("annotations[0].segmentation", [[]]),
+         "annotations[0].segmentation[0]: expected an even number >= 6 of coordinates (3 or more x, y points), got 0"),
+        (_set("annotations[0].segmentation", [[0, 0, 1, 1, 2, 2], []]), "annotations[0].segmentation[1]: expected"),
+        (_set("annotations[0].segmentation", [[0, 0, 1, 1, 2]]), "got 5"),
+        (_set("annotations[0].id", 2**63), "annotations[0].id: expected an integer from"),
+        (_set("annotations[0].image_id", -(2**63) - 1), "annotations[0].image_id: expected an integer from"),
+        (_set("images[0].width", 2**31), "images[0].width: expected an integer from 1 to 2147483647"),
+    ],
+)
+def test_values_that_do_not_fit_what_they_become_are_refused(mutate, message):
+    """Every number must be finite and fit its stored type (float32 coordinates, 64-bit ids,
+    32-bit image sizes) once converted; the message names the field."""
+    with pytest.raises(CocoFormatError) as info:
+        from_coco(mutate(_valid()), source="gt.json")
+    assert message in str(info.value)
+
+
+def test_messages_quote_a_huge_or_deep_value_briefly():
+    deep: list = []
+    for _ in range(5000):
+        deep = [deep]
+    for bad in ([0.5] * 100_000, deep, "x" * 100_000, 7**2000):
+        with pytest.raises(CocoFormatError) as info:
+            from_coco(_set("annotations[0].bbox", [0, 0, 1, bad])(_valid()))
+        assert "annotations[0].bbox: expected 4 numbers" in str(info.value) and len(str(info.value)) < 300
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-(10**30), max_value=10**30)
+    | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=3),
+    lambda inner: st.lists(inner, max_size=8),
+    max_leaves=16,
+)
+COORDINATES = st.floats(allow_nan=True, allow_infinity=True) | st.integers(min_value=-(10**40), max_value=10**40)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    bbox=st.lists(COORDINATES, min_size=4, max_size=4) | JSON_VALUES,
+    segmentation=st.lists(st.lists(COORDINATES, max_size=8), max_size=2) | JSON_VALUES,
+    score=COORDINATES | JSON_VALUES,
+)
+def test_any_annotation_gives_checked_detections_or_a_format_error(bbox, segmentation, score):
+    data = _valid()
+    data["annotations"][0].update(bbox=bbox, segmentation=segmentation, score=score)
+    try:
+        _, _, (det,) = from_coco(data, source="gt.json")
+    except CocoFormatError as error:
+        assert str(error).startswith("gt.json: annotations[0].")
+        return
+    assert np.isfinite(det.xyxy).all() and (np.abs(det.xyxy) <= 2**24).all()
+    assert (det.xyxy[:, 2:] >= det.xyxy[:, :2]).all()
+    for rings in det.polygons or ():
+        for ring in rings:
+            assert ring.shape[0] >= 3 and (np.abs(ring) <= 2**24).all()
+
+
+def test_read_refuses_deep_nesting_and_huge_integers_with_one_line(tmp_path):
+    deep = tmp_path / "deep.json"
+    deep.write_text('{"images": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    with pytest.raises(CocoFormatError, match=r"deep\.json: invalid JSON: arrays or objects nested too deeply"):
+        read_coco(deep)
+    digits = tmp_path / "digits.json"
+    digits.write_text('{"images": [], "x": ' + "9" * 5000 + "}")
+    with pytest.raises(CocoFormatError, match=r"digits\.json: invalid JSON: an integer of 5000 digits"):
+        read_coco(digits)
+    negative = tmp_path / "negative.json"
+    negative.write_text('{"images": [-' + "1" * 101 + "]}")
+    with pytest.raises(CocoFormatError, match="an integer of 101 digits"):
+        read_coco(negative)
+    fine = tmp_path / "fine.json"
+    fine.write_text('{"big": ' + "1" * 100 + ', "nested": ' + "[" * 200 + "]" * 200 + "}")
+    assert read_coco(fine)["big"] == int("1" * 100)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_write_coco_gives_the_mode_a_plain_open_would(tmp_path, umask):
+    previous = os.umask(umask)
+    try:
+        write_coco(tmp_path / "new.json", {"images": []})
+        with open(tmp_path / "plain.json", "w") as plain:
+            plain.write("{}")
+    finally:
+        os.umask(previous)
+    mode = stat.S_IMODE((tmp_path / "new.json").stat().st_mode)
+    assert mode == 0o666 & ~umask == stat.S_IMODE((tmp_path / "plain.json").stat().st_mode)
+
+
+def test_write_coco_keeps_an_existing_files_mode(tmp_path):
+    path = tmp_path / "kept.json"
+    path.write_text("{}")
+    path.chmod(0o640)
+    write_coco(path, {"images": []})
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640 and read_coco(path) == {"images": []}
+    assert [p.name for p in tmp_path.iterdir()] == ["kept.json"]

@@ -233,7 +233,8 @@ class _Checker:
         if positive and value <= 0:
             raise self.fail(path, f"expected a positive integer, got {_shown(value)}")
         if not _INT64[0] <= value <= maximum:
-            raise self.fail(path, f"expected an integer from {1 if positive else _INT64[0]} to {maximum}, got {_shown(value)}")
+            lowest = 1 if positive else _INT64[0]
+            raise self.fail(path, f"expected an integer from {lowest} to {maximum}, got {_shown(value)}")
         return value
 
     def as_number(self, value: Any, path: str) -> float:

@@ -26,8 +26,7 @@ def migrate() -> None:
     Safe to run while nothing else writes to the store; running it twice is harmless. A store
     from a newer autolabel is refused: upgrade autolabel instead.
     """
-    from sync.store import SCHEMA_VERSION
-    from sync.store.engine import upgrade_store
+    from sync.store import SCHEMA_VERSION, upgrade_store
 
     with domain_errors():
         store, before = upgrade_store()

@@ -27,12 +27,14 @@ Quick tour::
         ...
 
 Modules:
-- `sync.store.engine`: `open_store`, URL resolution, SQLite pragmas, schema version check.
+- `sync.store.engine`: `open_store`, `upgrade_store`, URL resolution, SQLite pragmas, schema
+  version check, creation and upgrade under a lock (safe when processes open a store at once).
 - `sync.store.api`: `Store`, every operation (one transaction per method).
 - `sync.store.records`: the frozen input/output values.
 - `sync.store.convert`: `Detections` ↔ annotation rows (pure).
 - `sync.store.schema`: the tables (SQLAlchemy declarative models), `SCHEMA_VERSION`.
 - `sync.store.migrations`: schema upgrades.
+- `sync.store.info`: `describe_store`, what a store holds in a few numbers.
 - `sync.store.credentials`: URL credential stripping, secret-key refusal.
 - `sync.store.errors`: `StoreError`, the one exception of the store.
 """
@@ -40,7 +42,7 @@ Modules:
 from sync.store.api import Store
 from sync.store.convert import detections_to_rows, rows_to_detections
 from sync.store.credentials import strip_credentials
-from sync.store.engine import ENV_VAR, open_store, resolve_url
+from sync.store.engine import ENV_VAR, open_store, resolve_url, upgrade_store
 from sync.store.errors import StoreError
 from sync.store.records import (
     AnnotationIn,
@@ -78,4 +80,5 @@ __all__ = [
     "resolve_url",
     "rows_to_detections",
     "strip_credentials",
+    "upgrade_store",
 ]
