@@ -1,4 +1,13 @@
-"""Decoding images safely: RGB uint8 arrays, EXIF orientation applied, bombs refused."""
+"""Decoding images safely: RGB uint8 arrays, EXIF orientation applied, bombs refused.
+
+Limits, checked from the image header before any pixel is decoded:
+
+- at most `max_pixels` pixels (``AUTOLABEL_MAX_IMAGE_PIXELS``, default 100 million);
+- the longer side at most `MAX_ASPECT_RATIO` (500) times the shorter: the models shrink a
+  frame to a fixed size (Grounding DINO to at most 1333 pixels, SAM to 1024 on the longer
+  side), and a more elongated frame loses its shorter side (1x1333 already fails in Grounding
+  DINO's resize, 1x2049 in SAM's).
+"""
 
 from __future__ import annotations
 
@@ -9,10 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["IMAGE_SUFFIXES", "ImageError", "decode_image", "read_image", "find_images", "max_pixels"]
+__all__ = ["IMAGE_SUFFIXES", "MAX_ASPECT_RATIO", "ImageError", "decode_image", "find_images", "max_pixels", "read_image"]
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
 _DEFAULT_MAX_PIXELS = 100_000_000
+MAX_ASPECT_RATIO = 500
+"""The longer side of an image may be at most this many times its shorter side."""
 
 
 class ImageError(ValueError):
@@ -38,6 +49,11 @@ def decode_image(data: bytes, *, name: str = "image") -> np.ndarray:
             width, height = img.size
             if width * height > limit:
                 raise ImageError(f"{name}: {width}x{height} pixels exceeds the limit of {limit} pixels")
+            if max(width, height) > MAX_ASPECT_RATIO * max(1, min(width, height)) or min(width, height) < 1:
+                raise ImageError(
+                    f"{name}: {width}x{height} pixels is too elongated: the longer side may be at most "
+                    f"{MAX_ASPECT_RATIO} times the shorter (the models shrink frames to about 1000 pixels)"
+                )
             img = ImageOps.exif_transpose(img)
             rgb = img.convert("RGB")
             rgb.load()

@@ -11,11 +11,18 @@ Contract (``cvat_protocol.md`` §3, §6):
   too (e.g. ``application/json; charset=utf-8``).
 - Every reply is a ``context.Response`` with ``content_type="application/json"``, never a bare
   list (the Nuclio runtime would treat a returned list as a batch of responses).
-- A bad request gets ``{"error": "<what is wrong>"}`` with status 400 (not a JSON object,
-  missing field, invalid base64), 413 (image over the pixel limit) or 422 (a field of the wrong
-  type or out of range, bytes that are not an image, an interactor call with neither a
-  positive point nor a box). Anything unexpected gets 500 ``{"error": "internal error
-  (<ExceptionType>)"}`` and the traceback goes to ``context.logger``, never to the caller.
+- A bad request gets ``{"error": "<what is wrong>"}`` with status 400 (not a JSON object, JSON
+  nested too deeply or with an integer over Python's 4300-digit limit, missing field, invalid
+  base64), 413 (image over the pixel limit, or masks that would make a reply over
+  `max_reply_bytes`) or 422 (a field of the wrong type or out of range, bytes that are not an
+  image, a frame more elongated than 500:1, more than `MAX_POINTS` clicks, an interactor call
+  with neither a positive point nor a box). Anything unexpected gets 500 ``{"error":
+  "internal error (<ExceptionType>)"}`` and the traceback goes to ``context.logger``, never to
+  the caller.
+- Work per request is bounded: the ontology's ``defaults.max_detections`` caps detections
+  before SAM runs, the mask payload of a reply is capped at `max_reply_bytes`, and under
+  ``autolabel serve`` a request given up on (deadline passed, client gone) stops at the next
+  stage boundary (`serverless.serve_function.request_cancelled`); its late reply is 503.
 
 ``*_function`` factories return the ``(init_context, handler)`` pair a ``main.py`` exposes.
 ``init_context`` loads the models once per worker (`ModelSettings.from_env`, the load-once
@@ -33,6 +40,7 @@ import json
 import logging
 import math
 import numbers
+import os
 import traceback
 from collections.abc import Callable
 from os import PathLike
@@ -45,12 +53,14 @@ from serverless.images import ImageError, decode_image, max_pixels
 
 __all__ = [
     "BROWSER_SAM_ID",
+    "MAX_POINTS",
     "RequestError",
     "decode_request_image",
     "error_response",
     "grounded_sam_function",
     "grounding_dino_function",
     "json_response",
+    "max_reply_bytes",
     "parse_detector_request",
     "parse_image_request",
     "parse_interactor_request",
@@ -63,6 +73,10 @@ BROWSER_SAM_ID = "pth-facebookresearch-sam-vit-h"
 """The only function id for which CVAT's browser SAM plugin decodes an embedding."""
 
 JSON = "application/json"
+
+MAX_POINTS = 1000
+"""Most clicks (``pos_points`` plus ``neg_points``) an interactor request may carry."""
+_DEFAULT_MAX_REPLY_BYTES = 256 * 1024 * 1024
 
 InitContext = Callable[[Any], None]
 Handler = Callable[[Any, Any], Any]
@@ -98,6 +112,36 @@ def error_response(context: Any, status: int, message: str) -> Any:
     return json_response(context, {"error": message}, status)
 
 
+class _Cancelled(Exception):
+    """The host gave up on this request (deadline passed, client gone); nobody reads the reply."""
+
+
+def _checkpoint(stage: str) -> None:
+    """Stop between stages when ``autolabel serve`` has given up on the request."""
+    from serverless.serve_function import request_cancelled
+
+    if request_cancelled():
+        raise _Cancelled(f"request given up on (deadline passed or client gone) before {stage}")
+
+
+def max_reply_bytes() -> int:
+    """The largest mask payload a reply may carry, in bytes (``AUTOLABEL_MAX_REPLY_BYTES``,
+    default 256 MiB); mask pixels are counted at 4 bytes each (``255,``)."""
+    return int(os.environ.get("AUTOLABEL_MAX_REPLY_BYTES", _DEFAULT_MAX_REPLY_BYTES))
+
+
+def _check_reply_size(mask_pixels: int, image: np.ndarray, masks: int) -> None:
+    size, limit = 4 * mask_pixels, max_reply_bytes()
+    if size > limit:
+        height, width = image.shape[:2]
+        raise RequestError(
+            413,
+            f"the {masks} mask(s) for this {width}x{height} frame would make a reply of about "
+            f"{size // 2**20} MiB, over the limit of {limit // 2**20} MiB (AUTOLABEL_MAX_REPLY_BYTES); "
+            "send a smaller frame, or lower defaults.max_detections or use polygon labels in the ontology",
+        )
+
+
 # --------------------------------------------------------------------------- request parsing
 
 
@@ -128,12 +172,15 @@ def request_body(event: Any) -> dict[str, Any]:
             raise RequestError(400, "request body is empty; expected a JSON object with 'image'")
         try:
             body = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        except RecursionError:
+            raise RequestError(400, "request body is JSON nested too deeply; expected a JSON object with 'image'") from None
+        except (UnicodeDecodeError, ValueError) as err:
             content_type = getattr(event, "content_type", None) or "none"
+            reason = str(err).split(";")[0]  # the integer-digits error ends with advice for Python programmers
             raise RequestError(
                 400,
-                f"request body is not JSON ({err}); send a JSON object with content type "
-                f"application/json (got content type {content_type!r})",
+                f"request body is not JSON this function reads ({reason}); send a JSON object with content type "
+                f"application/json (got content type {_describe(content_type)})",
             ) from None
     if not isinstance(body, dict):
         raise RequestError(400, f"request body must be a JSON object, got {_describe(body)}")
@@ -206,6 +253,8 @@ def _points(body: dict[str, Any], key: str) -> np.ndarray:
         return np.zeros((0, 2), np.float32)
     if not isinstance(value, (list, tuple)):
         raise RequestError(422, f"'{key}' must be a list of [x, y] points, got {_describe(value)}")
+    if len(value) > MAX_POINTS:
+        raise RequestError(422, f"'{key}' has {len(value)} points; at most {MAX_POINTS} clicks are accepted")
     points = [_point(item, f"'{key}'[{i}]") for i, item in enumerate(value)]
     return np.array(points, dtype=np.float32).reshape(-1, 2)
 
@@ -246,6 +295,10 @@ def parse_interactor_request(
     positive = _points(body, "pos_points")
     negative = _points(body, "neg_points")
     box = _box(body)
+    if len(positive) + len(negative) > MAX_POINTS:
+        raise RequestError(
+            422, f"{len(positive)} positive and {len(negative)} negative points; at most {MAX_POINTS} clicks are accepted"
+        )
     if len(positive) == 0 and box is None:
         raise RequestError(
             422,
@@ -277,6 +330,8 @@ def _serve(context: Any, event: Any, work: Callable[[Any, Any], Any]) -> Any:
         body = work(context.user_data, event)
     except RequestError as err:
         return error_response(context, err.status, err.message)
+    except _Cancelled as err:
+        return error_response(context, 503, str(err))
     except Exception as err:  # noqa: BLE001 - the HTTP boundary: log it, answer 500 JSON
         _log_internal_error(context, err)
         return error_response(context, 500, f"internal error ({type(err).__name__}); see the function log")
@@ -322,15 +377,22 @@ def _grounded_items(image: np.ndarray, model: Any, ontology: Any, threshold: flo
     polygons, ``mask`` labels raw-bitmap masks with polygon ``points`` (so CVAT can keep them
     as masks or convert them). Shapes left empty (no mask pixels, no area) are dropped."""
     from serverless.convert.nuclio import to_detector_items
+    from serverless.convert.polygons import mask_bbox
 
+    _checkpoint("detection")
     (boxes,) = model.detector.detect([image], ontology, threshold=threshold)
     types = [ontology.labels[int(class_id)].type for class_id in boxes.class_ids]
     shaped = np.array([kind != "rectangle" for kind in types], dtype=bool)
+    _checkpoint("segmentation")
     masked = model.add_masks(image, boxes[shaped])  # one embedding, one batched decode
+    row_of = np.cumsum(shaped) - 1
+    mask_rows = [int(row_of[i]) for i, kind in enumerate(types) if kind == "mask"]
+    boxes_of_masks = [mask_bbox(masked.masks[row]) for row in mask_rows]
+    _check_reply_size(sum((b[2] - b[0]) * (b[3] - b[1]) for b in boxes_of_masks if b), image, len(mask_rows))
     size = (image.shape[1], image.shape[0])
     items: list[dict[str, Any]] = []
-    row_of = np.cumsum(shaped) - 1
     for i, kind in enumerate(types):
+        _checkpoint("converting the shapes")
         row = masked[int(row_of[i])] if shaped[i] else boxes[i]
         items += to_detector_items(
             row, image_size=size, score_attribute=ontology.score_attribute, as_polygons=kind == "polygon"
@@ -359,6 +421,7 @@ def grounding_dino_function(ontology_path: str | PathLike[str], *, module: str) 
 
         image, threshold = parse_detector_request(event)
         ontology = user_data.ontology
+        _checkpoint("detection")
         (det,) = user_data.detector.detect([image], ontology, threshold=threshold)
         size = (image.shape[1], image.shape[0])
         return to_detector_items(det, image_size=size, score_attribute=ontology.score_attribute)
@@ -434,6 +497,7 @@ def sam_embedding_function(*, module: str) -> tuple[InitContext, Handler]:
         from serverless.convert.nuclio import embedding_reply
 
         image = parse_image_request(event)
+        _checkpoint("the SAM encoder")
         return embedding_reply(user_data.segmenter.embed(image).to_numpy())
 
     def handler(context: Any, event: Any) -> Any:
@@ -455,10 +519,16 @@ def sam_interactor_function(*, module: str) -> tuple[InitContext, Handler]:
     def interact(user_data: Any, event: Any) -> dict[str, list]:
         from serverless.convert.nuclio import to_interactor_reply
 
+        from serverless.convert.polygons import mask_bbox
+
         image, positive, negative, box = parse_interactor_request(event)
         segmenter = user_data.segmenter
+        _checkpoint("the SAM encoder")
         embedding = segmenter.embed(image)
+        _checkpoint("the SAM decoder")
         mask = segmenter.segment_points(embedding, positive, negative, box)
+        bounds = mask_bbox(mask)
+        _check_reply_size(0 if bounds is None else (bounds[2] - bounds[0]) * (bounds[3] - bounds[1]), image, 1)
         return to_interactor_reply(mask)
 
     def handler(context: Any, event: Any) -> Any:
