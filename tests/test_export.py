@@ -492,3 +492,16 @@ def store_boxes(store, run):
         rings = [[r.tolist() for r in rings] for rings in d.polygons] if d.polygons is not None else None
         result[sample_id] = (d.xyxy.tolist(), d.labels.tolist(), attributes, rings, d.data["shape_type"].tolist())
     return result
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_the_yolo_export_folder_follows_the_umask(site, tmp_path, umask):
+    """Like every other output (mkdtemp alone would leave the export folder 0700)."""
+    previous = os.umask(umask)
+    try:
+        export_yolo(site.store, "site", tmp_path / "yolo", revision="truth-file")
+        plain = tmp_path / "plain"
+        plain.mkdir()
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "yolo").stat().st_mode & 0o777 == plain.stat().st_mode & 0o777 == 0o777 & ~umask

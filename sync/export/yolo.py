@@ -66,6 +66,13 @@ def _unit(uri: str, seed: int) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
+def _umask_mode(mode: int) -> int:
+    """``mode`` as the current umask lets a new file or folder have it."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return mode & ~umask
+
+
 def split_of(uris: Sequence[str], val: float, seed: int = 0) -> dict[str, str]:
     """``{uri: "train" | "val"}``, deterministic in (URI, seed) and independent of order.
 
@@ -287,6 +294,7 @@ def export_yolo(
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         built = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+        built.chmod(_umask_mode(0o777))  # mkdtemp makes it 0700; the export is an output like any other
     except OSError as err:
         raise ExportError(f"{out}: cannot create the export folder: {err.strerror or err}") from err
     try:
