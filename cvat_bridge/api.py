@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import ssl
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -71,9 +72,38 @@ def translate(what: str, server: str, err: BaseException) -> CvatError | None:
         failed_request = type(err).__name__ == "BackgroundRequestException"
         return CvatError(f"{server}: {what}: {short_body(str(err))}", retryable=not failed_request)
     if isinstance(err, (urllib3.exceptions.HTTPError, OSError)):
+        tls = _tls_failure(err)
+        if tls is not None:
+            return CvatError(f"{server}: {what}: connection failed: {tls}")
         reason = getattr(err, "reason", None)
         detail = type(err).__name__ + (f" ({type(reason).__name__})" if isinstance(reason, BaseException) else "")
         return CvatError(f"{server}: {what}: connection failed: {detail}", retryable=True)
+    return None
+
+
+TRUST_HINT = (
+    "to trust a private CA pass --ca-cert FILE or set CVAT_CA_CERT (REQUESTS_CA_BUNDLE and SSL_CERT_FILE "
+    "are read too); --insecure turns verification off"
+)
+
+
+def _tls_failure(err: BaseException) -> str | None:
+    """A one-line account of a TLS failure somewhere in ``err``'s chain (urllib3 wraps the
+    `ssl` error in SSLError inside MaxRetryError), or None when it is not one."""
+    seen: set[int] = set()
+    pending: list[object] = [err]
+    while pending:
+        current = pending.pop()
+        if not isinstance(current, BaseException) or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, ssl.SSLCertVerificationError):
+            reason = current.verify_message or current.reason or "certificate verify failed"
+            return f"the server's TLS certificate is not trusted ({reason}); {TRUST_HINT}"
+        if isinstance(current, ssl.SSLError):
+            reason = current.reason or str(current)
+            return f"TLS handshake failed ({str(reason).lower().replace('_', ' ')})"
+        pending.extend([getattr(current, "reason", None), current.__cause__, current.__context__, *current.args])
     return None
 
 

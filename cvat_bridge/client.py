@@ -2,9 +2,13 @@
 
 Resolution order for settings: explicit argument → environment (``CVAT_URL``,
 ``CVAT_ACCESS_TOKEN`` or ``CVAT_USERNAME``/``CVAT_PASSWORD``, ``CVAT_ORG``,
-``CVAT_INSECURE``, ``CVAT_RETRIES``, ``CVAT_TIMEOUT`` = read timeout in seconds) → default.
-Secrets are kept out of ``repr``, logs, exceptions and the
+``CVAT_INSECURE``, ``CVAT_CA_CERT``, ``CVAT_RETRIES``, ``CVAT_TIMEOUT`` = read timeout in
+seconds) → default. Secrets are kept out of ``repr``, logs, exceptions and the
 store; a URL carrying credentials (``https://user:pw@host``) is refused.
+
+A URL without a scheme (``cvat.example.com:8443``) means ``https://`` (as cvat-cli and
+cvat-sdk >= 2.2x read it; cvat-sdk 2.17 probed https then http, which could silently fall back
+to plain HTTP). Errors about the URL quote it as the user typed it.
 
 Transport policy (installed on the SDK's urllib3 pool, used by every SDK request including
 uploads):
@@ -13,7 +17,10 @@ uploads):
   transport (the bridge reconciles them explicitly: `cvat_bridge.tasks.ensure_task`,
   `cvat_bridge.annotations.upload_job_shapes`, `cvat_bridge.jobs.set_job`);
 - every call has a connect and read timeout (the SDK itself passes none);
-- TLS verification is on unless the user turns it off (``--insecure`` / ``CVAT_INSECURE=1``).
+- TLS verification is on unless the user turns it off (``--insecure`` / ``CVAT_INSECURE=1``);
+  the certificates trusted are those of a CA bundle (a PEM file, or a directory of hashed
+  certificates) from ``--ca-cert`` / ``CVAT_CA_CERT`` / ``REQUESTS_CA_BUNDLE`` /
+  ``SSL_CERT_FILE`` (the first one set), else the system's.
 
 Works with cvat-sdk 2.17 (CVAT 2.17 servers: username/password only) and 2.8x (also
 personal access tokens, CVAT >= 2.48). Pin the SDK to the server's minor version.
@@ -24,13 +31,14 @@ from __future__ import annotations
 import logging
 import os
 import re
+import ssl
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from cvat_bridge.api import CvatError, call
 
-__all__ = ["CvatError", "CvatSettings", "connect", "public_url", "sdk_version"]
+__all__ = ["CA_CERT_VARIABLES", "CvatError", "CvatSettings", "connect", "normalize_url", "public_url", "sdk_version"]
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +46,25 @@ IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 RETRY_STATUSES = (500, 502, 503, 504)
 _TRUE = {"1", "true", "yes", "on"}
 
+CA_CERT_VARIABLES = ("CVAT_CA_CERT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE")
+"""Environment variables naming a CA bundle, in the order they are looked at (after ``--ca-cert``)."""
+
+
+def normalize_url(url: str) -> str:
+    """``url`` stripped, with ``https://`` in front when it has no scheme (``host[:port][/path]``)."""
+    text = url.strip()
+    return text if "://" in text else f"https://{text}"
+
+
+def _as_typed(url: str) -> str:
+    """What the user typed, for a message: without query and fragment (they may hold tokens)."""
+    return url.strip().split("?", 1)[0].split("#", 1)[0]
+
 
 def public_url(url: str) -> str:
-    """``url`` without user info, query or fragment: safe to log and to store."""
-    parts = urlsplit(url.strip())
+    """``url`` without user info, query or fragment: safe to log and to store (no scheme
+    means ``https://``)."""
+    parts = urlsplit(normalize_url(url))
     host = parts.hostname or ""
     if parts.port:
         host = f"{host}:{parts.port}"
@@ -69,6 +92,13 @@ class CvatSettings:
     password: str | None = field(default=None, repr=False)
     organization: str | None = None
     verify_tls: bool = True
+    ca_cert: str | None = None
+    """A CA bundle to trust instead of the system's: a PEM file, or a directory of hashed
+    certificates (``c_rehash``)."""
+    ca_cert_source: str = "ca_cert"
+    """Where ``ca_cert`` came from (``--ca-cert``, ``CVAT_CA_CERT``, …), for messages."""
+    url_as_typed: str = field(default="", init=False, compare=False)
+    """``url`` as given, before `normalize_url` (for messages)."""
     connect_timeout: float = 10.0
     read_timeout: float = 300.0
     retries: int = 5
@@ -76,14 +106,10 @@ class CvatSettings:
     status_check_period: float = 1.0
 
     def __post_init__(self) -> None:
-        parts = urlsplit((self.url or "").strip())
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise CvatError(f"CVAT URL must be http(s)://host[:port], got {public_url(self.url or '')!r}")
-        if parts.username is not None or parts.password is not None:
-            raise CvatError(
-                "the CVAT URL must not carry credentials (user:password@); "
-                "set CVAT_USERNAME/CVAT_PASSWORD or CVAT_ACCESS_TOKEN instead"
-            )
+        object.__setattr__(self, "url_as_typed", self.url or "")
+        object.__setattr__(self, "url", _checked_url(self.url or ""))
+        if self.ca_cert is not None and self.verify_tls:
+            _check_ca_cert(self.ca_cert, self.ca_cert_source)
         for name in ("connect_timeout", "read_timeout", "status_check_period"):
             if not getattr(self, name) > 0:
                 raise CvatError(f"{name} must be positive, got {getattr(self, name)}")
@@ -92,7 +118,8 @@ class CvatSettings:
 
     @classmethod
     def from_env(cls, **overrides: Any) -> CvatSettings:
-        """Settings from explicit values (None = not given), else ``CVAT_*`` variables."""
+        """Settings from explicit values (None = not given), else ``CVAT_*`` variables; the
+        CA bundle from ``ca_cert``, else the first of `CA_CERT_VARIABLES` that is set."""
         env = os.environ
         values: dict[str, Any] = {
             "url": env.get("CVAT_URL") or None,
@@ -102,6 +129,10 @@ class CvatSettings:
             "organization": env.get("CVAT_ORG") or None,
             "verify_tls": env.get("CVAT_INSECURE", "").strip().lower() not in _TRUE,
         }
+        if overrides.get("ca_cert") is None:
+            source = next((name for name in CA_CERT_VARIABLES if env.get(name, "").strip()), None)
+            if source is not None:
+                values.update(ca_cert=env[source].strip(), ca_cert_source=source)
         for name, key, kind in (("CVAT_RETRIES", "retries", int), ("CVAT_TIMEOUT", "read_timeout", float)):
             text = env.get(name, "").strip()
             if text:
@@ -120,6 +151,39 @@ class CvatSettings:
     def server(self) -> str:
         """The server URL without credentials, query or trailing slash."""
         return public_url(self.url)
+
+
+def _checked_url(typed: str) -> str:
+    """The server URL for what the user typed (`normalize_url`); `CvatError` quoting it when
+    it is not ``[http(s)://]host[:port][/path]`` (credentials are refused, never quoted)."""
+    url = normalize_url(typed)
+    expected = "CVAT URL must be [http(s)://]host[:port], e.g. https://cvat.example.com or http://127.0.0.1:8080"
+    try:
+        parts = urlsplit(url)
+        has_credentials = parts.username is not None or parts.password is not None
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:  # an unbalanced [IPv6] or a port that is not a number
+        raise CvatError(f"{expected}; got {_as_typed(typed)!r}") from None
+    if has_credentials:
+        raise CvatError(
+            "the CVAT URL must not carry credentials (user:password@); "
+            "set CVAT_USERNAME/CVAT_PASSWORD or CVAT_ACCESS_TOKEN instead"
+        )
+    if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok:
+        raise CvatError(f"{expected}; got {_as_typed(typed)!r}")
+    return url
+
+
+def _check_ca_cert(path: str, source: str) -> None:
+    """`CvatError` naming ``source`` unless ``path`` is a readable CA bundle (file or directory)."""
+    if os.path.isdir(path):
+        return  # OpenSSL reads a hashed directory lazily, certificate by certificate
+    if not os.path.isfile(path):
+        raise CvatError(f"{source} {path!r}: no such file (a PEM file of CA certificates is expected)")
+    try:
+        ssl.create_default_context(cafile=path)
+    except (ssl.SSLError, OSError, ValueError) as err:
+        raise CvatError(f"{source} {path!r}: not a PEM file of CA certificates ({err})") from None
 
 
 def _install_transport_policy(client: Any, settings: CvatSettings) -> None:
@@ -142,6 +206,9 @@ def _install_transport_policy(client: Any, settings: CvatSettings) -> None:
     timeout = urllib3.Timeout(connect=settings.connect_timeout, read=settings.read_timeout)
     manager = client.api_client.rest_client.pool_manager
     manager.connection_pool_kw["retries"] = retry
+    if settings.verify_tls and settings.ca_cert is not None:
+        key = "ca_cert_dir" if os.path.isdir(settings.ca_cert) else "ca_certs"
+        manager.connection_pool_kw[key] = settings.ca_cert
     manager.clear()
     original = manager.request
 
@@ -191,6 +258,13 @@ def connect(settings: CvatSettings) -> Any:
             f"{server}: this cvat-sdk ({'.'.join(map(str, sdk_version()))}) cannot parse the server's answers: "
             f"install the cvat-sdk of the server's minor version ({err})"
         ) from None
+    except CvatError as err:
+        if err.status is None and "TLS handshake failed" in str(err) and "://" not in settings.url_as_typed:
+            raise CvatError(
+                f"{err}; the URL {_as_typed(settings.url_as_typed)!r} has no scheme, so https:// was assumed: "
+                f"write http://{_as_typed(settings.url_as_typed)} for a plain-HTTP server"
+            ) from None
+        raise
     _login(client, settings, server)
     if settings.organization is not None:
         client.organization_slug = settings.organization

@@ -17,14 +17,24 @@ OrgOption = Annotated[str | None, typer.Option("--org", help="Organization slug 
 InsecureOption = Annotated[
     bool, typer.Option("--insecure", help="Do not verify the server's TLS certificate \\[env CVAT_INSECURE=1].")
 ]
+CaCertOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--ca-cert",
+        help="CA certificates (PEM file) to trust for the server's TLS certificate, e.g. a private CA "
+        "\\[env CVAT_CA_CERT, else REQUESTS_CA_BUNDLE, else SSL_CERT_FILE].",
+    ),
+]
 
 
-def _connect(url: str | None, org: str | None, insecure: bool) -> Any:
+def _connect(url: str | None, org: str | None, insecure: bool, ca_cert: Path | None = None) -> Any:
     from cvat_bridge.client import CvatSettings, connect
 
     overrides: dict[str, Any] = {"url": url, "organization": org}
     if insecure:
         overrides["verify_tls"] = False
+    if ca_cert is not None:
+        overrides.update(ca_cert=str(ca_cert), ca_cert_source="--ca-cert")
     with domain_errors():
         settings = CvatSettings.from_env(**overrides)
         if not settings.verify_tls:
@@ -91,6 +101,7 @@ def push(
     url: UrlOption = None,
     org: OrgOption = None,
     insecure: InsecureOption = False,
+    ca_cert: CaCertOption = None,
 ) -> None:
     """Create a CVAT task from a run's images and upload its pre-labels.
 
@@ -109,7 +120,7 @@ def push(
     with domain_errors():
         onto = load_ontology(ontology) if ontology else None
     store = _store()
-    client = _connect(url, org, insecure)
+    client = _connect(url, org, insecure, ca_cert)
     with domain_errors():
         result = push_run(
             store, client, dataset=dataset, run_name=run, task_name=task_name, ontology=onto, project_id=project,
@@ -141,6 +152,7 @@ def pull(
     url: UrlOption = None,
     org: OrgOption = None,
     insecure: InsecureOption = False,
+    ca_cert: CaCertOption = None,
 ) -> None:
     """Fetch changed jobs into new human revisions (one transaction per job)."""
     from sync.pull import pull_jobs
@@ -148,7 +160,7 @@ def pull(
     if (task is None) == (project is None):
         fail("give exactly one of --task ID or --project ID")
     store = _store()
-    client = _connect(url, org, insecure)
+    client = _connect(url, org, insecure, ca_cert)
     try:
         with domain_errors():
             result = pull_jobs(store, client, task_id=task, project_id=project, stage=stage, state=state,
@@ -164,6 +176,7 @@ def status(
     url: UrlOption = None,
     org: OrgOption = None,
     insecure: InsecureOption = False,
+    ca_cert: CaCertOption = None,
 ) -> None:
     """Per task and job: stage, state, assignee, last pull, pre-labels pushed vs shapes now."""
     from rich.table import Table
@@ -173,7 +186,7 @@ def status(
     from cvat_bridge.jobs import list_jobs
 
     store = _store()
-    client = _connect(url, org, insecure)
+    client = _connect(url, org, insecure, ca_cert)
     server = public_url(client.api_map.host)
     with domain_errors():
         datasets = [store.get_dataset(dataset)] if dataset else store.list_datasets()

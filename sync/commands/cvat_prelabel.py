@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from sync.commands.cvat import InsecureOption, OrgOption, UrlOption, _connect, _store
+from sync.commands.cvat import CaCertOption, InsecureOption, OrgOption, UrlOption, _connect, _store
 from sync.console import domain_errors, err, fail, out
 from sync.options import DeviceOption, GdinoModelOption, SamCheckpointOption, SamModelTypeOption
 
@@ -37,6 +37,7 @@ def prelabel(
     url: UrlOption = None,
     org: OrgOption = None,
     insecure: InsecureOption = False,
+    ca_cert: CaCertOption = None,
 ) -> None:
     """Pre-label an existing CVAT task: read its frames, run the models here, upload per job.
 
@@ -62,7 +63,7 @@ def prelabel(
         gdino_model=gdino_model, sam_checkpoint=sam_checkpoint, sam_model_type=sam_model_type, device=device
     )
     store = _store()
-    client = _connect(url, org, insecure)
+    client = _connect(url, org, insecure, ca_cert)
     if settings.tiny:
         err.print(TINY_NOTICE)
     quiet_libraries()

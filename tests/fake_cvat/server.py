@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import socket
+import ssl
 import struct
 import sys
 import threading
@@ -72,6 +73,8 @@ class _Handler(BaseHTTPRequestHandler):
         super().setup()
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.server.fake._track(self.connection, add=True)
+        if isinstance(self.connection, ssl.SSLSocket):
+            self.connection.do_handshake()  # here, not in accept(): a stalled client blocks one thread only
 
     def finish(self) -> None:
         try:
@@ -172,7 +175,8 @@ class FakeCvat:
     """An in-process CVAT server for tests, acting as CVAT 2.17 or 2.54.
 
     ``FakeCvat(version="2.54", faults=None, *, instant_requests=False, shape_score=None,
-    share_dir=None)``. Start it with ``start()`` or ``with FakeCvat() as server:``; its base
+    share_dir=None, ssl_context=None)``; with an ``ssl_context`` (server side, holding its
+    certificate) it speaks HTTPS and ``url`` starts with ``https://``. Start it with ``start()`` or ``with FakeCvat() as server:``; its base
     URL is ``server.url``. State lives in ``server.db`` (``tests.fake_cvat.state.State``);
     every request is in ``server.request_log`` (``server.requests`` gives
     ``(method, path, status)`` tuples); faults served are in ``server.faults.injected``.
@@ -190,6 +194,7 @@ class FakeCvat:
         share_dir: str | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         if version not in PROFILES:
             raise FakeCvatError(f"unknown CVAT version {version!r}; known: {sorted(PROFILES)}")
@@ -207,6 +212,7 @@ class FakeCvat:
         self.errors: list[str] = []
         self._router = build_router(profile)
         self._address = (host, port)
+        self._ssl_context = ssl_context
         self._httpd: _HttpServer | None = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -220,6 +226,10 @@ class FakeCvat:
             raise FakeCvatError("FakeCvat already started")
         self._stopping.clear()
         self._httpd = _HttpServer(self._address, self)
+        if self._ssl_context is not None:
+            self._httpd.socket = self._ssl_context.wrap_socket(
+                self._httpd.socket, server_side=True, do_handshake_on_connect=False
+            )
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-cvat", daemon=True
         )
@@ -253,11 +263,12 @@ class FakeCvat:
 
     @property
     def url(self) -> str:
-        """``http://127.0.0.1:<port>``; every absolute URL the fake sends starts with it."""
+        """``http://127.0.0.1:<port>`` (``https://`` with an ``ssl_context``); every absolute
+        URL the fake sends starts with it."""
         if self._httpd is None:
             raise FakeCvatError("FakeCvat is not started")
         host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"{'https' if self._ssl_context is not None else 'http'}://{host}:{port}"
 
     # ---- observation -------------------------------------------------------------------
     @property
