@@ -4,7 +4,8 @@ map its answers back to labels.
 An ontology is written by hand in YAML::
 
     name: site-safety            # optional; becomes part of Nuclio function names
-    defaults: {threshold: 0.3, text_threshold: 0.25, nms_iou: 0.5, class_agnostic_nms: false}
+    defaults: {threshold: 0.3, text_threshold: 0.25, nms_iou: 0.5, class_agnostic_nms: false,
+               max_detections: 100}
     score_attribute: false       # CVAT spec labels carry a "score" number attribute
     labels:
       - name: person
@@ -23,7 +24,12 @@ which separates phrases in a Grounding DINO caption. A label id is the index of 
 in `Ontology.labels`.
 
 Long ontologies do not fit one caption (Grounding DINO reads at most 256 tokens):
-`chunk_prompts` splits the phrases into captions that each fit, never truncating.
+`chunk_prompts` splits the phrases into captions that each fit, never truncating. A single
+prompt that cannot fit a caption is refused when the ontology is read: without a tokenizer,
+its tokens are bounded from below by its words (runs of text between spaces holding a letter
+or digit) plus its ASCII punctuation marks (each its own token for BERT-style tokenizers),
+plus 3 for ``[CLS]``, the closing ``"."`` and ``[SEP]``; a prompt whose bound exceeds 256 is
+refused. Prompts under that bound that still do not fit are refused by `chunk_prompts`.
 `phrase_to_label` maps a decoded phrase back to a label id.
 
 This module imports neither torch nor a tokenizer; token counting is passed in.
@@ -49,6 +55,8 @@ from ruamel.yaml.scalarbool import ScalarBoolean
 
 __all__ = [
     "LABEL_TYPES",
+    "MAX_DETECTIONS",
+    "MAX_PROMPT_TOKENS",
     "Defaults",
     "Label",
     "Ontology",
@@ -63,6 +71,7 @@ __all__ = [
     "parse_ontology",
     "phrase_to_label",
     "prompt_phrases",
+    "prompt_tokens_at_least",
 ]
 
 LABEL_TYPES = ("rectangle", "polygon", "mask")
@@ -72,9 +81,15 @@ NAME_PATTERN = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 """Allowed ontology names and function kinds (they end up in Nuclio function names)."""
 
 _TOP_KEYS = ("name", "defaults", "score_attribute", "labels")
-_DEFAULTS_KEYS = ("threshold", "text_threshold", "nms_iou", "class_agnostic_nms")
+_DEFAULTS_KEYS = ("threshold", "text_threshold", "nms_iou", "class_agnostic_nms", "max_detections")
 _LABEL_KEYS = ("name", "prompts", "threshold", "type")
 _WORD = re.compile(r"\w+")
+_ASCII_PUNCTUATION = frozenset("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
+
+MAX_PROMPT_TOKENS = 256
+"""Tokens Grounding DINO reads in one caption, special tokens included."""
+MAX_DETECTIONS = 10_000
+"""The largest ``defaults.max_detections`` accepted."""
 
 
 class OntologyError(ValueError):
@@ -119,7 +134,8 @@ def _describe(value: Any) -> str:
     if isinstance(value, numbers.Real):
         return repr(float(value))
     if isinstance(value, str):
-        return repr(str(value))
+        text = str(value)
+        return repr(text) if len(text) <= 60 else f"{text[:40]!r}… ({len(text)} characters)"
     if isinstance(value, Mapping):
         return "a mapping"
     if isinstance(value, (list, tuple)):
@@ -139,6 +155,21 @@ def _unit(value: Any) -> float:
     if not 0.0 <= number <= 1.0:  # also rejects NaN
         raise _Invalid(f"must be a number in 0..1, got {_describe(value)}")
     return number
+
+
+def _max_detections(value: Any) -> int:
+    if _is_bool(value) or not isinstance(value, numbers.Integral) or not 1 <= value <= MAX_DETECTIONS:
+        raise _Invalid(f"must be an integer in 1..{MAX_DETECTIONS}, got {_describe(value)}")
+    return int(value)
+
+
+def prompt_tokens_at_least(phrase: str) -> int:
+    """A lower bound on the tokens of ``phrase`` as a caption on its own (``"<phrase> ."`` with
+    ``[CLS]`` and ``[SEP]``), without a tokenizer: every space-separated word holding a letter or
+    digit is at least one token, every ASCII punctuation mark is one."""
+    words = sum(1 for word in phrase.split() if any(c.isalnum() for c in word))
+    marks = sum(1 for c in phrase if c in _ASCII_PUNCTUATION)
+    return words + marks + 3
 
 
 def _optional_unit(value: Any) -> float | None:
@@ -169,6 +200,12 @@ def _prompt(value: Any) -> str:
     if "." in phrase:
         raise _Invalid(
             f"must not contain '.' (Grounding DINO's phrase separator), got {_describe(value)}"
+        )
+    needed = prompt_tokens_at_least(phrase)
+    if needed > MAX_PROMPT_TOKENS:
+        raise _Invalid(
+            f"is at least {needed} tokens as a caption, more than the {MAX_PROMPT_TOKENS} Grounding DINO "
+            f"reads; shorten it, got {_describe(value)}"
         )
     return phrase
 
@@ -252,17 +289,23 @@ class Defaults:
     """IoU above which non-maximum suppression drops the lower-scored box, 0..1."""
     class_agnostic_nms: bool = False
     """Suppress overlapping boxes across labels (true) or within each label only (false)."""
+    max_detections: int = 100
+    """At most this many detections per frame (the highest-scored, after NMS), 1..10000: bounds
+    the work after detection (SAM, polygons) and the size of a function's reply."""
 
     def __post_init__(self) -> None:
-        for name in ("threshold", "text_threshold", "nms_iou"):
+        checks: list[tuple[str, Callable[[Any], Any]]] = [
+            ("threshold", _unit),
+            ("text_threshold", _unit),
+            ("nms_iou", _unit),
+            ("class_agnostic_nms", _boolean),
+            ("max_detections", _max_detections),
+        ]
+        for name, check in checks:
             try:
-                object.__setattr__(self, name, _unit(getattr(self, name)))
+                object.__setattr__(self, name, check(getattr(self, name)))
             except _Invalid as err:
                 raise OntologyError(f"defaults.{name}: {err}") from None
-        try:
-            object.__setattr__(self, "class_agnostic_nms", _boolean(self.class_agnostic_nms))
-        except _Invalid as err:
-            raise OntologyError(f"defaults.class_agnostic_nms: {err}") from None
 
 
 @dataclass(frozen=True)
@@ -290,7 +333,7 @@ class Label:
             try:
                 object.__setattr__(self, name, check(getattr(self, name)))
             except _Invalid as err:
-                where = f"label {self.name!r}" if isinstance(self.name, str) else "label"
+                where = f"label {_describe(self.name)}" if isinstance(self.name, str) else "label"
                 sep = "" if str(err).startswith("[") else ": "
                 raise OntologyError(f"{where}: {name}{sep}{err}") from None
 
@@ -390,6 +433,7 @@ class Ontology:
             "text_threshold": self.defaults.text_threshold,
             "nms_iou": self.defaults.nms_iou,
             "class_agnostic_nms": self.defaults.class_agnostic_nms,
+            "max_detections": self.defaults.max_detections,
         }
         result["score_attribute"] = self.score_attribute
         labels = []
@@ -544,10 +588,10 @@ class _Parser:
             )
         self.check_keys(mapping, _DEFAULTS_KEYS, "defaults.")
         values = {}
+        checks = {"class_agnostic_nms": _boolean, "max_detections": _max_detections}
         for key in _DEFAULTS_KEYS:
             if key in mapping:
-                check = _boolean if key == "class_agnostic_nms" else _unit
-                values[key] = self.value(mapping, key, f"defaults.{key}", check)
+                values[key] = self.value(mapping, key, f"defaults.{key}", checks.get(key, _unit))
         return Defaults(**values)
 
     def label(
@@ -631,6 +675,8 @@ def parse_ontology(text: str, source: str = "<string>") -> Ontology:
         position = getattr(err, "position", None)
         line = text.count("\n", 0, position) + 1 if isinstance(position, int) else 1
         raise OntologyError(f"{source}:{line}: YAML error: {err}") from err
+    except RecursionError:
+        raise OntologyError(f"{source}:1: YAML error: nested too deeply to be an ontology") from None
     parser = _Parser(source)
     args, lines = parser.document(doc)
     problem = _conflict(args["labels"])
@@ -752,8 +798,8 @@ def chunk_prompts(
         needed = count_tokens(alone.text)
         if needed > max_tokens:
             raise OntologyError(
-                f"label {ontology.labels[label_id].name!r} (labels[{label_id}]): prompt "
-                f"{phrase!r} needs {needed} tokens as a caption on its own, more than "
+                f"label {_describe(ontology.labels[label_id].name)} (labels[{label_id}]): prompt "
+                f"{_describe(phrase)} needs {needed} tokens as a caption on its own, more than "
                 f"max_tokens={max_tokens}; shorten the prompt"
             )
         current = [(phrase, label_id)]

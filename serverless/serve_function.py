@@ -59,6 +59,7 @@ __all__ = [
     "EnvApplier",
     "HostedFunction",
     "Reply",
+    "cancellation_scope",
     "error_reply",
     "json_reply",
     "reply_from_output",
@@ -78,6 +79,17 @@ def request_cancelled() -> bool:
     its reply. Always False outside ``autolabel serve`` (e.g. under Nuclio)."""
     flag = _CANCELLED.get()
     return flag is not None and flag.is_set()
+
+
+@contextmanager
+def cancellation_scope(cancelled: threading.Event) -> Iterator[None]:
+    """Within the block, `request_cancelled` reports ``cancelled`` (the host wraps each handler
+    call in one; other hosts of the same handlers may too)."""
+    token = _CANCELLED.set(cancelled)
+    try:
+        yield
+    finally:
+        _CANCELLED.reset(token)
 
 
 class ClientGone(Exception):
@@ -461,11 +473,10 @@ class HostedFunction:
         if self.state != "ready":
             return error_reply(503, f"function {self.name} is not available: {self.message or self.state}")
         began = time.perf_counter()
-        token = _CANCELLED.set(request.cancelled)
         try:
-            reply = self._run_handler(request)
+            with cancellation_scope(request.cancelled):
+                reply = self._run_handler(request)
         finally:
-            _CANCELLED.reset(token)
             with self._counters.lock:
                 seconds = time.perf_counter() - began
                 self._counters.seconds = seconds if not self._counters.seconds else (

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from serverless.images import read_image
 from serverless.models import registry
@@ -163,3 +165,34 @@ def test_tiny_frames_are_read_channels_last(gdino, sample_ontology, shape):
     image = np.full(shape, 128, np.uint8)
     (det,) = gdino.detect([image], sample_ontology, threshold=0.0)
     assert np.all(det.xyxy[:, [0, 2]] <= shape[1]) and np.all(det.xyxy[:, [1, 3]] <= shape[0])
+
+
+# --------------------------------------------------------------------------- bounds (issue 9)
+
+LOW = "defaults: {{threshold: 0.0, text_threshold: 0.0, max_detections: {}}}\nlabels: [{{name: person}}, {{name: cat}}]\n"
+
+
+def test_max_detections_keeps_the_best_scored_before_sam(gdino, segmenter, photos, monkeypatch):
+    from serverless.models.grounded_sam import GroundedSam
+
+    image = photos[0]
+    (everything,) = gdino.detect([image], parse_ontology(LOW.format(10000)))
+    assert len(everything) > 5  # random weights at threshold 0 find plenty
+    (capped,) = gdino.detect([image], parse_ontology(LOW.format(5)))
+    assert len(capped) == 5
+    np.testing.assert_array_equal(capped.scores, np.sort(everything.scores)[::-1][:5])
+    decoded: list[int] = []
+    original = segmenter.segment_boxes
+    monkeypatch.setattr(segmenter, "segment_boxes", lambda e, b: decoded.append(len(b)) or original(e, b))
+    (masked,) = GroundedSam(gdino, segmenter).detect([image], parse_ontology(LOW.format(3)))
+    assert len(masked) == 3 and decoded == [3]
+
+
+@given(text=st.lists(st.sampled_from(list("ab -,'&é") + ["hat", "Hard", "cat", "x1", "\u0301"]), max_size=30).map("".join))
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_the_load_time_token_bound_never_exceeds_the_tokenizer(gdino, text):
+    from serverless.ontology import normalize_phrase, prompt_tokens_at_least
+
+    phrase = normalize_phrase(text)
+    if phrase and "." not in phrase:
+        assert prompt_tokens_at_least(phrase) <= gdino.count_tokens(phrase + " .")

@@ -432,3 +432,35 @@ def test_tiny_frames_get_boxes_inside_them(platform, mains, specs, width, height
     status, items = call(platform, mains["grounding-dino"], {"image": b64(encode(frame, "PNG")), "threshold": 0.0})
     assert status == 200
     check_detector_items(items, specs["grounding-dino"], width, height, rectangles_only=True)
+
+
+# ----------------------------------------------------------------------------- bounds on work (issue 9)
+def test_a_reply_over_the_mask_budget_is_413_before_it_is_built(platform, mains, monkeypatch):
+    monkeypatch.setenv("AUTOLABEL_MAX_REPLY_BYTES", "64")
+    status, reply = call(platform, mains["grounded-sam"], {"image": b64(FRAMES["PNG"])})
+    assert status == 413
+    assert "128x96 frame" in reply["error"] and "AUTOLABEL_MAX_REPLY_BYTES" in reply["error"]
+    status, reply = call(platform, mains["sam-interactor"], interactor_body(b64(FRAMES["PNG"]), box=[[0, 0], [127, 95]]))
+    assert status == 413 and "AUTOLABEL_MAX_REPLY_BYTES" in reply["error"]
+    monkeypatch.delenv("AUTOLABEL_MAX_REPLY_BYTES")
+    assert call(platform, mains["grounded-sam"], {"image": b64(FRAMES["PNG"])})[0] == 200
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_request_given_up_on_stops_before_the_models_run(platform, mains, kind, monkeypatch):
+    import threading
+
+    from serverless.models.grounding_dino import GroundingDino
+    from serverless.models.sam import SamSegmenter
+    from serverless.serve_function import cancellation_scope
+
+    def never(*args, **kwargs):
+        raise AssertionError("a model ran for a request nobody waits for")
+
+    monkeypatch.setattr(GroundingDino, "detect", never)
+    monkeypatch.setattr(SamSegmenter, "embed", never)
+    given_up = threading.Event()
+    given_up.set()
+    with cancellation_scope(given_up):
+        status, reply = call(platform, mains[kind], interactor_body(b64(FRAMES["PNG"])))
+    assert status == 503 and "given up" in reply["error"]

@@ -582,6 +582,7 @@ def test_to_dict_is_canonical_plain_data():
             "text_threshold": 0.25,
             "nms_iou": 0.5,
             "class_agnostic_nms": False,
+            "max_detections": 100,
         },
         "score_attribute": False,
         "labels": [
@@ -906,12 +907,13 @@ def test_chunk_prompts_counts_whole_captions():
 
 
 def test_chunk_prompts_too_long_phrase_names_the_label():
-    long_prompt = " ".join(["very"] * 300) + " long ladder"
+    long_prompt = " ".join(["very"] * 200) + " long ladder"  # under the load-time bound of 256
     ontology = make_ontology("person", ("ladder", ["ladder", long_prompt]))
     with pytest.raises(OntologyError) as info:
-        chunk_prompts(ontology, words_counter, max_tokens=256)
+        chunk_prompts(ontology, words_counter, max_tokens=128)
     message = str(info.value)
-    assert "label 'ladder'" in message and "labels[1]" in message and "max_tokens=256" in message
+    assert "label 'ladder'" in message and "labels[1]" in message and "max_tokens=128" in message
+    assert len(message) < 300  # the prompt is abbreviated, not dumped
 
 
 def test_chunk_prompts_too_long_first_phrase():
@@ -976,3 +978,49 @@ def test_every_prompt_maps_back_to_its_label(phrases):
 def test_module_does_not_import_torch():
     code = "import sys, serverless.ontology; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
+
+
+# --------------------------------------------------------------------------- hostile input (issue 9)
+
+
+def test_max_detections_defaults_to_100_and_is_settable():
+    assert Defaults().max_detections == 100
+    assert parse_ontology("labels: [{name: a}]\n").defaults.max_detections == 100
+    ontology = parse_ontology("defaults: {max_detections: 7}\nlabels: [{name: a}]\n")
+    assert ontology.defaults.max_detections == 7
+    assert ontology.to_dict()["defaults"]["max_detections"] == 7
+    assert ontology.content_hash != parse_ontology("labels: [{name: a}]\n").content_hash
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "2.5", "true", "'10'", "10001"])
+def test_max_detections_must_be_a_positive_integer(value):
+    with pytest.raises(OntologyError) as info:
+        parse_ontology(f"labels: [{{name: a}}]\ndefaults:\n  max_detections: {value}\n", "o.yaml")
+    assert str(info.value).startswith("o.yaml:3: defaults.max_detections: must be an integer in 1..10000")
+    with pytest.raises(OntologyError, match="defaults.max_detections"):
+        Defaults(max_detections=0)
+
+
+def test_deeply_nested_yaml_is_a_one_line_error():
+    depth = 20_000  # as bad as 100,000 (the recursion limit is 1,000) and five times faster to scan
+    with pytest.raises(OntologyError) as info:
+        parse_ontology("[" * depth + "]" * depth, "deep.yaml")
+    assert str(info.value) == "deep.yaml:1: YAML error: nested too deeply to be an ontology"
+
+
+def test_a_prompt_certainly_over_256_tokens_is_refused_when_read():
+    long_prompt = " ".join(["hard"] * 254)  # 254 words + [CLS] + "." + [SEP] = at least 257 tokens
+    text = f"labels:\n  - name: hat\n    prompts:\n      - hat\n      - {long_prompt}\n"
+    with pytest.raises(OntologyError) as info:
+        parse_ontology(text, "site.yaml")
+    message = str(info.value)
+    assert message.startswith("site.yaml:5: labels[0].prompts[1]: is at least 257 tokens")
+    assert len(message) < 300  # the prompt is abbreviated, not dumped
+    short = " ".join(["hard"] * 253)  # at least 256 tokens: may still fit, left to chunk_prompts
+    assert parse_ontology(f"labels:\n  - name: hat\n    prompts: [{short}]\n").labels[0].prompts == (short,)
+
+
+def test_a_command_line_prompt_over_256_tokens_is_refused_briefly():
+    with pytest.raises(OntologyError) as info:
+        ontology_from_prompt("person . " + " ".join(["x"] * 300))
+    assert "at least 303 tokens" in str(info.value) and len(str(info.value)) < 300

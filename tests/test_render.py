@@ -288,6 +288,25 @@ def test_bad_ontology_exits_2_naming_file_and_line(tmp_path):
     assert missing.exit_code == 2 and "ontology file not found" in missing.stderr
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[" * 20_000 + "]" * 20_000, ":1: YAML error: nested too deeply to be an ontology"),
+        ("labels:\n  - name: hat\n    prompts: [" + " ".join(["hard"] * 300) + "]\n",
+         ":3: labels[0].prompts[0]: is at least 303 tokens as a caption"),
+    ],
+    ids=["nested-yaml", "prompt-over-256-tokens"],
+)
+def test_hostile_ontologies_exit_2_with_one_short_line(tmp_path, text, expected):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text, encoding="utf-8")
+    result = invoke("render", "--ontology", bad, "--out", tmp_path / "out")
+    assert result.exit_code == 2, result.output[-500:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {bad}{expected}") and len(lines[0]) < 400
+    assert not (tmp_path / "out").exists()
+
+
 def test_unwritable_output_is_a_render_error(site_file, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")

@@ -181,7 +181,8 @@ class GroundingDino:
         """Boxes for each RGB uint8 (H, W, 3) image.
 
         ``threshold`` overrides every label's threshold; otherwise each label's own threshold
-        (or the ontology default) applies. Results are NMS-merged across captions.
+        (or the ontology default) applies. Results are NMS-merged across captions, in
+        descending score order, and cut to the ontology's ``defaults.max_detections`` per image.
         """
         if threshold is not None and not 0.0 <= threshold <= 1.0:
             raise ValueError(f"threshold must lie in 0..1, got {threshold}")
@@ -217,4 +218,5 @@ class GroundingDino:
                     )
         iou = ontology.defaults.nms_iou
         agnostic = ontology.defaults.class_agnostic_nms
-        return [Detections.concatenate(p).nms(iou, class_agnostic=agnostic) for p in parts]
+        keep = ontology.defaults.max_detections
+        return [Detections.concatenate(p).nms(iou, class_agnostic=agnostic)[:keep] for p in parts]
