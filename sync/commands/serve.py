@@ -20,7 +20,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-__all__ = ["parse_size", "register", "serve"]
+__all__ = ["parse_size", "print_banner", "register", "serve"]
 
 err = Console(stderr=True)
 
@@ -38,7 +38,9 @@ def parse_size(text: str) -> int:
 
 
 def _fail(message: str) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    from rich.markup import escape
+
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code=2)
 
 
@@ -72,37 +74,40 @@ def _serve_logging(level: str) -> Iterator[None]:
         logger.handlers[:], logger.level, logger.propagate = saved
 
 
-def _print_banner(host) -> None:
-    from rich.table import Table
+def print_banner(host, console: Console) -> None:
+    """What a user needs to point CVAT at the server, one function per block. Ids and URLs are
+    never wrapped or cut, whatever the terminal width: they are there to be copied."""
+    from rich.padding import Padding
+    from rich.text import Text
 
     from serverless.pipeline import ModelSettings
 
-    table = Table(title=f"autolabel serve: Nuclio dashboard API on {host.dashboard_url}")
-    table.add_column("function (CVAT id)")
-    table.add_column("type")
-    table.add_column("direct invocation (status.httpPort)")
-    table.add_column("description")
+    def line(*parts: str | tuple[str, str]) -> None:
+        console.print(Text.assemble(*parts), soft_wrap=True, highlight=False)
+
+    line(("autolabel serve", "bold"), ": Nuclio dashboard API on ", (host.dashboard_url, "bold"))
     for function in host.functions.values():
         d = function.definition
-        table.add_row(d.name, d.kind or "-", host.function_url(d.name), str(d.spec.get("description", "")))
-    err.print(table)
+        line("  ", (d.name, "bold cyan"), f"  ({d.kind or 'no type'})")
+        line("    direct: ", host.function_url(d.name))
+        description = str(d.spec.get("description", "")).strip()
+        if description:
+            console.print(Padding(Text(description, style="dim"), (0, 0, 0, 4), expand=False), highlight=False)
     bind = host.options.host
     cvat_host = "host.docker.internal" if bind in ("0.0.0.0", "::") else bind
-    err.print(
+    line(
         "Point CVAT at it: CVAT_SERVERLESS=1 "
         f"CVAT_NUCLIO_HOST={cvat_host} CVAT_NUCLIO_PORT={host.dashboard_port} "
-        "CVAT_NUCLIO_INVOKE_METHOD=dashboard (or direct)",
-        highlight=False,
-        soft_wrap=True,
+        "CVAT_NUCLIO_INVOKE_METHOD=dashboard (or direct)"
     )
     if bind in ("127.0.0.1", "localhost", "::1"):
-        err.print(
+        console.print(
             "[yellow]Listening on loopback only: CVAT in Docker cannot reach it. Use --host 0.0.0.0 "
             "(direct mode posts to host.docker.internal:<httpPort>).[/]"
         )
     if ModelSettings.from_env().tiny:
-        err.print("[bold red]TINY RANDOM MODELS IN USE: every box, mask and score is meaningless.[/]")
-    err.print("Ctrl-C stops the server.")
+        console.print("[bold red]TINY RANDOM MODELS IN USE: every box, mask and score is meaningless.[/]")
+    console.print("Ctrl-C stops the server.")
 
 
 def serve(
@@ -123,13 +128,25 @@ def serve(
         str, typer.Option(help="Request body limit for functions without maxRequestBodySize (e.g. 32MiB).")
     ] = "32MiB",
     namespace: Annotated[str, typer.Option(help="Namespace reported when CVAT sends none.")] = "nuclio",
+    timeout: Annotated[
+        float | None,
+        typer.Option(
+            help="Seconds a request may take, queue wait included (then 504); default: each function's "
+            "spec.eventTimeout, else 120. CVAT's X-Nuclio-Invoke-Timeout lowers it.",
+            show_default=False,
+        ),
+    ] = None,
+    queue_size: Annotated[
+        int, typer.Option(help="Requests that may wait per function behind the running one; more get 503.")
+    ] = 16,
     log_level: Annotated[str, typer.Option(help="debug | info | warning | error.")] = "info",
 ) -> None:
     """Serve Nuclio function directories over HTTP for CVAT (no Nuclio, no Docker needed).
 
     Speaks Nuclio's dashboard API (GET /api/functions, POST /api/function_invocations) on
     --port and direct invocation (POST /) on one port per function; GET /healthz reports each
-    function's state. Each model loads once; requests to a function queue and run one at a time.
+    function's state. Each model loads once; requests to a function queue and run one at a time,
+    each within --timeout; a request whose client has hung up is dropped before it runs.
     spec.env from function.yaml is applied only to variables not already set, so your
     AUTOLABEL_* exports win.
     """
@@ -144,6 +161,8 @@ def serve(
             function_ports=function_ports,
             max_body_size=parse_size(max_body_size),
             namespace=namespace,
+            timeout=timeout,
+            queue_size=queue_size,
         )
     except ValueError as error:
         _fail(str(error))
@@ -169,7 +188,7 @@ def _run(function_dirs: list[Path], options) -> None:
         except ServeError as error:
             server.stop()
             _fail(str(error))
-        _print_banner(server)
+        print_banner(server, err)
         server.serve_forever()
     except KeyboardInterrupt:
         err.print("stopping")
