@@ -18,7 +18,15 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["IMAGE_SUFFIXES", "MAX_ASPECT_RATIO", "ImageError", "decode_image", "find_images", "max_pixels", "read_image"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "MAX_ASPECT_RATIO",
+    "ImageError",
+    "decode_image",
+    "find_images",
+    "max_pixels",
+    "read_image",
+]
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
 _DEFAULT_MAX_PIXELS = 100_000_000

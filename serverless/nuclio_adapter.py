@@ -173,7 +173,8 @@ def request_body(event: Any) -> dict[str, Any]:
         try:
             body = json.loads(raw)
         except RecursionError:
-            raise RequestError(400, "request body is JSON nested too deeply; expected a JSON object with 'image'") from None
+            message = "request body is JSON nested too deeply; expected a JSON object with 'image'"
+            raise RequestError(400, message) from None
         except (UnicodeDecodeError, ValueError) as err:
             content_type = getattr(event, "content_type", None) or "none"
             reason = str(err).split(";")[0]  # the integer-digits error ends with advice for Python programmers
@@ -297,7 +298,8 @@ def parse_interactor_request(
     box = _box(body)
     if len(positive) + len(negative) > MAX_POINTS:
         raise RequestError(
-            422, f"{len(positive)} positive and {len(negative)} negative points; at most {MAX_POINTS} clicks are accepted"
+            422,
+            f"{len(positive)} positive and {len(negative)} negative points; at most {MAX_POINTS} clicks are accepted",
         )
     if len(positive) == 0 and box is None:
         raise RequestError(

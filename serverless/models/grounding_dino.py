@@ -213,9 +213,8 @@ class GroundingDino:
                     )
                     class_ids = label_of_phrase[phrase]
                     keep = scores >= per_label[class_ids]
-                    parts[i].append(
-                        Detections(xyxy=xyxy[keep], scores=scores[keep], class_ids=class_ids[keep], labels=names[class_ids[keep]])
-                    )
+                    kept = class_ids[keep]
+                    parts[i].append(Detections(xyxy=xyxy[keep], scores=scores[keep], class_ids=kept, labels=names[kept]))
         iou = ontology.defaults.nms_iou
         agnostic = ontology.defaults.class_agnostic_nms
         keep = ontology.defaults.max_detections
