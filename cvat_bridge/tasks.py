@@ -29,6 +29,7 @@ __all__ = [
     "ensure_task",
     "find_task",
     "frame_names",
+    "get_task",
     "labels_spec",
     "task_labels",
 ]
@@ -101,6 +102,18 @@ def find_task(client: Any, name: str, *, project_id: int | None = None) -> Any |
         ids = sorted(int(t.id) for t in matches)
         raise CvatError(f"{server}: {len(matches)} tasks are named {name!r} (ids {ids}); rename them or pass a project")
     return call(f"read task {matches[0].id}", server, client.tasks.retrieve, matches[0].id) if matches else None
+
+
+def get_task(client: Any, task_id: int) -> Any | None:
+    """The task ``task_id``, or None when the server answers 404 (deleted, or hidden from this
+    user and organization)."""
+    server = client.api_map.host
+    try:
+        return call(f"read task {task_id}", server, client.tasks.retrieve, task_id, attempts=3)
+    except CvatError as err:
+        if err.status == 404:
+            return None
+        raise
 
 
 def _data_params(resources: Resources, image_quality: int) -> dict[str, Any]:

@@ -19,9 +19,9 @@ from cvat_bridge.annotations import job_annotations, shape_type
 from cvat_bridge.api import call
 from cvat_bridge.client import CvatError, public_url
 from cvat_bridge.jobs import JobInfo, list_jobs
-from cvat_bridge.tasks import LabelInfo, task_labels
+from cvat_bridge.tasks import LabelInfo, get_task, task_labels
 
-__all__ = ["PullResult", "job_detections", "pull_jobs", "store_job"]
+__all__ = ["PullResult", "job_detections", "pull_jobs", "store_job", "task_gone"]
 
 
 @dataclass(frozen=True)
@@ -101,6 +101,8 @@ def pull_jobs(
     if task_id is not None and store.get_cvat_task(server, task_id) is None:
         raise CvatError(_not_pushed(task_id, server))
     jobs = list_jobs(client, task_id=task_id, project_id=project_id, stage=stage, state=state)
+    if task_id is not None and not jobs and get_task(client, task_id) is None:
+        raise CvatError(task_gone(store, store.get_cvat_task(server, task_id)))
     pulled: list[int] = []
     unchanged: list[int] = []
     revisions: list[str] = []
@@ -136,6 +138,18 @@ def pull_jobs(
         shapes += count
         report(f"job {job.id}: {count} shapes → revision {revision.name}")
     return PullResult(tuple(pulled), tuple(unchanged), tuple(revisions), shapes)
+
+
+def task_gone(store: Any, link: Any) -> str:
+    """The message for a linked task the server no longer has (it answers 404)."""
+    dataset = next(d.name for d in store.list_datasets() if d.id == link.dataset_id)
+    run = store.run_by_id(link.run_id).name if link.run_id is not None else None
+    origin = f"it was pushed from run {run!r} of dataset {dataset!r}" if run else f"it holds dataset {dataset!r}"
+    name = f" ({link.name!r})" if link.name else ""
+    return (
+        f"task {link.task_id}{name} no longer exists on {link.server} (deleted, or this user cannot see it); "
+        f"{origin}"
+    )
 
 
 def _not_pushed(task_id: int, server: str) -> str:

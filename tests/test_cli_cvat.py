@@ -81,15 +81,76 @@ def test_status_shows_pushed_jobs_and_what_they_hold_now(fake, store_url, tmp_pa
     status = subprocess.run(AUTOLABEL + ["cvat", "status", "--dataset", DATASET], env=env, capture_output=True,
                             check=False, text=True, cwd=tmp_path, timeout=120)
     assert status.returncode == 0, status.stderr
-    rows = [line for line in status.stdout.splitlines() if " status" in line and "alice" in line]
+    (task,) = [t for t in fake.db.tasks.values() if t.name == "status"]
+    assert f"task {task.id} 'status' · dataset '{DATASET}' · run '{RUN}'" in status.stdout
+    rows = [line for line in status.stdout.splitlines() if "alice" in line]
     assert len(rows) == 2, status.stdout  # one per job
-    assert all("never" in row and "2 (2 kept)" in row for row in rows), status.stdout
+    assert all("never" in row and row.endswith(" 2 (2)") for row in rows), status.stdout
 
     (tmp_path / "map.json").write_text('{"999": "bob"}')
     bad_map = subprocess.run(AUTOLABEL + ["cvat", "push", "--dataset", DATASET, "--run", RUN, "--task-name", "status",
                                           "--assign-map", "map.json"],
                              env=env, capture_output=True, check=False, text=True, cwd=tmp_path, timeout=120)
     assert bad_map.returncode == 2, bad_map.stderr
-    (task,) = [t for t in fake.db.tasks.values() if t.name == "status"]
     last = bad_map.stderr.strip().splitlines()[-1]  # after the progress lines
     assert last == f"error: task {task.id}: assignment map names jobs that are not in the task: [999]"
+
+
+def test_status_is_readable_at_80_columns(fake, store_url, tmp_path):
+    """One line per job at 80 columns: ids, frames, stage, state and numbers whole, never wrapped."""
+    from tests.bridge_support import sdk_client
+
+    name = "site-a batch 1 [v2] with a long name for the heading"
+    env = cvat_env(fake, store_url, COLUMNS="80")
+    fake.add_user("a-rather-long-annotator-username", "long-Secret-pw-4")
+    push = subprocess.run(AUTOLABEL + ["cvat", "push", "--dataset", DATASET, "--run", RUN, "--task-name", name,
+                                       "--segment-size", "1", "--assignees", "a-rather-long-annotator-username"],
+                          env=env, capture_output=True, check=False, text=True, cwd=tmp_path, timeout=120)
+    assert push.returncode == 0, push.stderr
+    (task,) = [t for t in fake.db.tasks.values() if t.name == name]
+    jobs = sorted(j.id for j in fake.db.jobs.values() if j.task_id == task.id)
+    admin = sdk_client(fake, *ADMIN)
+    admin.jobs.retrieve(jobs[1]).update(dict(stage="validation", state="in progress"))
+    status = subprocess.run(AUTOLABEL + ["cvat", "status", "--dataset", DATASET], env=env, capture_output=True,
+                            check=False, text=True, cwd=tmp_path, timeout=120)
+    assert status.returncode == 0, status.stderr
+    lines = status.stdout.splitlines()
+    assert all(len(line) <= 80 for line in lines), status.stdout
+    assert f"task {task.id} {name!r}" in " ".join(lines)  # the heading may wrap, between words; brackets kept
+    rows = {int(line.split()[0]): line for line in lines if line.split() and line.split()[0].isdigit()}
+    assert set(jobs) <= set(rows), status.stdout
+    for job_id, frame, stage, state in ((jobs[0], 0, "annotation", "new"), (jobs[1], 1, "validation", "in progress")):
+        words = rows[job_id].split()
+        assert words[:3] == [str(job_id), f"{frame}-{frame}", stage], rows[job_id]
+        assert f" {state} " in rows[job_id] and " a-rather-long" in rows[job_id], rows[job_id]  # cut, with "…"
+        assert words[-4:] == ["never", "2", "2", "(2)"], rows[job_id]
+
+
+def test_a_task_deleted_in_cvat_is_an_error_naming_it(fake, store_url, tmp_path):
+    from tests.bridge_support import sdk_client
+
+    store = open_store(store_url)
+    images = write_images(tmp_path / "gone-images", 2, seed=3)
+    synthetic_run(store, images, dataset="gone", run="r1", shapes_per_image=1)
+    env = cvat_env(fake, store_url)
+    push = subprocess.run(AUTOLABEL + ["cvat", "push", "--dataset", "gone", "--run", "r1", "--task-name",
+                                       "site-a batch 1"],
+                          env=env, capture_output=True, check=False, text=True, cwd=tmp_path, timeout=120)
+    assert push.returncode == 0, push.stderr
+    (task,) = [t for t in fake.db.tasks.values() if t.name == "site-a batch 1"]
+    sdk_client(fake, *ADMIN).tasks.remove_by_ids([task.id])
+    assert task.id not in fake.db.tasks
+
+    expected = (f"task {task.id} ('site-a batch 1') no longer exists on {fake.url} (deleted, or this user cannot "
+                "see it); it was pushed from run 'r1' of dataset 'gone'")
+    pull = subprocess.run(AUTOLABEL + ["cvat", "pull", "--task", str(task.id)], env=env, capture_output=True,
+                          check=False, text=True, cwd=tmp_path, timeout=120)
+    assert pull.returncode == 2 and pull.stderr.strip().splitlines() == [f"error: {expected}"], pull.stderr
+    assert "pulled" not in pull.stdout
+    status = subprocess.run(AUTOLABEL + ["cvat", "status", "--dataset", "gone"], env=env, capture_output=True,
+                            check=False, text=True, cwd=tmp_path, timeout=120)
+    assert status.returncode == 1 and status.stderr.strip().splitlines() == [f"warning: {expected}"], status.stderr
+    # the other tasks of the store are still shown, and the deleted one spoils nothing
+    everything = subprocess.run(AUTOLABEL + ["cvat", "status"], env=env, capture_output=True, check=False,
+                                text=True, cwd=tmp_path, timeout=120)
+    assert everything.returncode == 1 and "'status'" in everything.stdout and expected in everything.stderr

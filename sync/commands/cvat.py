@@ -6,8 +6,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.text import Text
 
-from sync.console import domain_errors, err, fail, out
+from sync.console import domain_errors, err, fail, literal, out, text
 
 app = typer.Typer(help="Work with a CVAT server (CVAT_URL, CVAT_ACCESS_TOKEN or CVAT_USERNAME/CVAT_PASSWORD).",
                   no_args_is_help=True)
@@ -38,7 +39,7 @@ def _connect(url: str | None, org: str | None, insecure: bool, ca_cert: Path | N
     with domain_errors():
         settings = CvatSettings.from_env(**overrides)
         if not settings.verify_tls:
-            err.print(f"[yellow]warning:[/] TLS verification is off for {settings.server}")
+            err.print(f"[yellow]warning:[/] TLS verification is off for {literal(settings.server)}")
         return connect(settings)
 
 
@@ -124,7 +125,7 @@ def push(
     with domain_errors():
         result = push_run(
             store, client, dataset=dataset, run_name=run, task_name=task_name, ontology=onto, project_id=project,
-            segment_size=segment_size, assignees=plan, force=force, report=lambda m: err.print(m, highlight=False),
+            segment_size=segment_size, assignees=plan, force=force, report=lambda m: err.print(m, markup=False, highlight=False),
             sample_ids=sample_ids,
         )
     out.print(
@@ -164,7 +165,7 @@ def pull(
     try:
         with domain_errors():
             result = pull_jobs(store, client, task_id=task, project_id=project, stage=stage, state=state,
-                               report=lambda m: err.print(m, highlight=False))
+                               report=lambda m: err.print(m, markup=False, highlight=False))
     except ValueError as error:
         fail(str(error))
     out.print(f"pulled {len(result.pulled)} jobs ({result.shapes} shapes), {len(result.unchanged)} unchanged")
@@ -178,40 +179,84 @@ def status(
     insecure: InsecureOption = False,
     ca_cert: CaCertOption = None,
 ) -> None:
-    """Per task and job: stage, state, assignee, last pull, pre-labels pushed vs shapes now."""
-    from rich.table import Table
+    """Per task and job: stage, state, assignee, last pull, pre-labels pushed vs shapes now.
 
-    from cvat_bridge.annotations import job_annotations
+    Exits 1 when a task recorded in the store no longer exists on the server.
+    """
     from cvat_bridge.client import public_url
     from cvat_bridge.jobs import list_jobs
+    from cvat_bridge.tasks import get_task
+    from sync.pull import task_gone
 
     store = _store()
     client = _connect(url, org, insecure, ca_cert)
     server = public_url(client.api_map.host)
+    gone: list[str] = []
+    shown = 0
     with domain_errors():
         datasets = [store.get_dataset(dataset)] if dataset else store.list_datasets()
-        table = Table(title=f"CVAT tasks on {server}")
-        columns = ("dataset", "task", "job", "frames", "stage", "state", "assignee", "last pulled", "pre-labels", "now")
-        for column in columns:
-            table.add_column(column)
+        out.print(text(f"CVAT tasks on {server}", style="bold"))
         for ds in datasets:
             for link in store.cvat_tasks(ds):
                 if link.server != server:
                     continue
-                known_jobs = {j.job_id: j for j in store.jobs_of(link)}
-                pushed = store.pushed_shapes(link)
-                live = list_jobs(client, task_id=link.task_id)
-                for job in live:
-                    now = job_annotations(client, job.id)
-                    now_ids = {int(s["id"]) for s in now["shapes"]}
-                    known = known_jobs.get(job.id)
-                    table.add_row(
-                        ds.name, f"{link.task_id} {link.name}", str(job.id), f"{job.start_frame}-{job.stop_frame}",
-                        job.stage, job.state, job.assignee or "-",
-                        known.last_pulled_at.strftime("%Y-%m-%d %H:%M") if known and known.last_pulled_at else "never",
-                        str(_pushed_in_job(store, link, job)), f"{len(now_ids)} ({len(now_ids & pushed.keys())} kept)",
-                    )
-    out.print(table)
+                jobs = list_jobs(client, task_id=link.task_id)
+                if not jobs and get_task(client, link.task_id) is None:
+                    gone.append(task_gone(store, link))
+                    continue
+                out.print(_task_heading(store, ds, link))
+                out.print(_jobs_table(client, store, link, jobs))
+                shown += 1
+    if not shown and not gone:
+        out.print(text(f"no task of {'dataset ' + repr(dataset) if dataset else 'this store'} is on {server}"))
+    for message in gone:
+        err.print(Text.assemble(("warning:", "yellow"), " ", message), highlight=False)
+    if gone:
+        raise typer.Exit(1)
+
+
+def _task_heading(store: Any, ds: Any, link: Any) -> Any:
+    """``task 42 'name' · dataset 'd' · run 'r'``, printed literally (names may hold brackets)."""
+    run = store.run_by_id(link.run_id).name if link.run_id is not None else None
+    parts = [f"task {link.task_id}" + (f" {link.name!r}" if link.name else ""), f"dataset {ds.name!r}"]
+    if run is not None:
+        parts.append(f"run {run!r}")
+    return Text.assemble("\n", (parts[0], "bold"), *(f" · {part}" for part in parts[1:]))
+
+
+def _jobs_table(client: Any, store: Any, link: Any, jobs: Any) -> Any:
+    """One row per job, narrow enough for 80 columns: ids, frames and numbers never wrap."""
+    from rich.table import Table
+
+    from cvat_bridge.annotations import job_annotations
+
+    table = Table(box=None, pad_edge=False, padding=(0, 1, 0, 0), header_style="bold", show_edge=False)
+    for name, justify in (("job", "right"), ("frames", "left"), ("stage", "left"), ("state", "left")):
+        table.add_column(name, justify=justify, no_wrap=True)
+    table.add_column("assignee", overflow="ellipsis")  # the only column that gives way
+    table.add_column("last pulled", no_wrap=True)
+    table.add_column("pushed", justify="right", no_wrap=True)
+    table.add_column("now (kept)", justify="right", no_wrap=True)
+    known_jobs = {j.job_id: j for j in store.jobs_of(link)}
+    pushed = store.pushed_shapes(link)
+    for job in jobs:
+        now_ids = {int(s["id"]) for s in job_annotations(client, job.id)["shapes"]}
+        known = known_jobs.get(job.id)
+        pulled = _when(known.last_pulled_at) if known and known.last_pulled_at else "never"
+        table.add_row(
+            str(job.id), f"{job.start_frame}-{job.stop_frame}", job.stage, job.state, text(job.assignee or "-"),
+            pulled, str(_pushed_in_job(store, link, job)), f"{len(now_ids)} ({len(now_ids & pushed.keys())})",
+        )
+    return table
+
+
+def _when(moment: Any) -> str:
+    """A time as ``ls -l`` shows it: ``Nov 02 14:05`` within half a year, else ``Nov 02  2025``."""
+    from datetime import datetime, timedelta, timezone
+
+    local = moment.astimezone() if moment.tzinfo else moment.replace(tzinfo=timezone.utc).astimezone()
+    recent = abs(datetime.now(local.tzinfo) - local) < timedelta(days=182)
+    return local.strftime("%b %d %H:%M" if recent else "%b %d  %Y")
 
 
 def _pushed_in_job(store: Any, link: Any, job: Any) -> int:

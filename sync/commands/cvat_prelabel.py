@@ -85,7 +85,7 @@ def prelabel(
                     dataset=dataset,
                     run_name=run,
                     force=force,
-                    report=lambda message: bar.console.print(message, highlight=False),
+                    report=lambda message: bar.console.print(message, markup=False, highlight=False),
                     progress=lambda done, total: bar.update(frames, completed=done, total=total),
                 )
         except ModelLoadError as error:
