@@ -243,7 +243,10 @@ def _print_summary(
 @app.command()
 def prelabel(
     images: Annotated[list[Path], typer.Argument(help="Image files or folders (searched recursively).")],
-    out_file: Annotated[Path | None, typer.Option("--out", help="COCO JSON to write (scores included).")] = None,
+    out_file: Annotated[
+        Path | None,
+        typer.Option("--out", help="COCO JSON to write (scores included; file_name relative to info.images_root)."),
+    ] = None,
     ontology: Annotated[Path | None, typer.Option(help="Ontology YAML file.")] = None,
     prompt: Annotated[str | None, typer.Option(help="Labels as a prompt instead: 'person. ladder'.")] = None,
     masks: Annotated[bool, typer.Option("--masks", help="Add SAM masks (Grounded-SAM).")] = False,
@@ -256,7 +259,11 @@ def prelabel(
     dataset: Annotated[
         str | None, typer.Option(help="Record samples, run and annotations in the store (AUTOLABEL_DB).")
     ] = None,
-    run: Annotated[str | None, typer.Option(help="Run name (default prelabel-N); an unfinished run resumes.")] = None,
+    run: Annotated[
+        str | None,
+        typer.Option(help="Run name (default prelabel-N). An unfinished run resumes: this one, or without --run "
+                     "the newest with the same ontology, model and options whose images are among these."),
+    ] = None,
 ) -> None:
     """Pre-label images into COCO JSON and/or a pre-label run in the store."""
     from serverless.pipeline import ModelSettings
