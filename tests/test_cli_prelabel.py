@@ -14,6 +14,8 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from tests.conftest import ROOT
@@ -339,3 +341,35 @@ def test_coco_file_names_round_trip_through_import(tmp_path, tiny_env, arguments
         assert len(store.samples("site")) == len(names)  # the same samples as the pre-label run
         pre, back = store.get_run("site", "prelabel-1"), store.get_run("site", "back")
         assert store.count_annotations(pre) == store.count_annotations(back)
+
+
+_PARTS = st.sampled_from(["a", "b", "c d", "[x]", "..e"])
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    files=st.lists(st.lists(_PARTS, min_size=1, max_size=3), min_size=1, max_size=6, unique_by=tuple),
+    picks=st.lists(st.tuples(st.integers(0, 5), st.integers(0, 3)), min_size=1, max_size=4),
+)
+def test_file_names_are_relative_to_one_root_that_holds_them_all(tmp_path_factory, files, picks):
+    """Whatever mix of folders and files is given, each image is ``root / file_name`` and the
+    names are distinct, relative and never climb out of the root."""
+    from serverless.images import find_images
+    from sync.paths import coco_file_name, images_root
+
+    base = tmp_path_factory.mktemp("tree")
+    paths = [base.joinpath(*parts[:-1], parts[-1] + ".png") for parts in files]
+    for path in paths:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"")
+    arguments = []
+    for which, depth in picks:  # a file, or one of the folders above it
+        path = paths[which % len(paths)]
+        arguments.append(path if depth == 0 else path.parents[min(depth - 1, len(path.relative_to(base).parts) - 1)])
+    found, problems = find_images(arguments)
+    root = images_root(arguments)
+    names = [coco_file_name(f, root) for f in dict.fromkeys(found)]
+    assert not problems and len(set(names)) == len(names)
+    for name, path in zip(names, dict.fromkeys(found)):
+        assert not name.startswith(("/", "../")) and name != ".."
+        assert (root / name).samefile(path)
