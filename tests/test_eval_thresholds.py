@@ -14,9 +14,9 @@ from typer.testing import CliRunner
 
 from sync.cli import app
 from sync.console import CliError
-from sync.prelabel_store import file_sha256
-from sync.evaluate.sweep import sweep_thresholds
 from sync.evaluate.metrics import evaluate_detections
+from sync.evaluate.sweep import sweep_thresholds
+from sync.prelabel_store import file_sha256
 from sync.store import Provenance, SampleIn, open_store
 from tests.bridge_support import write_images
 from tests.test_eval_cli import SIZE, labelled

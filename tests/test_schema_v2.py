@@ -31,7 +31,7 @@ def columns(url: str, table: str) -> set[str]:
         engine.dispose()
 
 
-def test_a_version_1_store_is_refused_then_upgraded_in_place(store_url):
+def test_a_version_1_store_is_refused_then_upgraded_in_place(store_url):  # noqa: F811 (fixture)
     assert SCHEMA_VERSION == 2
     make_v1(store_url)
     with pytest.raises(StoreError, match="autolabel store migrate"):
@@ -47,7 +47,7 @@ def test_a_version_1_store_is_refused_then_upgraded_in_place(store_url):
     open_store(store_url).close()  # now current: opens without upgrade
 
 
-def test_pushed_geometry_is_kept_exactly_and_checked(store_url):
+def test_pushed_geometry_is_kept_exactly_and_checked(store_url):  # noqa: F811 (fixture)
     from sync.store import SampleIn
 
     with open_store(store_url) as store:

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from sync.console import domain_errors, err, fail, out
+from sync.console import domain_errors, err, fail, literal, out, text
 
 __all__ = ["export_labels", "import_labels", "register"]
 
@@ -61,9 +61,11 @@ def import_labels(
     params = run.params or {}
     crowd = params.get("crowd_annotations", 0)
     out.print(
-        f"imported {params.get('images')} images and {params.get('annotations')} annotations"
-        + (f" ({crowd} crowd)" if crowd else "")
-        + f" from {coco.name} into run {run.name!r} ({role}) of dataset {dataset!r}",
+        text(
+            f"imported {params.get('images')} images and {params.get('annotations')} annotations"
+            + (f" ({crowd} crowd)" if crowd else "")
+            + f" from {coco.name} into run {run.name!r} ({role}) of dataset {dataset!r}"
+        ),
         highlight=False,
     )
 
@@ -98,21 +100,23 @@ def export_labels(
                 seed=0 if seed is None else seed, segments=segments, overwrite=overwrite,
             )
     for uri, reason in summary.skipped[:_SHOWN_SKIPS]:
-        err.print(f"[yellow]skipped[/] {uri}: {reason}", highlight=False, soft_wrap=True)
+        err.print(f"[yellow]skipped[/] {literal(uri)}: {literal(reason)}", highlight=False, soft_wrap=True)
     if len(summary.skipped) > _SHOWN_SKIPS:
         err.print(f"[yellow]skipped[/] … and {len(summary.skipped) - _SHOWN_SKIPS} more (see the metadata file)")
     sources = ", ".join(f"{source} {n}" for source, n in summary.counts.items())
     split = f" (train {summary.train}, val {summary.val})" if summary.format == "yolo" else ""
     out.print(
-        f"exported {summary.images} images{split}, {summary.annotations} annotations, "
-        f"{len(summary.categories)} labels → {summary.out}",
+        text(
+            f"exported {summary.images} images{split}, {summary.annotations} annotations, "
+            f"{len(summary.categories)} labels → {summary.out}"
+        ),
         highlight=False, soft_wrap=True,
     )
     details = [f"from {sources}", f"{summary.left_out} samples left out (no labels)"]
     if summary.skipped:
         details.append(f"{len(summary.skipped)} skipped")
     details.extend(f"{n} {reason} not written" for reason, n in summary.dropped.items())
-    out.print("; ".join(details), highlight=False, soft_wrap=True)
+    out.print(text("; ".join(details)), highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

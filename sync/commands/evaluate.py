@@ -8,9 +8,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.text import Text
 
-from sync.console import domain_errors, err, fail, out
+from sync.console import domain_errors, err, fail, out, text
 
 __all__ = ["register"]
 
@@ -103,7 +102,7 @@ def evaluate(
     print_report(report, out)
     if json_file is not None:
         _write_json(json_file, report)
-        err.print(f"JSON report: {json_file}")
+        err.print(text(f"JSON report: {json_file}"))
     if html_file is not None:
         from sync.evaluate.html import write_html
 
@@ -111,7 +110,7 @@ def evaluate(
             write_html(report, html_file)
         except OSError as error:
             fail(f"cannot write {html_file}: {error.strerror or error}")
-        err.print(f"HTML report: {html_file}")
+        err.print(text(f"HTML report: {html_file}"))
 
 
 def tune(
@@ -148,7 +147,7 @@ def tune(
         fail("no class has a threshold to tune (no class has both pre-labels and truth)")
     changed = {label: value for label, value in chosen.items() if value != currents.get(label)}
     if not changed:
-        out.print(f"nothing to change in {write}: every threshold there is already as good as the best")
+        out.print(text(f"nothing to change in {write}: every threshold there is already as good as the best"))
         return
     from sync.evaluate.tune import write_thresholds
 
@@ -159,8 +158,8 @@ def tune(
             fail(f"cannot write {write}: {error.strerror or error}")
     for label, new in changed.items():
         old = fmt_threshold(currents.get(label)) + (" (the default)" if label in inherited else "")
-        out.print(Text(f"{label}: {old} → {fmt_threshold(new)}"))
-    out.print(Text(f"wrote {len(changed)} thresholds to {write}"))
+        out.print(text(f"{label}: {old} → {fmt_threshold(new)}"))
+    out.print(text(f"wrote {len(changed)} thresholds to {write}"))
 
 
 def _current_thresholds(evaluation: Any, write: Path | None) -> tuple[dict[str, float], str, set[str]]:
@@ -185,20 +184,20 @@ def _tune_table(evaluation: Any, by: str, currents: dict[str, float], where: str
     from sync.evaluate.table import fmt_metric, fmt_threshold
 
     title = f"Thresholds for {evaluation.name} ({'best F1' if by == 'f1' else 'least annotator time'})"
-    table = Table(title=Text(title))
+    table = Table(title=text(title))
     for column in ("label", f"current ({where})", "chosen", "precision", "recall", "F1", "est. seconds"):
-        table.add_column(Text(column), justify="left" if column == "label" else "right")
+        table.add_column(text(column), justify="left" if column == "label" else "right")
     chosen: dict[str, float] = {}
     for label, sweep in evaluation.sweeps.items():
         choice = sweep.best_f1 if by == "f1" else sweep.min_time
         current = currents.get(label)
         if choice is None:
-            table.add_row(Text(label), fmt_threshold(current), "unchanged", "-", "-", "-", "-")
+            table.add_row(text(label), fmt_threshold(current), "unchanged", "-", "-", "-", "-")
             continue
         keep = current is not None and sweep.keeps(current, by)
         chosen[label] = float(current) if keep else choice.threshold
         table.add_row(
-            Text(label), fmt_threshold(current), "unchanged" if keep else fmt_threshold(chosen[label]),
+            text(label), fmt_threshold(current), "unchanged" if keep else fmt_threshold(chosen[label]),
             fmt_metric(choice.precision), fmt_metric(choice.recall), fmt_metric(choice.f1), f"{choice.seconds:.0f}",
         )
     out.print(table)
@@ -253,20 +252,20 @@ def select(
     with domain_errors():
         count = hs.parse_budget(budget, len(ids))
     picks = hs.pick_hardest(ids, uris, values, count, ascending=ascending)
-    table = Table(title=f"{len(picks)} of {len(ids)} samples by {by} (run {run_name})")
+    table = Table(title=text(f"{len(picks)} of {len(ids)} samples by {by} (run {run_name})"))
     table.add_column("sample", justify="right")
     table.add_column(by, justify="right")
     table.add_column("uri")
     for pick in picks:
-        table.add_row(str(pick.sample_id), f"{pick.value:.3f}" if by != "edits" else str(int(pick.value)), pick.uri)
+        table.add_row(str(pick.sample_id), f"{pick.value:.3f}" if by != "edits" else str(int(pick.value)), text(pick.uri))
     out.print(table)
     if out_file is not None:
         _write_json(out_file, {
             "dataset": dataset, "run": run_name, "truth": truth_name, "by": by, "budget": budget,
             "samples": [{"sample_id": p.sample_id, "uri": p.uri, by: p.value} for p in picks],
         })
-        err.print(f"selection: {out_file} (push it for review: autolabel cvat push --dataset {dataset} "
-                  f"--run {run_name} --samples {out_file} --task-name NAME)")
+        err.print(text(f"selection: {out_file} (push it for review: autolabel cvat push --dataset {dataset} "
+                       f"--run {run_name} --samples {out_file} --task-name NAME)"))
 
 
 def register(app: typer.Typer) -> None:

@@ -174,6 +174,37 @@ def has_scores(run: Any) -> bool:
     return not (run.kind == "import" and (run.params or {}).get("with_scores") is False)
 
 
+def _deleted_labels(truth: Mapping[int, Any]) -> tuple[dict[int, frozenset[str]], tuple[str, ...]]:
+    """Labels deleted in CVAT after the push, per sample (from the label changes each human
+    revision recorded when it was pulled), and notes on every label change."""
+    gone: dict[int, frozenset[str]] = {}
+    notes: dict[str, None] = {}
+    for sample_id, run in truth.items():
+        changes = (run.params or {}).get("label_changes") or {}
+        where = f"CVAT task {run.cvat_task_id}"
+        for old, new in (changes.get("renamed") or {}).items():
+            notes[f"label {old!r} was renamed {new!r} in {where}: its shapes count as {old!r}"] = None
+        deleted = frozenset(changes.get("deleted") or ())
+        if deleted:
+            gone[sample_id] = deleted
+        for name in sorted(deleted):
+            notes[f"label {name!r} was deleted in {where} after the push: its pre-labels there are left out "
+                  "(a label change, not annotators' deletions)"] = None
+        for name in changes.get("added") or ():
+            notes[f"label {name!r} was added in {where} after the push"] = None
+    return gone, tuple(notes)
+
+
+def _without(parts: dict[int, Detections], gone: Mapping[int, frozenset[str]]) -> dict[int, Detections]:
+    """``parts`` without the pre-labels whose label was deleted in CVAT for that sample."""
+    result = dict(parts)
+    for sample_id, labels in gone.items():
+        det = result.get(sample_id)
+        if det is not None and len(det):
+            result[sample_id] = det[~np.isin(det.labels, sorted(labels))]
+    return result
+
+
 def _left_out_note(count: int) -> tuple[str, ...]:
     if not count:
         return ()
@@ -210,7 +241,8 @@ def load_eval(store: Any, selection: Selection, *, masks: bool = False) -> list[
         truth_parts.update(store.annotations_of(run, sample_ids=run_ids, masks=masks))
     sizes_of = {i: (by_id[i].width, by_id[i].height) for i in ids}
     shown = [delivered_predictions(store, run, ids, selection.truth, sizes_of, masks=masks) for run in selection.preds]
-    pred_parts = [part.detections for part in shown]
+    gone, schema_notes = _deleted_labels(selection.truth)
+    pred_parts = [_without(part.detections, gone) for part in shown]
     labels = _ontology_labels(selection.preds[0])
     seen = set(labels)
     extra = set()
@@ -229,7 +261,7 @@ def load_eval(store: Any, selection: Selection, *, masks: bool = False) -> list[
     uris = tuple(by_id[i].uri for i in ids)
     truth = tuple(_with_crowd(indexed(truth_parts[i], by_id[i])) for i in ids)
     result = []
-    for run, part in zip(selection.preds, shown):
+    for run, part, delivered in zip(selection.preds, pred_parts, shown):
         result.append(
             EvalData(
                 labels=tuple(labels),
@@ -237,11 +269,11 @@ def load_eval(store: Any, selection: Selection, *, masks: bool = False) -> list[
                 uris=uris,
                 sizes=sizes,
                 truth=truth,
-                pred=tuple(indexed(part.detections[i], by_id[i]) for i in ids),
+                pred=tuple(indexed(part[i], by_id[i]) for i in ids),
                 truth_name=selection.truth_description,
                 pred_name=run.name,
                 pred_thresholds=run_thresholds(run, labels),
-                notes=selection.notes + _left_out_note(part.left_out),
+                notes=selection.notes + schema_notes + _left_out_note(delivered.left_out),
                 pred_has_scores=has_scores(run),
             )
         )

@@ -114,10 +114,16 @@ def create_labels(
 
 
 def delete_label(db: State, label: Label) -> None:
-    """Remove a label with its sublabels."""
+    """Remove a label with its sublabels and, as CVAT's foreign keys cascade, every tag,
+    shape and track that uses them."""
+    gone = {label.id, *label.sublabel_ids}
     for sub_id in label.sublabel_ids:
         db.labels.pop(sub_id, None)
     db.labels.pop(label.id, None)
+    for stored in db.annotations.values():
+        for objects in (stored.tags, stored.shapes, stored.tracks):
+            for object_id in [k for k, obj in objects.items() if obj.get("label_id") in gone]:
+                del objects[object_id]
 
 
 def patch_labels(
