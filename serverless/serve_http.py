@@ -310,11 +310,12 @@ class _Handler(BaseHTTPRequestHandler, abc.ABC):
         blocking: data waiting to be read, e.g. a pipelined request, means it is still there)."""
         sock = self.connection
         try:
-            readable, _, _ = select.select([sock], [], [], 0)
-            if not readable:
+            poller = select.poll()  # not select.select: it fails for descriptors over 1023
+            poller.register(sock, select.POLLIN)
+            if not poller.poll(0):
                 return False
             return sock.recv(1, socket.MSG_PEEK) == b""
-        except (OSError, ValueError):
+        except OSError:
             return True
 
     def _header_dict(self) -> dict[str, str]:
