@@ -42,7 +42,7 @@ import math
 import numbers
 import os
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from os import PathLike
 from pathlib import Path
 from typing import Any
@@ -130,13 +130,18 @@ def max_reply_bytes() -> int:
     return int(os.environ.get("AUTOLABEL_MAX_REPLY_BYTES", _DEFAULT_MAX_REPLY_BYTES))
 
 
-def _check_reply_size(mask_pixels: int, image: np.ndarray, masks: int) -> None:
-    size, limit = 4 * mask_pixels, max_reply_bytes()
+def _check_reply_size(masks: Sequence[np.ndarray], image: np.ndarray) -> None:
+    """413 before a reply is built when the raw bitmaps of ``masks`` (each cropped to its box,
+    about 4 bytes a pixel in JSON) would exceed `max_reply_bytes`."""
+    from serverless.convert.polygons import mask_bbox
+
+    boxes = [box for box in map(mask_bbox, masks) if box is not None]
+    size, limit = 4 * sum((x2 - x1) * (y2 - y1) for x1, y1, x2, y2 in boxes), max_reply_bytes()
     if size > limit:
         height, width = image.shape[:2]
         raise RequestError(
             413,
-            f"the {masks} mask(s) for this {width}x{height} frame would make a reply of about "
+            f"the {len(boxes)} mask(s) for this {width}x{height} frame would make a reply of about "
             f"{size // 2**20} MiB, over the limit of {limit // 2**20} MiB (AUTOLABEL_MAX_REPLY_BYTES); "
             "send a smaller frame, or lower defaults.max_detections or use polygon labels in the ontology",
         )
@@ -379,7 +384,6 @@ def _grounded_items(image: np.ndarray, model: Any, ontology: Any, threshold: flo
     polygons, ``mask`` labels raw-bitmap masks with polygon ``points`` (so CVAT can keep them
     as masks or convert them). Shapes left empty (no mask pixels, no area) are dropped."""
     from serverless.convert.nuclio import to_detector_items
-    from serverless.convert.polygons import mask_bbox
 
     _checkpoint("detection")
     (boxes,) = model.detector.detect([image], ontology, threshold=threshold)
@@ -388,9 +392,7 @@ def _grounded_items(image: np.ndarray, model: Any, ontology: Any, threshold: flo
     _checkpoint("segmentation")
     masked = model.add_masks(image, boxes[shaped])  # one embedding, one batched decode
     row_of = np.cumsum(shaped) - 1
-    mask_rows = [int(row_of[i]) for i, kind in enumerate(types) if kind == "mask"]
-    boxes_of_masks = [mask_bbox(masked.masks[row]) for row in mask_rows]
-    _check_reply_size(sum((b[2] - b[0]) * (b[3] - b[1]) for b in boxes_of_masks if b), image, len(mask_rows))
+    _check_reply_size([masked.masks[int(row_of[i])] for i, kind in enumerate(types) if kind == "mask"], image)
     size = (image.shape[1], image.shape[0])
     items: list[dict[str, Any]] = []
     for i, kind in enumerate(types):
@@ -521,16 +523,13 @@ def sam_interactor_function(*, module: str) -> tuple[InitContext, Handler]:
     def interact(user_data: Any, event: Any) -> dict[str, list]:
         from serverless.convert.nuclio import to_interactor_reply
 
-        from serverless.convert.polygons import mask_bbox
-
         image, positive, negative, box = parse_interactor_request(event)
         segmenter = user_data.segmenter
         _checkpoint("the SAM encoder")
         embedding = segmenter.embed(image)
         _checkpoint("the SAM decoder")
         mask = segmenter.segment_points(embedding, positive, negative, box)
-        bounds = mask_bbox(mask)
-        _check_reply_size(0 if bounds is None else (bounds[2] - bounds[0]) * (bounds[3] - bounds[1]), image, 1)
+        _check_reply_size([mask], image)
         return to_interactor_reply(mask)
 
     def handler(context: Any, event: Any) -> Any:

@@ -435,7 +435,7 @@ class HostedFunction:
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
-                ran = self._give_up(future, request, "timeouts")
+                ran = self._give_up(future, request, timed_out=True)
                 log.warning("function %s: request %s its deadline of %g s", self.name,
                             "still running at" if ran else "dropped at", limit)
                 return error_reply(
@@ -450,10 +450,10 @@ class HostedFunction:
             except CancelledError:
                 return error_reply(503, f"function {self.name} stopped before running this request")
             if client_gone is not None and client_gone():
-                self._give_up(future, request, "dropped")
+                self._give_up(future, request, timed_out=False)
                 raise ClientGone(f"function {self.name}: the client left while its request waited")
 
-    def _give_up(self, future: Future, request: _Request, reason: str) -> bool:
+    def _give_up(self, future: Future, request: _Request, *, timed_out: bool) -> bool:
         """Nobody will read this request's reply: drop it if it has not started, else tell the
         running handler (`request_cancelled`). True when it was already running."""
         request.cancelled.set()
@@ -462,7 +462,7 @@ class HostedFunction:
             if dropped:
                 self._counters.queued -= 1
                 self._counters.dropped += 1
-            if reason == "timeouts":
+            if timed_out:
                 self._counters.timeouts += 1
         return not dropped
 

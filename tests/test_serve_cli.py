@@ -63,3 +63,13 @@ def test_error_lines_print_what_the_user_typed(tmp_path, runner_app):
     missing = tmp_path / "fn [v2]"
     result = CliRunner().invoke(runner_app, ["serve", str(missing), "--port", "0"])
     assert result.exit_code == 2 and "fn [v2]" in result.output
+
+
+def test_a_deeply_nested_function_yaml_is_one_line(tmp_path, runner_app):
+    directory = tmp_path / "deep"
+    directory.mkdir()
+    (directory / "function.yaml").write_text("[" * 20_000 + "]" * 20_000)
+    (directory / "main.py").write_text("def handler(context, event):\n    return {}\n")
+    result = CliRunner().invoke(runner_app, ["serve", str(directory), "--port", "0"])
+    assert result.exit_code == 2
+    assert result.output.strip().endswith("function.yaml: cannot read: nested too deeply")
