@@ -8,34 +8,53 @@ its frames are covered (`cvat_bridge.annotations.upload_job_shapes`) and record 
 so ``autolabel cvat pull --task ID`` works on the task afterwards.
 
 Resumable: the task's link in the store holds its pre-label run. A rerun resumes that run
-(same ontology, model and options): frames it covers are not run again, and a job holding
+and must use the ontology, model and options it was made with (anything else is refused
+before any work, finished run or not): frames it covers are not run again, and a job holding
 exactly what was uploaded to it is not uploaded again. A frame that cannot be downloaded or
 decoded is reported and left uncovered (the run stays open, the jobs holding it wait), so the
 next run retries exactly those frames. A job a human has touched (`sync.push.job_state`) is
 left alone unless ``force``; a job without any pre-label gets no request at all.
+
+Before the models run, the jobs still to pre-label are read: a job already holding
+annotations this store did not upload (drawn by hand, or made by another tool with
+``source: auto``) is left alone unless ``force``, and its frames are not run; when that is
+every job of the task, nothing is run and the call raises `CvatError` saying what the jobs hold.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Callable
+from collections import Counter, defaultdict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from cvat_bridge.annotations import job_annotations, upload_job_shapes
+from cvat_bridge.annotations import job_annotations, shape_key, upload_job_shapes
 from cvat_bridge.api import call
 from cvat_bridge.client import CvatError, public_url
 from cvat_bridge.jobs import JobInfo, list_jobs
 from cvat_bridge.tasks import LabelInfo, task_labels
 from sync.pull import store_job
-from sync.push import job_state, shapes_for_frame
+from sync.push import job_state, pushed_geometry, shapes_for_frame
 from sync.store import Provenance, SampleIn, StoreError
 
-__all__ = ["FrameFailure", "TaskPrelabelResult", "default_dataset", "frame_uri", "prelabel_task"]
+__all__ = [
+    "FrameFailure",
+    "TaskPrelabelResult",
+    "default_dataset",
+    "describe_job_content",
+    "frame_uri",
+    "prelabel_task",
+]
 
-#: Options that change what the models produce: a resumed run must use the same ones.
-RUN_OPTIONS = ("masks", "threshold")
+#: Options that change what the models produce: a resumed run must use the same ones
+#: (the SAM ones only with masks), with the command-line option that sets each.
+RUN_OPTIONS = {
+    "masks": "--masks",
+    "threshold": "--threshold",
+    "sam_model_type": "--sam-model-type",
+    "sam_checkpoint": "--sam-checkpoint",
+}
 
 
 def default_dataset(task_id: int) -> str:
@@ -87,7 +106,8 @@ class TaskPrelabelResult:
     empty_jobs: tuple[int, ...]
     """Complete jobs without any pre-label (nothing sent)."""
     skipped_jobs: tuple[int, ...]
-    """Jobs a human has changed, left alone (``force`` overwrites them)."""
+    """Jobs holding a human's changes or annotations this store did not upload, left alone
+    (``force`` overwrites them)."""
     waiting_jobs: tuple[int, ...]
     """Jobs with frames not covered yet (failed frames): uploaded by a later run."""
     finished: bool
@@ -120,109 +140,52 @@ def prelabel_task(
     ``dataset`` defaults to the dataset the task is already linked to, else
     ``cvat-task-<id>``; ``run_name`` to the task's run, else the store's ``prelabel-<n>``.
     ``progress(done, total)`` follows the frames to run. Raises `CvatError` (server errors,
-    labels missing from the task), `StoreError` (a run that cannot be resumed with these
-    options) and `ModelLoadError`; a single frame's failure is reported, not raised.
+    labels missing from the task, every job already holding annotations this store did not
+    upload), `StoreError` (a run that cannot be resumed with these options) and
+    `ModelLoadError`, all before any frame is run; a single frame's failure is reported, not
+    raised.
     """
-    from cvat_sdk.api_client import models
-
-    from serverless.pipeline import load_detector
-
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    host = client.api_map.host
-    server = public_url(host)
-    task = call(f"read task {task_id}", host, client.tasks.retrieve, task_id)
-    if not getattr(task, "size", 0):
-        raise CvatError(f"{server}: task {task_id} has no frames (its data was never uploaded)")
-    labels = task_labels(client, task)
-    missing = [name for name in ontology.label_names if name not in labels]
-    if missing:
-        raise CvatError(
-            f"{server}: task {task_id} lacks the ontology's labels {', '.join(missing)} "
-            f"(its labels: {', '.join(sorted(labels)) or 'none'})"
-        )
-    frame_sizes = _frame_sizes(task, call(f"read meta of task {task_id}", host, task.get_meta), server)
+    server = public_url(client.api_map.host)
+    task, labels, frame_sizes = _read_task(client, task_id, ontology, server)
+    params = _run_params(settings, server, task, masks=masks, threshold=threshold, batch_size=batch_size)
+    jobs = list_jobs(client, task_id=task.id)
+    job_frames = {j.id: [f for f in range(j.start_frame, j.stop_frame + 1) if f in frame_sizes] for j in jobs}
+    link = store.get_cvat_task(server, task.id)
+    pushed = dict(store.pushed_shapes(link)) if link is not None else {}
+    foreign = {} if force else _taken_jobs(client, jobs, job_frames, _covered_frames(store, link), pushed)
+    if foreign and len(foreign) == len(jobs):
+        raise CvatError(_nothing_to_do(client, server, task, foreign, pushed))
 
-    params = {
-        "masks": masks,
-        "threshold": threshold,
-        "batch_size": batch_size,
-        "sam_model_type": settings.sam_model_type if masks else None,
-        "sam_checkpoint": settings.sam_checkpoint if masks else None,
-        "tiny_models": settings.tiny,
-        "cvat_server": server,
-        "cvat_task_id": int(task.id),
-        "frame_quality": "original",
-    }
-    ds, run, link, created = _open_run(store, server, task, ontology, settings, params, dataset, run_name)
+    ds, run, link, _ = _open_run(store, server, task, ontology, settings, params, dataset, run_name)
     sample_of = _link_samples(store, ds, link, server, task, frame_sizes)
-    sizes = {s.id: (s.width, s.height) for s in store.samples(ds, ids=list(sample_of.values()))}
+    store.record_task_labels(link, {info.id: (name, info.type) for name, info in labels.items()})
+    for job in jobs:
+        store_job(store, link, job)
     covered = set(store.covered_samples(run)) & set(sample_of.values())
-    pending = [f for f in sorted(sample_of) if sample_of[f] not in covered]
+    needed = {f for job in jobs if job.id not in foreign for f in job_frames[job.id]}
+    pending = [f for f in sorted(sample_of) if sample_of[f] not in covered and f in needed]
     if pending and run.finished:
         raise StoreError(
             f"run {run.name!r} of task {task_id} is finished but does not cover frames {pending[:10]}; "
-            "pre-label the task into another --dataset"
+            "the task's frames changed after it was pre-labelled"
         )
-    if pending and not created:
-        _check_same_options(run, settings, params)
+    resumed = len(covered)
     if pending and covered:
-        report(f"resuming run {run.name!r}: {len(covered)} frames already done, {len(pending)} to go")
+        report(f"resuming run {run.name!r}: {resumed} frames already done, {len(pending)} to go")
 
-    jobs = list_jobs(client, task_id=task.id)
-    for job in jobs:
-        store_job(store, link, job)
-    job_frames = {j.id: [f for f in range(j.start_frame, j.stop_frame + 1) if f in sample_of] for j in jobs}
     uploader = _JobUploader(
-        store=store,
-        client=client,
-        run=run,
-        link=link,
-        ontology=ontology,
-        labels=labels,
-        score_field="score" in models.LabeledShapeRequest.attribute_map,
-        force=force,
-        report=report,
-        pushed=dict(store.pushed_shapes(link)),
+        store=store, client=client, run=run, link=link, ontology=ontology, labels=labels,
+        score_field=_sdk_has_score_field(), force=force, report=report, pushed=pushed,
     )
-
-    uncovered = {j.id: sum(sample_of[f] not in covered for f in job_frames[j.id]) for j in jobs}
-    jobs_of_frame: dict[int, list[int]] = defaultdict(list)  # segments may overlap
-    for job_id, frames in job_frames.items():
-        for frame in frames:
-            jobs_of_frame[frame].append(job_id)
-
-    def upload_ready() -> None:
-        for job in jobs:
-            if job.id not in uploader.handled and not uncovered[job.id]:
-                uploader.upload(job, {f: sample_of[f] for f in job_frames[job.id]})
-
-    processed: list[int] = []
-    failed: list[FrameFailure] = []
-    detector = load_detector(settings, masks=masks) if pending else None
-    progress(0, len(pending))
-    for start in range(0, len(pending), batch_size):
-        batch = pending[start : start + batch_size]
-        images, readable = [], []
-        for frame in batch:
-            image, reason = _read_frame(client, task, frame, sizes[sample_of[frame]])
-            if image is None:
-                failed.append(FrameFailure(frame, reason))
-                report(f"frame {frame}: skipped: {reason}")
-                continue
-            images.append(image)
-            readable.append(frame)
-        if images:
-            outputs = detector.detect(images, ontology, threshold=threshold)
-            store.add_detections(run, {sample_of[f]: det for f, det in zip(readable, outputs, strict=True)})
-            covered.update(sample_of[f] for f in readable)
-            processed.extend(readable)
-            for frame in readable:
-                for job_id in jobs_of_frame[frame]:
-                    uncovered[job_id] -= 1
-        progress(start + len(batch), len(pending))
-        upload_ready()
-    upload_ready()
+    for job in jobs:
+        if job.id in foreign:
+            uploader.leave(job, foreign[job.id])
+    sizes = {sample.id: (sample.width, sample.height) for sample in store.samples(ds, ids=list(sample_of.values()))}
+    frames = _FrameRunner(client, task, store, run, ontology, sample_of, sizes, covered, jobs, job_frames, uploader)
+    processed, failed = frames.run_frames(pending, settings, masks=masks, threshold=threshold, batch_size=batch_size,
+                                   report=report, progress=progress)
 
     finished = all(sid in covered for sid in sample_of.values())
     if finished:
@@ -235,7 +198,7 @@ def prelabel_task(
         run=run.name,
         frames=len(sample_of),
         processed=tuple(processed),
-        resumed=len(sample_of) - len(pending),
+        resumed=resumed,
         failed=tuple(failed),
         uploaded_jobs=tuple(uploader.uploaded),
         shapes=uploader.shapes,
@@ -245,6 +208,207 @@ def prelabel_task(
         waiting_jobs=tuple(j.id for j in jobs if j.id not in uploader.handled),
         finished=finished,
     )
+
+
+def _run_params(
+    settings: Any, server: str, task: Any, *, masks: bool, threshold: float | None, batch_size: int
+) -> dict[str, Any]:
+    """The run's recorded parameters (`RUN_OPTIONS` among them)."""
+    return {
+        "masks": masks,
+        "threshold": threshold,
+        "batch_size": batch_size,
+        "sam_model_type": settings.sam_model_type if masks else None,
+        "sam_checkpoint": settings.sam_checkpoint if masks else None,
+        "tiny_models": settings.tiny,
+        "cvat_server": server,
+        "cvat_task_id": int(task.id),
+        "frame_quality": "original",
+    }
+
+
+def _sdk_has_score_field() -> bool:
+    from cvat_sdk.api_client import models
+
+    return "score" in models.LabeledShapeRequest.attribute_map
+
+
+def _read_task(client: Any, task_id: int, ontology: Any, server: str) -> tuple[Any, dict[str, LabelInfo], Any]:
+    """The task, its labels (every ontology label must be one of them) and its frame sizes."""
+    host = client.api_map.host
+    task = call(f"read task {task_id}", host, client.tasks.retrieve, task_id)
+    if not getattr(task, "size", 0):
+        raise CvatError(f"{server}: task {task_id} has no frames (its data was never uploaded)")
+    labels = task_labels(client, task)
+    missing = [name for name in ontology.label_names if name not in labels]
+    if missing:
+        raise CvatError(
+            f"{server}: task {task_id} lacks the ontology's labels {', '.join(missing)} "
+            f"(its labels: {', '.join(sorted(labels)) or 'none'})"
+        )
+    return task, labels, _frame_sizes(task, call(f"read meta of task {task_id}", host, task.get_meta), server)
+
+
+def _covered_frames(store: Any, link: Any) -> set[int]:
+    """The task frames the task's pre-label run already covers (none for a new task)."""
+    if link is None or link.run_id is None:
+        return set()
+    covered = set(store.covered_samples(store.run_by_id(link.run_id)))
+    return {frame for frame, sample_id in store.frames_of(link).items() if sample_id in covered}
+
+
+def _taken_jobs(
+    client: Any, jobs: list[JobInfo], job_frames: Mapping[int, list[int]], covered: set[int], pushed: Mapping[int, int]
+) -> dict[int, str]:
+    """``{job id: what it holds}`` for the jobs still to pre-label (a frame not covered yet)
+    that already hold annotations this store did not upload: a human's, or another tool's.
+
+    A job with every frame covered is not read here: whatever it holds is compared with this
+    run's pre-labels when it is uploaded (`sync.push.job_state`)."""
+    taken = {}
+    for job in jobs:
+        if all(frame in covered for frame in job_frames[job.id]):
+            continue
+        what = describe_job_content(job_annotations(client, job.id), pushed)
+        if what is not None:
+            taken[job.id] = what
+    return taken
+
+
+def _nothing_to_do(client: Any, server: str, task: Any, taken: Mapping[int, str], pushed: Mapping[int, int]) -> str:
+    """The one-line refusal when every job of the task already holds others' annotations."""
+    held: dict[str, list[Any]] = {"shapes": [], "tags": [], "tracks": []}
+    for job_id in sorted(taken):
+        content = job_annotations(client, job_id)
+        for key, items in held.items():
+            items.extend(content[key])
+    what = describe_job_content(held, pushed) or "annotations"
+    return (
+        f"{server}: task {task.id} ({task.name!r}) already holds {what} in every job {sorted(taken)}; "
+        "the models were not run: pass --force to replace them with pre-labels"
+    )
+
+
+_SOURCES = {
+    "auto": "made by another tool (source auto)",
+    "manual": "drawn by hand",
+    "semi-auto": "made with an AI tool in CVAT (source semi-auto)",
+    "file": "imported from a file",
+}
+
+
+def describe_job_content(
+    current: Mapping[str, Any], pushed: Mapping[int, int], expected: Mapping[int, Any] | None = None
+) -> str | None:
+    """What a job holds that this store did not upload, in words, or None when there is
+    nothing of the kind: ``"17 shapes this store did not upload (12 made by another tool (source
+    auto), 5 drawn by hand), 2 tags"``. ``current`` is `job_annotations` JSON, ``pushed`` the
+    store's ``{CVAT shape id: annotation id}`` of the task; with ``expected`` (``{annotation
+    id: shape_key}`` of the pre-labels the job should hold) the uploaded ones that were
+    changed or deleted are counted too."""
+    parts = []
+    others = [s for s in current["shapes"] if int(s["id"]) not in pushed]
+    if others:
+        sources = Counter(str(s.get("source") or "manual") for s in others)
+        detail = ", ".join(
+            f"{count} {_SOURCES.get(source, f'with source {source}')}" for source, count in sources.most_common()
+        )
+        parts.append(f"{_count(len(others), 'shape')} this store did not upload ({detail})")
+    for key in ("tags", "tracks"):
+        if current[key]:
+            parts.append(_count(len(current[key]), key[:-1]))
+    if expected is not None:
+        now = {int(s["id"]): s for s in current["shapes"]}
+        recorded = {sid: ann for sid, ann in pushed.items() if ann in expected}
+        deleted = sum(sid not in now for sid in recorded)
+        changed = sum(sid in now and shape_key(now[sid]) != expected[ann] for sid, ann in recorded.items())
+        if changed:
+            parts.append(f"{_count(changed, 'pre-label')} changed by a human")
+        if deleted:
+            parts.append(f"{_count(deleted, 'pre-label')} deleted by a human")
+    return ", ".join(parts) or None
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
+class _FrameRunner:
+    """Runs the models over frames in batches, stores each batch and uploads every job as
+    soon as all its frames are covered (``covered`` is updated in place)."""
+
+    def __init__(
+        self,
+        client: Any,
+        task: Any,
+        store: Any,
+        run: Any,
+        ontology: Any,
+        sample_of: dict[int, int],
+        sizes: Mapping[int, tuple[int, int]],
+        covered: set[int],
+        jobs: list[JobInfo],
+        job_frames: Mapping[int, list[int]],
+        uploader: _JobUploader,
+    ) -> None:
+        self.client, self.task, self.store, self.run, self.ontology = client, task, store, run, ontology
+        self.sizes = sizes
+        self.sample_of, self.covered, self.jobs, self.job_frames = sample_of, covered, jobs, job_frames
+        self.uploader = uploader
+        self.uncovered = {j.id: sum(sample_of[f] not in covered for f in job_frames[j.id]) for j in jobs}
+        self.jobs_of_frame: dict[int, list[int]] = defaultdict(list)  # segments may overlap
+        for job_id, frames in job_frames.items():
+            for frame in frames:
+                self.jobs_of_frame[frame].append(job_id)
+
+    def upload_ready(self) -> None:
+        for job in self.jobs:
+            if job.id not in self.uploader.handled and not self.uncovered[job.id]:
+                self.uploader.upload(job, {f: self.sample_of[f] for f in self.job_frames[job.id]})
+
+    def run_frames(
+        self,
+        pending: list[int],
+        settings: Any,
+        *,
+        masks: bool,
+        threshold: float | None,
+        batch_size: int,
+        report: Callable[[str], None],
+        progress: Callable[[int, int], None],
+    ) -> tuple[list[int], list[FrameFailure]]:
+        """Frames run and frames that failed; uploads the jobs that become complete."""
+        from serverless.pipeline import load_detector
+
+        processed: list[int] = []
+        failed: list[FrameFailure] = []
+        detector = load_detector(settings, masks=masks) if pending else None
+        progress(0, len(pending))
+        for start in range(0, len(pending), batch_size):
+            batch = pending[start : start + batch_size]
+            images, readable = [], []
+            for frame in batch:
+                image, reason = _read_frame(self.client, self.task, frame, self.sizes[self.sample_of[frame]])
+                if image is None:
+                    failed.append(FrameFailure(frame, reason))
+                    report(f"frame {frame}: skipped: {reason}")
+                    continue
+                images.append(image)
+                readable.append(frame)
+            if images:
+                outputs = detector.detect(images, self.ontology, threshold=threshold)
+                self.store.add_detections(
+                    self.run, {self.sample_of[f]: det for f, det in zip(readable, outputs, strict=True)}
+                )
+                self.covered.update(self.sample_of[f] for f in readable)
+                processed.extend(readable)
+                for frame in readable:
+                    for job_id in self.jobs_of_frame[frame]:
+                        self.uncovered[job_id] -= 1
+            progress(start + len(batch), len(pending))
+            self.upload_ready()
+        self.upload_ready()
+        return processed, failed
 
 
 def _frame_sizes(task: Any, meta: Any, server: str) -> dict[int, tuple[int, int]]:
@@ -302,26 +466,42 @@ def _open_run(
         created = True
     elif run.ontology_hash != ontology.content_hash:
         raise StoreError(
-            f"run {run.name!r} of task {task.id} was made with another ontology; "
-            "pass that ontology, or pre-label into another --dataset"
+            f"task {task.id} was pre-labelled by run {run.name!r} with another ontology than the one given "
+            "(labels, prompts or thresholds differ): a task keeps the pre-label run it was made with; "
+            "pass the ontology it was made with"
         )
+    else:
+        _check_same_options(run, task, settings, params)
     link = store.link_cvat_task(ds, server, task.id, name=task.name, project_id=task.project_id, run=run)
     return ds, run, link, created
 
 
-def _check_same_options(run: Any, settings: Any, params: dict[str, Any]) -> None:
-    """A resumed run must go on with the model and options it started with."""
+def _check_same_options(run: Any, task: Any, settings: Any, params: dict[str, Any]) -> None:
+    """A task's run goes on (or is checked again) only with the model and options it was made
+    with; `StoreError` naming each difference otherwise."""
     stored = dict(run.params or {})
-    different = [
-        f"{key}={stored.get(key)!r} (now {params[key]!r})" for key in RUN_OPTIONS if stored.get(key) != params[key]
-    ]
+    different = []
+    for key, option in RUN_OPTIONS.items():
+        if key.startswith("sam_") and stored.get("masks") != params["masks"]:
+            continue  # --masks itself is reported
+        if stored.get(key) != params[key]:
+            different.append(f"{option} {_shown(stored.get(key))} (this time {_shown(params[key])})")
     if run.model_id is not None and run.model_id != settings.gdino_model:
-        different.append(f"model {run.model_id!r} (now {settings.gdino_model!r})")
+        different.append(f"--gdino-model {run.model_id!r} (this time {settings.gdino_model!r})")
     if different:
         raise StoreError(
-            f"run {run.name!r} was started with {', '.join(different)}: resume it with the same options, "
-            "or pre-label into another --dataset"
+            f"task {task.id} was pre-labelled by run {run.name!r} with {', '.join(different)}: a task keeps the "
+            "pre-label run it was made with, and a rerun only resumes that run, with its model and options; "
+            "leave them as they were"
         )
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "not given"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return repr(value)
 
 
 def _link_samples(
@@ -380,6 +560,12 @@ class _JobUploader:
         self.skipped: list[int] = []
         self.shapes = 0
 
+    def leave(self, job: JobInfo, holds: str) -> None:
+        """Leave ``job`` alone: it holds ``holds`` (others' annotations), and this is no --force."""
+        self.handled.add(job.id)
+        self.skipped.append(job.id)
+        self.report(f"job {job.id}: holds {holds}; not pre-labelled (use --force to replace them)")
+
     def upload(self, job: JobInfo, samples: dict[int, int]) -> None:
         """Upload the pre-labels of ``samples`` (``{frame: sample id}``, all covered) to ``job``."""
         self.handled.add(job.id)
@@ -397,24 +583,31 @@ class _JobUploader:
             )
             shapes.extend(made)
             annotation_ids.extend(ids)
-        state = job_state(job_annotations(self.client, job.id), shapes, annotation_ids, self.pushed)
+        current = job_annotations(self.client, job.id)
+        state = job_state(current, shapes, annotation_ids, self.pushed)
         if state == "pushed":
             self.report(f"job {job.id}: already uploaded")
             self.already.append(job.id)
             return
         if state == "human":
+            expected = {ann: shape_key(shape) for ann, shape in zip(annotation_ids, shapes, strict=True)}
+            holds = describe_job_content(current, self.pushed, expected) or "changes"
             if not self.force:
-                self.report(f"job {job.id}: a human has changed it; not overwritten (use --force)")
-                self.skipped.append(job.id)
+                self.leave(job, holds)
                 return
             wanted = set(annotation_ids)
             replaced = [shape_id for shape_id, ann in self.pushed.items() if ann in wanted]
             self.store.forget_pushed_shapes(self.link, replaced)
             for shape_id in replaced:
                 del self.pushed[shape_id]
-            self.report(f"job {job.id}: a human has changed it; overwriting (--force)")
+            self.report(f"job {job.id}: holds {holds}; replacing them (--force)")
         ids, requests = upload_job_shapes(self.client, job.id, shapes)
-        self.store.record_pushed_shapes(self.link, dict(zip(annotation_ids, ids, strict=True)), job_id=job.id)
+        self.store.record_pushed_shapes(
+            self.link,
+            dict(zip(annotation_ids, ids, strict=True)),
+            job_id=job.id,
+            geometry=pushed_geometry(annotation_ids, shapes),
+        )
         self.pushed.update(zip(ids, annotation_ids, strict=True))
         self.uploaded.append(job.id)
         self.shapes += len(ids)

@@ -110,7 +110,7 @@ def test_status_is_readable_at_80_columns(fake, store_url, tmp_path):
     (task,) = [t for t in fake.db.tasks.values() if t.name == name]
     jobs = sorted(j.id for j in fake.db.jobs.values() if j.task_id == task.id)
     admin = sdk_client(fake, *ADMIN)
-    admin.jobs.retrieve(jobs[1]).update(dict(stage="validation", state="in progress"))
+    admin.jobs.retrieve(jobs[1]).update({"stage": "validation", "state": "in progress"})
     status = subprocess.run(AUTOLABEL + ["cvat", "status", "--dataset", DATASET], env=env, capture_output=True,
                             check=False, text=True, cwd=tmp_path, timeout=120)
     assert status.returncode == 0, status.stderr

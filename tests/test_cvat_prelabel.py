@@ -233,7 +233,11 @@ def test_prelabels_untouched_jobs_records_everything_and_pull_works(
     result = prelabel(task.id, "--ontology", ontology_file, "--batch-size", 3)
 
     assert result.exit_code == 1, result.output
-    assert f"skipped human-edited jobs [{jobs[2].id}]" in result.stdout
+    assert f"jobs left alone: [{jobs[2].id}]" in result.stdout
+    # what the job holds, in words, decided before the models ran: its frame was never read
+    assert f"job {jobs[2].id}: holds 1 shape this store did not upload (1 drawn by hand); not pre-labelled" \
+        in " ".join(result.stderr.split())
+    assert 4 not in frame_reads(fake_cvat, task.id)
     assert "TINY RANDOM MODELS" in result.stderr
     # the untouched jobs hold the pre-labels, all "auto"; the human's job is as the human left it
     auto = [s for j in jobs[:2] for s in shapes_in(fake_cvat, task.id, j)]
@@ -245,7 +249,7 @@ def test_prelabels_untouched_jobs_records_everything_and_pull_works(
     # the store: dataset, samples named after the frames, a finished run with provenance, links
     dataset = f"cvat-task-{task.id}"
     (run,) = store.list_runs(dataset)
-    assert run.kind == "prelabel" and run.finished
+    assert run.kind == "prelabel" and not run.finished  # frame 4 waits for --force
     assert run.model_id == env["AUTOLABEL_GDINO_MODEL"]
     assert run.params["masks"] is False and run.params["cvat_task_id"] == task.id
     assert run.ontology_yaml == ONTOLOGY and set(run.thresholds) == {"person", "cat"}
@@ -258,20 +262,25 @@ def test_prelabels_untouched_jobs_records_everything_and_pull_works(
     link = store.get_cvat_task(fake_cvat.url, task.id)
     assert link.run_id == run.id and link.name == "site-a"
     assert store.frames_of(link) == {n: s.id for n, s in enumerate(samples)}
-    assert sorted(store.covered_samples(run)) == [s.id for s in samples]
+    assert sorted(store.covered_samples(run)) == [s.id for s in samples[:4]]
     assert [j.job_id for j in store.jobs_of(link)] == [j.id for j in jobs]
     pushed = store.pushed_shapes(link)
     assert sorted(pushed) == sorted(s["id"] for s in auto)
     dets = store.annotations_of(run)
     first_jobs = [s.id for s in samples[:4]]
     assert sorted(pushed.values()) == sorted(int(a) for sid in first_jobs for a in dets[sid].data["annotation_id"])
-    assert len(dets[samples[4].id]) > 0  # frame 4 was pre-labelled, only not uploaded
+    assert samples[4].id not in dets  # frame 4 was not run: its job is left alone
 
     # a rerun with --force writes the human's job; the other jobs are not uploaded again
     fake_cvat.clear_log()
     result = prelabel(task.id, "--ontology", ontology_file, "--force")
     assert result.exit_code == 0, result.output
-    assert frame_reads(fake_cvat, task.id) == []
+    assert frame_reads(fake_cvat, task.id) == [4]
+    assert f"job {jobs[2].id}: holds 1 shape this store did not upload (1 drawn by hand); replacing them" in \
+        " ".join(result.stderr.split())
+    run = store.get_run(dataset, run.name)
+    assert run.finished
+    dets = store.annotations_of(run)
     assert annotation_puts(fake_cvat) == Counter({str(jobs[2].id): 1})
     last = shapes_in(fake_cvat, task.id, jobs[2])
     assert len(last) == len(dets[samples[4].id]) and {s["source"] for s in last} == {"auto"}
@@ -296,7 +305,8 @@ def test_prelabels_untouched_jobs_records_everything_and_pull_works(
     )
     fake_cvat.clear_log()
     result = prelabel(task.id, "--ontology", ontology_file)
-    assert result.exit_code == 1 and f"skipped human-edited jobs [{jobs[0].id}]" in result.stdout
+    assert result.exit_code == 1 and f"jobs left alone: [{jobs[0].id}]" in result.stdout
+    assert f"job {jobs[0].id}: holds 1 pre-label changed by a human; not pre-labelled" in result.stderr
     assert annotation_puts(fake_cvat) == Counter() and frame_reads(fake_cvat, task.id) == []
 
     # and the human revisions come back through pull
@@ -334,7 +344,7 @@ def test_an_undecodable_frame_is_skipped_and_a_rerun_resumes(
 
     # a resumed run keeps its options and its dataset; a change is a one-line error, nothing is lost
     for args, reason in (
-        (["--threshold", 0.5], "run 'first-pass' was started with threshold=None (now 0.5)"),
+        (["--threshold", 0.5], "by run 'first-pass' with --threshold not given (this time 0.5)"),
         (["--dataset", "elsewhere"], f"is recorded in dataset '{dataset}', not 'elsewhere'"),
         (["--run", "other"], "holds pre-label run 'first-pass'"),
     ):
@@ -534,3 +544,130 @@ def test_works_with_cvat_sdk_2_17_against_a_2_17_server(
         assert len(store.list_runs(f"cvat-task-{task_id}", kind="human")) == 2
     finally:
         store.close()
+
+
+def _store_counts(store) -> tuple:
+    return tuple((d.name, tuple((r.name, r.finished, store.count_annotations(r)) for r in store.list_runs(d)))
+                 for d in store.list_datasets())
+
+
+def test_a_changed_option_is_refused_even_when_the_run_is_finished(
+    fake_cvat: FakeCvat, client, store, env, ontology_file: Path, tmp_path: Path
+):
+    """Issue 9 B6: a rerun with another threshold (or model, masks, ontology) used to print
+    "0 of N frames pre-labelled now … already uploaded" and exit 0."""
+    from sync.console import CliError
+
+    task = make_task(client, tmp_path, ONTOLOGY, frames=2)
+    first = prelabel(task.id, "--ontology", ontology_file, "--threshold", 0.3)
+    assert first.exit_code == 0, first.output
+    (run,) = store.list_runs(f"cvat-task-{task.id}")
+    assert run.finished
+    before, shapes = _store_counts(store), fake_cvat.db.shapes(task.id)
+    other_ontology = tmp_path / "other.yaml"
+    other_ontology.write_text(ONTOLOGY.replace("threshold: 0.3", "threshold: 0.35"))
+
+    for args, reason in (
+        (["--threshold", 0.5], "with --threshold 0.3 (this time 0.5)"),
+        ([], "with --threshold 0.3 (this time not given)"),
+        (["--threshold", 0.3, "--masks"], "with --masks off (this time on)"),
+        (["--threshold", 0.3, "--gdino-model", "IDEA-Research/grounding-dino-base"],
+         f"with --gdino-model {env['AUTOLABEL_GDINO_MODEL']!r} (this time 'IDEA-Research/grounding-dino-base')"),
+    ):
+        fake_cvat.clear_log()
+        refused = prelabel(task.id, "--ontology", ontology_file, *args)
+        assert isinstance(refused.exception, CliError), (args, refused.output)
+        message = str(refused.exception)
+        assert "\n" not in message and message.startswith(f"task {task.id} was pre-labelled by run '{run.name}' ")
+        assert reason in message and "leave them as they were" in message, message
+        assert frame_reads(fake_cvat, task.id) == [] and annotation_puts(fake_cvat) == Counter()
+    refused = prelabel(task.id, "--ontology", other_ontology, "--threshold", 0.3)
+    assert isinstance(refused.exception, CliError) and "with another ontology" in str(refused.exception)
+    assert _store_counts(store) == before and fake_cvat.db.shapes(task.id) == shapes
+
+    again = prelabel(task.id, "--ontology", ontology_file, "--threshold", 0.3)  # the same options: a no-op
+    assert again.exit_code == 0 and "0 of 2 frames pre-labelled now (2 before)" in again.stdout, again.output
+
+
+def _auto_rectangles(client, job_id: int, frames_and_labels, source: str = "auto") -> None:
+    from cvat_sdk import models
+    from cvat_sdk.core.proxies.annotations import AnnotationUpdateAction
+
+    client.jobs.retrieve(job_id).update_annotations(
+        models.PatchedLabeledDataRequest(
+            shapes=[
+                models.LabeledShapeRequest(
+                    type="rectangle", frame=frame, label_id=label_id, points=[2.0, 3.0, 20.0 + i, 30.0],
+                    source=source,
+                )
+                for i, (frame, label_id) in enumerate(frames_and_labels)
+            ]
+        ),
+        action=AnnotationUpdateAction.CREATE,
+    )
+
+
+def test_a_task_holding_another_tools_shapes_is_refused_before_the_models_run(
+    fake_cvat: FakeCvat, client, store, env, ontology_file: Path, tmp_path: Path
+):
+    """Issue 9 B7: the models used to run over every frame, then every job was refused with
+    "a human has changed it" (exit 1)."""
+    from sync.console import CliError
+
+    task = make_task(client, tmp_path, ONTOLOGY, frames=4)
+    jobs = jobs_of(fake_cvat, task.id)
+    labels = {label.name: label.id for label in client.tasks.retrieve(task.id).get_labels()}
+    _auto_rectangles(client, jobs[0].id, [(0, labels["cat"]), (1, labels["person"]), (1, labels["cat"])])
+    _auto_rectangles(client, jobs[1].id, [(2, labels["person"]), (3, labels["person"])])
+    _auto_rectangles(client, jobs[1].id, [(3, labels["cat"])], source="manual")
+    theirs = fake_cvat.db.shapes(task.id)
+    fake_cvat.clear_log()
+
+    refused = prelabel(task.id, "--ontology", ontology_file)
+
+    assert isinstance(refused.exception, CliError), refused.output
+    assert str(refused.exception) == (
+        f"{fake_cvat.url}: task {task.id} ('site-a') already holds 6 shapes this store did not upload "
+        "(5 made by another tool (source auto), 1 drawn by hand) in every job "
+        f"[{jobs[0].id}, {jobs[1].id}]; the models were not run: pass --force to replace them with pre-labels"
+    )
+    assert frame_reads(fake_cvat, task.id) == [] and annotation_puts(fake_cvat) == Counter()
+    assert store.list_datasets() == [] and fake_cvat.db.shapes(task.id) == theirs
+
+    forced = prelabel(task.id, "--ontology", ontology_file, "--force")
+
+    assert forced.exit_code == 0, forced.output
+    assert sorted(frame_reads(fake_cvat, task.id)) == [0, 1, 2, 3]
+    now = fake_cvat.db.shapes(task.id)
+    assert now and not {s["id"] for s in now} & {s["id"] for s in theirs}
+    link = store.get_cvat_task(fake_cvat.url, task.id)
+    assert sorted(store.pushed_shapes(link)) == sorted(s["id"] for s in now)
+    text = " ".join(forced.stderr.split())
+    assert f"job {jobs[0].id}: holds 3 shapes this store did not upload (3 made by another tool (source auto)); " \
+           "replacing them (--force)" in text
+
+
+def test_describe_job_content_names_every_kind_of_content():
+    from cvat_bridge.annotations import shape_key
+    from sync.cvat_prelabel import describe_job_content
+
+    def shape(shape_id, source, x=1.0):
+        return {"id": shape_id, "frame": 0, "label_id": 1, "type": "rectangle", "points": [x, 1.0, 5.0, 5.0],
+                "source": source}
+
+    mine = [shape(10, "auto"), shape(11, "auto"), shape(12, "auto")]
+    expected = {100: shape_key(mine[0]), 101: shape_key(mine[1]), 102: shape_key(mine[2]), 103: shape_key(mine[2])}
+    pushed = {10: 100, 11: 101, 12: 102, 13: 103}
+    empty = {"shapes": [], "tags": [], "tracks": []}
+    assert describe_job_content(empty, {}) is None
+    assert describe_job_content({**empty, "shapes": mine}, {10: 100, 11: 101, 12: 102}, expected) is None
+    held = {
+        "shapes": [mine[0], shape(11, "auto", x=2.0), shape(20, "semi-auto"), shape(21, "file"), shape(22, "consensus")],
+        "tags": [{"id": 1}],
+        "tracks": [{"id": 2}, {"id": 3}],
+    }
+    assert describe_job_content(held, pushed, expected) == (
+        "3 shapes this store did not upload (1 made with an AI tool in CVAT (source semi-auto), 1 imported from a "
+        "file, 1 with source consensus), 1 tag, 2 tracks, 1 pre-label changed by a human, "
+        "2 pre-labels deleted by a human"
+    )

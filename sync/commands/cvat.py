@@ -252,9 +252,9 @@ def _jobs_table(client: Any, store: Any, link: Any, jobs: Any) -> Any:
 
 def _when(moment: Any) -> str:
     """A time as ``ls -l`` shows it: ``Nov 02 14:05`` within half a year, else ``Nov 02  2025``."""
-    from datetime import datetime, timedelta, timezone
+    from datetime import UTC, datetime, timedelta
 
-    local = moment.astimezone() if moment.tzinfo else moment.replace(tzinfo=timezone.utc).astimezone()
+    local = moment.astimezone() if moment.tzinfo else moment.replace(tzinfo=UTC).astimezone()
     recent = abs(datetime.now(local.tzinfo) - local) < timedelta(days=182)
     return local.strftime("%b %d %H:%M" if recent else "%b %d  %Y")
 

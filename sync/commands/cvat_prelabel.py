@@ -6,7 +6,7 @@ Registered by ``sync.commands.cvat`` as ``app.command("prelabel")(prelabel)``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -41,9 +41,11 @@ def prelabel(
 ) -> None:
     """Pre-label an existing CVAT task: read its frames, run the models here, upload per job.
 
-    Jobs a human has touched are left alone unless --force.
-    Everything goes into the store: a rerun resumes, and `autolabel cvat pull --task TASK` works afterwards.
-    Exits 1 when frames failed or jobs were left for later.
+    Jobs holding annotations this store did not upload (a human's, or another tool's), or a human's
+    changes to the pre-labels, are left alone unless --force; when that is every job, nothing is run.
+    Everything goes into the store: a rerun resumes the task's run (with the ontology, model and options it
+    was made with; others are refused), and `autolabel cvat pull --task TASK` works afterwards.
+    Exits 1 when frames failed or jobs were left alone or for later.
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -90,6 +92,15 @@ def prelabel(
                 )
         except ModelLoadError as error:
             fail(str(error))
+    _print_result(result)
+    if settings.tiny:
+        err.print(TINY_NOTICE)
+    if not result.complete:
+        raise typer.Exit(1)
+
+
+def _print_result(result: Any) -> None:
+    """What was done, and what is left for a rerun (names printed literally)."""
     out.print(
         f"task {result.task_id}: {len(result.processed)} of {result.frames} frames pre-labelled now"
         + (f" ({result.resumed} before)" if result.resumed else "")
@@ -97,6 +108,7 @@ def prelabel(
         + (f", jobs {list(result.already_uploaded_jobs)} already uploaded" if result.already_uploaded_jobs else "")
         + f"; run {result.run!r} of dataset {result.dataset!r}"
         + (" (finished)" if result.finished else ""),
+        markup=False,
         highlight=False,
     )
     if result.failed:
@@ -107,8 +119,8 @@ def prelabel(
     if result.waiting_jobs:
         out.print(f"jobs waiting for those frames: {list(result.waiting_jobs)}", highlight=False)
     if result.skipped_jobs:
-        out.print(f"skipped human-edited jobs {list(result.skipped_jobs)} (use --force)", highlight=False)
-    if settings.tiny:
-        err.print(TINY_NOTICE)
-    if not result.complete:
-        raise typer.Exit(1)
+        out.print(
+            f"jobs left alone: {list(result.skipped_jobs)} (they hold annotations this store did not upload or a "
+            "human's changes, see above; --force replaces them)",
+            highlight=False,
+        )
