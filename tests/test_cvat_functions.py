@@ -75,15 +75,16 @@ def image() -> PIL.Image.Image:
 
 @pytest.fixture(scope="module")
 def gdino(env, ontology_file):
-    """The function exactly as `cvat-cli ... --function-module M -p ontology=str:FILE` builds it."""
-    loader = FunctionLoader("serverless.cvat_functions.grounding_dino", None, {"ontology": str(ontology_file)})
-    return loader.load()
+    """The function exactly as `cvat-cli ... --function-module M -p ontology=str:FILE
+    -p score_attribute=bool:true` builds it."""
+    parameters = {"ontology": str(ontology_file), "score_attribute": True}
+    return FunctionLoader("serverless.cvat_functions.grounding_dino", None, parameters).load()
 
 
 @pytest.fixture(scope="module")
 def grounded_sam(env, ontology_file):
-    loader = FunctionLoader("serverless.cvat_functions.grounded_sam", None, {"ontology": str(ontology_file)})
-    return loader.load()
+    parameters = {"ontology": str(ontology_file), "score_attribute": True}
+    return FunctionLoader("serverless.cvat_functions.grounded_sam", None, parameters).load()
 
 
 @pytest.fixture(scope="module")
@@ -97,11 +98,12 @@ def context(conf_threshold=None, conv_mask_to_poly=False):
     )
 
 
-def dataset_labels(spec, *, types=None):
-    """Task labels with the spec's names (different ids), as CVAT would return them."""
+def dataset_labels(spec, *, types=None, no_attributes=False):
+    """Task labels with the spec's names (different ids), as CVAT would return them (without
+    any attribute with ``no_attributes``)."""
     labels = []
     for label in spec.labels:
-        attributes = [
+        attributes = [] if no_attributes else [
             models.Attribute._from_openapi_data(
                 name=a.name, mutable=False, input_type=a.input_type, values=a.values, id=700 + a.id, default_value="0"
             )
@@ -116,13 +118,13 @@ def dataset_labels(spec, *, types=None):
     return labels
 
 
-def remap(function, shapes, *, conv_mask_to_poly=False, types=None, frame=7):
+def remap(function, shapes, *, conv_mask_to_poly=False, types=None, frame=7, no_attributes=False):
     """What annotate_task does with a frame's output (on copies: the driver edits shapes in
     place); raises BadFunctionError on a violation."""
     mapper = _AnnotationMapper(
         logging.getLogger("test"),
         function.spec.labels,
-        dataset_labels(function.spec, types=types),
+        dataset_labels(function.spec, types=types, no_attributes=no_attributes),
         allow_unmatched_labels=False,
         conv_mask_to_poly=conv_mask_to_poly,
     )
@@ -174,6 +176,29 @@ def test_spec_has_no_attributes_without_score_attribute(env, tmp_path):
         ("person", "rectangle", []),
         ("cup", "mask", []),
     ]
+
+
+def test_the_score_attribute_is_declared_only_when_asked(env, ontology_file, image, caplog):
+    """Issue 9 B10: the ontology's ``score_attribute: true`` made the spec declare ``score``, and
+    cvat-sdk's driver stops at an attribute the task lacks (CVAT's lambda path drops it)."""
+    from serverless.cvat_functions import grounding_dino
+
+    with caplog.at_level(logging.WARNING, logger="serverless.cvat_functions.common"):
+        function = grounding_dino.create(ontology=str(ontology_file))
+    assert load_ontology(ontology_file).score_attribute
+    assert all(label.attributes == [] for label in function.spec.labels)
+    (warning,) = [r.getMessage() for r in caplog.records]
+    assert "-p score_attribute=bool:true" in warning and "no score is written" in warning
+    # the driver accepts it against task labels without the attribute, and its shapes carry none
+    _, remapped = remap(function, function.detect(context(conf_threshold=0.3), image), no_attributes=True)
+    assert remapped and all(shape.attributes == [] for shape in remapped)
+
+    caplog.clear()
+    asked = grounding_dino.create(ontology=str(ontology_file), score_attribute=True)
+    assert [a.name for label in asked.spec.labels for a in label.attributes] == ["score"] * 4
+    assert caplog.records == []
+    with pytest.raises(FunctionConfigError, match=r"score_attribute must be true or false .*got 'yes'"):
+        grounding_dino.create(ontology=str(ontology_file), score_attribute="yes")
 
 
 def test_sam_spec_allows_clicks_negatives_and_an_optional_box(sam):
@@ -398,14 +423,15 @@ def frames(tmp_path, image) -> list[Path]:
     return paths
 
 
-def make_task(fake_cvat, tmp_path, frames, label_types):
+def make_task(fake_cvat, tmp_path, frames, label_types, *, score=True):
     from cvat_sdk import Client
     from cvat_sdk.core.client import Config
     from cvat_sdk.core.proxies.tasks import ResourceType
 
     client = Client(fake_cvat.url, config=Config(status_check_period=0.01, cache_dir=tmp_path / "sdk-cache"))
     client.login((ADMIN_USERNAME, ADMIN_PASSWORD))
-    labels = [{"name": name, "type": kind, "attributes": [dict(SCORE_SPEC)]} for name, kind in label_types.items()]
+    attributes = [dict(SCORE_SPEC)] if score else []
+    labels = [{"name": name, "type": kind, "attributes": list(attributes)} for name, kind in label_types.items()]
     task = client.tasks.create_from_data(
         spec={"name": "auto-annotate", "labels": labels},
         resources=[str(p) for p in frames],
@@ -468,6 +494,8 @@ def test_cvat_cli_auto_annotate_runs_the_module(fake_cvat, tmp_path, frames, env
         f"ontology=str:{ontology_file}",
         "-p",
         "device=str:cpu",
+        "-p",
+        "score_attribute=bool:true",
         "--conf-threshold",
         "0.99",
         "--clear-existing",
@@ -486,3 +514,86 @@ def test_cvat_cli_auto_annotate_runs_the_module(fake_cvat, tmp_path, frames, env
     assert sorted((names[s.label_id], *(round(p, 2) for p in s.points)) for s in stored if s.frame == 0) == sorted(
         (spec_names[s.label_id], *(round(float(p), 2) for p in s.points)) for s in gdino_runs[0.99]
     )
+
+
+def test_cvat_cli_on_a_task_without_score_drops_it_as_the_lambda_path_does(fake_cvat, tmp_path, frames, env,
+                                                                          ontology_file):
+    """Issue 9 B10 through the real cvat-cli: an ontology with ``score_attribute: true`` on a task
+    whose labels lack ``score`` stopped with a BadFunctionError traceback."""
+    types = dict.fromkeys(("person", "cat", "cup", "rocket"), "any")
+    client, task = make_task(fake_cvat, tmp_path, frames, types, score=False)
+    run_env = {
+        **os.environ,
+        "PASS": ADMIN_PASSWORD,
+        "XDG_CONFIG_HOME": str(tmp_path / "config"),
+        "XDG_CACHE_HOME": str(tmp_path / "cache"),
+        "HF_HUB_OFFLINE": "1",
+    }
+    command = [
+        sys.executable, "-m", "cvat_cli", "--server-host", fake_cvat.url, "--auth", ADMIN_USERNAME,
+        "task", "auto-annotate", str(task.id), "--function-module", "serverless.cvat_functions.grounding_dino",
+        "-p", f"ontology=str:{ontology_file}", "-p", "device=str:cpu", "--conf-threshold", "0.9",
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=run_env, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr and "-p score_attribute=bool:true" in result.stderr
+    with client:
+        stored = task.get_annotations().shapes
+    assert stored and all(shape.attributes == [] for shape in stored)
+
+
+SDK_217 = ROOT / ".cache" / "sdk-2.17"
+SCRIPT_217 = """\
+import sys
+import cvat_sdk
+import cvat_sdk.auto_annotation as cvataa
+from cvat_sdk import Client, Config
+from cvat_sdk.core.proxies.tasks import ResourceType
+
+assert cvat_sdk.__version__.startswith("2.17."), cvat_sdk.__version__
+from serverless.cvat_functions import FunctionConfigError, grounding_dino
+
+client = Client(URL, config=Config(status_check_period=0.01, cache_dir=CACHE))
+client.login((USER, PASSWORD))
+labels = [{"name": name, "type": "any", "attributes": []} for name in ("person", "cat", "cup", "rocket")]
+task = client.tasks.create_from_data(spec={"name": "old", "labels": labels}, resource_type=ResourceType.LOCAL,
+                                     resources=FRAMES)
+try:
+    grounding_dino.create(ontology=ONTOLOGY, score_attribute=True)
+except FunctionConfigError as error:
+    print("REFUSED", error)
+function = grounding_dino.create(ontology=ONTOLOGY)
+cvataa.annotate_task(client, task.id, function, clear_existing=True)
+shapes = task.get_annotations().shapes
+print("SHAPES", len(shapes), sum(len(s.attributes) for s in shapes))
+"""
+
+
+def test_cvat_sdk_2_17_runs_the_module_with_a_score_ontology(fake_cvat_217, tmp_path, frames, tiny_models):
+    """cvat-sdk 2.17's driver refuses any label attribute: the module declares none there, and
+    asking for one is a clear error. (2.17's context has no conf_threshold: the ontology's
+    thresholds apply.)"""
+    ontology_file = tmp_path / "low.yaml"
+    ontology_file.write_text(
+        "defaults: {threshold: 0.3}\nscore_attribute: true\nlabels:\n  - name: person\n  - name: cat\n"
+        "  - name: cup\n  - name: rocket\n",
+        encoding="utf-8",
+    )
+    constants = (
+        f"URL = {fake_cvat_217.url!r}\nUSER = {ADMIN_USERNAME!r}\nPASSWORD = {ADMIN_PASSWORD!r}\n"
+        f"CACHE = {str(tmp_path / 'sdk-cache')!r}\nONTOLOGY = {str(ontology_file)!r}\n"
+        f"FRAMES = {[str(p) for p in frames]!r}\n"
+    )
+    environment = {
+        **os.environ,
+        **tiny_models.environment(),
+        "AUTOLABEL_DEVICE": "cpu",
+        "PYTHONPATH": os.pathsep.join([str(SDK_217), str(ROOT)]),
+        "HF_HUB_OFFLINE": "1",
+    }
+    done = subprocess.run([sys.executable, "-c", constants + SCRIPT_217], capture_output=True, text=True, cwd=ROOT,
+                          env=environment, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "REFUSED score_attribute: this cvat-sdk cannot send label attributes" in done.stdout
+    count, attributes = (int(v) for v in done.stdout.split("SHAPES ", 1)[1].split())
+    assert count > 0 and attributes == 0

@@ -3,18 +3,30 @@
 Contract (``cvat_sdk.auto_annotation.interface``, enforced by ``annotate_task``'s driver):
 
 - ``spec.labels``: one ``label_spec(name, id)`` per ontology label, ``id`` = the label's index
-  in the ontology; with ``score_attribute: true`` each label carries a ``score`` number attribute
-  (``values = ["0", "100", "1"]``) whose spec id is `SCORE_ATTRIBUTE_ID`.
+  in the ontology; only with ``score_attribute=True`` (``-p score_attribute=bool:true``) each
+  label carries a ``score`` number attribute (``values = ["0", "100", "1"]``) whose spec id is
+  `SCORE_ATTRIBUTE_ID`.
 - ``detect`` returns ``LabeledShapeRequest`` objects with ``frame = 0``, ``label_id`` = spec id,
   no ``id`` and no ``source`` (the driver sets ``source: "auto"`` itself and refuses a preset
   one); attribute values are integer percent strings.
 - ``context.conf_threshold``: when given, one threshold for every label (as CVAT's own
   torchvision functions apply it); when None, each label's ontology threshold.
 - ``context.conv_mask_to_poly``: no ``mask`` shape may be returned; masks become polygons.
+
+Why the score attribute is opt-in here while the ontology's ``score_attribute`` decides it for
+the Nuclio functions: CVAT's lambda manager matches a function's attributes to the task's by
+name and drops those the task lacks, but cvat-sdk's driver checks the spec against the task
+before the first frame and stops (``BadFunctionError``) at an attribute the task lacks
+(cvat-sdk 2.17 refuses label attributes altogether), and a function cannot see the task's
+labels when it declares its spec. So by default these modules declare no attribute and run on
+any task, as the lambda path does on a task without ``score``; pass
+``-p score_attribute=bool:true`` for tasks whose labels have the attribute (or add cvat-cli's
+``--allow-unmatched-labels``, which drops it where the task lacks it, as the lambda path does).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Sequence
 from os import PathLike
@@ -32,9 +44,11 @@ __all__ = [
     "FunctionConfigError",
     "OntologyDetectionFunction",
     "check_conf_threshold",
+    "context_options",
     "detection_spec",
     "labels_of_type",
     "resolve_ontology",
+    "resolve_score_attribute",
     "rgb_array",
     "shape_requests",
 ]
@@ -47,6 +61,8 @@ SCORE_ATTRIBUTE = "score"
 
 SCORE_ATTRIBUTE_ID = 0
 """Spec id of the score attribute inside each label."""
+
+log = logging.getLogger(__name__)
 
 
 class FunctionConfigError(ValueError):
@@ -71,6 +87,36 @@ def resolve_ontology(ontology: str | PathLike[str] | Ontology | None) -> Ontolog
     return load_ontology(ontology)
 
 
+def resolve_score_attribute(value: Any, ontology: Ontology) -> bool:
+    """Whether the spec declares the ``score`` attribute: only when asked (``score_attribute``
+    = True, cvat-cli ``-p score_attribute=bool:true``); see the module docstring for why the
+    ontology's ``score_attribute`` does not decide it here. Asking needs cvat-sdk >= 2.2x."""
+    if value is None:
+        if ontology.score_attribute:
+            log.warning(
+                "the ontology asks for a score attribute: cvat-sdk functions declare it only with "
+                "-p score_attribute=bool:true (the task's labels must then have it); no score is written"
+            )
+        return False
+    if not isinstance(value, bool):
+        raise FunctionConfigError(f"score_attribute must be true or false (-p score_attribute=bool:true), got {value!r}")
+    if value:
+        try:
+            import cvat_sdk.attributes  # noqa: F401 - absent in cvat-sdk 2.17, whose driver refuses attributes
+        except ImportError:
+            raise FunctionConfigError(
+                "score_attribute: this cvat-sdk cannot send label attributes (cvat-sdk 2.17 refuses them); "
+                "leave score_attribute out"
+            ) from None
+    return value
+
+
+def context_options(context: Any) -> tuple[Any, bool]:
+    """``(conf_threshold, conv_mask_to_poly)`` of a detection context (cvat-sdk 2.17's context has
+    neither: None and False)."""
+    return getattr(context, "conf_threshold", None), bool(getattr(context, "conv_mask_to_poly", False))
+
+
 def rgb_array(image: Any) -> np.ndarray:
     """A PIL image (any mode) as an (H, W, 3) uint8 RGB array."""
     if not hasattr(image, "convert"):
@@ -78,16 +124,17 @@ def rgb_array(image: Any) -> np.ndarray:
     return np.array(image.convert("RGB"), dtype=np.uint8)
 
 
-def detection_spec(ontology: Ontology, label_type: Callable[[Label], str]) -> Any:
+def detection_spec(ontology: Ontology, label_type: Callable[[Label], str], *, score_attribute: bool = False) -> Any:
     """The ``DetectionFunctionSpec`` of an ontology; ``label_type(label)`` gives each label's
-    CVAT type."""
+    CVAT type; with ``score_attribute`` each label declares the ``score`` attribute."""
     import cvat_sdk.auto_annotation as cvataa
-    from cvat_sdk.attributes import number_attribute_values
 
     labels = []
     for index, label in enumerate(ontology.labels):
         attributes = []
-        if ontology.score_attribute:
+        if score_attribute:
+            from cvat_sdk.attributes import number_attribute_values
+
             attributes.append(
                 cvataa.number_attribute_spec(SCORE_ATTRIBUTE, SCORE_ATTRIBUTE_ID, number_attribute_values(0, 100, 1))
             )
@@ -95,9 +142,12 @@ def detection_spec(ontology: Ontology, label_type: Callable[[Label], str]) -> An
     return cvataa.DetectionFunctionSpec(labels=labels)
 
 
-def shape_requests(det: Detections, ontology: Ontology, *, as_polygons: bool = False) -> list[Any]:
+def shape_requests(
+    det: Detections, ontology: Ontology, *, as_polygons: bool = False, score_attribute: bool = False
+) -> list[Any]:
     """``LabeledShapeRequest``s for a frame as the driver wants them (frame 0, spec label ids,
-    no source), built by `serverless.convert.cvat_shapes.to_cvat_shapes`."""
+    no source; the score attribute only when the spec declares it), built by
+    `serverless.convert.cvat_shapes.to_cvat_shapes`."""
     from serverless.convert.cvat_shapes import to_cvat_shapes
 
     label_ids = {name: index for index, name in enumerate(ontology.label_names)}
@@ -106,7 +156,7 @@ def shape_requests(det: Detections, ontology: Ontology, *, as_polygons: bool = F
         label_ids,
         frame=0,
         as_polygons=as_polygons,
-        score_spec_id=SCORE_ATTRIBUTE_ID if ontology.score_attribute else None,
+        score_spec_id=SCORE_ATTRIBUTE_ID if score_attribute else None,
         source=None,
     )
 
@@ -129,9 +179,10 @@ class OntologyDetectionFunction:
     Subclasses implement ``detect(context, image)``.
     """
 
-    def __init__(self, ontology: Ontology, label_type: Callable[[Label], str]) -> None:
+    def __init__(self, ontology: Ontology, label_type: Callable[[Label], str], *, score_attribute: bool = False) -> None:
         self.ontology = ontology
-        self.spec = detection_spec(ontology, label_type)
+        self.score_attribute = score_attribute
+        self.spec = detection_spec(ontology, label_type, score_attribute=score_attribute)
 
     def detections(self, detector: Any, image: Any, conf_threshold: Any) -> tuple[np.ndarray, Detections]:
         """The RGB frame and the detector's boxes at the context's threshold (None: the
@@ -139,6 +190,10 @@ class OntologyDetectionFunction:
         array = rgb_array(image)
         threshold = check_conf_threshold(conf_threshold)
         return array, detector.detect([array], self.ontology, threshold=threshold)[0]
+
+    def shapes(self, det: Detections, *, as_polygons: bool = False) -> list[Any]:
+        """`shape_requests` with this function's score attribute choice."""
+        return shape_requests(det, self.ontology, as_polygons=as_polygons, score_attribute=self.score_attribute)
 
 
 def labels_of_type(det: Detections, ontology: Ontology, types: Sequence[str]) -> np.ndarray:

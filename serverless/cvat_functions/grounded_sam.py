@@ -2,7 +2,7 @@
 
     cvat-cli ... task auto-annotate TASK_ID \\
         --function-module serverless.cvat_functions.grounded_sam -p ontology=str:site.yaml \\
-        [--conv-mask-to-poly]
+        [-p score_attribute=bool:true] [--conv-mask-to-poly]
 
 Each label is declared with its ontology ``type`` and answered with that shape:
 
@@ -21,9 +21,10 @@ from typing import Any
 
 from serverless.cvat_functions.common import (
     OntologyDetectionFunction,
+    context_options,
     labels_of_type,
     resolve_ontology,
-    shape_requests,
+    resolve_score_attribute,
 )
 from serverless.ontology import Ontology
 
@@ -33,8 +34,8 @@ __all__ = ["GroundedSamFunction", "create"]
 class GroundedSamFunction(OntologyDetectionFunction):
     """``spec`` from the ontology (label types kept); ``detect`` runs a `GroundedSam`."""
 
-    def __init__(self, ontology: Ontology, model: Any) -> None:
-        super().__init__(ontology, lambda label: label.type)
+    def __init__(self, ontology: Ontology, model: Any, *, score_attribute: bool = False) -> None:
+        super().__init__(ontology, lambda label: label.type, score_attribute=score_attribute)
         self.model = model
 
     def detect(self, context: Any, image: Any) -> list[Any]:
@@ -42,14 +43,15 @@ class GroundedSamFunction(OntologyDetectionFunction):
 
         Scores are at or above ``context.conf_threshold`` when given, else each label's
         ontology threshold; detections whose mask is empty are dropped."""
-        array, det = self.detections(self.model.detector, image, context.conf_threshold)
+        conf_threshold, conv_mask_to_poly = context_options(context)
+        array, det = self.detections(self.model.detector, image, conf_threshold)
         boxes = det[labels_of_type(det, self.ontology, ["rectangle"])]
         segmented = self.model.add_masks(array, det[labels_of_type(det, self.ontology, ["mask", "polygon"])])
         polygon_only = labels_of_type(segmented, self.ontology, ["polygon"])
         return [
-            *shape_requests(boxes, self.ontology),
-            *shape_requests(segmented[~polygon_only], self.ontology, as_polygons=bool(context.conv_mask_to_poly)),
-            *shape_requests(segmented[polygon_only], self.ontology, as_polygons=True),
+            *self.shapes(boxes),
+            *self.shapes(segmented[~polygon_only], as_polygons=conv_mask_to_poly),
+            *self.shapes(segmented[polygon_only], as_polygons=True),
         ]
 
 
@@ -59,20 +61,23 @@ def create(
     sam_checkpoint: str | None = None,
     sam_model_type: str | None = None,
     device: str | None = None,
+    score_attribute: bool | None = None,
 ) -> GroundedSamFunction:
     """The function for ``ontology`` (a YAML path; default ``AUTOLABEL_ONTOLOGY``).
 
     Weights default to ``AUTOLABEL_GDINO_MODEL``, ``AUTOLABEL_SAM_CHECKPOINT``,
     ``AUTOLABEL_SAM_MODEL_TYPE`` and ``AUTOLABEL_DEVICE`` (see `ModelSettings.from_env`);
-    both models are loaded once per process.
+    both models are loaded once per process. ``score_attribute=True`` declares and fills the
+    ``score`` attribute (the task's labels must have it; see `serverless.cvat_functions.common`).
     """
     from serverless.pipeline import ModelSettings, load_detector
 
     loaded = resolve_ontology(ontology)
+    with_score = resolve_score_attribute(score_attribute, loaded)
     settings = ModelSettings.from_env(
         gdino_model=gdino_model,
         sam_checkpoint=sam_checkpoint,
         sam_model_type=sam_model_type,
         device=device,
     )
-    return GroundedSamFunction(loaded, load_detector(settings, masks=True))
+    return GroundedSamFunction(loaded, load_detector(settings, masks=True), score_attribute=with_score)

@@ -1,7 +1,8 @@
 """Grounding DINO as a cvat-sdk detection function: one rectangle per detected box.
 
     cvat-cli ... task auto-annotate TASK_ID \\
-        --function-module serverless.cvat_functions.grounding_dino -p ontology=str:site.yaml
+        --function-module serverless.cvat_functions.grounding_dino -p ontology=str:site.yaml \\
+        [-p score_attribute=bool:true]
 
 Every ontology label is declared as a ``rectangle`` label (task labels of type ``rectangle``
 or ``any`` match it); use `serverless.cvat_functions.grounded_sam` for mask or polygon labels.
@@ -12,7 +13,12 @@ from __future__ import annotations
 from os import PathLike
 from typing import Any
 
-from serverless.cvat_functions.common import OntologyDetectionFunction, resolve_ontology, shape_requests
+from serverless.cvat_functions.common import (
+    OntologyDetectionFunction,
+    context_options,
+    resolve_ontology,
+    resolve_score_attribute,
+)
 from serverless.ontology import Ontology
 
 __all__ = ["GroundingDinoFunction", "create"]
@@ -21,29 +27,34 @@ __all__ = ["GroundingDinoFunction", "create"]
 class GroundingDinoFunction(OntologyDetectionFunction):
     """``spec`` from the ontology; ``detect`` runs the loaded `GroundingDino` on one frame."""
 
-    def __init__(self, ontology: Ontology, detector: Any) -> None:
-        super().__init__(ontology, lambda label: "rectangle")
+    def __init__(self, ontology: Ontology, detector: Any, *, score_attribute: bool = False) -> None:
+        super().__init__(ontology, lambda label: "rectangle", score_attribute=score_attribute)
         self.detector = detector
 
     def detect(self, context: Any, image: Any) -> list[Any]:
         """Rectangles (``points = [x1, y1, x2, y2]`` in pixels) with scores at or above
         ``context.conf_threshold`` when given, else each label's ontology threshold."""
-        _, det = self.detections(self.detector, image, context.conf_threshold)
-        return shape_requests(det, self.ontology)
+        conf_threshold, _ = context_options(context)
+        _, det = self.detections(self.detector, image, conf_threshold)
+        return self.shapes(det)
 
 
 def create(
     ontology: str | PathLike[str] | Ontology | None = None,
     gdino_model: str | None = None,
     device: str | None = None,
+    score_attribute: bool | None = None,
 ) -> GroundingDinoFunction:
     """The function for ``ontology`` (a YAML path; default ``AUTOLABEL_ONTOLOGY``).
 
     ``gdino_model`` (hub id or ``save_pretrained`` directory) and ``device`` default to
     ``AUTOLABEL_GDINO_MODEL`` / ``AUTOLABEL_DEVICE``; the model is loaded once per process.
+    ``score_attribute=True`` declares and fills the ``score`` attribute (the task's labels must
+    have it; see `serverless.cvat_functions.common`).
     """
     from serverless.pipeline import ModelSettings, load_detector
 
     loaded = resolve_ontology(ontology)
+    with_score = resolve_score_attribute(score_attribute, loaded)
     settings = ModelSettings.from_env(gdino_model=gdino_model, device=device)
-    return GroundingDinoFunction(loaded, load_detector(settings, masks=False))
+    return GroundingDinoFunction(loaded, load_detector(settings, masks=False), score_attribute=with_score)
