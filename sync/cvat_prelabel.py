@@ -156,7 +156,7 @@ def prelabel_task(
     pushed = dict(store.pushed_shapes(link)) if link is not None else {}
     foreign = {} if force else _taken_jobs(client, jobs, job_frames, _covered_frames(store, link), pushed)
     if foreign and len(foreign) == len(jobs):
-        raise CvatError(_nothing_to_do(client, server, task, foreign, pushed))
+        raise CvatError(_nothing_to_do(server, task, foreign, pushed))
 
     ds, run, link, _ = _open_run(store, server, task, ontology, settings, params, dataset, run_name)
     sample_of = _link_samples(store, ds, link, server, task, frame_sizes)
@@ -181,7 +181,7 @@ def prelabel_task(
     )
     for job in jobs:
         if job.id in foreign:
-            uploader.leave(job, foreign[job.id])
+            uploader.leave(job, describe_job_content(foreign[job.id], pushed) or "annotations")
     sizes = {sample.id: (sample.width, sample.height) for sample in store.samples(ds, ids=list(sample_of.values()))}
     frames = _FrameRunner(client, task, store, run, ontology, sample_of, sizes, covered, jobs, job_frames, uploader)
     processed, failed = frames.run_frames(pending, settings, masks=masks, threshold=threshold, batch_size=batch_size,
@@ -259,8 +259,8 @@ def _covered_frames(store: Any, link: Any) -> set[int]:
 
 def _taken_jobs(
     client: Any, jobs: list[JobInfo], job_frames: Mapping[int, list[int]], covered: set[int], pushed: Mapping[int, int]
-) -> dict[int, str]:
-    """``{job id: what it holds}`` for the jobs still to pre-label (a frame not covered yet)
+) -> dict[int, dict[str, Any]]:
+    """``{job id: its annotations}`` for the jobs still to pre-label (a frame not covered yet)
     that already hold annotations this store did not upload: a human's, or another tool's.
 
     A job with every frame covered is not read here: whatever it holds is compared with this
@@ -269,23 +269,22 @@ def _taken_jobs(
     for job in jobs:
         if all(frame in covered for frame in job_frames[job.id]):
             continue
-        what = describe_job_content(job_annotations(client, job.id), pushed)
-        if what is not None:
-            taken[job.id] = what
+        content = job_annotations(client, job.id)
+        if describe_job_content(content, pushed) is not None:
+            taken[job.id] = content
     return taken
 
 
-def _nothing_to_do(client: Any, server: str, task: Any, taken: Mapping[int, str], pushed: Mapping[int, int]) -> str:
+def _nothing_to_do(server: str, task: Any, taken: Mapping[int, Mapping[str, Any]], pushed: Mapping[int, int]) -> str:
     """The one-line refusal when every job of the task already holds others' annotations."""
-    held: dict[str, list[Any]] = {"shapes": [], "tags": [], "tracks": []}
-    for job_id in sorted(taken):
-        content = job_annotations(client, job_id)
-        for key, items in held.items():
-            items.extend(content[key])
-    what = describe_job_content(held, pushed) or "annotations"
+    held: dict[str, dict[Any, Any]] = {"shapes": {}, "tags": {}, "tracks": {}}
+    for content in taken.values():
+        for key, items in held.items():  # a track may reach into several jobs: count it once
+            items.update((item.get("id", id(item)), item) for item in content[key])
+    what = describe_job_content({key: list(items.values()) for key, items in held.items()}, pushed)
     return (
-        f"{server}: task {task.id} ({task.name!r}) already holds {what} in every job {sorted(taken)}; "
-        "the models were not run: pass --force to replace them with pre-labels"
+        f"{server}: task {task.id} ({task.name!r}) already holds {what or 'annotations'} in every job "
+        f"{sorted(taken)}; the models were not run: pass --force to replace them with pre-labels"
     )
 
 
