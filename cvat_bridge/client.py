@@ -57,8 +57,10 @@ def normalize_url(url: str) -> str:
 
 
 def _as_typed(url: str) -> str:
-    """What the user typed, for a message: without query and fragment (they may hold tokens)."""
-    return url.strip().split("?", 1)[0].split("#", 1)[0]
+    """What the user typed, for a message: without user info, query and fragment (they may
+    hold secrets)."""
+    text = url.strip().split("?", 1)[0].split("#", 1)[0]
+    return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://)?[^/@]*@", r"\1", text)
 
 
 def public_url(url: str) -> str:
@@ -160,15 +162,17 @@ def _checked_url(typed: str) -> str:
     expected = "CVAT URL must be [http(s)://]host[:port], e.g. https://cvat.example.com or http://127.0.0.1:8080"
     try:
         parts = urlsplit(url)
-        has_credentials = parts.username is not None or parts.password is not None
-        port_ok = parts.port is None or parts.port > 0
-    except ValueError:  # an unbalanced [IPv6] or a port that is not a number
+    except ValueError:  # an unbalanced [IPv6]
         raise CvatError(f"{expected}; got {_as_typed(typed)!r}") from None
-    if has_credentials:
+    if parts.username is not None or parts.password is not None:
         raise CvatError(
             "the CVAT URL must not carry credentials (user:password@); "
             "set CVAT_USERNAME/CVAT_PASSWORD or CVAT_ACCESS_TOKEN instead"
         )
+    try:
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:  # not a number, or over 65535
+        port_ok = False
     if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok:
         raise CvatError(f"{expected}; got {_as_typed(typed)!r}")
     return url

@@ -164,10 +164,19 @@ def test_the_reported_case_is_quoted_as_typed():
         CvatSettings(url="127.0.0.1:99999", username="u", password="p")
 
 
-def test_credentials_in_a_url_without_scheme_are_refused_and_never_quoted():
-    with pytest.raises(CvatError) as failed:
-        CvatSettings(url="alice:pw-Secret-1@cvat.example.com", username="u", password="p")
-    assert "must not carry credentials" in str(failed.value) and "pw-Secret-1" not in str(failed.value)
+@pytest.mark.parametrize(
+    "typed",
+    ["alice:pw-Secret-1@cvat.example.com", "alice:pw-Secret-1@cvat.example.com:port", "https://alice:pw-Secret-1@[::1",
+     "ftp://alice:pw-Secret-1@cvat.example.com", "https://cvat.example.com/?token=pw-Secret-1"],
+)
+def test_credentials_in_a_url_are_refused_and_never_quoted(typed):
+    try:
+        CvatSettings(url=typed, username="u", password="p")
+    except CvatError as err:
+        assert "pw-Secret-1" not in str(err)
+    else:
+        assert typed.endswith("?token=pw-Secret-1")  # a query is dropped from the server URL
+        assert "pw-Secret-1" not in CvatSettings(url=typed, username="u", password="p").server
 
 
 def test_a_plain_http_server_reached_without_scheme_gets_a_hint(plain_fake, clean_env):
