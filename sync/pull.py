@@ -5,7 +5,8 @@ only when its ``updated_date`` moved since its last pull, so a pull with nothing
 annotation request. Each job is stored in one transaction (`Store.record_human_revision`),
 so an interrupted pull (even ``kill -9``) loses nothing and a rerun finishes the remaining
 jobs. Shapes of type rectangle, polygon and mask are kept (with their attributes); tags,
-tracks and other shape types are not pulled.
+tracks and other shape types are not pulled. Labels renamed, deleted or added in CVAT since the
+push are told apart by their ids, reported, and recorded with each revision (`sync.label_changes`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from cvat_bridge.api import call
 from cvat_bridge.client import CvatError, public_url
 from cvat_bridge.jobs import JobInfo, list_jobs
 from cvat_bridge.tasks import LabelInfo, get_task, task_labels
+from sync.label_changes import LabelChanges, label_changes
 
 __all__ = ["PullResult", "job_detections", "pull_jobs", "store_job", "task_gone"]
 
@@ -40,6 +42,7 @@ class _TaskContext:
     frames: dict[int, int]
     sizes: dict[int, tuple[int, int]]
     labels: dict[str, LabelInfo]
+    changes: LabelChanges
 
 
 def _attributes(shape: Mapping[str, Any], names: Mapping[int, str]) -> dict[str, str] | None:
@@ -54,14 +57,17 @@ def job_detections(
     sizes: Mapping[int, tuple[int, int]],
     *,
     job_id: int,
+    names: Mapping[int, str] | None = None,
 ) -> tuple[dict[int, Any], int]:
     """A job's shapes (``job_annotations`` JSON) as `Detections` per sample id, with an
-    ``attributes`` data column; frames are task-relative, ``frames`` maps them to samples."""
+    ``attributes`` data column; frames are task-relative, ``frames`` maps them to samples.
+    ``names`` (CVAT label id → name to store; default: the labels' names now) keeps a label
+    renamed in CVAT under the name it was pushed with (`sync.label_changes`)."""
     import numpy as np
 
     from serverless.convert.cvat_shapes import SUPPORTED_SHAPE_TYPES, from_cvat_shapes
 
-    label_names = {info.id: name for name, info in labels.items()}
+    label_names = dict(names) if names is not None else {info.id: name for name, info in labels.items()}
     attribute_names = {spec: attr for info in labels.values() for attr, spec in info.attributes.items()}
     by_frame: dict[int, list[Any]] = defaultdict(list)
     for shape in annotations["shapes"]:
@@ -122,9 +128,13 @@ def pull_jobs(
             continue
         if job.task_id not in contexts:
             contexts[job.task_id] = _task_context(store, client, link)
+            for line in contexts[job.task_id].changes.messages(f"task {job.task_id}"):
+                report(line)
         context = contexts[job.task_id]
         annotations = job_annotations(client, job.id)
-        detections, count = job_detections(annotations, context.labels, context.frames, context.sizes, job_id=job.id)
+        detections, count = job_detections(
+            annotations, context.labels, context.frames, context.sizes, job_id=job.id, names=context.changes.names
+        )
         revision = store.record_human_revision(
             job_link,
             detections,
@@ -132,6 +142,7 @@ def pull_jobs(
             assignee=job.assignee,
             stage=job.stage,
             state=job.state,
+            params={"label_changes": context.changes.to_params()} if context.changes else None,
         )
         pulled.append(job.id)
         revisions.append(revision.name)
@@ -164,7 +175,9 @@ def _task_context(store: Any, client: Any, link: Any) -> _TaskContext:
     dataset = next(d for d in store.list_datasets() if d.id == link.dataset_id)
     sizes = {s.id: (s.width, s.height) for s in store.samples(dataset, ids=list(frames.values()))}
     task = call(f"read task {link.task_id}", public_url(client.api_map.host), client.tasks.retrieve, link.task_id)
-    return _TaskContext(frames, sizes, task_labels(client, task))
+    labels = task_labels(client, task)
+    changes = label_changes(store.task_labels_at_push(link), {info.id: name for name, info in labels.items()})
+    return _TaskContext(frames, sizes, labels, changes)
 
 
 def store_job(store: Any, link: Any, job: JobInfo) -> Any:
