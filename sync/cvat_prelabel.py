@@ -154,11 +154,16 @@ def prelabel_task(
     job_frames = {j.id: [f for f in range(j.start_frame, j.stop_frame + 1) if f in frame_sizes] for j in jobs}
     link = store.get_cvat_task(server, task.id)
     pushed = dict(store.pushed_shapes(link)) if link is not None else {}
-    foreign = {} if force else _taken_jobs(client, jobs, job_frames, _covered_frames(store, link), pushed)
+    replacing = _replaces_run(store, link, run_name)
+    covered_now = set() if replacing else _covered_frames(store, link)
+    foreign = {} if force else _taken_jobs(client, jobs, job_frames, covered_now, pushed)
     if foreign and len(foreign) == len(jobs):
         raise CvatError(_nothing_to_do(server, task, foreign, pushed))
 
-    ds, run, link, _ = _open_run(store, server, task, ontology, settings, params, dataset, run_name)
+    ds, run, link, previous = _open_run(store, server, task, ontology, settings, params, dataset, run_name)
+    if previous is not None:
+        report(f"run {run.name!r} takes task {task.id} over from run {previous.name!r}: jobs holding its "
+               "untouched pre-labels get the new ones")
     sample_of = _link_samples(store, ds, link, server, task, frame_sizes)
     store.record_task_labels(link, {info.id: (name, info.type) for name, info in labels.items()})
     for job in jobs:
@@ -177,7 +182,7 @@ def prelabel_task(
 
     uploader = _JobUploader(
         store=store, client=client, run=run, link=link, ontology=ontology, labels=labels,
-        score_field=_sdk_has_score_field(), force=force, report=report, pushed=pushed,
+        score_field=_sdk_has_score_field(), force=force, report=report, pushed=pushed, previous=previous,
     )
     for job in jobs:
         if job.id in foreign:
@@ -422,6 +427,13 @@ def _frame_sizes(task: Any, meta: Any, server: str) -> dict[int, tuple[int, int]
     return {f: entries[f] for f in range(size) if f not in deleted}
 
 
+def _replaces_run(store: Any, link: Any, run_name: str | None) -> bool:
+    """True when ``--run`` names a new run for a task that already holds another one."""
+    if link is None or link.run_id is None or run_name is None:
+        return False
+    return store.run_by_id(link.run_id).name != run_name
+
+
 def _open_run(
     store: Any,
     server: str,
@@ -431,8 +443,9 @@ def _open_run(
     params: dict[str, Any],
     dataset: str | None,
     run_name: str | None,
-) -> tuple[Any, Any, Any, bool]:
-    """The dataset, the pre-label run (resumed or new), the task link, and whether the run is new."""
+) -> tuple[Any, Any, Any, Any]:
+    """The dataset, the pre-label run (resumed or new), the task link, and the run the new one
+    takes the task over from (``--run NEW`` on a task holding another run; else None)."""
     link = store.get_cvat_task(server, task.id)
     if link is not None:
         linked = next(d for d in store.list_datasets() if d.id == link.dataset_id)
@@ -443,41 +456,50 @@ def _open_run(
             )
         dataset = linked.name
     ds = store.get_or_create_dataset(dataset or default_dataset(task.id))
-    run = None
-    created = False
+    run = previous = None
     if link is not None and link.run_id is not None:
         run = store.run_by_id(link.run_id)
         if run_name is not None and run_name != run.name:
+            if run.ontology_hash == ontology.content_hash and not _option_differences(run, settings, params):
+                raise StoreError(
+                    f"task {task.id} on {server} holds pre-label run {run.name!r} of dataset {ds.name!r}, made with "
+                    f"these options, not {run_name!r}: pass --run {run.name} or leave it out (a new run takes a task "
+                    "over only with another model, ontology or options)"
+                )
+            run, previous = None, run
+    if run is None and run_name is not None:
+        existing = next((r for r in store.list_runs(ds) if r.name == run_name), None)
+        if existing is not None and (existing.finished or existing.kind != "prelabel" or previous is not None):
             raise StoreError(
-                f"task {task.id} on {server} holds pre-label run {run.name!r} of dataset {ds.name!r}, "
-                f"not {run_name!r}: pass --run {run.name} or leave it out"
-            )
-    elif run_name is not None:
-        run = next((r for r in store.list_runs(ds) if r.name == run_name), None)
-        if run is not None and (run.finished or run.kind != "prelabel"):
-            raise StoreError(
-                f"dataset {ds.name!r} already has a {'finished ' if run.finished else ''}{run.kind} run "
+                f"dataset {ds.name!r} already has a {'finished ' if existing.finished else ''}{existing.kind} run "
                 f"named {run_name!r}; choose another --run name"
             )
+        run = existing
     if run is None:
         provenance = Provenance.from_ontology(ontology, model_id=settings.gdino_model, params=params)
         run = store.create_run(ds, "prelabel", name=run_name, provenance=provenance)
-        created = True
     elif run.ontology_hash != ontology.content_hash:
         raise StoreError(
             f"task {task.id} was pre-labelled by run {run.name!r} with another ontology than the one given "
-            "(labels, prompts or thresholds differ): a task keeps the pre-label run it was made with; "
-            "pass the ontology it was made with"
+            f"(labels, prompts or thresholds differ): pass the ontology it was made with to resume it, or "
+            f"{_NEW_RUN_HINT}"
         )
     else:
         _check_same_options(run, task, settings, params)
-    link = store.link_cvat_task(ds, server, task.id, name=task.name, project_id=task.project_id, run=run)
-    return ds, run, link, created
+    link = store.link_cvat_task(
+        ds, server, task.id, name=task.name, project_id=task.project_id, run=run, replace_run=previous is not None
+    )
+    return ds, run, link, previous
 
 
-def _check_same_options(run: Any, task: Any, settings: Any, params: dict[str, Any]) -> None:
-    """A task's run goes on (or is checked again) only with the model and options it was made
-    with; `StoreError` naming each difference otherwise."""
+_NEW_RUN_HINT = (
+    "pre-label the task again with --run NEW-NAME: the jobs holding this run's untouched pre-labels get the new "
+    "ones, and jobs a human has changed are left alone unless --force"
+)
+
+
+def _option_differences(run: Any, settings: Any, params: dict[str, Any]) -> list[str]:
+    """How the model and options given differ from those ``run`` was made with, in words."""
     stored = dict(run.params or {})
     different = []
     for key, option in RUN_OPTIONS.items():
@@ -487,11 +509,17 @@ def _check_same_options(run: Any, task: Any, settings: Any, params: dict[str, An
             different.append(f"{option} {_shown(stored.get(key))} (this time {_shown(params[key])})")
     if run.model_id is not None and run.model_id != settings.gdino_model:
         different.append(f"--gdino-model {run.model_id!r} (this time {settings.gdino_model!r})")
+    return different
+
+
+def _check_same_options(run: Any, task: Any, settings: Any, params: dict[str, Any]) -> None:
+    """A task's run goes on (or is checked again) only with the model and options it was made
+    with; `StoreError` naming each difference otherwise."""
+    different = _option_differences(run, settings, params)
     if different:
         raise StoreError(
-            f"task {task.id} was pre-labelled by run {run.name!r} with {', '.join(different)}: a task keeps the "
-            "pre-label run it was made with, and a rerun only resumes that run, with its model and options; "
-            "leave them as they were"
+            f"task {task.id} was pre-labelled by run {run.name!r} with {', '.join(different)}: a rerun resumes "
+            f"that run with its model and options; to use these, {_NEW_RUN_HINT}"
         )
 
 
@@ -550,6 +578,8 @@ class _JobUploader:
     report: Callable[[str], None]
     pushed: dict[int, int]
     """The store's ``{CVAT shape id: annotation id}`` of the task."""
+    previous: Any = None
+    """The run this one takes the task over from (``--run NEW``), or None."""
 
     def __post_init__(self) -> None:
         self.handled: set[int] = set()
@@ -558,6 +588,24 @@ class _JobUploader:
         self.empty: list[int] = []
         self.skipped: list[int] = []
         self.shapes = 0
+
+    def _holds_previous_untouched(self, current: Mapping[str, Any], samples: dict[int, int]) -> bool:
+        """True when the job holds exactly what the run being taken over uploaded, unchanged."""
+        if self.previous is None:
+            return False
+        from serverless.ontology import parse_ontology
+
+        ontology = parse_ontology(self.previous.ontology_yaml, f"run {self.previous.name}")
+        dets = self.store.annotations_of(self.previous, sample_ids=sorted(samples.values()), masks=True)
+        shapes: list[Any] = []
+        annotation_ids: list[int] = []
+        for frame, sample_id in sorted(samples.items()):
+            if sample_id not in dets:
+                return False  # the old run never covered this frame: the job cannot hold only its shapes
+            made, ids = shapes_for_frame(dets[sample_id], frame, ontology, self.labels, score_field=self.score_field)
+            shapes.extend(made)
+            annotation_ids.extend(ids)
+        return job_state(current, shapes, annotation_ids, self.pushed) == "pushed"
 
     def leave(self, job: JobInfo, holds: str) -> None:
         """Leave ``job`` alone: it holds ``holds`` (others' annotations), and this is no --force."""
@@ -588,6 +636,13 @@ class _JobUploader:
             self.report(f"job {job.id}: already uploaded")
             self.already.append(job.id)
             return
+        if state == "human" and self._holds_previous_untouched(current, samples):
+            self.report(f"job {job.id}: replacing the untouched pre-labels of run {self.previous.name!r}")
+            replaced = [int(shape["id"]) for shape in current["shapes"]]
+            self.store.forget_pushed_shapes(self.link, replaced)
+            for shape_id in replaced:
+                self.pushed.pop(shape_id, None)
+            state = "partial"
         if state == "human":
             expected = {ann: shape_key(shape) for ann, shape in zip(annotation_ids, shapes, strict=True)}
             holds = describe_job_content(current, self.pushed, expected) or "changes"

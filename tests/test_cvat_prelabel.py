@@ -579,7 +579,7 @@ def test_a_changed_option_is_refused_even_when_the_run_is_finished(
         assert isinstance(refused.exception, CliError), (args, refused.output)
         message = str(refused.exception)
         assert "\n" not in message and message.startswith(f"task {task.id} was pre-labelled by run '{run.name}' ")
-        assert reason in message and "leave them as they were" in message, message
+        assert reason in message and "--run NEW-NAME" in message, message
         assert frame_reads(fake_cvat, task.id) == [] and annotation_puts(fake_cvat) == Counter()
     refused = prelabel(task.id, "--ontology", other_ontology, "--threshold", 0.3)
     assert isinstance(refused.exception, CliError) and "with another ontology" in str(refused.exception)
@@ -587,6 +587,38 @@ def test_a_changed_option_is_refused_even_when_the_run_is_finished(
 
     again = prelabel(task.id, "--ontology", ontology_file, "--threshold", 0.3)  # the same options: a no-op
     assert again.exit_code == 0 and "0 of 2 frames pre-labelled now (2 before)" in again.stdout, again.output
+
+
+def test_the_hint_works_a_new_run_takes_the_task_over(
+    fake_cvat: FakeCvat, client, store, env, ontology_file: Path, tmp_path: Path
+):
+    """Following the refusal's hint: ``--run NEW`` with the new options pre-labels the task
+    again; a job holding the old run's untouched pre-labels gets the new ones, a job a human
+    changed is left alone (and says so), and the task's link moves to the new run."""
+    task = make_task(client, tmp_path, ONTOLOGY, frames=4)
+    assert prelabel(task.id, "--ontology", ontology_file, "--threshold", 0.3, "--run", "low").exit_code == 0
+    dataset = f"cvat-task-{task.id}"
+    server = fake_cvat.url.rstrip("/")
+    link = store.get_cvat_task(server, task.id)
+    jobs = sorted(fake_cvat.db.task_jobs(task.id), key=lambda j: j.start_frame)
+    labels = {label.name: label.id for label in client.tasks.retrieve(task.id).get_labels()}
+    human_rectangle(client, jobs[1].id, jobs[1].start_frame, labels["cat"])  # a human's work in job 2
+    edited = {s["id"] for s in fake_cvat.db.shapes(task.id) if s["frame"] >= jobs[1].start_frame}
+
+    result = prelabel(task.id, "--ontology", ontology_file, "--threshold", 0.6, "--run", "high")
+    assert result.exit_code == 1, result.output  # 1: a job was left alone, so the task is not complete
+    flat = " ".join(result.output.split())
+    assert "run 'high' takes task" in flat and "from run 'low'" in flat
+    high = store.get_run(dataset, "high")
+    assert store.get_cvat_task(server, task.id).run_id == high.id
+    assert not high.finished  # the frames of the job left alone wait for a --force rerun
+    now = fake_cvat.db.shapes(task.id)
+    first_job = [s for s in now if s["frame"] < jobs[1].start_frame]
+    wanted = store.annotations_of(high, sample_ids=[store.frames_of(link)[f] for f in (0, 1)])
+    assert len(first_job) == sum(len(d) for d in wanted.values())  # the new run's pre-labels only
+    assert all(float(d.scores.min(initial=1.0)) >= 0.6 for d in wanted.values())
+    assert {s["id"] for s in now if s["frame"] >= jobs[1].start_frame} == edited  # the human's job untouched
+    assert "holds" in flat and str(jobs[1].id) in flat
 
 
 def _auto_rectangles(client, job_id: int, frames_and_labels, source: str = "auto") -> None:

@@ -59,13 +59,15 @@ class CvatLinks(StoreBase):
         name: str = "",
         project_id: int | None = None,
         run: RunInfo | int | None = None,
+        replace_run: bool = False,
     ) -> CvatTaskInfo:
         """Record (idempotently) that CVAT task ``task_id`` on ``server`` holds samples of the
         dataset and, with ``run``, the pre-label run pushed into it.
 
         ``server`` is stored without credentials. Re-linking updates ``name`` and
-        ``project_id``; linking the task to another dataset, or to another run than the one
-        it holds, raises `StoreError`.
+        ``project_id``; linking the task to another dataset raises `StoreError`, and so does
+        linking it to another run than the one it holds unless ``replace_run`` (a new run of
+        the same dataset takes the task over: `autolabel cvat prelabel --run NEW`).
         """
         server = strip_credentials(server)
         if not server:
@@ -105,7 +107,7 @@ class CvatLinks(StoreBase):
                     f"CVAT task {task_id} on {server} is linked to another dataset "
                     f"(id {row.dataset_id}), not {ds.name!r}"
                 )
-            if run_id is not None and row.run_id not in (None, run_id):
+            if run_id is not None and row.run_id not in (None, run_id) and not replace_run:
                 raise StoreError(
                     f"CVAT task {task_id} on {server} already holds pre-label run id {row.run_id}, not {run_id}"
                 )
