@@ -29,12 +29,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from serverless.files import write_text_atomic
 from serverless.nuclio_adapter import BROWSER_SAM_ID
 from serverless.ontology import Ontology
 
@@ -474,17 +474,6 @@ def render(
     return rendered
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as stream:
-            stream.write(text)
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    finally:
-        Path(temporary).unlink(missing_ok=True)  # a no-op once replaced
-
-
 def write_functions(rendered: Sequence[RenderedFunction], out: str | os.PathLike[str]) -> list[Path]:
     """Write each function to ``out/<kind>/`` (created as needed). Rendered files are replaced
     atomically; other files there (e.g. ``wheels/``) are left alone. Returns the directories."""
@@ -495,7 +484,7 @@ def write_functions(rendered: Sequence[RenderedFunction], out: str | os.PathLike
         try:
             directory.mkdir(parents=True, exist_ok=True)
             for name, text in function.files.items():
-                _write_atomic(directory / name, text)
+                write_text_atomic(directory / name, text, newline="\n")
         except OSError as err:
             raise RenderError(f"cannot write {directory}: {err.strerror or err}") from err
         written.append(directory)

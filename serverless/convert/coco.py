@@ -25,7 +25,6 @@ import json
 import math
 import os
 import reprlib
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ import numpy as np
 from pycocotools import mask as mask_util
 
 from serverless.detections import Detections
+from serverless.files import write_text_atomic
 
 __all__ = ["MAX_COORDINATE", "CocoFormatError", "CocoImage", "from_coco", "read_coco", "to_coco", "write_coco"]
 
@@ -489,23 +489,11 @@ def _image_detections(rows: list[dict[str, Any]], image: CocoImage) -> Detection
 def write_coco(path: str | os.PathLike, data: dict[str, Any]) -> None:
     """Write a COCO dict as compact UTF-8 JSON, atomically (temporary file + rename).
 
-    The file gets the mode a plain ``open(path, "w")`` would give it: an existing file's mode,
-    else ``0o666`` less the umask (the temporary file is created by ``open(..., "x")``, not
-    ``tempfile.mkstemp``, whose files are ``0o600``). NaN and infinity are refused
-    (ValueError), since they are not JSON.
+    The file gets the mode a plain ``open(path, "w")`` would give it
+    (`serverless.files.write_text_atomic`). NaN and infinity are refused (ValueError), since
+    they are not JSON.
     """
-    path = Path(path)
-    text = json.dumps(data, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    try:
-        with open(tmp, "x", encoding="utf-8") as f:
-            f.write(text)
-        if path.exists():
-            os.chmod(tmp, path.stat().st_mode & 0o7777)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, json.dumps(data, ensure_ascii=False, allow_nan=False, separators=(",", ":")))
 
 
 class _LongInteger(ValueError):

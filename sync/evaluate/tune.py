@@ -19,12 +19,12 @@ import difflib
 import math
 import numbers
 import os
-import tempfile
 from collections.abc import Mapping
 from decimal import ROUND_FLOOR, Decimal
 from pathlib import Path
 from typing import Any
 
+from serverless.files import write_text_atomic
 from serverless.ontology import Ontology, OntologyError, load_ontology
 
 __all__ = ["floor_threshold", "pick_threshold", "write_thresholds"]
@@ -128,22 +128,6 @@ def _edit_for(text: str, node: Any, index: int, new_text: str, newline: str, sou
     return position, position, f"{indent}threshold: {new_text}{newline}"
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` (UTF-8, newlines as given) via a temp file + os.replace."""
-    mode = path.stat().st_mode & 0o7777
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temp, mode)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-
-
 def write_thresholds(
     path: Path, thresholds: Mapping[str, float], *, decimals: int = 3
 ) -> list[tuple[str, float | None, float]]:
@@ -191,14 +175,14 @@ def write_thresholds(
     if text == original:
         return changes
 
-    _write_atomic(target, text)
+    write_text_atomic(target, text, newline="")
     try:
         written = load_ontology(target)
         got = {i: written.threshold_for(i) for i in range(len(written.labels))}
         if [lab.name for lab in written.labels] != [lab.name for lab in ontology.labels] or got != expected:
             raise OntologyError(f"{source}: the rewritten file reads back thresholds {got}, expected {expected}")
     except OntologyError as error:
-        _write_atomic(target, original)
+        write_text_atomic(target, original, newline="")
         raise OntologyError(
             f"{source}: writing thresholds would break the ontology, left unchanged: {error}"
         ) from error
