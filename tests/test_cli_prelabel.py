@@ -179,11 +179,15 @@ def test_an_existing_folder_is_a_path_and_a_file_is_not_a_model(tmp_path):
 
 
 def covered(db: Path, dataset: str) -> dict[str, tuple[bool, int]]:
-    """Run name → (finished, images covered), read from the store file while the CLI runs."""
-    from sync.store import open_store
+    """Run name → (finished, images covered), read from the store file while the CLI runs
+    (empty until the CLI has made the store and the dataset)."""
+    from sync.store import StoreError, open_store
 
-    with open_store(f"sqlite:///{db}", create=False) as store:
-        return {r.name: (r.finished, len(store.covered_samples(r))) for r in store.list_runs(dataset)}
+    try:
+        with open_store(f"sqlite:///{db}", create=False) as store:
+            return {r.name: (r.finished, len(store.covered_samples(r))) for r in store.list_runs(dataset)}
+    except StoreError:  # the CLI is still creating the store or the dataset
+        return {}
 
 
 def test_an_interrupted_run_is_resumed_by_the_same_command(tmp_path, tiny_env):
