@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from cvat_bridge.api import CvatError, call, iter_pages, read_json
+from serverless.convert.cvat_contract import SCORE_ATTRIBUTE, score_attribute_spec
 
 __all__ = [
     "SCORE_ATTRIBUTE",
@@ -36,7 +37,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-SCORE_ATTRIBUTE = "score"
 _BUSY = ("queued", "started")
 
 ONE_SHOT_BYTES = 64 * 1024 * 1024
@@ -75,18 +75,14 @@ class Resources:
 
 def labels_spec(ontology: Any) -> list[dict[str, Any]]:
     """CVAT label specs for an ontology (with the score attribute when it asks for one)."""
-    attributes = []
-    if ontology.score_attribute:
-        attributes = [
-            {
-                "name": SCORE_ATTRIBUTE,
-                "input_type": "number",
-                "mutable": False,
-                "values": ["0", "100", "1"],
-                "default_value": "0",
-            }
-        ]
-    return [{"name": label.name, "type": label.type, "attributes": attributes} for label in ontology.labels]
+    return [
+        {
+            "name": label.name,
+            "type": label.type,
+            "attributes": [score_attribute_spec()] if ontology.score_attribute else [],
+        }
+        for label in ontology.labels
+    ]
 
 
 def find_task(client: Any, name: str, *, project_id: int | None = None) -> Any | None:

@@ -182,7 +182,7 @@ def prelabel_task(
 
     uploader = _JobUploader(
         store=store, client=client, run=run, link=link, ontology=ontology, labels=labels,
-        score_field=_sdk_has_score_field(), force=force, report=report, pushed=pushed, previous=previous,
+        force=force, report=report, pushed=pushed, previous=previous,
     )
     for job in jobs:
         if job.id in foreign:
@@ -230,12 +230,6 @@ def _run_params(
         "cvat_task_id": int(task.id),
         "frame_quality": "original",
     }
-
-
-def _sdk_has_score_field() -> bool:
-    from cvat_sdk.api_client import models
-
-    return "score" in models.LabeledShapeRequest.attribute_map
 
 
 def _read_task(client: Any, task_id: int, ontology: Any, server: str) -> tuple[Any, dict[str, LabelInfo], Any]:
@@ -573,7 +567,6 @@ class _JobUploader:
     link: Any
     ontology: Any
     labels: dict[str, LabelInfo]
-    score_field: bool
     force: bool
     report: Callable[[str], None]
     pushed: dict[int, int]
@@ -602,7 +595,7 @@ class _JobUploader:
         for frame, sample_id in sorted(samples.items()):
             if sample_id not in dets:
                 return False  # the old run never covered this frame: the job cannot hold only its shapes
-            made, ids = shapes_for_frame(dets[sample_id], frame, ontology, self.labels, score_field=self.score_field)
+            made, ids = shapes_for_frame(dets[sample_id], frame, ontology, self.labels)
             shapes.extend(made)
             annotation_ids.extend(ids)
         return job_state(current, shapes, annotation_ids, self.pushed) == "pushed"
@@ -625,9 +618,7 @@ class _JobUploader:
         shapes: list[Any] = []
         annotation_ids: list[int] = []
         for frame, sample_id in sorted(samples.items()):
-            made, ids = shapes_for_frame(
-                dets[sample_id], frame, self.ontology, self.labels, score_field=self.score_field
-            )
+            made, ids = shapes_for_frame(dets[sample_id], frame, self.ontology, self.labels)
             shapes.extend(made)
             annotation_ids.extend(ids)
         current = job_annotations(self.client, job.id)

@@ -21,7 +21,8 @@ from typing import Any
 from cvat_bridge.annotations import DEFAULT_MAX_REQUEST_BYTES, job_annotations, shape_key, upload_job_shapes
 from cvat_bridge.client import CvatError, public_url
 from cvat_bridge.jobs import assign_jobs, list_jobs, plan_assignments, user_ids
-from cvat_bridge.tasks import SCORE_ATTRIBUTE, LabelInfo, Resources, ensure_task, labels_spec, task_labels
+from cvat_bridge.tasks import LabelInfo, Resources, ensure_task, labels_spec, task_labels
+from serverless.convert.cvat_contract import SCORE_ATTRIBUTE
 from sync.pull import store_job
 
 __all__ = ["PushResult", "job_state", "push_run", "pushed_geometry", "resources_for", "shapes_for_frame"]
@@ -73,7 +74,7 @@ def resources_for(uris: Sequence[str]) -> Resources:
 
 
 def shapes_for_frame(
-    det: Any, frame: int, ontology: Any, labels: Mapping[str, LabelInfo], *, score_field: bool
+    det: Any, frame: int, ontology: Any, labels: Mapping[str, LabelInfo], *, score_field: bool | None = None
 ) -> tuple[list[dict[str, Any]], list[int]]:
     """CVAT shapes (JSON dicts) for one frame's detections, and the store annotation id of each.
 
@@ -81,8 +82,9 @@ def shapes_for_frame(
     ``rectangle`` boxes, ``mask`` masks (CVAT RLE), ``polygon`` polygons from the masks;
     detections without masks become rectangles, and mask or polygon detections whose mask is
     empty are left out (no shape to show). The score goes into the ``score`` field where the
-    SDK has one (no recorded server keeps it) and into the ``score`` attribute where the label
-    has that attribute.
+    SDK has one (``score_field`` None: `serverless.convert.cvat_contract.sdk_shapes_have_score`;
+    no recorded server keeps it) and into the ``score`` attribute where the label has that
+    attribute.
     """
     from serverless.convert.cvat_shapes import delivered_shape_dicts
 
@@ -176,8 +178,6 @@ def push_run(
     those samples of the run (e.g. the hard samples picked by ``autolabel select``, as a
     review task).
     """
-    from cvat_sdk.api_client import models
-
     from serverless.ontology import parse_ontology
 
     run = store.get_run(dataset, run_name)
@@ -219,7 +219,6 @@ def push_run(
     frame_of = {sample_id: frame for frame, sample_id in enumerate(sample_ids)}
     store.link_frames(link, {frame: sample_id for sample_id, frame in frame_of.items()})
 
-    score_field = "score" in models.LabeledShapeRequest.attribute_map
     labels = task_labels(client, task)
     store.record_task_labels(link, {info.id: (name, info.type) for name, info in labels.items()})
     pushed = store.pushed_shapes(link)  # shape id → annotation id
@@ -233,9 +232,7 @@ def push_run(
         shapes: list[dict[str, Any]] = []
         annotation_ids: list[int] = []
         for sample_id in job_samples:
-            made, ids = shapes_for_frame(
-                dets[sample_id], frame_of[sample_id], ontology, labels, score_field=score_field
-            )
+            made, ids = shapes_for_frame(dets[sample_id], frame_of[sample_id], ontology, labels)
             shapes.extend(made)
             annotation_ids.extend(ids)
         current = job_annotations(client, job.id)

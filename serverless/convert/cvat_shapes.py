@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from cvat_sdk import models
 
+from serverless.convert.cvat_contract import SHAPE_TYPES, sdk_shapes_have_score, shape_types_for
 from serverless.convert.nuclio import plain_float, score_percent
 from serverless.convert.polygons import largest_ring, mask_bbox, mask_to_polygons, polygons_to_mask
 from serverless.detections import Detections
@@ -37,13 +38,14 @@ __all__ = [
     "delivered_types",
     "encode_mask",
     "from_cvat_shapes",
+    "shape_requests",
     "to_cvat_shape_dicts",
     "to_cvat_shapes",
 ]
 
-SUPPORTED_SHAPE_TYPES = frozenset({"rectangle", "polygon", "mask"})
-"""Shape types `from_cvat_shapes` reads; other types (points, polyline, ellipse, cuboid,
-skeleton) are skipped."""
+SUPPORTED_SHAPE_TYPES = frozenset(SHAPE_TYPES)
+"""Shape types `from_cvat_shapes` reads (those detections are delivered as); other types
+(points, polyline, ellipse, cuboid, skeleton) are skipped."""
 
 
 def _encode_rle(bitmap: np.ndarray, bbox: Sequence[float]) -> list[int]:
@@ -106,10 +108,6 @@ def decode_mask(encoded: Sequence[float], *, image_width: int, image_height: int
     return _decode_rle(encoded, image_width, image_height)
 
 
-def _shape_request_accepts_score() -> bool:
-    return "score" in models.LabeledShapeRequest.attribute_map
-
-
 def to_cvat_shape_dicts(
     det: Detections,
     label_ids: Mapping[str, int],
@@ -133,7 +131,7 @@ def to_cvat_shape_dicts(
         raise ValueError(f"labels missing from label_ids: {missing}")
     if isinstance(frame, bool) or not isinstance(frame, (int, np.integer)) or frame < 0:
         raise ValueError(f"frame must be a non-negative integer, got {frame!r}")
-    with_score = _shape_request_accepts_score() if score_field is None else score_field
+    with_score = sdk_shapes_have_score() if score_field is None else score_field
 
     shapes = []
     for i in range(len(det)):
@@ -175,17 +173,15 @@ def to_cvat_shape_dicts(
     return shapes
 
 
-def delivered_types(det: Detections, label_types: Mapping[str, str]) -> list[str]:
-    """The CVAT shape type each detection is delivered as (the one rule for it): the type of
-    its label (``rectangle``, ``polygon`` or ``mask``; labels missing from ``label_types``
-    count as rectangles) when the detection has a mask, else ``rectangle``."""
-    if det.masks is None:
-        return ["rectangle"] * len(det)
+def delivered_types(
+    det: Detections, label_types: Mapping[str, str], *, conv_mask_to_poly: bool = False
+) -> list[str]:
+    """The CVAT shape type each detection is delivered as
+    (`serverless.convert.cvat_contract.shape_type_for` of its label's type; labels missing from
+    ``label_types`` count as rectangles): the label's type when the detection has a mask
+    (``mask`` becomes ``polygon`` with ``conv_mask_to_poly``), else ``rectangle``."""
     kinds = [str(label_types.get(str(name), "rectangle")) for name in det.labels.tolist()]
-    bad = sorted(set(kinds) - SUPPORTED_SHAPE_TYPES)
-    if bad:
-        raise ValueError(f"label types must be rectangle, polygon or mask, got {bad}")
-    return kinds
+    return shape_types_for(kinds, has_mask=det.masks is not None, conv_mask_to_poly=conv_mask_to_poly)
 
 
 def delivered_shape_dicts(
@@ -196,6 +192,8 @@ def delivered_shape_dicts(
     frame: int,
     score_spec_ids: Mapping[str, int | None] | None = None,
     score_field: bool | None = None,
+    conv_mask_to_poly: bool = False,
+    source: str | None = "auto",
 ) -> tuple[list[dict[str, Any]], list[int]]:
     """One frame's detections as CVAT holds them once pushed, and for each shape the index of
     its detection in ``det``.
@@ -204,9 +202,12 @@ def delivered_shape_dicts(
     largest ring of their mask (a mask without a ring stays a mask); mask labels get CVAT RLE
     over the mask's tight box. Detections whose mask is empty have nothing to show and are
     left out. ``score_spec_ids`` gives, per label, the id of its ``score`` attribute (labels
-    without one are left out of it); see `to_cvat_shape_dicts` for ``score_field``.
+    without one are left out of it); see `to_cvat_shape_dicts` for ``score_field`` and
+    ``source`` (None for cvat-sdk's auto-annotation driver). ``conv_mask_to_poly`` delivers
+    mask labels as polygons too (cvat-sdk's ``context.conv_mask_to_poly``). `shape_requests`
+    turns the dicts into cvat-sdk models.
     """
-    kinds = delivered_types(det, label_types)
+    kinds = delivered_types(det, label_types, conv_mask_to_poly=conv_mask_to_poly)
     spec_ids = dict(score_spec_ids or {})
     keep = np.ones(len(det), dtype=bool)
     if det.masks is not None and len(det):
@@ -228,6 +229,7 @@ def delivered_shape_dicts(
             as_polygons=kind == "polygon",
             score_spec_id=spec_id,
             score_field=score_field,
+            source=source,
         )
         if len(made) != len(indices):  # cannot happen: empty masks were left out above
             raise ValueError(f"frame {frame}: {len(indices) - len(made)} {kind} detections have no usable shape")
@@ -271,11 +273,17 @@ def to_cvat_shapes(
         source=source,
         polygon_tolerance=polygon_tolerance,
     )
+    return shape_requests(dicts)
+
+
+def shape_requests(shapes: Iterable[Mapping[str, Any]]) -> list[models.LabeledShapeRequest]:
+    """cvat-sdk ``LabeledShapeRequest`` models of shape dicts (`to_cvat_shape_dicts`,
+    `delivered_shape_dicts`), in order."""
     return [
         models.LabeledShapeRequest(
             **{**shape, "attributes": [models.AttributeValRequest(**a) for a in shape["attributes"]]}
         )
-        for shape in dicts
+        for shape in shapes
     ]
 
 
