@@ -19,6 +19,9 @@ from pycocotools.cocoeval import COCOeval
 from serverless.convert.coco import (
     CocoFormatError,
     CocoImage,
+    box_mask,
+    decode_rle,
+    encode_masks,
     from_coco,
     read_coco,
     to_coco,
@@ -250,6 +253,89 @@ def test_from_coco_uncompressed_rle():
     }
     (det,) = from_coco(data)[2]
     np.testing.assert_array_equal(det.masks[0], mask)
+
+
+# ----------------------------------------------------------------------------- mask codec
+RLE_TEXT = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=8)
+
+
+def _runs(counts: str) -> list[int] | None:
+    """pycocotools' ``rleFrString`` in plain Python (the oracle's parse, without its buffer
+    overrun on strings that end inside a value): the run lengths, or None when malformed."""
+    runs, p = [], 0
+    while p < len(counts):
+        x = k = 0
+        more = True
+        while more:
+            if p >= len(counts) or not 48 <= ord(counts[p]) < 112:
+                return None
+            c = ord(counts[p]) - 48
+            x |= (c & 0x1F) << (5 * k)
+            more = bool(c & 0x20)
+            p += 1
+            k += 1
+            if not more and c & 0x10:
+                x |= -1 << (5 * k)
+        runs.append(x + runs[-2] if len(runs) > 2 else x)
+    return runs
+
+
+@settings(max_examples=400, deadline=None)
+@given(counts=RLE_TEXT | st.binary(max_size=6).map(lambda b: b.decode("latin-1")),
+       height=st.integers(1, 5), width=st.integers(1, 5))
+def test_decode_rle_decodes_what_pycocotools_does_and_refuses_the_rest(counts, height, width):
+    runs = _runs(counts)
+    try:
+        got = decode_rle({"size": [height, width], "counts": counts}, height, width)
+    except ValueError as err:
+        if runs is None:
+            assert str(err) == "malformed compressed RLE string"
+        else:
+            assert str(err) == f"run lengths must be >= 0 and cover {height}x{width} pixels"
+            assert min(runs, default=0) < 0 or sum(runs) != height * width
+        return
+    assert runs is not None and min(runs, default=0) >= 0 and sum(runs) == height * width
+    want = mask_util.decode({"size": [height, width], "counts": counts.encode("ascii")}).astype(bool)
+    np.testing.assert_array_equal(got, want)
+    assert got.dtype == bool and got.shape == (height, width)
+    # bytes counts (pycocotools' own) and the uncompressed runs give the same mask
+    np.testing.assert_array_equal(decode_rle({"counts": counts.encode("ascii")}, height, width), want)
+    np.testing.assert_array_equal(decode_rle({"counts": runs}, height, width), want)
+
+
+@settings(max_examples=100, deadline=None)
+@given(arrays(bool, st.tuples(st.integers(0, 3), st.integers(1, 6), st.integers(1, 7))))
+def test_encode_masks_is_pycocotools_encoding_with_str_counts(masks):
+    got = encode_masks(masks)
+    assert len(got) == len(masks)
+    for mask, rle in zip(masks, got):
+        want = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
+        assert rle == {"size": [int(v) for v in want["size"]], "counts": want["counts"].decode("ascii")}
+        np.testing.assert_array_equal(decode_rle(rle, *mask.shape), mask)
+    # any memory order and any integer dtype encode alike
+    assert encode_masks(np.asfortranarray(masks.astype(np.uint8))) == got
+
+
+def test_decode_rle_refuses_counts_of_the_wrong_type_and_empty_or_full_masks_round_trip():
+    for counts in (None, 3, [1.5, 2], [True, 5], {"a": 1}):
+        with pytest.raises(ValueError, match="expected a string or a list of integers"):
+            decode_rle({"size": [2, 3], "counts": counts}, 2, 3)
+    with pytest.raises(ValueError, match="run lengths must be >= 0 and cover 2x3 pixels"):
+        decode_rle({"counts": [2**32, -2**32 + 6]}, 2, 3)
+    for mask in (np.zeros((1, 2, 3), bool), np.ones((1, 2, 3), bool)):
+        (rle,) = encode_masks(mask)
+        np.testing.assert_array_equal(decode_rle(rle, 2, 3), mask[0])
+    assert encode_masks(np.zeros((0, 2, 3), bool)) == []
+
+
+COORD = st.one_of(st.integers(-4, 14), st.integers(-8, 28).map(lambda v: v / 2), st.floats(-4, 14))
+
+
+@settings(max_examples=300, deadline=None)
+@given(x=COORD, y=COORD, w=COORD.map(abs), h=COORD.map(abs), height=st.integers(1, 9), width=st.integers(1, 11))
+def test_box_mask_is_cocos_rasterization_of_the_box(x, y, w, h, height, width):
+    want = mask_util.decode(mask_util.frPyObjects(np.array([[x, y, w, h]], np.float64), height, width))[:, :, 0]
+    np.testing.assert_array_equal(box_mask([x, y, x + w, y + h], height, width), want.astype(bool))
 
 
 boxes = st.tuples(

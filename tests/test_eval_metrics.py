@@ -161,8 +161,9 @@ def coco_json(data: EvalData, iou_type: str = "bbox") -> tuple[dict, list[dict]]
     return {"images": images, "annotations": anns, "categories": categories}, results
 
 
-def pycocotools_eval(data: EvalData, iou_type: str = "bbox", *, max_dets: int = 100):
-    """A plain pycocotools COCOeval (evaluate, accumulate, summarize) of ``data``."""
+def pycocotools_eval(data: EvalData, iou_type: str = "bbox", *, max_dets: int = 100, iou_thrs=None):
+    """A plain pycocotools COCOeval (evaluate, accumulate, summarize) of ``data`` (at
+    ``iou_thrs`` instead of COCO's ten IoU thresholds when given)."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
@@ -178,6 +179,8 @@ def pycocotools_eval(data: EvalData, iou_type: str = "bbox", *, max_dets: int = 
         e = COCOeval(gt, dt, iou_type)
         if max_dets != 100:
             e.params.maxDets = [1, 10, max_dets]
+        if iou_thrs is not None:
+            e.params.iouThrs = np.asarray(iou_thrs, dtype=np.float64)
         e.evaluate()
         e.accumulate()
         e.summarize()
@@ -272,6 +275,41 @@ def test_parity_with_pycocotools(iou_type):
     table = ours.matches
     assert table.ignored.any() and table.fp.any() and table.fn.any() and table.truth_crowd.any()
     assert np.all(oracle.stats[3:6] > -1)  # small, medium and large objects all present
+
+
+@pytest.mark.parametrize("iou_type", ["bbox", "segm"])
+def test_parity_at_an_iou_outside_cocos_thresholds(iou_type):
+    """At an IoU that is not one of COCO's ten (0.6 is not: COCO's third is 0.6000000000000001),
+    the matches and the PR curve are pycocotools' at exactly that IoU, while the summary and
+    the APs stay COCO's standard ones."""
+    data = synthetic(11, images=40, classes=3, masks=iou_type == "segm", size=(300, 220))
+    standard = pycocotools_eval(data, iou_type)
+    area_free = [0, 1, 2, 6, 7, 8]
+    for iou in (0.3, 0.6, 0.9):
+        oracle = pycocotools_eval(data, iou_type, iou_thrs=[iou])
+        ours = evaluate_detections(data, iou=iou, iou_type=iou_type)
+        np.testing.assert_allclose(ours.coco_stats[area_free], standard.stats[area_free], rtol=0, atol=1e-9)
+        for c, label in enumerate(data.labels):
+            want = _ap(standard.eval["precision"][:, :, c, 0, -1])
+            assert ours.per_class[label].map == (None if want is None else pytest.approx(want, abs=1e-9))
+            if want is not None:
+                np.testing.assert_allclose(ours.pr_curves[label][1], oracle.eval["precision"][0, :, c, 0, -1], atol=1e-9)
+        _assert_matches_oracle(ours, oracle, iou)
+        assert ours.to_dict() == evaluate_detections(data, iou=iou, iou_type=iou_type, area_ranges=True).to_dict()
+
+
+def test_an_iou_exactly_at_the_threshold_matches():
+    """IoU >= the chosen IoU matches, also when it is exactly that value (here 0.6 = 60/100,
+    which COCO's own 0.6000000000000001 would miss)."""
+    labels = ("a",)
+    truth = det([[0, 0, 10, 10]], [0], labels, crowd=[False])
+    pred = det([[0, 0, 10, 6]], [0], labels, scores=[0.9])
+    data = eval_data(labels, [truth], [pred])
+    m = evaluate_detections(data, iou=0.6)
+    assert m.matches.tp.tolist() == [True] and m.matches.iou.tolist() == [0.6]
+    assert m.pr_curves["a"][1].min() == 1.0
+    _assert_matches_oracle(m, pycocotools_eval(data, iou_thrs=[0.6]), 0.6)
+    assert evaluate_detections(data, iou=0.6000000000000001).overall.tp == 0
 
 
 def test_box_iou_is_bit_identical_to_pycocotools():

@@ -5,18 +5,24 @@ Conventions:
   ``[x1, y1, x2 - x1, y2 - y1]`` of the exclusive ``xyxy`` of `Detections`.
 - Category ids are ``1..K`` in the order of the given category names; annotation ids start at
   1, never 0 (an id of 0 collides with the "no match" value of some COCO evaluators).
-- ``segmentation``: compressed RLE (``counts`` as str, column-major, pycocotools) for masks,
+- ``segmentation``: compressed RLE (``counts`` as str, column-major, COCO's format) for masks,
   a list of flat polygons for polygon-only detections, and ``[]`` for plain boxes. ``[]`` is
   what CVAT's own COCO export writes for rectangles; pycocotools ``COCO()``/``loadRes`` and
   ``bbox`` evaluation accept it (``segm`` evaluation needs a segmentation on every annotation,
   so boxes-only files are for ``bbox`` evaluation only).
-- Masks read from COCO are rasterized with pycocotools; a box-only annotation in an image
-  that has masks becomes the pixels whose centre lies inside its box.
+- Masks read from COCO are rasterized by COCO's mask code; a box-only annotation in an image
+  that has masks becomes the pixels whose centre lies inside its box (`box_mask`).
+
 - Values read are checked to fit what they become: ids are 64-bit integers, image sizes
   32-bit, coordinates (``bbox`` corners, polygon vertices) finite and within
   ±`MAX_COORDINATE` pixels (float32 holds every whole pixel up to there), scores in 0..1.
   A polygon has an even number (at least 6) of coordinates; ``segmentation: [[]]`` is refused
   (``[]`` or no ``segmentation`` means a plain box).
+
+The COCO mask codec of the project is here: `encode_masks`, `decode_rle` and `box_mask`
+(and COCO's polygon rasterization for `from_coco`). They use ``faster_coco_eval.core.mask``
+(pycocotools' C code and RLE format, bit for bit), imported only when a mask is encoded or
+decoded (it imports OpenCV). CVAT's own mask RLE is `cvat_sdk.masks`' (`cvat_shapes`).
 """
 
 from __future__ import annotations
@@ -24,19 +30,30 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import reprlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pycocotools import mask as mask_util
 
 from serverless.detections import Detections
 from serverless.files import write_text_atomic
 
-__all__ = ["MAX_COORDINATE", "CocoFormatError", "CocoImage", "from_coco", "read_coco", "to_coco", "write_coco"]
+__all__ = [
+    "MAX_COORDINATE",
+    "CocoFormatError",
+    "CocoImage",
+    "box_mask",
+    "decode_rle",
+    "encode_masks",
+    "from_coco",
+    "read_coco",
+    "to_coco",
+    "write_coco",
+]
 
 MAX_COORDINATE = float(2**24)
 """The largest pixel coordinate (absolute value) read from COCO: float32, the stored type,
@@ -44,6 +61,8 @@ holds every whole pixel up to 2**24 = 16,777,216 exactly."""
 
 _INT64 = (-(2**63), 2**63 - 1)
 _INT32_MAX = 2**31 - 1
+_UINT32_MAX = 2**32 - 1
+"""COCO's mask code counts runs in 32-bit unsigned integers."""
 _MAX_INT_DIGITS = 100
 """Integers longer than this in a COCO file are refused while it is parsed."""
 
@@ -78,8 +97,15 @@ def _plain_float(value: float) -> float:
     return float(str(np.float32(value)))
 
 
-def _box_mask(xyxy: Sequence[float], height: int, width: int) -> np.ndarray:
-    """Pixels whose centre lies in the box (continuous coordinates, right/bottom exclusive)."""
+# ----------------------------------------------------------------------------- mask codec
+_RLE_STRING = re.compile(r"[0-o]*")
+"""The characters of a COCO compressed RLE string (6-bit groups written from ``'0'``)."""
+
+
+def box_mask(xyxy: Sequence[float], height: int, width: int) -> np.ndarray:
+    """The pixels whose centre lies in the box (continuous coordinates, right/bottom
+    exclusive), clipped to the frame: COCO's rasterization of a box (``frPyObjects`` of its
+    ``bbox``), computed without it."""
     mask = np.zeros((height, width), dtype=bool)
     x1, x2 = (min(max(math.floor(float(v) + 0.5), 0), width) for v in (xyxy[0], xyxy[2]))
     y1, y2 = (min(max(math.floor(float(v) + 0.5), 0), height) for v in (xyxy[1], xyxy[3]))
@@ -87,14 +113,70 @@ def _box_mask(xyxy: Sequence[float], height: int, width: int) -> np.ndarray:
     return mask
 
 
-def _encode_rle(mask: np.ndarray) -> dict[str, Any]:
-    rle = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
+def encode_masks(masks: np.ndarray) -> list[dict[str, Any]]:
+    """COCO compressed RLE ``{"size": [h, w], "counts": str}`` of each mask of ``masks``
+    (N, H, W; any dtype, non-zero is foreground)."""
+    if masks.shape[0] == 0:
+        return []
+    from faster_coco_eval.core import mask as mask_util
+
+    stacked = np.asfortranarray(masks.transpose(1, 2, 0), dtype=np.uint8)
+    return [
+        {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
+        for rle in mask_util.encode(stacked)
+    ]
 
 
-def _polygon_area(polygons: list[list[float]], height: int, width: int) -> float:
-    rles = mask_util.frPyObjects(polygons, height, width)
-    return float(mask_util.area(mask_util.merge(rles)))
+def _polygons_rle(polygons: Sequence[Sequence[float]], height: int, width: int) -> dict[str, Any]:
+    """COCO's rasterization of flat ``x, y`` polygons (one mask, their union) as an RLE."""
+    from faster_coco_eval.core import mask as mask_util
+
+    return mask_util.merge(mask_util.frPyObjects([list(p) for p in polygons], height, width))
+
+
+def _polygons_area(polygons: Sequence[Sequence[float]], height: int, width: int) -> float:
+    """COCO's ``area`` of polygons: the pixel count of their rasterization."""
+    from faster_coco_eval.core import mask as mask_util
+
+    return float(mask_util.area(_polygons_rle(polygons, height, width)))
+
+
+def decode_rle(rle: Mapping[str, Any], height: int, width: int) -> np.ndarray:
+    """The boolean (height, width) mask of a COCO RLE of that size (``rle["size"]`` is the
+    caller's to check): ``counts`` compressed (str or bytes) or uncompressed (run lengths,
+    background first, column-major).
+
+    Raises ValueError: ``malformed compressed RLE string``, ``run lengths must be >= 0 and
+    cover HxW pixels``, or ``expected a string or a list of integers, got ...``.
+    """
+    from faster_coco_eval.core import mask as mask_util
+
+    counts = rle.get("counts")
+    cover = f"run lengths must be >= 0 and cover {height}x{width} pixels"
+    if isinstance(counts, bytes):
+        counts = counts.decode("latin-1")
+    if isinstance(counts, str):
+        # the library decodes any byte as a 6-bit group; COCO writes only these characters
+        if not _RLE_STRING.fullmatch(counts):
+            raise ValueError("malformed compressed RLE string")
+        compressed = {"size": [height, width], "counts": counts}
+    elif isinstance(counts, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in counts):
+        if any(v < 0 or v > _UINT32_MAX for v in counts) or sum(counts) != height * width:
+            raise ValueError(cover)
+        compressed = mask_util.frPyObjects({"size": [height, width], "counts": counts}, height, width)
+    else:
+        raise ValueError(f"expected a string or a list of integers, got {_shown(counts)}")
+    try:
+        return mask_util.decode([compressed])[:, :, 0].astype(bool)
+    except RuntimeError:  # the string ends inside a value
+        raise ValueError("malformed compressed RLE string") from None
+    except ValueError:  # runs that do not add up to the frame (a compressed string can hold negative ones)
+        raise ValueError(cover) from None
+
+
+def _plain_float(value: float) -> float:
+    """A float32 value as the Python float with the shortest decimal form (0.9, not 0.8999…)."""
+    return float(str(np.float32(value)))
 
 
 # ----------------------------------------------------------------------------- export
@@ -150,6 +232,7 @@ def to_coco(
                 f"got {det.masks.shape}"
             )
         iscrowd = det.data.get("iscrowd")
+        rles = encode_masks(det.masks) if det.masks is not None else []
         for i in range(len(det)):
             x1, y1, x2, y2 = (_plain_float(v) for v in det.xyxy[i])
             ann: dict[str, Any] = {
@@ -163,14 +246,14 @@ def to_coco(
                 "segmentation": [],
             }
             if det.masks is not None:
-                ann["segmentation"] = _encode_rle(det.masks[i])
+                ann["segmentation"] = rles[i]
                 ann["area"] = float(det.masks[i].sum())
             elif det.polygons is not None and det.polygons[i]:
                 polygons = [
                     [_plain_float(v) for v in ring.reshape(-1)] for ring in det.polygons[i]
                 ]
                 ann["segmentation"] = polygons
-                ann["area"] = _polygon_area(polygons, height, width)
+                ann["area"] = _polygons_area(polygons, height, width)
             annotations.append(ann)
 
     return {
@@ -257,46 +340,10 @@ class _Checker:
             )
 
 
-def _rle_counts_from_string(counts: str) -> list[int] | None:
-    """The run lengths of a compressed COCO RLE string, or None if it is malformed."""
-    runs: list[int] = []
-    p = 0
-    while p < len(counts):
-        x = k = 0
-        more = True
-        while more:
-            if p >= len(counts):
-                return None
-            c = ord(counts[p]) - 48
-            if not 0 <= c < 64:
-                return None
-            x |= (c & 0x1F) << (5 * k)
-            more = bool(c & 0x20)
-            p += 1
-            k += 1
-            if not more and (c & 0x10):
-                x |= -1 << (5 * k)
-        if len(runs) > 2:
-            x += runs[-2]
-        runs.append(x)
-    return runs
-
-
-def _runs_to_mask(runs: Sequence[int], height: int, width: int) -> np.ndarray:
-    """A boolean (height, width) mask from column-major COCO run lengths (background first)."""
-    values = (np.arange(len(runs)) % 2).astype(bool)
-    flat = np.repeat(values, np.asarray(runs, dtype=np.int64))
-    return flat.reshape(width, height).T.copy()
-
-
 def _decode_segmentation(
     seg: Any, path: str, check: _Checker, height: int, width: int
 ) -> tuple[np.ndarray | None, tuple[np.ndarray, ...] | None]:
-    """(mask, rings) of one ``segmentation``; (None, None) when it is absent or empty.
-
-    Run lengths are decoded here rather than by ``pycocotools.mask.decode``, which writes
-    past its buffer on malformed counts.
-    """
+    """(mask, rings) of one ``segmentation``; (None, None) when it is absent or empty."""
     if seg is None or seg == []:
         return None, None
     if isinstance(seg, list):
@@ -310,32 +357,16 @@ def _decode_segmentation(
                 )
             check.as_coordinates(flat, f"{path}[{j}]", poly)
             polygons.append(flat)
-        rle = mask_util.merge(mask_util.frPyObjects(polygons, height, width))
-        runs = _rle_counts_from_string(rle["counts"].decode("ascii"))
         rings = tuple(np.asarray(p, dtype=np.float32).reshape(-1, 2) for p in polygons)
-        return _runs_to_mask(runs, height, width), rings
+        return decode_rle(_polygons_rle(polygons, height, width), height, width), rings
     if isinstance(seg, dict):
         size = seg.get("size")
         if size != [height, width]:
             raise check.fail(f"{path}.size", f"expected [{height}, {width}], got {_shown(size)}")
-        counts = seg.get("counts")
-        if isinstance(counts, str):
-            runs = _rle_counts_from_string(counts)
-            if runs is None:
-                raise check.fail(f"{path}.counts", "malformed compressed RLE string")
-        elif isinstance(counts, list) and all(
-            isinstance(v, int) and not isinstance(v, bool) for v in counts
-        ):
-            runs = counts
-        else:
-            raise check.fail(
-                f"{path}.counts", f"expected a string or a list of integers, got {_shown(counts)}"
-            )
-        if any(r < 0 for r in runs) or sum(runs) != height * width:
-            raise check.fail(
-                f"{path}.counts", f"run lengths must be >= 0 and cover {height}x{width} pixels"
-            )
-        return _runs_to_mask(runs, height, width), None
+        try:
+            return decode_rle(seg, height, width), None
+        except ValueError as err:
+            raise check.fail(f"{path}.counts", str(err)) from None
     raise check.fail(
         path, f"expected a list of polygons or an RLE object, got {type(seg).__name__}"
     )
@@ -461,7 +492,7 @@ def _image_detections(rows: list[dict[str, Any]], image: CocoImage) -> Detection
         masks = np.stack(
             [
                 row["mask"] if row["mask"] is not None
-                else _box_mask(row["xyxy"], image.height, image.width)
+                else box_mask(row["xyxy"], image.height, image.width)
                 for row in rows
             ]
         )

@@ -16,12 +16,14 @@ JSON, so evaluating them gives pycocotools' numbers. They are built from concate
 - ``area``: box area for ``bbox`` evaluation (as ``loadRes`` computes it for results),
   mask pixel count for ``segm`` evaluation.
 - truth ``iscrowd`` from ``truth.data["iscrowd"]`` when present (else 0); results are never crowd.
-- ``segm``: masks are RLE-encoded with ``faster_coco_eval.core.mask.encode`` (Fortran-ordered
-  uint8), which is pycocotools' encoding.
+- ``segm``: masks are RLE-encoded by the project's COCO mask codec
+  (`serverless.convert.coco.encode_masks`, faster-coco-eval's encoder: pycocotools' encoding).
 
-`run_coco` runs one ``COCOeval_faster`` evaluation (for boxes, with IoU matrices computed
-here in one vectorised pass, bit-identical to COCO's) and redoes COCO's matching and
-precision/recall accumulation at the chosen IoU in NumPy on the same IoU matrices.
+`run_coco` runs one ``COCOeval_faster`` evaluation, which gives the summary, the per-class APs
+and the PR curves at the chosen IoU (added to its IoU thresholds when it is not one of COCO's
+ten). Two things are done here instead, each for a reason `run_coco` states: box IoU matrices
+are computed in one vectorised pass (bit-identical to COCO's) and handed to the evaluation, and
+COCO's greedy matching at the chosen IoU is redone in NumPy on the run's IoU matrices.
 """
 
 from __future__ import annotations
@@ -100,7 +102,7 @@ def _columns(items: tuple, *, crowd: bool) -> dict[str, np.ndarray]:
 
 def _rles(items: tuple, side: str, data: EvalData) -> tuple[list[dict], np.ndarray]:
     """RLE and pixel area of every mask of ``items`` in concatenation order."""
-    from faster_coco_eval.core import mask as mask_utils
+    from serverless.convert.coco import encode_masks
 
     rles: list[dict] = []
     areas: list[np.ndarray] = []
@@ -115,7 +117,7 @@ def _rles(items: tuple, side: str, data: EvalData) -> tuple[list[dict], np.ndarr
                 f"iou_type 'segm': {side} of sample {int(data.sample_ids[i])} needs full-frame masks of "
                 f"{height}x{width} (height x width), got {shape}"
             )
-        rles.extend(mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0), dtype=np.uint8)))
+        rles.extend(encode_masks(masks))
         areas.append(masks.sum(axis=(1, 2), dtype=np.int64))
     area = np.concatenate(areas).astype(np.float64) if areas else np.zeros(0)
     return rles, area
@@ -322,24 +324,32 @@ def _box_ious(pair: CocoPair, groups: _Groups) -> np.ndarray:
 
 
 @functools.cache
-def _evaluator_class() -> type:
-    """``COCOeval_faster`` taking precomputed IoU matrices (faster-coco-eval is imported lazily)."""
+def _box_evaluator_class() -> type:
+    """``COCOeval_faster`` given its box IoU matrices (faster-coco-eval is imported lazily).
+
+    The one override of faster-coco-eval in this project, for speed only: its ``computeIoU``
+    is a Python method called once per (image, category) pair with both truth and
+    predictions (about 33,000 calls, 0.5 to 0.6 s, for the 5,000-image benchmark, where the
+    whole of `evaluate_detections` takes about 1.2 s; see docs/benchmarks.md). `_box_ious`
+    computes the same matrices (bit-identical, tested) in one vectorised pass. Everything
+    else, and every mask IoU, is faster-coco-eval's own.
+    """
     from faster_coco_eval import COCOeval_faster
 
-    class PrecomputedIoU(COCOeval_faster):
+    class GivenBoxIoU(COCOeval_faster):
         """Looks the IoU matrix of each (image, category) up instead of computing it."""
 
-        precomputed: dict[tuple[int, int], np.ndarray] | None = None
+        def __init__(self, *args: Any, ious: dict[tuple[int, int], np.ndarray], **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.given_ious = ious
 
-        def computeIoU(self, imgId: int, catId: int):  # noqa: N802, N803 (faster-coco-eval's names)
-            if self.precomputed is None:
-                return super().computeIoU(imgId, catId)
-            return self.precomputed[int(imgId), int(catId)]
+        def computeIoU(self, imgId: int, catId: int) -> np.ndarray:  # noqa: N802, N803 (faster-coco-eval's names)
+            return self.given_ious[int(imgId), int(catId)]
 
-    return PrecomputedIoU
+    return GivenBoxIoU
 
 
-# --------------------------------------------------------------------------- matching and curves
+# --------------------------------------------------------------------------- matching
 
 
 def _last_best(values: np.ndarray, candidate: np.ndarray, starts: np.ndarray, segment: np.ndarray) -> np.ndarray:
@@ -390,36 +400,6 @@ def _greedy_match(pair: CocoPair, groups: _Groups, ious: np.ndarray, threshold: 
     return truth_row, match_iou
 
 
-def _pr_curves(pair: CocoPair, truth_row: np.ndarray, recall_points: np.ndarray) -> np.ndarray:
-    """COCO's interpolated precision at ``recall_points`` per class over every prediction
-    (pycocotools ``accumulate`` for area "all": predictions of all images in descending score
-    order, ties in stored order; crowd-matched ones count neither way); -1 without truth."""
-    k = pair.n_classes
-    out = np.full((len(recall_points), k), -1.0)
-    npig = np.bincount(pair.truth_class[~pair.truth_crowd], minlength=k)
-    rows = np.arange(len(pair.pred_class))
-    order = np.lexsort((rows, -pair.pred_score.astype(np.float64), pair.pred_class))
-    matched = truth_row[order] >= 0
-    ignored = np.zeros(len(order), bool)
-    ignored[matched] = pair.truth_crowd[truth_row[order][matched]]
-    tps = matched & ~ignored
-    fps = ~matched & ~ignored
-    bounds = np.searchsorted(pair.pred_class[order], np.arange(k + 1), side="left")
-    for c in np.flatnonzero(npig > 0):
-        lo, hi = bounds[c], bounds[c + 1]
-        tp = np.cumsum(tps[lo:hi]).astype(np.float64)
-        fp = np.cumsum(fps[lo:hi]).astype(np.float64)
-        recall = tp / npig[c]
-        precision = tp / (fp + tp + np.spacing(1))
-        precision = np.maximum.accumulate(precision[::-1])[::-1]
-        at = np.searchsorted(recall, recall_points, side="left")
-        inside = at < len(precision)
-        curve = np.zeros(len(recall_points))
-        curve[inside] = precision[at[inside]]
-        out[:, c] = curve
-    return out
-
-
 # --------------------------------------------------------------------------- the run
 
 
@@ -443,8 +423,14 @@ class CocoRun:
 
 
 def _summary(precision: np.ndarray, recall: np.ndarray, params: Any) -> np.ndarray:
-    """pycocotools' ``COCOeval.summarize()`` numbers for detection, read at maxDets 1/10/100."""
-    thrs = params.iouThrs
+    """pycocotools' ``COCOeval.summarize()`` numbers for detection, read at maxDets 1/10/100
+    over COCO's ten IoU thresholds (``precision``/``recall`` hold only those).
+
+    faster-coco-eval's own ``summarize`` cannot serve: it reads AP at the last ``maxDets``
+    (which `run_coco` raises above 100 when an image holds more predictions of one class),
+    averages over every threshold of ``params.iouThrs`` (which may hold the chosen IoU as an
+    eleventh) and lays its numbers out by the area ranges evaluated.
+    """
     labels = list(params.areaRngLbl)
     max_dets = list(params.maxDets)
 
@@ -455,7 +441,7 @@ def _summary(precision: np.ndarray, recall: np.ndarray, params: Any) -> np.ndarr
     def ap(iou_thr: float | None = None, area: str = "all") -> float:
         if area not in labels:
             return float("nan")  # area range not evaluated
-        s = precision if iou_thr is None else precision[np.where(iou_thr == thrs)[0]]
+        s = precision if iou_thr is None else precision[np.flatnonzero(thresholds == iou_thr)]
         return mean(s[:, :, :, labels.index(area), max_dets.index(100)])
 
     def ar(max_det: int = 100, area: str = "all") -> float:
@@ -463,12 +449,26 @@ def _summary(precision: np.ndarray, recall: np.ndarray, params: Any) -> np.ndarr
             return float("nan")
         return mean(recall[:, :, labels.index(area), max_dets.index(max_det)])
 
+    thresholds = np.asarray(params.iouThrs)[: len(precision)]
     return np.array(
         [
             ap(), ap(0.5), ap(0.75), ap(area="small"), ap(area="medium"), ap(area="large"),
             ar(1), ar(10), ar(100), ar(area="small"), ar(area="medium"), ar(area="large"),
         ]
     )
+
+
+def _evaluator(pair: CocoPair, groups: _Groups) -> tuple[Any, np.ndarray | None]:
+    """The ``COCOeval_faster`` of ``pair`` (for boxes given its IoU matrices) and those box IoUs."""
+    if pair.iou_type != "bbox":
+        from faster_coco_eval import COCOeval_faster
+
+        return COCOeval_faster(pair.gt, pair.dt, pair.iou_type, print_function=_quiet), None
+    ious = _box_ious(pair, groups)
+    shapes = zip(groups.iou_start.tolist(), groups.n_dt.tolist(), groups.n_gt.tolist())
+    keys = zip((groups.sample + 1).tolist(), (groups.cls + 1).tolist())
+    given = {key: ious[start : start + d * g].reshape(d, g) for key, (start, d, g) in zip(keys, shapes)}
+    return _box_evaluator_class()(pair.gt, pair.dt, "bbox", print_function=_quiet, ious=given), ious
 
 
 def run_coco(pair: CocoPair, iou: float = 0.5, *, area_ranges: bool = False) -> CocoRun:
@@ -478,36 +478,34 @@ def run_coco(pair: CocoPair, iou: float = 0.5, *, area_ranges: bool = False) -> 
     area "all"; with ``area_ranges`` also on small/medium/large objects, which gives all 12
     summary numbers but costs about 40% more (the C++ evaluation runs once per area range).
     Without it, the area-range numbers (stats 3-5 and 9-11) are NaN and the six others (AP,
-    AP50, AP75, AR1, AR10, AR100) and every per-class AP are the same either way. For boxes
-    it is given IoU matrices computed here in one vectorised
-    pass (bit-identical to COCO's). When an image holds more than 100 predictions of one class
-    the evaluation also runs at that many (an extra ``maxDets`` entry, which leaves the
-    standard numbers unchanged: COCO's greedy matching is prefix-stable), so every prediction
-    is matched.
+    AP50, AP75, AR1, AR10, AR100) and every per-class AP are the same either way. When an
+    image holds more than 100 predictions of one class the evaluation also runs at that many
+    (an extra ``maxDets`` entry, which leaves the standard numbers unchanged: COCO's greedy
+    matching is prefix-stable), so every prediction counts. When ``iou`` is not one of COCO's
+    ten thresholds it is evaluated as an eleventh, left out of the summary and the APs.
 
-    The matches at ``iou`` and the PR curves there are COCO's matching and accumulation redone
-    in NumPy on the same IoU matrices, for area "all" and every prediction. (The run's own
-    ``eval["matched"]`` cannot serve: it is the union over all ten IoU thresholds and four area
-    ranges, keeping the largest IoU per pair, so it does not say which truth a prediction
-    matched at one threshold.)
+    The PR curves at ``iou`` are faster-coco-eval's (its interpolated precision at that
+    threshold, over every prediction). The matches at ``iou`` are COCO's greedy matching
+    redone in NumPy (`_greedy_match`) on the run's own IoU matrices: faster-coco-eval reports
+    matches only as ``eval["matched"]``, the union over all its IoU thresholds and area ranges
+    keeping the largest IoU per pair, which does not say which truth a prediction matched at
+    one threshold; a second evaluation at ``iou`` alone gives them but costs 0.3 to 0.5 s on
+    the benchmark (a quarter to a third of the whole), against about 15 ms here.
     """
     groups = _groups(pair)
     with paused_gc():
-        evaluator = _evaluator_class()(pair.gt, pair.dt, pair.iou_type, print_function=_quiet)
-        ious = None
-        if pair.iou_type == "bbox":
-            ious = _box_ious(pair, groups)
-            shapes = zip(groups.iou_start.tolist(), groups.n_dt.tolist(), groups.n_gt.tolist())
-            evaluator.precomputed = {
-                key: ious[start : start + d * g].reshape(d, g)
-                for key, (start, d, g) in zip(zip((groups.sample + 1).tolist(), (groups.cls + 1).tolist()), shapes)
-            }
+        evaluator, ious = _evaluator(pair, groups)
+        params = evaluator.params
+        standard = len(params.iouThrs)
+        if not np.any(params.iouThrs == iou):
+            params.iouThrs = np.append(params.iouThrs, iou)
+        at_iou = int(np.flatnonzero(params.iouThrs == iou)[0])
         if pair.max_per_image_class > 100:
-            evaluator.params.maxDets = [1, 10, 100, pair.max_per_image_class]
+            params.maxDets = [1, 10, 100, pair.max_per_image_class]
         if not area_ranges:
-            keep = list(evaluator.params.areaRngLbl).index("all")
-            evaluator.params.areaRng = [evaluator.params.areaRng[keep]]
-            evaluator.params.areaRngLbl = ["all"]
+            keep = list(params.areaRngLbl).index("all")
+            params.areaRng = [params.areaRng[keep]]
+            params.areaRngLbl = ["all"]
         evaluator.evaluate()
         evaluator.accumulate()
         if ious is None:  # masks: the IoU matrices faster-coco-eval computed from the RLEs
@@ -516,17 +514,17 @@ def run_coco(pair: CocoPair, iou: float = 0.5, *, area_ranges: bool = False) -> 
                 for key in zip((groups.sample + 1).tolist(), (groups.cls + 1).tolist())
             ]
             ious = np.concatenate(blocks) if blocks else np.zeros(0)
-    result = evaluator.eval
     params = evaluator.params
-    stats = _summary(result["precision"], result["recall"], params)
     all_area = list(params.areaRngLbl).index("all")
-    precision = np.asarray(result["precision"][:, :, :, all_area, params.maxDets.index(100)], dtype=np.float64)
+    precision = np.asarray(evaluator.eval["precision"], dtype=np.float64)[:, :, :, all_area]  # T x R x K x M
+    recall = np.asarray(evaluator.eval["recall"], dtype=np.float64)
+    stats = _summary(evaluator.eval["precision"][:standard], recall[:standard], params)
     truth_row, match_iou = _greedy_match(pair, groups, ious, float(iou))
     return CocoRun(
         stats=stats,
-        precision=precision,
+        precision=precision[:standard, :, :, params.maxDets.index(100)],
         iou=float(iou),
-        curve_precision=_pr_curves(pair, truth_row, np.asarray(params.recThrs, dtype=np.float64)),
+        curve_precision=precision[at_iou, :, :, -1],
         truth_row=truth_row,
         match_iou=match_iou,
     )

@@ -25,8 +25,8 @@ every column above is always present (filled with -1 / "" / None). ``class_ids``
 looked up by label name in ``label_index`` (-1 when absent or no index is given): the store
 keeps label names, not ontology positions.
 
-Masks go through ``faster_coco_eval.core.mask`` (pycocotools' API and RLE format; unlike
-pycocotools it rejects malformed counts and raises no NumPy 2 warnings). It, and OpenCV for
+Masks go through the project's COCO mask codec (`serverless.convert.coco`: `encode_masks`,
+`decode_rle`, `box_mask`; ``faster_coco_eval.core.mask`` underneath). It, and OpenCV for
 rasterizing polygons, are imported only inside the functions that need them.
 """
 
@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from serverless.convert.coco import box_mask, decode_rle, encode_masks
 from serverless.detections import Detections
 from sync.store.errors import StoreError
 from sync.store.records import ANNOTATION_FIELDS, AnnotationIn
@@ -74,18 +75,6 @@ def _optional_ids(column: np.ndarray | None, n: int, name: str) -> list[int | No
     return [None if v < 0 else v for v in column.tolist()]
 
 
-def _encode_masks(masks: np.ndarray) -> list[dict[str, Any]]:
-    from faster_coco_eval.core import mask as mask_util
-
-    if masks.shape[0] == 0:
-        return []
-    stacked = np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8))
-    return [
-        {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
-        for rle in mask_util.encode(stacked)
-    ]
-
-
 def _fields(sample_id: int, det: Detections, with_scores: bool, source: str) -> list[tuple]:
     """Per detection, the `AnnotationIn` fields in declaration order (checked)."""
     if not isinstance(det, Detections):
@@ -115,7 +104,7 @@ def _fields(sample_id: int, det: Detections, with_scores: bool, source: str) -> 
             attributes[i] = dict(value)
     cvat_ids = _optional_ids(data.get("cvat_id"), n, "cvat_id")
     pre_ids = _optional_ids(data.get("pre_annotation_id"), n, "pre_annotation_id")
-    rles = _encode_masks(det.masks) if det.masks is not None else [None] * n
+    rles = encode_masks(det.masks) if det.masks is not None else [None] * n
     polygons: list[tuple | None] = [None] * n
     if det.polygons is not None:
         for i, rings in enumerate(det.polygons):
@@ -235,13 +224,6 @@ def row_values(row: AnnotationIn, where: str) -> tuple:
         return _serialized(fields)
     except (TypeError, ValueError) as err:
         raise StoreError(f"{where}: values must be JSON-serializable: {err}") from err
-
-
-def _box_rle(box: Sequence[float], height: int, width: int) -> dict[str, Any]:
-    from faster_coco_eval.core import mask as mask_util
-
-    x1, y1, x2, y2 = (float(v) for v in box)
-    return mask_util.frPyObjects(np.array([[x1, y1, x2 - x1, y2 - y1]]), height, width)[0]
 
 
 ROW_FIELDS = ("id", *ANNOTATION_FIELDS)
@@ -389,8 +371,6 @@ def _fill_masks(
     """Full-frame masks for rows of which at least one has a mask: stored RLEs decoded;
     polygon rows rasterized (`serverless.convert.polygons.polygons_to_mask`); plain boxes as
     the pixels whose centre lies inside (the COCO box rasterization)."""
-    from faster_coco_eval.core import mask as mask_util
-
     masks = np.zeros((len(rles), height, width), dtype=bool)
     for i, rle in enumerate(rles):
         if rle is not None:
@@ -400,8 +380,8 @@ def _fill_masks(
                     f"annotation {int(ids[i])}: mask size {size} does not match its sample ({height}x{width})"
                 )
             try:
-                masks[i] = mask_util.decode([dict(rle)])[:, :, 0]
-            except (ValueError, TypeError) as err:
+                masks[i] = decode_rle(rle, height, width)
+            except ValueError as err:
                 raise StoreError(f"annotation {int(ids[i])}: malformed mask RLE: {err}") from err
         elif rings[i]:
             from serverless.convert.polygons import polygons_to_mask
@@ -409,7 +389,7 @@ def _fill_masks(
             ring_arrays = [np.asarray(ring, dtype=np.float64).reshape(-1, 2) for ring in rings[i]]
             masks[i] = polygons_to_mask(ring_arrays, height, width)
         else:
-            masks[i] = mask_util.decode([_box_rle(boxes[i], height, width)])[:, :, 0]
+            masks[i] = box_mask(boxes[i], height, width)
     return masks
 
 
