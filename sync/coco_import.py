@@ -12,7 +12,7 @@ images folder and stores the labels as a run of kind ``"import"``:
   none (human truth). The role, file name, counts and label names go into the run's
   ``params``; there is no ontology (labels are the COCO category names).
 - Shapes: a polygon annotation is stored as a ``polygon`` row (its rings, plus the mask
-  pycocotools rasterizes from them), an RLE annotation as a ``mask`` row, an annotation with an
+  COCO's mask code rasterizes from them), an RLE annotation as a ``mask`` row, an annotation with an
   empty ``segmentation`` as a ``rectangle``. ``iscrowd=1`` annotations get the attributes
   ``{"iscrowd": true}``.
 - Every COCO image is covered by the run (an image without annotations is an empty sample).

@@ -9,8 +9,8 @@ Modules:
 - `sync.export.coco`: `export_coco` (one JSON; pycocotools loads it).
 - `sync.export.yolo`: `export_yolo` (``data.yaml``, ``images/``, ``labels/``; ultralytics trains on it).
 
-Importing this package imports neither pycocotools nor OpenCV (they are imported when an
-export runs).
+Importing this package imports neither the COCO mask code (faster-coco-eval) nor OpenCV
+(they are imported when an export runs).
 """
 
 from sync.export.choice import ExportChoice, ExportError, ExportSummary, SampleChoice, choose_runs
