@@ -23,7 +23,7 @@ from cvat_bridge.client import CvatSettings
 from tests.fake_cvat import FakeCvat
 
 ROOT = Path(__file__).resolve().parent.parent
-SAMPLES = ROOT / "samples"
+SAMPLES = ROOT / "serverless" / "samples"
 SDK_IS_217 = cvat_sdk.__version__.startswith("2.17")
 FAKE_VERSION = "2.17" if SDK_IS_217 else "2.54"
 

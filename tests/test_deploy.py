@@ -92,7 +92,7 @@ def test_compose_runs_autolabel_serve_on_cvats_network():
     source, target, mode = volume.rsplit(":", 2)
     assert (target, mode) == ("/config/ontology.yaml", "ro")
     default_source = re.fullmatch(r"\$\{AUTOLABEL_ONTOLOGY_FILE:-(.+)\}", source).group(1)
-    assert (base / default_source).resolve() == ROOT / "samples" / "ontology.yaml"
+    assert (base / default_source).resolve() == (ROOT / "samples" / "ontology.yaml").resolve()
     assert service["networks"]["cvat"]["aliases"] == ["autolabel"]
     network = compose["networks"]["cvat"]
     assert network["external"] is True
