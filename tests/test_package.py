@@ -136,8 +136,8 @@ def tiny_env(installed, tmp_path_factory) -> dict[str, str]:
     directory = tmp_path_factory.mktemp("package-tiny")
     result = _check(installed.run("autolabel", "models", "make-tiny", str(directory)))
     exports = dict(line.removeprefix("export ").split("=", 1) for line in result.stdout.splitlines())
-    assert set(exports) == {"AUTOLABEL_GDINO_MODEL", "AUTOLABEL_SAM_CHECKPOINT", "AUTOLABEL_SAM_MODEL_TYPE"}
-    assert all(Path(value).exists() for value in exports.values())
+    assert all(name.startswith("AUTOLABEL_") for name in exports), exports
+    assert Path(exports["AUTOLABEL_GDINO_MODEL"]).is_dir()
     return exports | {"TINY_DIR": str(directory)}
 
 
