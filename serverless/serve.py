@@ -16,16 +16,23 @@ Ports: the dashboard on ``port``; function *i* (in the order given) on ``port + 
 on an ephemeral port with ``function_ports="ephemeral"``; a port pinned in ``function.yaml``
 (``triggers.*.attributes.port``) always wins.
 
+HTTP: one uvicorn server per port (``http="h11"`` with `serverless.serve_protocol`'s strict
+framing), all on one asyncio loop in a background thread, serving the Starlette apps of
+`serverless.serve_http`. Connections are kept alive (idle ones close after
+`KEEP_ALIVE_SECONDS`); any number of them may be open at once.
+
 Each function runs its requests one at a time on its own worker thread (as Nuclio with
 ``maxWorkers: 1``; the yaml's ``maxWorkers`` is ignored, since workers would share one model
 here); concurrent requests wait in order, up to ``queue_size`` per function (more get 503 with
-``Retry-After``), and connections beyond the running ones wait in a 128-deep listen backlog.
-Each request has ``timeout`` seconds (default: the function's ``spec.eventTimeout``, else 120 s),
-or less when CVAT's ``X-Nuclio-Invoke-Timeout`` says so; at the deadline it is answered 504, and
-a request nobody waits for any more (deadline passed, client gone) never starts. Functions
-initialise one after another at start-up; requests that arrive meanwhile wait for them. See `serve_spec` for the checks
-on ``function.yaml``, `serve_function` for how ``spec.env`` is applied and how handler replies
-are built, `serve_http` for the routes.
+``Retry-After``). Each request has ``timeout`` seconds (default: the function's
+``spec.eventTimeout``, else 120 s), or less when CVAT's ``X-Nuclio-Invoke-Timeout`` says so; at
+the deadline it is answered 504, and a request nobody waits for any more (deadline passed,
+client gone) never starts. Functions initialise one after another at start-up; requests that
+arrive meanwhile wait for them. `FunctionHost.stop` (``autolabel serve`` on SIGTERM or Ctrl-C)
+is graceful: no new connections, idle ones closed, requests in flight answered, then exit. See
+`serve_spec` for the checks on ``function.yaml``, `serve_function` for the worker and the
+replies, `serve_isolation` for how each function gets its own modules and ``spec.env``,
+`serve_http` for the routes.
 
     with FunctionHost(["serverless/functions/grounding-dino"], ServeOptions(port=0)) as host:
         print(host.dashboard_url, host.functions["grounding-dino"].port)
@@ -33,22 +40,32 @@ are built, `serve_http` for the routes.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
 import os
+import socket
 import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any, Self
 
-from serverless.serve_function import DEFAULT_QUEUE_SIZE, EnvApplier, HostedFunction
-from serverless.serve_http import DashboardHandler, FunctionHandler, Listener
+import h11
+import uvicorn
+from starlette.types import ASGIApp
+
+from serverless.serve_function import DEFAULT_QUEUE_SIZE, HostedFunction
+from serverless.serve_http import dashboard_app, function_app
 from serverless.serve_spec import DEFAULT_MAX_BODY_SIZE, ServeError, read_function_dir
 
 __all__ = [
     "DEFAULT_MAX_BODY_SIZE",
     "DEFAULT_QUEUE_SIZE",
+    "KEEP_ALIVE_SECONDS",
+    "SERVER_STACK",
     "FunctionHost",
     "LogFormatter",
     "ServeError",
@@ -59,6 +76,11 @@ __all__ = [
 log = logging.getLogger("autolabel.serve")
 
 PORT_MODES = ("next", "ephemeral")
+KEEP_ALIVE_SECONDS = 75
+"""How long an idle keep-alive connection (or a new one that sends nothing) stays open."""
+_BACKLOG = 128
+SERVER_STACK = f"starlette {version('starlette')} + uvicorn {uvicorn.__version__} (h11 {h11.__version__})"
+"""The HTTP stack under ``autolabel serve``, in words (for logs and benchmarks)."""
 
 
 @dataclass(frozen=True)
@@ -114,9 +136,12 @@ class FunctionHost:
 
     ``FunctionHost(dirs, options)`` reads and checks every ``function.yaml`` (`ServeError` on a
     bad one or on two functions with one name). `start` binds every port (`ServeError` naming
-    the address if one is taken), starts serving and begins loading the functions in the
-    background; `wait_ready` waits for them and raises `ServeError` listing the ones that
-    failed. `stop` closes everything. As a context manager it starts, waits and stops.
+    the address if one is taken), starts one uvicorn server per port on an asyncio loop in a
+    background thread, and begins loading the functions on their workers; `wait_ready` waits
+    for them and raises `ServeError` listing the ones that failed. `stop` shuts down
+    gracefully: the ports stop accepting, idle keep-alive connections close, the requests in
+    flight (queued ones included) are answered, then the workers stop. As a context manager it
+    starts, waits and stops.
     """
 
     def __init__(self, function_dirs: Sequence[str | os.PathLike[str]], options: ServeOptions | None = None) -> None:
@@ -140,24 +165,25 @@ class FunctionHost:
         self.functions: Mapping[str, HostedFunction] = functions
         self.max_body_size = self.options.max_body_size
         self.namespace = self.options.namespace
-        self._env = EnvApplier()
-        self._init_lock = threading.Lock()
-        self._listeners: list[Listener] = []
-        self._threads: list[tuple[Listener, threading.Thread]] = []
-        self._loading: dict[str, Future] = {}
-        self._stopped = threading.Event()
-        self._started = False
         self.dashboard_port = 0
+        self._init_lock = threading.Lock()
+        self._http: _Servers | None = None
+        self._loading: dict[str, Future] = {}
+        self._stop_requested = threading.Event()
+        self._stop_lock = threading.Lock()
+        self._stopped = False
+        self._started = False
 
     # ------------------------------------------------------------- lifecycle
     def start(self) -> FunctionHost:
-        """Bind all ports, serve, and start loading the functions (returns at once)."""
+        """Bind all ports, serve, and start loading the functions (returns once serving)."""
         if self._started:
             raise ServeError("this server has already been started (a stopped server cannot restart)")
         self._started = True
         host, port = self.options.host, self.options.port
+        listeners: list[tuple[socket.socket, ASGIApp]] = []
         try:
-            dashboard = self._bind(host, port, DashboardHandler, None, "the dashboard")
+            listeners.append((_bind(host, port, "the dashboard"), dashboard_app(self)))
             for i, function in enumerate(self.functions.values()):
                 if function.definition.port is not None:
                     wanted = function.definition.port
@@ -165,38 +191,27 @@ class FunctionHost:
                     wanted = port + 1 + i
                 else:
                     wanted = 0
-                listener = self._bind(host, wanted, FunctionHandler, function, f"function {function.name}")
-                function.port = listener.server_port
+                sock = _bind(host, wanted, f"function {function.name}")
+                listeners.append((sock, function_app(self, function)))
+                function.port = sock.getsockname()[1]
         except ServeError:
-            self._close_listeners()
+            for sock, _ in listeners:
+                sock.close()
             raise
-        self.dashboard_port = dashboard.server_port
-        for listener in self._listeners:
-            thread = threading.Thread(
-                target=listener.serve_forever,
-                kwargs={"poll_interval": 0.2},
-                name=f"serve-{listener.server_port}",
-                daemon=True,
-            )
-            thread.start()
-            self._threads.append((listener, thread))
+        self.dashboard_port = listeners[0][0].getsockname()[1]
+        grace = max(fn.timeout for fn in self.functions.values()) + 5  # every request has met its deadline
+        self._http = _Servers(listeners, grace)
+        self._http.start()
         for name, function in self.functions.items():
-            self._loading[name] = function.start_loading(self._init_lock, self._env)
+            self._loading[name] = function.start_loading(self._init_lock)
         log.info(
-            "dashboard on %s:%d; %s",
+            "dashboard on %s:%d; %s (%s)",
             host,
             self.dashboard_port,
             ", ".join(f"{fn.name} on {fn.port}" for fn in self.functions.values()),
+            SERVER_STACK,
         )
         return self
-
-    def _bind(self, host: str, port: int, handler: Any, function: HostedFunction | None, what: str) -> Listener:
-        try:
-            listener = Listener((host, port), handler, app=self, function=function)
-        except OSError as err:
-            raise ServeError(f"cannot listen on {host}:{port} for {what}: {err.strerror or err}") from err
-        self._listeners.append(listener)
-        return listener
 
     def wait_ready(self, timeout: float | None = None) -> None:
         """Wait until every function has run ``init_context``; `ServeError` lists failures."""
@@ -211,27 +226,27 @@ class FunctionHost:
         if failures:
             raise ServeError("; ".join(failures))
 
+    def request_stop(self) -> None:
+        """Make `serve_forever` return (thread-safe; `stop` does the stopping)."""
+        self._stop_requested.set()
+
     def serve_forever(self) -> None:
-        """Block until `stop` is called (from another thread) or the process is interrupted."""
-        self._stopped.wait()
+        """Block until `request_stop` or `stop` is called (from another thread)."""
+        self._stop_requested.wait()
 
-    def stop(self) -> None:
-        """Stop listening, stop every function's worker and remove the ``spec.env`` variables
-        this server set (idempotent)."""
-        self._stopped.set()
-        self._close_listeners()
-        for function in self.functions.values():
-            function.close()
-        self._env.restore()
-
-    def _close_listeners(self) -> None:
-        for listener, thread in self._threads:
-            listener.shutdown()  # returns once its serve_forever loop has ended
-            thread.join(timeout=5)
-        for listener in self._listeners:
-            listener.server_close()
-        self._listeners.clear()
-        self._threads.clear()
+    def stop(self, *, force: bool = False) -> None:
+        """Stop gracefully (idempotent): stop accepting, close idle connections, answer the
+        requests in flight, then stop every function's worker. ``force``: abandon the
+        requests in flight instead of waiting for them."""
+        self._stop_requested.set()
+        with self._stop_lock:
+            if self._http is not None:
+                self._http.stop(force=force)
+            if self._stopped:
+                return
+            self._stopped = True
+            for function in self.functions.values():
+                function.close()
 
     def __enter__(self) -> Self:
         self.start()
@@ -262,9 +277,95 @@ class FunctionHost:
         functions = {name: fn.health() for name, fn in self.functions.items()}
         states = {entry["state"] for entry in functions.values()}
         status = "ok" if states == {"ready"} else ("error" if "error" in states else "starting")
-        if self._stopped.is_set():
+        if self._stop_requested.is_set():
             status = "stopping"
         return (200 if status == "ok" else 503), {"status": status, "functions": functions}
+
+
+def _bind(host: str, port: int, what: str) -> socket.socket:
+    """A listening TCP socket on ``host:port``; `ServeError` naming the address if it is taken."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(_BACKLOG)
+    except OSError as err:
+        sock.close()
+        raise ServeError(f"cannot listen on {host}:{port} for {what}: {err.strerror or err}") from err
+    return sock
+
+
+class _Servers:
+    """One uvicorn server per listening socket, all on one asyncio loop in a background thread."""
+
+    def __init__(self, listeners: Sequence[tuple[socket.socket, ASGIApp]], grace: float) -> None:
+        from serverless.serve_protocol import MAX_HEAD, StrictH11Protocol
+
+        self._listeners = list(listeners)
+        self._servers = [
+            uvicorn.Server(
+                uvicorn.Config(
+                    app,
+                    http=StrictH11Protocol,  # uvicorn's h11 protocol, with our framing rules
+                    ws="none",
+                    lifespan="off",
+                    interface="asgi3",
+                    log_config=None,
+                    access_log=False,  # RequestLog writes one line per request
+                    proxy_headers=False,
+                    server_header=False,
+                    headers=[("server", "autolabel-serve")],
+                    backlog=_BACKLOG,
+                    timeout_keep_alive=KEEP_ALIVE_SECONDS,
+                    timeout_graceful_shutdown=math.ceil(grace),
+                    h11_max_incomplete_event_size=MAX_HEAD,
+                )
+            )
+            for _, app in self._listeners
+        ]
+        self._thread = threading.Thread(target=self._run, name="serve-http", daemon=True)
+        self._serving = threading.Event()
+        self._failure: BaseException | None = None
+
+    def start(self) -> None:
+        self._thread.start()
+        self._serving.wait()
+        if self._failure is not None:
+            raise ServeError(f"the HTTP servers did not start: {self._failure}") from self._failure
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._serve())
+        except BaseException as err:  # noqa: BLE001 - reported by start (or logged once serving)
+            self._failure = err
+            if self._serving.is_set():
+                log.error("the HTTP servers stopped: %s", err)
+        finally:
+            self._serving.set()
+            for sock, _ in self._listeners:
+                sock.close()
+
+    async def _serve(self) -> None:
+        tasks = [
+            asyncio.create_task(server.serve(sockets=[sock]))
+            for server, (sock, _) in zip(self._servers, self._listeners, strict=True)
+        ]
+        while not all(server.started for server in self._servers):
+            done = [task for task in tasks if task.done()]
+            if done:
+                done[0].result()  # a server failed to start: raise its error
+                raise RuntimeError("a server ended before it started")
+            await asyncio.sleep(0.005)
+        self._serving.set()
+        await asyncio.gather(*tasks)
+
+    def stop(self, *, force: bool = False) -> None:
+        """Ask every server to shut down and wait for them (see `FunctionHost.stop`)."""
+        for server in self._servers:
+            server.should_exit = True
+            server.force_exit = server.force_exit or force
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=10 if force else None)
 
 
 def load_function_dirs(paths: Sequence[Path]) -> list[Path]:

@@ -2,12 +2,14 @@
 
 A function directory holds ``function.yaml`` (Nuclio format; read by
 `serverless.serve_spec.read_function_dir`) and the handler module (``main.py`` for
-``spec.handler: main:handler``). `HostedFunction` imports the module (under a unique name, with
-the directory on ``sys.path`` meanwhile), runs ``init_context`` once and then calls
-``handler(context, event)`` per request, on **one worker thread per function**. Replies are
-built the way the Nuclio Python runtime builds them (`nuclio_sdk.Response.from_entrypoint_output`).
+``spec.handler: main:handler``). `HostedFunction` loads the module from its file with importlib,
+in a module namespace of its own (`serverless.serve_isolation.FunctionModules`: sibling modules
+such as ``model_handler.py`` are found without ``sys.path``), runs ``init_context`` once and
+then calls ``handler(context, event)`` per request, on **one worker thread per function** (one
+model per function, as Nuclio with ``maxWorkers: 1``). Replies are built the way the Nuclio
+Python runtime builds them (`nuclio_sdk.Response.from_entrypoint_output`).
 
-Bounds on the work one request can cause (`HostedFunction.invoke`):
+Bounds on the work one request can cause (`HostedFunction.invoke_async`, `HostedFunction.invoke`):
 
 - **Queue**: requests wait in order behind the running one; when ``queue_size`` are already
   waiting, a new one is answered 503 with ``Retry-After`` at once.
@@ -19,12 +21,13 @@ Bounds on the work one request can cause (`HostedFunction.invoke`):
 - **Abandoned requests**: when the caller's connection closes while its request waits, the
   request is dropped from the queue without running (and a running one is told to stop).
 
-Environment: ``spec.env`` is applied to ``os.environ`` before ``init_context``, except for
-variables that were already set when the host was created, so a developer's exports (e.g.
-``AUTOLABEL_GDINO_MODEL``) win over the yaml. All functions share one process and one
-environment: when two functions set the same variable to different values, each
-``init_context`` sees its own value (they run one after another) and a warning is logged;
-afterwards the last value stays.
+Environment: each function gets ``spec.env`` without the process environment changing. Its own
+modules see ``os.environ``/``os.getenv`` as the process environment with ``spec.env`` laid over
+it, except for variables the process already had when the host was created, so a developer's
+exports (e.g. ``AUTOLABEL_GDINO_MODEL``) win over the yaml; the model loader reads the same view
+through `function_environ`. Two functions may set one variable to different values: each sees
+its own. Libraries that read the process environment themselves do not see ``spec.env`` (see
+`serverless.serve_isolation`).
 """
 
 from __future__ import annotations
@@ -32,35 +35,32 @@ from __future__ import annotations
 import asyncio
 import base64
 import copy
-import importlib.util
 import inspect
 import json
 import logging
 import math
 import os
-import re
-import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
+from serverless.serve_isolation import FunctionEnviron, FunctionModules
 from serverless.serve_spec import DEFAULT_TIMEOUT, FunctionDefinition, ServeError, parse_duration
 
 __all__ = [
     "DEFAULT_QUEUE_SIZE",
     "ClientGone",
-    "EnvApplier",
     "HostedFunction",
     "Reply",
     "cancellation_scope",
     "error_reply",
+    "function_environ",
     "json_reply",
     "reply_from_output",
     "request_cancelled",
@@ -69,8 +69,10 @@ __all__ = [
 DEFAULT_QUEUE_SIZE = 16
 """Requests that may wait per function behind the running one before new ones get 503."""
 
-_POLL_SECONDS = 0.2  # how often a waiting request checks its deadline and its client
 _CANCELLED: ContextVar[threading.Event | None] = ContextVar("autolabel_request_cancelled", default=None)
+_ENVIRON: ContextVar[Mapping[str, str] | None] = ContextVar("autolabel_function_environ", default=None)
+
+log = logging.getLogger("autolabel.serve")
 
 
 def request_cancelled() -> bool:
@@ -79,6 +81,14 @@ def request_cancelled() -> bool:
     its reply. Always False outside ``autolabel serve`` (e.g. under Nuclio)."""
     flag = _CANCELLED.get()
     return flag is not None and flag.is_set()
+
+
+def function_environ() -> Mapping[str, str]:
+    """The environment of the function whose ``init_context`` or handler is running: under
+    ``autolabel serve`` the process environment with the function's ``spec.env`` over it,
+    elsewhere (under Nuclio, where ``spec.env`` is the process environment) ``os.environ``."""
+    environ = _ENVIRON.get()
+    return os.environ if environ is None else environ
 
 
 @contextmanager
@@ -92,10 +102,18 @@ def cancellation_scope(cancelled: threading.Event) -> Iterator[None]:
         _CANCELLED.reset(token)
 
 
+@contextmanager
+def _environ_scope(environ: Mapping[str, str]) -> Iterator[None]:
+    token = _ENVIRON.set(environ)
+    try:
+        yield
+    finally:
+        _ENVIRON.reset(token)
+
+
 class ClientGone(Exception):
     """The caller closed its connection while its request waited; the request was dropped."""
 
-log = logging.getLogger("autolabel.serve")
 
 _HOP_HEADERS = {"content-length", "content-type", "transfer-encoding", "connection", "keep-alive"}
 
@@ -160,66 +178,11 @@ def reply_from_output(output: Any) -> Reply:
     return Reply(status, str(response["content_type"] or "text/plain"), body, headers)
 
 
-# --------------------------------------------------------------------------- environment
-
-
-class EnvApplier:
-    """Applies each function's ``spec.env`` before its ``init_context``; variables set before
-    the host started (the developer's exports) are never changed."""
-
-    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
-        self._original = frozenset(os.environ if environ is None else environ)
-        self._set_by: dict[str, tuple[str, str]] = {}
-
-    def apply(self, definition: FunctionDefinition) -> None:
-        for name, value in definition.env:
-            if name in self._original:
-                log.info("function %s: %s kept from the environment (spec.env not applied)", definition.name, name)
-                continue
-            previous = self._set_by.get(name)
-            if previous is not None and previous[1] != value:
-                log.warning(
-                    "function %s sets %s differently from function %s; one process has one environment, "
-                    "so the last value stays after start-up",
-                    definition.name,
-                    name,
-                    previous[0],
-                )
-            os.environ[name] = value
-            self._set_by[name] = (definition.name, value)
-
-    def restore(self) -> None:
-        """Remove the variables `apply` set (for in-process use: tests, benchmarks)."""
-        for name in self._set_by:
-            os.environ.pop(name, None)
-        self._set_by.clear()
-
-
 # --------------------------------------------------------------------------- hosting
 
 
 def _run_maybe_async(value: Any) -> Any:
     return asyncio.run(value) if inspect.iscoroutine(value) else value
-
-
-@contextmanager
-def _import_scope(directory: Path) -> Iterator[None]:
-    """``directory`` on ``sys.path`` while the function is imported and initialised; sibling
-    modules it imported are then dropped from ``sys.modules`` (the function keeps its
-    references), so two functions may each have a ``model_handler.py``."""
-    before = set(sys.modules)
-    sys.path.insert(0, str(directory))
-    try:
-        yield
-    finally:
-        try:
-            sys.path.remove(str(directory))
-        except ValueError:
-            pass
-        for module_name in set(sys.modules) - before:
-            module_file = getattr(sys.modules[module_name], "__file__", None)
-            if module_file and Path(module_file).resolve().is_relative_to(directory):
-                sys.modules.pop(module_name, None)
 
 
 def _short(err: BaseException) -> str:
@@ -241,15 +204,24 @@ class _Counters:
 
 @dataclass(frozen=True)
 class _Request:
-    body: Any
+    body: bytes
     content_type: str
     method: str
     path: str
     headers: Mapping[str, str]
     query: Mapping[str, str]
     url: str | None
-    size: int
     cancelled: threading.Event
+
+
+@dataclass(frozen=True)
+class _Admitted:
+    """A request handed to the worker: its future, and until when its caller waits."""
+
+    future: Future
+    request: _Request
+    deadline: float
+    limit: float
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:
@@ -264,6 +236,17 @@ def _decode_json_body(body: bytes) -> Any:
         return json.loads(body)
     except (UnicodeDecodeError, ValueError, RecursionError):
         return body
+
+
+def own_environment(definition: FunctionDefinition, process: Mapping[str, str]) -> dict[str, str]:
+    """The ``spec.env`` variables that apply: those ``process`` does not set already."""
+    own: dict[str, str] = {}
+    for name, value in definition.env:
+        if name in process:
+            log.info("function %s: %s kept from the environment (spec.env not applied)", definition.name, name)
+        else:
+            own[name] = value
+    return own
 
 
 class HostedFunction:
@@ -288,9 +271,12 @@ class HostedFunction:
         """Seconds a request may take from its arrival: ``timeout`` given by the host
         (``autolabel serve --timeout``), else ``spec.eventTimeout``, else `DEFAULT_TIMEOUT`."""
         self.queue_size = queue_size
+        self.environ = FunctionEnviron(own_environment(definition, os.environ))
+        """What the function's code sees as ``os.environ`` (`function_environ` for the loader)."""
         self.port: int | None = None
         self.state = "deploying"
         self.message = ""
+        self._modules: FunctionModules | None = None
         self._handler: Any = None
         self._context: Any = None
         self._counters = _Counters()
@@ -307,17 +293,18 @@ class HostedFunction:
         return self._context
 
     # ------------------------------------------------------------- loading
-    def start_loading(self, init_lock: threading.Lock, env: EnvApplier) -> Future:
+    def start_loading(self, init_lock: threading.Lock) -> Future:
         """Queue the import and ``init_context`` on the worker (so requests wait behind it).
-        ``init_lock`` makes functions initialise one at a time (environment, ``sys.path``)."""
-        return self._worker.submit(self._load, init_lock, env)
+        ``init_lock`` makes functions initialise one at a time (models shared through the
+        load-once registry load once; memory peaks do not add up)."""
+        return self._worker.submit(self._load, init_lock)
 
-    def _load(self, init_lock: threading.Lock, env: EnvApplier) -> None:
+    def _load(self, init_lock: threading.Lock) -> None:
         with init_lock:
             began = time.perf_counter()
             try:
-                env.apply(self.definition)
-                self._handler, self._context = self._import_and_init()
+                with _environ_scope(self.environ):
+                    self._handler, self._context = self._import_and_init()
             except ServeError as err:
                 self.state, self.message = "error", str(err)
                 raise
@@ -331,60 +318,44 @@ class HostedFunction:
         import nuclio_sdk
 
         d = self.definition
-        module_name = "_autolabel_function_" + re.sub(r"\W", "_", f"{d.name}_{d.handler_module}")
-        with _import_scope(d.directory):
+        self._modules = FunctionModules(d.name, d.directory, self.environ)
+        try:
+            module = self._modules.load(d.handler_module)
+        except Exception as err:  # any error in user code becomes a ServeError
+            log.exception("function %s: importing %s failed", d.name, d.module_file)
+            raise ServeError(f"function {d.name}: importing {d.module_file} failed: {_short(err)}") from err
+        handler = getattr(module, d.handler_name, None)
+        if not callable(handler):
+            raise ServeError(f"function {d.name}: {d.module_file} defines no function {d.handler_name!r}")
+        context = nuclio_sdk.Context(
+            logger=nuclio_sdk.Logger(logging.INFO, name=f"autolabel.serve.fn.{d.name}"),
+            platform=nuclio_sdk.Platform("local", namespace=self.namespace),
+            worker_id=0,
+            trigger=nuclio_sdk.TriggerInfo("http", "myHttpTrigger"),
+        )
+        init = getattr(module, "init_context", None)
+        if callable(init):
             try:
-                spec = importlib.util.spec_from_file_location(module_name, d.module_file)
-                if spec is None or spec.loader is None:
-                    raise ServeError(f"function {d.name}: cannot import {d.module_file}")
-                module = importlib.util.module_from_spec(spec)
-                sys.modules[module_name] = module
-                spec.loader.exec_module(module)
-            except ServeError:
-                raise
-            except Exception as err:  # any error in user code becomes a ServeError
-                log.exception("function %s: importing %s failed", d.name, d.module_file)
-                raise ServeError(f"function {d.name}: importing {d.module_file} failed: {_short(err)}") from err
-            handler = getattr(module, d.handler_name, None)
-            if not callable(handler):
-                raise ServeError(f"function {d.name}: {d.module_file} defines no function {d.handler_name!r}")
-            context = nuclio_sdk.Context(
-                logger=nuclio_sdk.Logger(logging.INFO, name=f"autolabel.serve.fn.{d.name}"),
-                platform=nuclio_sdk.Platform("local", namespace=self.namespace),
-                worker_id=0,
-                trigger=nuclio_sdk.TriggerInfo("http", "myHttpTrigger"),
-            )
-            init = getattr(module, "init_context", None)
-            if callable(init):
-                try:
-                    _run_maybe_async(init(context))
-                except Exception as err:  # user code
-                    log.exception("function %s: init_context failed", d.name)
-                    raise ServeError(f"function {d.name}: init_context failed: {_short(err)}") from err
+                _run_maybe_async(init(context))
+            except Exception as err:  # user code
+                log.exception("function %s: init_context failed", d.name)
+                raise ServeError(f"function {d.name}: init_context failed: {_short(err)}") from err
         return handler, context
 
     # ------------------------------------------------------------- serving
     def max_body_size(self, default: int) -> int:
         return self.definition.max_body_size or default
 
-    def invoke(
+    def _admit(
         self,
-        *,
         body: bytes,
         method: str,
         path: str,
         headers: Mapping[str, str],
-        query: Mapping[str, str] | None = None,
-        url: str | None = None,
-        client_gone: Callable[[], bool] | None = None,
-    ) -> Reply:
-        """Run the handler for one request (queued behind earlier ones) and build the reply.
-
-        503 (with ``Retry-After``) when `queue_size` requests already wait; 504 at the
-        deadline (`timeout`, or the ``X-Nuclio-Invoke-Timeout`` header when shorter); 400 for
-        a malformed ``X-Nuclio-Invoke-Timeout``. ``client_gone`` is polled while the request
-        waits: when it turns true the request is dropped and `ClientGone` is raised.
-        """
+        query: Mapping[str, str] | None,
+        url: str | None,
+    ) -> _Admitted | Reply:
+        """Queue the request on the worker, or the reply that refuses it (503, 400)."""
         began = time.monotonic()
         if self.state == "error":
             return error_reply(503, f"function {self.name} is not available: {self.message}")
@@ -395,24 +366,79 @@ class HostedFunction:
                 limit = min(limit, parse_duration(asked))
             except ValueError as err:
                 return error_reply(400, f"X-Nuclio-Invoke-Timeout: {err}")
-        content_type = _header(headers, "content-type") or ""
         with self._counters.lock:
             if self._counters.queued >= self.queue_size:
                 self._counters.rejected += 1
                 return self._queue_full()
             self._counters.queued += 1
-        # Exactly application/json is decoded before the handler, as the Nuclio runtime does.
-        decoded = _decode_json_body(body) if content_type == "application/json" else body
-        request = _Request(
-            decoded, content_type, method, path, headers, dict(query or {}), url, len(body), threading.Event()
-        )
+        content_type = _header(headers, "content-type") or ""
+        request = _Request(body, content_type, method, path, headers, dict(query or {}), url, threading.Event())
         try:
             future = self._worker.submit(self._call, request)
         except RuntimeError:
             with self._counters.lock:
                 self._counters.queued -= 1
             return error_reply(503, f"function {self.name} is shutting down")
-        return self._wait(future, request, began + limit, limit, client_gone)
+        return _Admitted(future, request, began + limit, limit)
+
+    def invoke(
+        self,
+        *,
+        body: bytes,
+        method: str,
+        path: str,
+        headers: Mapping[str, str],
+        query: Mapping[str, str] | None = None,
+        url: str | None = None,
+    ) -> Reply:
+        """Run the handler for one request and wait for its reply, from a thread (in-process
+        callers such as ``bench/serve.py``); the same queue and limits as `invoke_async`."""
+        admitted = self._admit(body, method, path, headers, query, url)
+        if isinstance(admitted, Reply):
+            return admitted
+        try:
+            return admitted.future.result(timeout=max(0.0, admitted.deadline - time.monotonic()))
+        except TimeoutError:
+            return self._timed_out(admitted)
+        except CancelledError:
+            return error_reply(503, f"function {self.name} stopped before running this request")
+
+    async def invoke_async(
+        self,
+        *,
+        body: bytes,
+        method: str,
+        path: str,
+        headers: Mapping[str, str],
+        query: Mapping[str, str] | None = None,
+        url: str | None = None,
+        client_gone: asyncio.Future[Any] | None = None,
+    ) -> Reply:
+        """Run the handler for one request (queued behind earlier ones) and build the reply.
+
+        503 (with ``Retry-After``) when `queue_size` requests already wait; 504 at the
+        deadline (`timeout`, or the ``X-Nuclio-Invoke-Timeout`` header when shorter); 400 for
+        a malformed ``X-Nuclio-Invoke-Timeout``. When ``client_gone`` (a future that completes
+        when the caller hangs up) completes first, the request is dropped and `ClientGone` is
+        raised.
+        """
+        admitted = self._admit(body, method, path, headers, query, url)
+        if isinstance(admitted, Reply):
+            return admitted
+        reply = asyncio.wrap_future(admitted.future)
+        watched = {reply} if client_gone is None else {reply, client_gone}
+        left = max(0.0, admitted.deadline - time.monotonic())
+        done, _ = await asyncio.wait(watched, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+        if reply in done:
+            try:
+                return reply.result()
+            except asyncio.CancelledError:
+                return error_reply(503, f"function {self.name} stopped before running this request")
+        reply.cancel()  # the worker's result goes nowhere
+        if client_gone is not None and client_gone in done:
+            self._give_up(admitted, timed_out=False)
+            raise ClientGone(f"function {self.name}: the client left while its request waited")
+        return self._timed_out(admitted)
 
     def _queue_full(self) -> Reply:
         waiting = self._counters.queued
@@ -424,40 +450,21 @@ class HostedFunction:
         )
         return Reply(reply.status, reply.content_type, reply.body, (("Retry-After", str(retry)),))
 
-    def _wait(
-        self,
-        future: Future,
-        request: _Request,
-        deadline: float,
-        limit: float,
-        client_gone: Callable[[], bool] | None,
-    ) -> Reply:
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                ran = self._give_up(future, request, timed_out=True)
-                log.warning("function %s: request %s its deadline of %g s", self.name,
-                            "still running at" if ran else "dropped at", limit)
-                return error_reply(
-                    504,
-                    f"function {self.name} did not answer within {limit:g} s (autolabel serve --timeout, "
-                    "spec.eventTimeout in function.yaml, or the request's X-Nuclio-Invoke-Timeout)",
-                )
-            try:
-                return future.result(timeout=min(left, _POLL_SECONDS))
-            except TimeoutError:
-                pass
-            except CancelledError:
-                return error_reply(503, f"function {self.name} stopped before running this request")
-            if client_gone is not None and client_gone():
-                self._give_up(future, request, timed_out=False)
-                raise ClientGone(f"function {self.name}: the client left while its request waited")
+    def _timed_out(self, admitted: _Admitted) -> Reply:
+        ran = self._give_up(admitted, timed_out=True)
+        log.warning("function %s: request %s its deadline of %g s", self.name,
+                    "still running at" if ran else "dropped at", admitted.limit)
+        return error_reply(
+            504,
+            f"function {self.name} did not answer within {admitted.limit:g} s (autolabel serve --timeout, "
+            "spec.eventTimeout in function.yaml, or the request's X-Nuclio-Invoke-Timeout)",
+        )
 
-    def _give_up(self, future: Future, request: _Request, *, timed_out: bool) -> bool:
+    def _give_up(self, admitted: _Admitted, *, timed_out: bool) -> bool:
         """Nobody will read this request's reply: drop it if it has not started, else tell the
         running handler (`request_cancelled`). True when it was already running."""
-        request.cancelled.set()
-        dropped = future.cancel()
+        admitted.request.cancelled.set()
+        dropped = admitted.future.cancel()
         with self._counters.lock:
             if dropped:
                 self._counters.queued -= 1
@@ -474,7 +481,7 @@ class HostedFunction:
             return error_reply(503, f"function {self.name} is not available: {self.message or self.state}")
         began = time.perf_counter()
         try:
-            with cancellation_scope(request.cancelled):
+            with cancellation_scope(request.cancelled), _environ_scope(self.environ):
                 reply = self._run_handler(request)
         finally:
             with self._counters.lock:
@@ -490,8 +497,10 @@ class HostedFunction:
     def _run_handler(self, request: _Request) -> Reply:
         import nuclio_sdk
 
+        # Exactly application/json is decoded before the handler, as the Nuclio runtime does.
+        body = _decode_json_body(request.body) if request.content_type == "application/json" else request.body
         event = nuclio_sdk.Event(
-            body=request.body,
+            body=body,
             content_type=request.content_type,
             trigger=nuclio_sdk.TriggerInfo("http", "myHttpTrigger"),
             fields=dict(request.query),
@@ -499,7 +508,7 @@ class HostedFunction:
             _id=str(uuid.uuid4()),
             method=request.method,
             path=request.path,
-            size=request.size,
+            size=len(request.body),
             timestamp=time.time(),
             url=request.url,
         )
@@ -552,7 +561,10 @@ class HostedFunction:
         }
 
     def close(self) -> None:
-        """Stop accepting work; queued requests are answered 503 after the current one."""
+        """Stop accepting work (queued requests are answered 503 after the current one) and
+        forget the function's modules."""
         self.state = "error" if self.state == "error" else "stopped"
         self.message = self.message or "server stopped"
         self._worker.shutdown(wait=False, cancel_futures=True)
+        if self._modules is not None:
+            self._modules.unload()

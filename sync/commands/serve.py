@@ -107,7 +107,7 @@ def print_banner(host, console: Console) -> None:
         )
     if ModelSettings.from_env().tiny:
         console.print("[bold red]TINY RANDOM MODELS IN USE: every box, mask and score is meaningless.[/]")
-    console.print("Ctrl-C stops the server.")
+    console.print("Ctrl-C (or SIGTERM) stops the server once the requests in flight are answered.")
 
 
 def serve(
@@ -147,8 +147,9 @@ def serve(
     --port and direct invocation (POST /) on one port per function; GET /healthz reports each
     function's state. Each model loads once; requests to a function queue and run one at a time,
     each within --timeout; a request whose client has hung up is dropped before it runs.
-    spec.env from function.yaml is applied only to variables not already set, so your
-    AUTOLABEL_* exports win.
+    Each function sees its spec.env from function.yaml, except variables you exported (your
+    AUTOLABEL_* exports win); the process environment is not changed. SIGTERM or Ctrl-C stops
+    gracefully: the requests in flight are answered first (Ctrl-C again abandons them).
     """
     from serverless.serve import ServeOptions
 
@@ -180,8 +181,11 @@ def _run(function_dirs: list[Path], options) -> None:
     except ServeError as error:
         _fail(str(error))
     in_main_thread = threading.current_thread() is threading.main_thread()
-    if in_main_thread:  # SIGTERM (docker stop, systemd) stops as cleanly as Ctrl-C
-        previous = signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.stop, daemon=True).start())
+    if in_main_thread:  # SIGTERM (docker stop, systemd) stops as gracefully as Ctrl-C
+        previous = signal.signal(
+            signal.SIGTERM, lambda *_: threading.Thread(target=server.request_stop, daemon=True).start()
+        )
+    serving = False
     try:
         try:
             server.wait_ready()
@@ -189,13 +193,27 @@ def _run(function_dirs: list[Path], options) -> None:
             server.stop()
             _fail(str(error))
         print_banner(server, err)
+        serving = True
         server.serve_forever()
     except KeyboardInterrupt:
-        err.print("stopping")
+        pass
     finally:
-        server.stop()
+        _stop(server, serving)
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _stop(server, serving: bool) -> None:
+    """Stop gracefully; a Ctrl-C meanwhile abandons the requests still in flight."""
+    if serving:
+        err.print("stopping: answering the requests in flight (Ctrl-C again abandons them)")
+    try:
+        server.stop()
+    except KeyboardInterrupt:
+        err.print("abandoning the requests in flight")
+        server.stop(force=True)
+    if serving:
+        err.print("stopped")
 
 
 def register(app: typer.Typer) -> None:
