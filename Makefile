@@ -20,9 +20,12 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/autolabel demo
 
-# The whole suite with the venv's cvat-sdk (fake CVAT 2.54), then the bridge tests again with
-# the oldest supported cvat-sdk (2.17, fake CVAT 2.17), installed beside the venv.
+# The whole suite with the venv's cvat-sdk (the newest the index serves, since pyproject allows
+# every 2.x from 2.17; fake CVAT 2.54), then the bridge tests again with the oldest supported
+# cvat-sdk (2.17, fake CVAT 2.17), installed beside the venv. tests/test_package.py builds the
+# wheel and runs the installed package from a temporary venv.
 test: $(STAMP) $(SDK217)
+	@$(PY) -c 'import cvat_sdk; print("cvat-sdk", cvat_sdk.__version__)'
 	$(OFFLINE) $(PY) -m pytest -q
 	$(MAKE) --no-print-directory test-sdk217
 
@@ -31,6 +34,7 @@ $(SDK217): $(STAMP)
 	PYTHON=$(PY) bash tests/sdk217/install.sh
 
 test-sdk217: $(STAMP) $(SDK217)
+	@PYTHONPATH=.cache/sdk-2.17 $(PY) -c 'import cvat_sdk; print("cvat-sdk", cvat_sdk.__version__)'
 	PYTHONPATH=.cache/sdk-2.17 $(OFFLINE) $(PY) -m pytest -q tests/sdk217 tests/test_bridge_loop.py \
 	  tests/test_bridge_faults.py tests/test_bridge_credentials.py tests/test_cli_cvat.py tests/test_fake_cvat.py \
 	  tests/test_eval_delivered.py tests/test_bridge_tls.py tests/test_label_changes.py

@@ -33,6 +33,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from packaging.requirements import Requirement
+from packaging.version import Version
 from PIL import Image
 
 from tests.conftest import ROOT
@@ -263,6 +267,44 @@ def test_every_checked_in_function_main_runs_installed(installed, tiny_env):
     assert sorted(answers) == expected
     assert all(status == 200 for _, status, _ in answers.values()), answers
     assert all(body == ("list" if kind == "detector" else "dict") for kind, _, body in answers.values()), answers
+
+
+# -------------------------------------------------------------------------- cvat-sdk versions
+def _requirements() -> dict[str, Requirement]:
+    """cvat-sdk and cvat-cli as pyproject.toml requires them (dependencies and extras)."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    listed = [*project["dependencies"], *(r for extra in project["optional-dependencies"].values() for r in extra)]
+    found = {req.name: req for req in map(Requirement, listed) if req.name in ("cvat-sdk", "cvat-cli")}
+    assert set(found) == {"cvat-sdk", "cvat-cli"}
+    return found
+
+
+@given(minor=st.integers(17, 999), patch=st.integers(0, 20))
+def test_every_cvat_sdk_2x_from_2_17_is_accepted(minor, patch):
+    """No cap below the next major version: CVAT 2.84 (published) and any later 2.x release
+    can be used with the SDK of its own minor version."""
+    for requirement in _requirements().values():
+        assert requirement.specifier.contains(Version(f"2.{minor}.{patch}"))
+
+
+@given(version=st.one_of(
+    st.builds("2.{}.{}".format, st.integers(0, 16), st.integers(0, 20)),
+    st.builds("{}.{}.0".format, st.integers(3, 9), st.integers(0, 99)),
+    st.builds("1.{}.0".format, st.integers(0, 99)),
+))
+def test_cvat_sdk_before_2_17_or_after_2x_is_refused(version):
+    for requirement in _requirements().values():
+        assert not requirement.specifier.contains(Version(version))
+
+
+def test_the_wheel_declares_the_same_cvat_sdk_range(installed):
+    with zipfile.ZipFile(installed.wheel) as wheel:
+        (metadata,) = [n for n in wheel.namelist() if n.endswith(".dist-info/METADATA")]
+        lines = wheel.read(metadata).decode().splitlines()
+    declared = [Requirement(line.removeprefix("Requires-Dist: ")) for line in lines if line.startswith("Requires-Dist:")]
+    sdk = {str(req.specifier) for req in declared if req.name == "cvat-sdk"}
+    assert sdk == {str(_requirements()["cvat-sdk"].specifier)}
+    assert Version("2.84.0") in _requirements()["cvat-sdk"].specifier
 
 
 # ------------------------------------------------------------------------------------- helpers
