@@ -20,12 +20,16 @@ import logging
 import time
 from collections import defaultdict, deque
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from cvat_bridge.api import CvatError, read_json
 
+if TYPE_CHECKING:
+    from cvat_bridge.client import CvatSession
+
 __all__ = [
     "DEFAULT_MAX_REQUEST_BYTES",
+    "JobAnnotations",
     "chunk_shapes",
     "job_annotations",
     "shape_key",
@@ -37,6 +41,17 @@ log = logging.getLogger(__name__)
 
 #: CVAT (Django) accepts request bodies up to 100 MiB; stay well below.
 DEFAULT_MAX_REQUEST_BYTES = 16 * 1024 * 1024
+
+
+class JobAnnotations(TypedDict):
+    """A job's annotations as CVAT's JSON (`job_annotations`): shapes as dicts with ``id``,
+    ``frame`` (task-relative), ``label_id``, ``type``, ``points``, ``source``,
+    ``attributes`` ([{spec_id, value}]), …; tags and tracks likewise."""
+
+    version: int
+    shapes: list[dict[str, Any]]
+    tags: list[dict[str, Any]]
+    tracks: list[dict[str, Any]]
 
 
 def _as_dict(shape: Any) -> Mapping[str, Any]:
@@ -103,21 +118,23 @@ def _body(endpoint: Any, shapes: Sequence[Any]) -> dict[str, Any]:
     return {name: model(shapes=shapes, tags=[], tracks=[], _check_type=False)}
 
 
-def job_annotations(client: Any, job_id: int) -> dict[str, Any]:
-    """The job's annotations as JSON: ``{"version", "tags", "shapes", "tracks"}``, shapes as
-    dicts with ``id``, ``frame`` (task-relative), ``label_id``, ``type``, ``points``,
-    ``source``, ``attributes`` ([{spec_id, value}]), …"""
-    server = client.api_map.host
+def job_annotations(session: CvatSession, job_id: int) -> JobAnnotations:
+    """The job's annotations as JSON: ``{"version", "tags", "shapes", "tracks"}``."""
     answer = read_json(
-        f"read annotations of job {job_id}", server, client.api_client.jobs_api.retrieve_annotations, job_id
+        f"read annotations of job {job_id}", session.host, session.sdk.api_client.jobs_api.retrieve_annotations, job_id
     )
-    for key in ("shapes", "tags", "tracks"):
-        answer.setdefault(key, [])
-    return answer
+    if not isinstance(answer, dict):
+        raise CvatError(f"{session.host}: read annotations of job {job_id}: expected a JSON object")
+    return JobAnnotations(
+        version=int(answer.get("version") or 0),
+        shapes=list(answer.get("shapes") or []),
+        tags=list(answer.get("tags") or []),
+        tracks=list(answer.get("tracks") or []),
+    )
 
 
 def upload_job_shapes(
-    client: Any,
+    session: CvatSession,
     job_id: int,
     shapes: Sequence[Any],
     *,
@@ -125,32 +142,31 @@ def upload_job_shapes(
     attempts: int = 4,
 ) -> tuple[list[int], int]:
     """Replace the job's annotations with ``shapes`` (dicts or SDK models); return (server
-    ids in input order, number of requests that carried shapes)."""
-    server = client.api_map.host
-    api = client.api_client.jobs_api
+    ids in input order, number of requests that carried shapes). The first chunk's ``PUT`` is
+    retried by the transport; ``attempts`` bounds the sends of each later chunk (reconciled)."""
+    api = session.sdk.api_client.jobs_api
     chunks = chunk_shapes(shapes, max_request_bytes) or [[]]
     first = chunks[0]
     answer = read_json(
         f"upload annotations to job {job_id}",
-        server,
+        session.host,
         api.update_annotations,
         job_id,
         **_body(api.update_annotations_endpoint, first),
-        attempts=attempts,
     )
     ids = _match_ids(first, answer.get("shapes") or [])
     known = set(ids)
     for chunk in chunks[1:]:
-        new_ids = _add_chunk(client, job_id, chunk, known, attempts)
+        new_ids = _add_chunk(session, job_id, chunk, known, attempts)
         ids.extend(new_ids)
         known.update(new_ids)
     return ids, len(chunks)
 
 
-def _add_chunk(client: Any, job_id: int, chunk: Sequence[Any], known: set[int], attempts: int) -> list[int]:
+def _add_chunk(session: CvatSession, job_id: int, chunk: Sequence[Any], known: set[int], attempts: int) -> list[int]:
     """PATCH ``action=create`` one chunk, exactly once even when answers are lost."""
-    server = client.api_map.host
-    api = client.api_client.jobs_api
+    server = session.host
+    api = session.sdk.api_client.jobs_api
     what = f"add annotations to job {job_id}"
     for attempt in range(attempts):
         try:
@@ -161,14 +177,13 @@ def _add_chunk(client: Any, job_id: int, chunk: Sequence[Any], known: set[int], 
                 "create",
                 job_id,
                 **_body(api.partial_update_annotations_endpoint, chunk),
-                attempts=1,
             )
             return _match_ids(chunk, answer.get("shapes") or [])
         except CvatError as err:
             if err.status is not None and not err.retryable:
                 raise
             # Did the chunk land before the failure? Read the job back before sending it again.
-            fresh = [s for s in job_annotations(client, job_id)["shapes"] if int(s["id"]) not in known]
+            fresh = [s for s in job_annotations(session, job_id)["shapes"] if int(s["id"]) not in known]
             if fresh:
                 try:
                     ids = _match_ids(chunk, fresh)

@@ -2,23 +2,24 @@
 
 `call` is the one place where SDK and transport exceptions become `CvatError`; its messages
 name the server (without credentials), the call and the reason, never a request header or
-a credential.
+a credential. Retries are not made here but in the transport (`cvat_bridge.transport`), the
+one retry layer.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import ssl
-import time
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from typing import Any
+
+from cvat_bridge import transport
 
 __all__ = ["RETRYABLE_STATUSES", "CvatError", "call", "iter_pages", "read_json", "short_body", "translate"]
 
-log = logging.getLogger(__name__)
-
-RETRYABLE_STATUSES = frozenset({500, 502, 503, 504})
+RETRYABLE_STATUSES = transport.RETRY_STATUSES
+"""Statuses the transport retries; a `CvatError` with one of them is ``retryable``."""
 
 
 class CvatError(RuntimeError):
@@ -107,44 +108,42 @@ def _tls_failure(err: BaseException) -> str | None:
     return None
 
 
-def call(what: str, server: str, fn: Callable[..., Any], *args: Any, attempts: int = 1, **kwargs: Any) -> Any:
-    """Run an SDK call, turning its errors into `CvatError` naming ``what`` (no secrets).
+def call(what: str, server: str, fn: Callable[..., Any], *args: Any, repeatable: bool = False, **kwargs: Any) -> Any:
+    """Run an SDK call once, turning its errors into `CvatError` naming ``what`` (no secrets).
 
-    ``attempts`` > 1 retries 5xx answers, timeouts and dropped connections with exponential
-    backoff; pass it only for calls that are idempotent by meaning (a GET, or setting a job's
-    stage with PATCH), since a call whose answer was lost may have taken effect.
+    The transport retries idempotent requests (`cvat_bridge.transport`); ``repeatable`` lets
+    it retry this call's requests whatever their method: pass it only for calls that are
+    idempotent by meaning (logging in, setting a job's stage with PATCH), since a call whose
+    answer was lost may have taken effect.
     """
-    for attempt in range(attempts):
-        try:
+    try:
+        with transport.repeatable() if repeatable else nullcontext():
             return fn(*args, **kwargs)
-        except Exception as err:  # translated below; anything else is re-raised
-            error = translate(what, server, err)
-            if error is None:
-                raise
-            if attempt == attempts - 1 or not error.retryable:
-                raise error from None
-            log.info("%s (attempt %d of %d); retrying", error, attempt + 1, attempts)
-        time.sleep(min(0.1 * 2**attempt, 5.0))
-    raise AssertionError("unreachable")
+    except Exception as err:  # translated below; anything else is re-raised
+        error = translate(what, server, err)
+        if error is None:
+            raise
+        raise error from None
 
 
-def read_json(what: str, server: str, fn: Callable[..., Any], *args: Any, attempts: int = 2, **kwargs: Any) -> Any:
+def read_json(what: str, server: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """Call a low-level endpoint without the SDK's model parsing and return its JSON answer.
 
     For bulk data (annotations) the SDK's per-value type checks cost far more than the
-    request. The body is read inside the retried call, so a connection dropped mid-answer is
-    retried too: use it for idempotent calls only.
+    request. The body is read inside the request (`cvat_bridge.transport.preloaded`), so the
+    transport retries an idempotent request whose answer is cut off halfway too.
     """
 
     def fetch() -> Any:
-        _, response = fn(*args, _parse_response=False, **kwargs)
+        with transport.preloaded():
+            _, response = fn(*args, _parse_response=False, **kwargs)
         try:
             return json.loads(response.data)
         finally:
             response.release_conn()
 
     try:
-        return call(what, server, fetch, attempts=attempts)
+        return call(what, server, fetch)
     except ValueError as err:
         raise CvatError(f"{server}: {what}: the answer is not JSON ({err})") from None
 

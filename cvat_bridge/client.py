@@ -10,17 +10,24 @@ A URL without a scheme (``cvat.example.com:8443``) means ``https://`` (as cvat-c
 cvat-sdk >= 2.2x read it; cvat-sdk 2.17 probed https then http, which could silently fall back
 to plain HTTP). Errors about the URL quote it as the user typed it.
 
-Transport policy (installed on the SDK's urllib3 pool, used by every SDK request including
-uploads):
-- idempotent calls (GET, HEAD, PUT, DELETE, OPTIONS) are retried with exponential backoff on
-  500/502/503/504, timeouts and dropped connections; POST and PATCH are never retried by the
-  transport (the bridge reconciles them explicitly: `cvat_bridge.tasks.ensure_task`,
-  `cvat_bridge.annotations.upload_job_shapes`, `cvat_bridge.jobs.set_job`);
+Transport policy (`cvat_bridge.transport`, installed on the SDK's urllib3 pool, used by every
+SDK request including uploads):
+- the one retry layer: idempotent calls (GET, HEAD, PUT, DELETE, OPTIONS) are retried
+  ``retries`` times (``CVAT_RETRIES``) with exponential ``backoff`` on 500/502/503/504,
+  timeouts and dropped connections; POST and PATCH are not retried blindly (the bridge
+  reconciles them explicitly: `cvat_bridge.tasks.ensure_task`,
+  `cvat_bridge.annotations.upload_job_shapes`; `cvat_bridge.jobs.set_job` and the login are
+  idempotent by meaning and marked so);
 - every call has a connect and read timeout (the SDK itself passes none);
 - TLS verification is on unless the user turns it off (``--insecure`` / ``CVAT_INSECURE=1``);
   the certificates trusted are those of a CA bundle (a PEM file, or a directory of hashed
   certificates) from ``--ca-cert`` / ``CVAT_CA_CERT`` / ``REQUESTS_CA_BUNDLE`` /
   ``SSL_CERT_FILE`` (the first one set), else the system's.
+
+`connect` gives a `CvatSession`: the only handle the rest of the project holds on a server.
+The cvat-sdk client inside it is for the bridge's own modules; `sync` gets the bridge's
+frozen values (`cvat_bridge.tasks.TaskInfo`, `TaskMeta`, `LabelInfo`,
+`cvat_bridge.jobs.JobInfo`, `cvat_bridge.annotations.JobAnnotations`), never SDK objects.
 
 Works with cvat-sdk 2.17 (CVAT 2.17 servers: username/password only) and 2.8x (also
 personal access tokens, CVAT >= 2.48). Pin the SDK to the server's minor version.
@@ -33,17 +40,28 @@ import os
 import re
 import ssl
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
+from cvat_bridge import transport
 from cvat_bridge.api import CvatError, call
 
-__all__ = ["CA_CERT_VARIABLES", "CvatError", "CvatSettings", "connect", "normalize_url", "public_url", "sdk_version"]
+if TYPE_CHECKING:
+    from cvat_sdk import Client
+
+__all__ = [
+    "CA_CERT_VARIABLES",
+    "CvatError",
+    "CvatSession",
+    "CvatSettings",
+    "connect",
+    "normalize_url",
+    "public_url",
+    "sdk_version",
+]
 
 log = logging.getLogger(__name__)
 
-IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
-RETRY_STATUSES = (500, 502, 503, 504)
 _TRUE = {"1", "true", "yes", "on"}
 
 CA_CERT_VARIABLES = ("CVAT_CA_CERT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE")
@@ -190,40 +208,6 @@ def _check_ca_cert(path: str, source: str) -> None:
         raise CvatError(f"{source} {path!r}: not a PEM file of CA certificates ({err})") from None
 
 
-def _install_transport_policy(client: Any, settings: CvatSettings) -> None:
-    """Retries for idempotent calls, and timeouts, on the SDK's urllib3 pool manager."""
-    import urllib3
-
-    retry = urllib3.util.Retry(
-        total=settings.retries,
-        connect=settings.retries,
-        read=settings.retries,
-        status=settings.retries,
-        other=0,
-        backoff_factor=settings.backoff,
-        backoff_max=10.0,
-        status_forcelist=RETRY_STATUSES,
-        allowed_methods=IDEMPOTENT_METHODS,
-        raise_on_status=False,
-        respect_retry_after_header=True,
-    )
-    timeout = urllib3.Timeout(connect=settings.connect_timeout, read=settings.read_timeout)
-    manager = client.api_client.rest_client.pool_manager
-    manager.connection_pool_kw["retries"] = retry
-    if settings.verify_tls and settings.ca_cert is not None:
-        key = "ca_cert_dir" if os.path.isdir(settings.ca_cert) else "ca_certs"
-        manager.connection_pool_kw[key] = settings.ca_cert
-    manager.clear()
-    original = manager.request
-
-    def request_with_timeout(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
-        if kwargs.get("timeout") is None:
-            kwargs["timeout"] = timeout
-        return original(method, url, *args, **kwargs)
-
-    manager.request = request_with_timeout  # the SDK passes timeout=None on every call
-
-
 def _login(client: Any, settings: CvatSettings, server: str) -> None:
     if settings.access_token:
         try:
@@ -237,11 +221,38 @@ def _login(client: Any, settings: CvatSettings, server: str) -> None:
         return
     username = settings.username or ""
     # a lost answer to the login POST only leaves an unused session behind: safe to repeat
-    call(f"log in as {username!r}", server, client.login, (username, settings.password or ""), attempts=3)
+    call(f"log in as {username!r}", server, client.login, (username, settings.password or ""), repeatable=True)
 
 
-def connect(settings: CvatSettings) -> Any:
-    """A logged-in ``cvat_sdk.Client`` with the transport policy installed.
+@dataclass(frozen=True)
+class CvatSession:
+    """A logged-in connection to one CVAT server: what `connect` gives and every bridge
+    function takes.
+
+    ``sdk`` is the cvat-sdk client, with the transport policy installed; only the bridge's
+    modules (and tests that play a CVAT user) reach into it.
+    """
+
+    sdk: Client = field(repr=False)
+    settings: CvatSettings
+    server_version: str
+    """The server's version as it reports it (``2.54.1``)."""
+    username: str
+    """The user this session acts as."""
+
+    @property
+    def host(self) -> str:
+        """The URL the SDK sends requests to (no credentials): for messages."""
+        return str(self.sdk.api_map.host)
+
+    @property
+    def server(self) -> str:
+        """The server's public URL (`public_url`): what the store records tasks under."""
+        return public_url(self.host)
+
+
+def connect(settings: CvatSettings) -> CvatSession:
+    """A logged-in `CvatSession` with the transport policy installed.
 
     Errors are `CvatError` with the server URL (never credentials) and the reason.
     """
@@ -253,7 +264,7 @@ def connect(settings: CvatSettings) -> Any:
         client = Client(settings.url, config=config, check_server_version=False)
     except Exception as err:  # noqa: BLE001 - InvalidHostException and friends, without secrets
         raise CvatError(f"{server}: invalid CVAT URL: {type(err).__name__}") from None
-    _install_transport_policy(client, settings)
+    transport.install(client, settings)
     try:
         version = call("read the server version", server, client.get_server_version)
     except TypeError as err:
@@ -275,4 +286,4 @@ def connect(settings: CvatSettings) -> Any:
     user = call("read the current user", server, client.users.retrieve_current_user)
     log.info("connected to %s (CVAT %s, cvat-sdk %s) as %s", server, version,
              ".".join(map(str, sdk_version())), user.username)
-    return client
+    return CvatSession(sdk=client, settings=settings, server_version=str(version), username=str(user.username))

@@ -1,8 +1,9 @@
 """Jobs: listing with filters (incremental by ``updated_date``), assignment, stage/state.
 
-A job ``PATCH`` sets values, so repeating it is harmless: `set_job` retries it after 5xx
-answers, timeouts and dropped connections, and sends nothing when the job already has the
-values (a rerun of a push then leaves the jobs' ``updated_date`` alone).
+A job ``PATCH`` sets values, so repeating it is harmless: `set_job` marks it repeatable, so
+the transport retries it after 5xx answers, timeouts and dropped connections, and sends
+nothing when the job already has the values (a rerun of a push then leaves the jobs'
+``updated_date`` alone).
 """
 
 from __future__ import annotations
@@ -10,9 +11,12 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cvat_bridge.api import CvatError, call, iter_pages
+
+if TYPE_CHECKING:
+    from cvat_bridge.client import CvatSession
 
 __all__ = ["JobInfo", "assign_jobs", "list_jobs", "plan_assignments", "set_job", "user_ids"]
 
@@ -53,7 +57,7 @@ class JobInfo:
 
 
 def list_jobs(
-    client: Any,
+    session: CvatSession,
     *,
     task_id: int | None = None,
     project_id: int | None = None,
@@ -75,17 +79,18 @@ def list_jobs(
             filters[key] = value
     if updated_after:
         filters["filter"] = json.dumps({">": [{"var": "updated_date"}, updated_after]})
-    server = client.api_map.host
-    jobs = call("list jobs", server, lambda: list(iter_pages(client.api_client.jobs_api.list, **filters)))
+    listing = session.sdk.api_client.jobs_api.list
+    jobs = call("list jobs", session.host, lambda: list(iter_pages(listing, **filters)))
     return sorted((JobInfo.from_model(j) for j in jobs), key=lambda j: j.id)
 
 
-def user_ids(client: Any, usernames: Sequence[str]) -> dict[str, int]:
+def user_ids(session: CvatSession, usernames: Sequence[str]) -> dict[str, int]:
     """User ids by exact username; unknown users are an error naming them."""
-    server = client.api_map.host
+    server = session.host
+    listing = session.sdk.api_client.users_api.list
     found: dict[str, int] = {}
     for name in dict.fromkeys(usernames):
-        users = call("list users", server, lambda n=name: list(iter_pages(client.api_client.users_api.list, search=n)))
+        users = call("list users", server, lambda n=name: list(iter_pages(listing, search=n)))
         exact = [u for u in users if u.username == name]
         if not exact:
             raise CvatError(f"{server}: no user named {name!r}")
@@ -108,10 +113,10 @@ def plan_assignments(
     return {job_id: assignees[i % len(assignees)] for i, job_id in enumerate(ordered)}
 
 
-def set_job(client: Any, job_id: int, *, current: JobInfo | None = None, **fields: Any) -> JobInfo:
+def set_job(session: CvatSession, job_id: int, *, current: JobInfo | None = None, **fields: Any) -> JobInfo:
     """PATCH a job (``assignee`` as a user id or None, ``stage``, ``state``) unless it
-    already has these values (``current``: the job as just listed, else it is read); retried,
-    since setting values is idempotent."""
+    already has these values (``current``: the job as just listed, else it is read); retried
+    by the transport, since setting values is idempotent."""
     from cvat_sdk.api_client import models
 
     unknown = sorted(set(fields) - {"assignee", "stage", "state"})
@@ -121,8 +126,8 @@ def set_job(client: Any, job_id: int, *, current: JobInfo | None = None, **field
         raise ValueError(f"stage must be one of {STAGES}, got {fields['stage']!r}")
     if "state" in fields and fields["state"] not in STATES:
         raise ValueError(f"state must be one of {STATES}, got {fields['state']!r}")
-    server = client.api_map.host
-    api = client.api_client.jobs_api
+    server = session.host
+    api = session.sdk.api_client.jobs_api
     if current is None:
         current = JobInfo.from_model(call(f"read job {job_id}", server, lambda: api.retrieve(job_id)[0]))
     now = {"assignee": current.assignee_id, "stage": current.stage, "state": current.state}
@@ -135,13 +140,13 @@ def set_job(client: Any, job_id: int, *, current: JobInfo | None = None, **field
         api.partial_update,
         job_id,
         patched_job_write_request=models.PatchedJobWriteRequest(**changes),
-        attempts=4,
+        repeatable=True,
     )
     return JobInfo.from_model(updated)
 
 
 def assign_jobs(
-    client: Any,
+    session: CvatSession,
     plan: Mapping[int, str],
     *,
     ids: Mapping[str, int] | None = None,
@@ -150,8 +155,8 @@ def assign_jobs(
     """Apply an assignment plan (job id → username); returns the plan. Jobs already
     assigned to their user are left untouched. ``ids``: user ids by name, ``jobs``: the jobs
     as just listed, when already known (saves requests)."""
-    ids = ids if ids is not None else user_ids(client, list(plan.values()))
+    ids = ids if ids is not None else user_ids(session, list(plan.values()))
     jobs = jobs or {}
     for job_id, username in sorted(plan.items()):
-        set_job(client, job_id, current=jobs.get(job_id), assignee=ids[username])
+        set_job(session, job_id, current=jobs.get(job_id), assignee=ids[username])
     return dict(plan)

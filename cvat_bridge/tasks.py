@@ -1,4 +1,5 @@
-"""Tasks: labels from an ontology, idempotent creation with data, and the label map.
+"""Tasks: labels from an ontology, idempotent creation with data, the label map, and what a
+task holds (meta, frames), as the bridge's frozen values.
 
 Task creation and the data upload are POSTs, which neither the transport nor a blind retry
 may repeat, so `ensure_task` reconciles after every failure instead:
@@ -18,21 +19,30 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cvat_bridge.api import CvatError, call, iter_pages, read_json
 from serverless.convert.cvat_contract import SCORE_ATTRIBUTE, score_attribute_spec
 
+if TYPE_CHECKING:
+    from cvat_bridge.client import CvatSession
+    from serverless.ontology import Ontology
+
 __all__ = [
     "SCORE_ATTRIBUTE",
+    "FrameInfo",
     "LabelInfo",
     "Resources",
+    "TaskInfo",
+    "TaskMeta",
     "ensure_task",
     "find_task",
-    "frame_names",
+    "frame_bytes",
     "get_task",
     "labels_spec",
+    "read_task",
     "task_labels",
+    "task_meta",
 ]
 
 log = logging.getLogger(__name__)
@@ -56,6 +66,46 @@ class LabelInfo:
 
 
 @dataclass(frozen=True)
+class TaskInfo:
+    """A task as the server describes it: ``size`` is its number of frames (0 before its
+    data is uploaded); ``project_id`` is None outside a project."""
+
+    id: int
+    name: str
+    size: int
+    project_id: int | None
+
+    @classmethod
+    def from_model(cls, task: Any) -> TaskInfo:
+        """From an SDK task (``TaskRead`` or its proxy)."""
+        project_id = getattr(task, "project_id", None)
+        return cls(
+            id=int(task.id),
+            name=str(task.name),
+            size=int(getattr(task, "size", 0) or 0),
+            project_id=int(project_id) if project_id else None,
+        )
+
+
+@dataclass(frozen=True)
+class FrameInfo:
+    """One entry of a task's frame meta: the file name and size in pixels."""
+
+    name: str
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class TaskMeta:
+    """A task's frame meta: one `FrameInfo` per frame (a single one for a video, whose frames
+    share it), and the frames deleted in CVAT."""
+
+    frames: tuple[FrameInfo, ...]
+    deleted_frames: frozenset[int]
+
+
+@dataclass(frozen=True)
 class Resources:
     """Where a task's images come from: ``local`` files, the server's ``share``, or a
     ``cloud`` storage (paths inside the storage, ``cloud_storage_id`` set)."""
@@ -73,7 +123,7 @@ class Resources:
             raise ValueError("a task needs at least one image")
 
 
-def labels_spec(ontology: Any) -> list[dict[str, Any]]:
+def labels_spec(ontology: Ontology) -> list[dict[str, Any]]:
     """CVAT label specs for an ontology (with the score attribute when it asks for one)."""
     return [
         {
@@ -85,8 +135,14 @@ def labels_spec(ontology: Any) -> list[dict[str, Any]]:
     ]
 
 
-def find_task(client: Any, name: str, *, project_id: int | None = None) -> Any | None:
+def find_task(session: CvatSession, name: str, *, project_id: int | None = None) -> TaskInfo | None:
     """The task named exactly ``name`` (in ``project_id`` when given), or None."""
+    task = _find_task(session.sdk, name, project_id=project_id)
+    return None if task is None else TaskInfo.from_model(task)
+
+
+def _find_task(client: Any, name: str, *, project_id: int | None = None) -> Any | None:
+    """The SDK proxy of the task named exactly ``name``, or None."""
     server = client.api_map.host
     filters: dict[str, Any] = {"name": name}
     if project_id is not None:
@@ -100,16 +156,43 @@ def find_task(client: Any, name: str, *, project_id: int | None = None) -> Any |
     return call(f"read task {matches[0].id}", server, client.tasks.retrieve, matches[0].id) if matches else None
 
 
-def get_task(client: Any, task_id: int) -> Any | None:
+def read_task(session: CvatSession, task_id: int) -> TaskInfo:
+    """The task ``task_id``; `CvatError` (status 404) when the server does not have it."""
+    model, _ = call(f"read task {task_id}", session.host, session.sdk.api_client.tasks_api.retrieve, task_id)
+    return TaskInfo.from_model(model)
+
+
+def get_task(session: CvatSession, task_id: int) -> TaskInfo | None:
     """The task ``task_id``, or None when the server answers 404 (deleted, or hidden from this
     user and organization)."""
-    server = client.api_map.host
     try:
-        return call(f"read task {task_id}", server, client.tasks.retrieve, task_id, attempts=3)
+        return read_task(session, task_id)
     except CvatError as err:
         if err.status == 404:
             return None
         raise
+
+
+def task_meta(session: CvatSession, task_id: int) -> TaskMeta:
+    """The frame meta of task ``task_id`` (names, sizes, deleted frames)."""
+    api = session.sdk.api_client.tasks_api
+    meta, _ = call(f"read meta of task {task_id}", session.host, api.retrieve_data_meta, task_id)
+    return TaskMeta(
+        frames=tuple(FrameInfo(str(f.name), int(f.width), int(f.height)) for f in meta.frames),
+        deleted_frames=frozenset(int(f) for f in (getattr(meta, "deleted_frames", None) or ())),
+    )
+
+
+def frame_bytes(session: CvatSession, task_id: int, frame: int, *, quality: str = "original") -> bytes:
+    """The encoded image of a task frame (``original`` or ``compressed`` quality), as CVAT
+    serves it."""
+    api = session.sdk.api_client.tasks_api
+
+    def fetch() -> bytes:
+        _, response = api.retrieve_data(task_id, number=frame, quality=quality, type="frame")
+        return bytes(response.data)
+
+    return call(f"read frame {frame} of task {task_id}", session.host, fetch)
 
 
 def _data_params(resources: Resources, image_quality: int) -> dict[str, Any]:
@@ -140,7 +223,7 @@ def _create_task(client: Any, spec: dict[str, Any], *, attempts: int) -> Any:
             if not err.retryable:
                 raise
             # The POST may have reached the server before its answer was lost.
-            task = find_task(client, name, project_id=project_id)
+            task = _find_task(client, name, project_id=project_id)
             if task is not None:
                 log.info("%s; the task was created nonetheless (id %s)", err, task.id)
                 return task
@@ -237,7 +320,7 @@ def _upload_data(client: Any, task: Any, resources: Resources, image_quality: in
 
 
 def ensure_task(
-    client: Any,
+    session: CvatSession,
     name: str,
     resources: Resources,
     *,
@@ -246,21 +329,22 @@ def ensure_task(
     segment_size: int | None = None,
     image_quality: int = 95,
     attempts: int = 5,
-) -> Any:
+) -> TaskInfo:
     """The task ``name`` with ``resources`` as its data: created, completed or reused.
 
     Frames keep the order of ``resources.paths`` (``sorting_method: predefined``). A reused
     task must hold exactly as many frames as ``resources``. ``attempts`` bounds the retries
     of the creation and of the upload after 5xx answers, timeouts or dropped connections.
     """
-    server = client.api_map.host
+    client = session.sdk
+    server = session.host
     if project_id is None and not labels:
         raise ValueError("a task outside a project needs labels (pass an ontology)")
     if resources.kind == "local":
         missing = [p for p in resources.paths if not Path(p).is_file()]
         if missing:
             raise CvatError(f"{len(missing)} image files are missing, e.g. {missing[0]}")
-    task = find_task(client, name, project_id=project_id)
+    task = _find_task(client, name, project_id=project_id)
     reused = task is not None
     if task is None:
         spec: dict[str, Any] = {"name": name}
@@ -277,21 +361,15 @@ def ensure_task(
         raise CvatError(
             f"{server}: task {task.id} ({name!r}) has {task.size} frames, expected {len(resources.paths)}"
         )
-    return task
+    return TaskInfo.from_model(task)
 
 
-def task_labels(client: Any, task: Any) -> dict[str, LabelInfo]:
+def task_labels(session: CvatSession, task: TaskInfo) -> dict[str, LabelInfo]:
     """The task's labels by name (its own, or its project's)."""
-    server = client.api_map.host
     filters = {"project_id": task.project_id} if task.project_id else {"task_id": task.id}
+    listing = session.sdk.api_client.labels_api.list
     result = {}
-    for label in call("list labels", server, lambda: list(iter_pages(client.api_client.labels_api.list, **filters))):
+    for label in call("list labels", session.host, lambda: list(iter_pages(listing, **filters))):
         attrs = {a.name: a.id for a in (label.attributes or [])}
         result[label.name] = LabelInfo(label.id, label.name, str(getattr(label, "type", "any") or "any"), attrs)
     return result
-
-
-def frame_names(client: Any, task: Any) -> list[str]:
-    """The file name of each task frame, in frame order."""
-    meta = call("read task meta", client.api_map.host, task.get_meta)
-    return [frame.name for frame in meta.frames]

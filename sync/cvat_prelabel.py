@@ -26,17 +26,23 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from cvat_bridge.annotations import job_annotations, shape_key, upload_job_shapes
-from cvat_bridge.api import call
-from cvat_bridge.client import CvatError, public_url
+from cvat_bridge.annotations import JobAnnotations, job_annotations, shape_key, upload_job_shapes
+from cvat_bridge.client import CvatError, CvatSession, public_url
 from cvat_bridge.jobs import JobInfo, list_jobs
-from cvat_bridge.tasks import LabelInfo, task_labels
+from cvat_bridge.tasks import LabelInfo, TaskInfo, TaskMeta, frame_bytes, read_task, task_labels, task_meta
 from sync.pull import store_job
 from sync.push import job_state, pushed_geometry, shapes_for_frame
 from sync.store import Provenance, SampleIn, StoreError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from serverless.ontology import Ontology
+    from serverless.pipeline import ModelSettings
+    from sync.store import CvatTaskInfo, DatasetInfo, RunInfo, Store
 
 __all__ = [
     "FrameFailure",
@@ -120,11 +126,11 @@ class TaskPrelabelResult:
 
 
 def prelabel_task(
-    store: Any,
-    client: Any,
+    store: Store,
+    session: CvatSession,
     task_id: int,
-    ontology: Any,
-    settings: Any,
+    ontology: Ontology,
+    settings: ModelSettings,
     *,
     masks: bool = False,
     threshold: float | None = None,
@@ -147,16 +153,16 @@ def prelabel_task(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    server = public_url(client.api_map.host)
-    task, labels, frame_sizes = _read_task(client, task_id, ontology, server)
+    server = session.server
+    task, labels, frame_sizes = _read_task(session, task_id, ontology, server)
     params = _run_params(settings, server, task, masks=masks, threshold=threshold, batch_size=batch_size)
-    jobs = list_jobs(client, task_id=task.id)
+    jobs = list_jobs(session, task_id=task.id)
     job_frames = {j.id: [f for f in range(j.start_frame, j.stop_frame + 1) if f in frame_sizes] for j in jobs}
     link = store.get_cvat_task(server, task.id)
     pushed = dict(store.pushed_shapes(link)) if link is not None else {}
     replacing = _replaces_run(store, link, run_name)
     covered_now = set() if replacing else _covered_frames(store, link)
-    foreign = {} if force else _taken_jobs(client, jobs, job_frames, covered_now, pushed)
+    foreign = {} if force else _taken_jobs(session, jobs, job_frames, covered_now, pushed)
     if foreign and len(foreign) == len(jobs):
         raise CvatError(_nothing_to_do(server, task, foreign, pushed))
 
@@ -181,21 +187,21 @@ def prelabel_task(
         report(f"resuming run {run.name!r}: {resumed} frames already done, {len(pending)} to go")
 
     uploader = _JobUploader(
-        store=store, client=client, run=run, link=link, ontology=ontology, labels=labels,
+        store=store, session=session, run=run, link=link, ontology=ontology, labels=labels,
         force=force, report=report, pushed=pushed, previous=previous,
     )
     for job in jobs:
         if job.id in foreign:
             uploader.leave(job, describe_job_content(foreign[job.id], pushed) or "annotations")
     sizes = {sample.id: (sample.width, sample.height) for sample in store.samples(ds, ids=list(sample_of.values()))}
-    frames = _FrameRunner(client, task, store, run, ontology, sample_of, sizes, covered, jobs, job_frames, uploader)
+    frames = _FrameRunner(session, task, store, run, ontology, sample_of, sizes, covered, jobs, job_frames, uploader)
     processed, failed = frames.run_frames(pending, settings, masks=masks, threshold=threshold, batch_size=batch_size,
                                    report=report, progress=progress)
 
     finished = all(sid in covered for sid in sample_of.values())
     if finished:
         run = store.finish_run(run)
-    for job in list_jobs(client, task_id=task.id):
+    for job in list_jobs(session, task_id=task.id):
         store_job(store, link, job)
     return TaskPrelabelResult(
         task_id=int(task.id),
@@ -216,7 +222,7 @@ def prelabel_task(
 
 
 def _run_params(
-    settings: Any, server: str, task: Any, *, masks: bool, threshold: float | None, batch_size: int
+    settings: ModelSettings, server: str, task: TaskInfo, *, masks: bool, threshold: float | None, batch_size: int
 ) -> dict[str, Any]:
     """The run's recorded parameters (`RUN_OPTIONS` among them)."""
     return {
@@ -232,23 +238,24 @@ def _run_params(
     }
 
 
-def _read_task(client: Any, task_id: int, ontology: Any, server: str) -> tuple[Any, dict[str, LabelInfo], Any]:
+def _read_task(
+    session: CvatSession, task_id: int, ontology: Ontology, server: str
+) -> tuple[TaskInfo, dict[str, LabelInfo], dict[int, tuple[int, int]]]:
     """The task, its labels (every ontology label must be one of them) and its frame sizes."""
-    host = client.api_map.host
-    task = call(f"read task {task_id}", host, client.tasks.retrieve, task_id)
-    if not getattr(task, "size", 0):
+    task = read_task(session, task_id)
+    if not task.size:
         raise CvatError(f"{server}: task {task_id} has no frames (its data was never uploaded)")
-    labels = task_labels(client, task)
+    labels = task_labels(session, task)
     missing = [name for name in ontology.label_names if name not in labels]
     if missing:
         raise CvatError(
             f"{server}: task {task_id} lacks the ontology's labels {', '.join(missing)} "
             f"(its labels: {', '.join(sorted(labels)) or 'none'})"
         )
-    return task, labels, _frame_sizes(task, call(f"read meta of task {task_id}", host, task.get_meta), server)
+    return task, labels, _frame_sizes(task, task_meta(session, task_id), server)
 
 
-def _covered_frames(store: Any, link: Any) -> set[int]:
+def _covered_frames(store: Store, link: CvatTaskInfo | None) -> set[int]:
     """The task frames the task's pre-label run already covers (none for a new task)."""
     if link is None or link.run_id is None:
         return set()
@@ -257,8 +264,12 @@ def _covered_frames(store: Any, link: Any) -> set[int]:
 
 
 def _taken_jobs(
-    client: Any, jobs: list[JobInfo], job_frames: Mapping[int, list[int]], covered: set[int], pushed: Mapping[int, int]
-) -> dict[int, dict[str, Any]]:
+    session: CvatSession,
+    jobs: list[JobInfo],
+    job_frames: Mapping[int, list[int]],
+    covered: set[int],
+    pushed: Mapping[int, int],
+) -> dict[int, JobAnnotations]:
     """``{job id: its annotations}`` for the jobs still to pre-label (a frame not covered yet)
     that already hold annotations this store did not upload: a human's, or another tool's.
 
@@ -268,19 +279,21 @@ def _taken_jobs(
     for job in jobs:
         if all(frame in covered for frame in job_frames[job.id]):
             continue
-        content = job_annotations(client, job.id)
+        content = job_annotations(session, job.id)
         if describe_job_content(content, pushed) is not None:
             taken[job.id] = content
     return taken
 
 
-def _nothing_to_do(server: str, task: Any, taken: Mapping[int, Mapping[str, Any]], pushed: Mapping[int, int]) -> str:
+def _nothing_to_do(server: str, task: TaskInfo, taken: Mapping[int, JobAnnotations], pushed: Mapping[int, int]) -> str:
     """The one-line refusal when every job of the task already holds others' annotations."""
     held: dict[str, dict[Any, Any]] = {"shapes": {}, "tags": {}, "tracks": {}}
     for content in taken.values():
         for key, items in held.items():  # a track may reach into several jobs: count it once
             items.update((item.get("id", id(item)), item) for item in content[key])
-    what = describe_job_content({key: list(items.values()) for key, items in held.items()}, pushed)
+    what = describe_job_content(
+        JobAnnotations(version=0, **{key: list(items.values()) for key, items in held.items()}), pushed
+    )
     return (
         f"{server}: task {task.id} ({task.name!r}) already holds {what or 'annotations'} in every job "
         f"{sorted(taken)}; the models were not run: pass --force to replace them with pre-labels"
@@ -296,7 +309,7 @@ _SOURCES = {
 
 
 def describe_job_content(
-    current: Mapping[str, Any], pushed: Mapping[int, int], expected: Mapping[int, Any] | None = None
+    current: JobAnnotations, pushed: Mapping[int, int], expected: Mapping[int, Any] | None = None
 ) -> str | None:
     """What a job holds that this store did not upload, in words, or None when there is
     nothing of the kind: ``"17 shapes this store did not upload (12 made by another tool (source
@@ -337,11 +350,11 @@ class _FrameRunner:
 
     def __init__(
         self,
-        client: Any,
-        task: Any,
-        store: Any,
-        run: Any,
-        ontology: Any,
+        session: CvatSession,
+        task: TaskInfo,
+        store: Store,
+        run: RunInfo,
+        ontology: Ontology,
         sample_of: dict[int, int],
         sizes: Mapping[int, tuple[int, int]],
         covered: set[int],
@@ -349,7 +362,7 @@ class _FrameRunner:
         job_frames: Mapping[int, list[int]],
         uploader: _JobUploader,
     ) -> None:
-        self.client, self.task, self.store, self.run, self.ontology = client, task, store, run, ontology
+        self.session, self.task, self.store, self.run, self.ontology = session, task, store, run, ontology
         self.sizes = sizes
         self.sample_of, self.covered, self.jobs, self.job_frames = sample_of, covered, jobs, job_frames
         self.uploader = uploader
@@ -367,7 +380,7 @@ class _FrameRunner:
     def run_frames(
         self,
         pending: list[int],
-        settings: Any,
+        settings: ModelSettings,
         *,
         masks: bool,
         threshold: float | None,
@@ -386,7 +399,7 @@ class _FrameRunner:
             batch = pending[start : start + batch_size]
             images, readable = [], []
             for frame in batch:
-                image, reason = _read_frame(self.client, self.task, frame, self.sizes[self.sample_of[frame]])
+                image, reason = _read_frame(self.session, self.task, frame, self.sizes[self.sample_of[frame]])
                 if image is None:
                     failed.append(FrameFailure(frame, reason))
                     report(f"frame {frame}: skipped: {reason}")
@@ -409,19 +422,18 @@ class _FrameRunner:
         return processed, failed
 
 
-def _frame_sizes(task: Any, meta: Any, server: str) -> dict[int, tuple[int, int]]:
+def _frame_sizes(task: TaskInfo, meta: TaskMeta, server: str) -> dict[int, tuple[int, int]]:
     """``{frame: (width, height)}`` of the task's frames that are not deleted."""
-    size = int(task.size)
-    entries = [(int(f.width), int(f.height)) for f in meta.frames]
+    size = task.size
+    entries = [(f.width, f.height) for f in meta.frames]
     if len(entries) == 1 and size > 1:
         entries = entries * size  # a video: one entry for every frame
     if len(entries) != size:
         raise CvatError(f"{server}: task {task.id} has {size} frames but its meta describes {len(entries)}")
-    deleted = {int(f) for f in (getattr(meta, "deleted_frames", None) or ())}
-    return {f: entries[f] for f in range(size) if f not in deleted}
+    return {f: entries[f] for f in range(size) if f not in meta.deleted_frames}
 
 
-def _replaces_run(store: Any, link: Any, run_name: str | None) -> bool:
+def _replaces_run(store: Store, link: CvatTaskInfo | None, run_name: str | None) -> bool:
     """True when ``--run`` names a new run for a task that already holds another one."""
     if link is None or link.run_id is None or run_name is None:
         return False
@@ -429,15 +441,15 @@ def _replaces_run(store: Any, link: Any, run_name: str | None) -> bool:
 
 
 def _open_run(
-    store: Any,
+    store: Store,
     server: str,
-    task: Any,
-    ontology: Any,
-    settings: Any,
+    task: TaskInfo,
+    ontology: Ontology,
+    settings: ModelSettings,
     params: dict[str, Any],
     dataset: str | None,
     run_name: str | None,
-) -> tuple[Any, Any, Any, Any]:
+) -> tuple[DatasetInfo, RunInfo, CvatTaskInfo, RunInfo | None]:
     """The dataset, the pre-label run (resumed or new), the task link, and the run the new one
     takes the task over from (``--run NEW`` on a task holding another run; else None)."""
     link = store.get_cvat_task(server, task.id)
@@ -492,7 +504,7 @@ _NEW_RUN_HINT = (
 )
 
 
-def _option_differences(run: Any, settings: Any, params: dict[str, Any]) -> list[str]:
+def _option_differences(run: RunInfo, settings: ModelSettings, params: dict[str, Any]) -> list[str]:
     """How the model and options given differ from those ``run`` was made with, in words."""
     stored = dict(run.params or {})
     different = []
@@ -506,7 +518,7 @@ def _option_differences(run: Any, settings: Any, params: dict[str, Any]) -> list
     return different
 
 
-def _check_same_options(run: Any, task: Any, settings: Any, params: dict[str, Any]) -> None:
+def _check_same_options(run: RunInfo, task: TaskInfo, settings: ModelSettings, params: dict[str, Any]) -> None:
     """A task's run goes on (or is checked again) only with the model and options it was made
     with; `StoreError` naming each difference otherwise."""
     different = _option_differences(run, settings, params)
@@ -526,7 +538,7 @@ def _shown(value: Any) -> str:
 
 
 def _link_samples(
-    store: Any, ds: Any, link: Any, server: str, task: Any, frame_sizes: dict[int, tuple[int, int]]
+    store: Store, ds: DatasetInfo, link: CvatTaskInfo, server: str, task: TaskInfo, frame_sizes: dict[int, tuple[int, int]]
 ) -> dict[int, int]:
     """``{frame: sample id}`` for every frame; frames not linked yet become ``cvat://`` samples."""
     linked = store.frames_of(link)
@@ -538,14 +550,14 @@ def _link_samples(
     return {f: linked[f] for f in sorted(frame_sizes) if f in linked}
 
 
-def _read_frame(client: Any, task: Any, frame: int, size: tuple[int, int]) -> tuple[Any, str]:
+def _read_frame(
+    session: CvatSession, task: TaskInfo, frame: int, size: tuple[int, int]
+) -> tuple[np.ndarray | None, str]:
     """The frame as an RGB array (original quality), or None and the reason it cannot be used."""
     from serverless.images import ImageError, decode_image
 
     try:
-        data = call(
-            f"read frame {frame} of task {task.id}", client.api_map.host, task.get_frame, frame, quality="original"
-        ).read()
+        data = frame_bytes(session, task.id, frame, quality="original")
         image = decode_image(data, name=f"task {task.id} frame {frame}")
     except (CvatError, ImageError) as error:
         return None, str(error)
@@ -561,17 +573,17 @@ class _JobUploader:
     (`sync.push.job_state` tells a job holding what was pushed, an interrupted upload and a
     human's edits apart)."""
 
-    store: Any
-    client: Any
-    run: Any
-    link: Any
-    ontology: Any
+    store: Store
+    session: CvatSession
+    run: RunInfo
+    link: CvatTaskInfo
+    ontology: Ontology
     labels: dict[str, LabelInfo]
     force: bool
     report: Callable[[str], None]
     pushed: dict[int, int]
     """The store's ``{CVAT shape id: annotation id}`` of the task."""
-    previous: Any = None
+    previous: RunInfo | None = None
     """The run this one takes the task over from (``--run NEW``), or None."""
 
     def __post_init__(self) -> None:
@@ -582,7 +594,7 @@ class _JobUploader:
         self.skipped: list[int] = []
         self.shapes = 0
 
-    def _holds_previous_untouched(self, current: Mapping[str, Any], samples: dict[int, int]) -> bool:
+    def _holds_previous_untouched(self, current: JobAnnotations, samples: dict[int, int]) -> bool:
         """True when the job holds exactly what the run being taken over uploaded, unchanged."""
         if self.previous is None:
             return False
@@ -621,7 +633,7 @@ class _JobUploader:
             made, ids = shapes_for_frame(dets[sample_id], frame, self.ontology, self.labels)
             shapes.extend(made)
             annotation_ids.extend(ids)
-        current = job_annotations(self.client, job.id)
+        current = job_annotations(self.session, job.id)
         state = job_state(current, shapes, annotation_ids, self.pushed)
         if state == "pushed":
             self.report(f"job {job.id}: already uploaded")
@@ -646,7 +658,7 @@ class _JobUploader:
             for shape_id in replaced:
                 del self.pushed[shape_id]
             self.report(f"job {job.id}: holds {holds}; replacing them (--force)")
-        ids, requests = upload_job_shapes(self.client, job.id, shapes)
+        ids, requests = upload_job_shapes(self.session, job.id, shapes)
         self.store.record_pushed_shapes(
             self.link,
             dict(zip(annotation_ids, ids, strict=True)),

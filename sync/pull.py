@@ -14,14 +14,17 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cvat_bridge.annotations import job_annotations, shape_type
-from cvat_bridge.api import call
-from cvat_bridge.client import CvatError, public_url
+from cvat_bridge.annotations import JobAnnotations, job_annotations, shape_type
+from cvat_bridge.client import CvatError, CvatSession
 from cvat_bridge.jobs import JobInfo, list_jobs
-from cvat_bridge.tasks import LabelInfo, get_task, task_labels
+from cvat_bridge.tasks import LabelInfo, get_task, read_task, task_labels
 from sync.label_changes import LabelChanges, label_changes
+
+if TYPE_CHECKING:
+    from serverless.detections import Detections
+    from sync.store import CvatJobInfo, CvatTaskInfo, Store
 
 __all__ = ["PullResult", "job_detections", "pull_jobs", "store_job", "task_gone"]
 
@@ -51,14 +54,14 @@ def _attributes(shape: Mapping[str, Any], names: Mapping[int, str]) -> dict[str,
 
 
 def job_detections(
-    annotations: Mapping[str, Any],
+    annotations: JobAnnotations,
     labels: Mapping[str, LabelInfo],
     frames: Mapping[int, int],
     sizes: Mapping[int, tuple[int, int]],
     *,
     job_id: int,
     names: Mapping[int, str] | None = None,
-) -> tuple[dict[int, Any], int]:
+) -> tuple[dict[int, Detections], int]:
     """A job's shapes (``job_annotations`` JSON) as `Detections` per sample id, with an
     ``attributes`` data column; frames are task-relative, ``frames`` maps them to samples.
     ``names`` (CVAT label id → name to store; default: the labels' names now) keeps a label
@@ -91,8 +94,8 @@ def job_detections(
 
 
 def pull_jobs(
-    store: Any,
-    client: Any,
+    store: Store,
+    session: CvatSession,
     *,
     task_id: int | None = None,
     project_id: int | None = None,
@@ -103,17 +106,17 @@ def pull_jobs(
     """Pull every matching job that changed since its last pull into a new human revision."""
     if (task_id is None) == (project_id is None):
         raise ValueError("give exactly one of task_id or project_id")
-    server = public_url(client.api_map.host)
+    server = session.server
     if task_id is not None and store.get_cvat_task(server, task_id) is None:
         raise CvatError(_not_pushed(task_id, server))
-    jobs = list_jobs(client, task_id=task_id, project_id=project_id, stage=stage, state=state)
-    if task_id is not None and not jobs and get_task(client, task_id) is None:
+    jobs = list_jobs(session, task_id=task_id, project_id=project_id, stage=stage, state=state)
+    if task_id is not None and not jobs and get_task(session, task_id) is None:
         raise CvatError(task_gone(store, store.get_cvat_task(server, task_id)))
     pulled: list[int] = []
     unchanged: list[int] = []
     revisions: list[str] = []
     shapes = 0
-    links: dict[int, Any] = {}
+    links: dict[int, CvatTaskInfo] = {}
     contexts: dict[int, _TaskContext] = {}
     for job in jobs:
         if job.task_id not in links:
@@ -127,11 +130,11 @@ def pull_jobs(
             unchanged.append(job.id)
             continue
         if job.task_id not in contexts:
-            contexts[job.task_id] = _task_context(store, client, link)
+            contexts[job.task_id] = _task_context(store, session, link)
             for line in contexts[job.task_id].changes.messages(f"task {job.task_id}"):
                 report(line)
         context = contexts[job.task_id]
-        annotations = job_annotations(client, job.id)
+        annotations = job_annotations(session, job.id)
         detections, count = job_detections(
             annotations, context.labels, context.frames, context.sizes, job_id=job.id, names=context.changes.names
         )
@@ -151,7 +154,7 @@ def pull_jobs(
     return PullResult(tuple(pulled), tuple(unchanged), tuple(revisions), shapes)
 
 
-def task_gone(store: Any, link: Any) -> str:
+def task_gone(store: Store, link: CvatTaskInfo) -> str:
     """The message for a linked task the server no longer has (it answers 404)."""
     dataset = next(d.name for d in store.list_datasets() if d.id == link.dataset_id)
     run = store.run_by_id(link.run_id).name if link.run_id is not None else None
@@ -170,17 +173,16 @@ def _not_pushed(task_id: int, server: str) -> str:
     )
 
 
-def _task_context(store: Any, client: Any, link: Any) -> _TaskContext:
+def _task_context(store: Store, session: CvatSession, link: CvatTaskInfo) -> _TaskContext:
     frames = store.frames_of(link)
     dataset = next(d for d in store.list_datasets() if d.id == link.dataset_id)
     sizes = {s.id: (s.width, s.height) for s in store.samples(dataset, ids=list(frames.values()))}
-    task = call(f"read task {link.task_id}", public_url(client.api_map.host), client.tasks.retrieve, link.task_id)
-    labels = task_labels(client, task)
+    labels = task_labels(session, read_task(session, link.task_id))
     changes = label_changes(store.task_labels_at_push(link), {info.id: name for name, info in labels.items()})
     return _TaskContext(frames, sizes, labels, changes)
 
 
-def store_job(store: Any, link: Any, job: JobInfo) -> Any:
+def store_job(store: Store, link: CvatTaskInfo, job: JobInfo) -> CvatJobInfo:
     """Record a job as just listed on the server (`Store.upsert_cvat_job`)."""
     return store.upsert_cvat_job(
         link,

@@ -16,14 +16,25 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cvat_bridge.annotations import DEFAULT_MAX_REQUEST_BYTES, job_annotations, shape_key, upload_job_shapes
-from cvat_bridge.client import CvatError, public_url
+from cvat_bridge.annotations import (
+    DEFAULT_MAX_REQUEST_BYTES,
+    JobAnnotations,
+    job_annotations,
+    shape_key,
+    upload_job_shapes,
+)
+from cvat_bridge.client import CvatError, CvatSession
 from cvat_bridge.jobs import assign_jobs, list_jobs, plan_assignments, user_ids
 from cvat_bridge.tasks import LabelInfo, Resources, ensure_task, labels_spec, task_labels
 from serverless.convert.cvat_contract import SCORE_ATTRIBUTE
 from sync.pull import store_job
+
+if TYPE_CHECKING:
+    from serverless.detections import Detections
+    from serverless.ontology import Ontology
+    from sync.store import Store
 
 __all__ = ["PushResult", "job_state", "push_run", "pushed_geometry", "resources_for", "shapes_for_frame"]
 
@@ -74,7 +85,12 @@ def resources_for(uris: Sequence[str]) -> Resources:
 
 
 def shapes_for_frame(
-    det: Any, frame: int, ontology: Any, labels: Mapping[str, LabelInfo], *, score_field: bool | None = None
+    det: Detections,
+    frame: int,
+    ontology: Ontology,
+    labels: Mapping[str, LabelInfo],
+    *,
+    score_field: bool | None = None,
 ) -> tuple[list[dict[str, Any]], list[int]]:
     """CVAT shapes (JSON dicts) for one frame's detections, and the store annotation id of each.
 
@@ -116,7 +132,7 @@ def pushed_geometry(
 
 
 def job_state(
-    current: Mapping[str, Any],
+    current: JobAnnotations,
     shapes: Sequence[Mapping[str, Any]],
     annotation_ids: Sequence[int],
     pushed: Mapping[int, int],
@@ -154,13 +170,13 @@ def job_state(
 
 
 def push_run(
-    store: Any,
-    client: Any,
+    store: Store,
+    session: CvatSession,
     *,
     dataset: str,
     run_name: str,
     task_name: str,
-    ontology: Any | None = None,
+    ontology: Ontology | None = None,
     project_id: int | None = None,
     segment_size: int | None = None,
     assignees: Sequence[str] | Mapping[int, str] = (),
@@ -202,12 +218,12 @@ def push_run(
     sample_ids = covered
     samples = {s.id: s for s in store.samples(dataset, ids=sample_ids)}
     resources = resources_for([samples[i].uri for i in sample_ids])
-    server = public_url(client.api_map.host)
+    server = session.server
     usernames = list(assignees.values()) if isinstance(assignees, Mapping) else list(assignees)
-    user_id = user_ids(client, usernames)  # unknown users fail before anything is created
+    user_id = user_ids(session, usernames)  # unknown users fail before anything is created
 
     task = ensure_task(
-        client,
+        session,
         task_name,
         resources,
         labels=None if project_id is not None else labels_spec(ontology),
@@ -219,10 +235,10 @@ def push_run(
     frame_of = {sample_id: frame for frame, sample_id in enumerate(sample_ids)}
     store.link_frames(link, {frame: sample_id for sample_id, frame in frame_of.items()})
 
-    labels = task_labels(client, task)
+    labels = task_labels(session, task)
     store.record_task_labels(link, {info.id: (name, info.type) for name, info in labels.items()})
     pushed = store.pushed_shapes(link)  # shape id → annotation id
-    jobs = list_jobs(client, task_id=task.id)
+    jobs = list_jobs(session, task_id=task.id)
     total_shapes = requests = 0
     skipped: list[int] = []
     forced: list[int] = []
@@ -235,7 +251,7 @@ def push_run(
             made, ids = shapes_for_frame(dets[sample_id], frame_of[sample_id], ontology, labels)
             shapes.extend(made)
             annotation_ids.extend(ids)
-        current = job_annotations(client, job.id)
+        current = job_annotations(session, job.id)
         state = job_state(current, shapes, annotation_ids, pushed)
         if state == "pushed":
             report(f"job {job.id}: already pushed ({len(shapes)} shapes)")
@@ -250,7 +266,7 @@ def push_run(
             store.forget_pushed_shapes(link, [sid for sid, ann in pushed.items() if ann in wanted])
             forced.append(job.id)
             report(f"job {job.id}: a human has changed it; overwriting (--force)")
-        ids, sent = upload_job_shapes(client, job.id, shapes, max_request_bytes=max_request_bytes)
+        ids, sent = upload_job_shapes(session, job.id, shapes, max_request_bytes=max_request_bytes)
         requests += sent
         total_shapes += len(ids)
         store.record_pushed_shapes(
@@ -264,8 +280,8 @@ def push_run(
     except ValueError as err:
         raise CvatError(f"task {task.id}: {err}") from None
     if plan:
-        applied = assign_jobs(client, plan, ids=user_id, jobs={j.id: j for j in jobs})
-    for job in list_jobs(client, task_id=task.id):
+        applied = assign_jobs(session, plan, ids=user_id, jobs={j.id: j for j in jobs})
+    for job in list_jobs(session, task_id=task.id):
         store_job(store, link, job)
     return PushResult(
         task_id=int(task.id),

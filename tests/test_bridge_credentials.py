@@ -111,7 +111,7 @@ def test_secrets_stay_out_of_logs_store_and_exceptions(fake, store_path, caplog,
     else:
         token = fake.mint_token(ADMIN[0], name="ci")
         token_client = connect(settings_for(fake, username=None, password=None, access_token=token))
-        assert token_client.users.retrieve_current_user().username == ADMIN[0]
+        assert token_client.sdk.users.retrieve_current_user().username == ADMIN[0]
         pull_jobs(store, token_client, task_id=pushed.task_id)
         with pytest.raises(CvatError, match="401") as bad_token:
             connect(settings_for(fake, username=None, password=None, access_token=BAD_TOKEN))

@@ -83,7 +83,7 @@ def test_the_private_ca_is_trusted_from_the_option_or_a_standard_variable(tls_fa
     assert settings.verify_tls and settings.ca_cert == str(ca_file)
     assert settings.ca_cert_source == (variable or "--ca-cert")
     client = connect(settings)
-    assert client.users.retrieve_current_user().username == ADMIN[0]
+    assert client.sdk.users.retrieve_current_user().username == ADMIN[0]
 
 
 def test_a_directory_of_hashed_certificates_is_trusted_too(tls_fake, ca, tmp_path, clean_env):
@@ -94,7 +94,7 @@ def test_a_directory_of_hashed_certificates_is_trusted_too(tls_fake, ca, tmp_pat
     ).stdout.decode().strip()
     ca.cert_pem.write_to_path(str(directory / f"{name}.0"))
     client = connect(settings_for(tls_fake, ca_cert=str(directory)))
-    assert client.users.retrieve_current_user().username == ADMIN[0]
+    assert client.sdk.users.retrieve_current_user().username == ADMIN[0]
 
 
 def test_the_option_wins_over_the_variables(tls_fake, ca_file, tmp_path, clean_env):

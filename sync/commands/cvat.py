@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.text import Text
 
 from sync.console import domain_errors, err, fail, literal, out, text
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from rich.table import Table
+
+    from cvat_bridge.client import CvatSession
+    from cvat_bridge.jobs import JobInfo
+    from sync.store import CvatTaskInfo, DatasetInfo, Store
 
 app = typer.Typer(help="Work with a CVAT server (CVAT_URL, CVAT_ACCESS_TOKEN or CVAT_USERNAME/CVAT_PASSWORD).",
                   no_args_is_help=True)
@@ -28,7 +37,7 @@ CaCertOption = Annotated[
 ]
 
 
-def _connect(url: str | None, org: str | None, insecure: bool, ca_cert: Path | None = None) -> Any:
+def _connect(url: str | None, org: str | None, insecure: bool, ca_cert: Path | None = None) -> CvatSession:
     from cvat_bridge.client import CvatSettings, connect
 
     overrides: dict[str, Any] = {"url": url, "organization": org}
@@ -43,7 +52,7 @@ def _connect(url: str | None, org: str | None, insecure: bool, ca_cert: Path | N
         return connect(settings)
 
 
-def _store() -> Any:
+def _store() -> Store:
     from sync.store import open_store
 
     with domain_errors():
@@ -121,10 +130,10 @@ def push(
     with domain_errors():
         onto = load_ontology(ontology) if ontology else None
     store = _store()
-    client = _connect(url, org, insecure, ca_cert)
+    session = _connect(url, org, insecure, ca_cert)
     with domain_errors():
         result = push_run(
-            store, client, dataset=dataset, run_name=run, task_name=task_name, ontology=onto, project_id=project,
+            store, session, dataset=dataset, run_name=run, task_name=task_name, ontology=onto, project_id=project,
             segment_size=segment_size, assignees=plan, force=force, report=lambda m: err.print(m, markup=False, highlight=False),
             sample_ids=sample_ids,
         )
@@ -161,10 +170,10 @@ def pull(
     if (task is None) == (project is None):
         fail("give exactly one of --task ID or --project ID")
     store = _store()
-    client = _connect(url, org, insecure, ca_cert)
+    session = _connect(url, org, insecure, ca_cert)
     try:
         with domain_errors():
-            result = pull_jobs(store, client, task_id=task, project_id=project, stage=stage, state=state,
+            result = pull_jobs(store, session, task_id=task, project_id=project, stage=stage, state=state,
                                report=lambda m: err.print(m, markup=False, highlight=False))
     except ValueError as error:
         fail(str(error))
@@ -183,14 +192,13 @@ def status(
 
     Exits 1 when a task recorded in the store no longer exists on the server.
     """
-    from cvat_bridge.client import public_url
     from cvat_bridge.jobs import list_jobs
     from cvat_bridge.tasks import get_task
     from sync.pull import task_gone
 
     store = _store()
-    client = _connect(url, org, insecure, ca_cert)
-    server = public_url(client.api_map.host)
+    session = _connect(url, org, insecure, ca_cert)
+    server = session.server
     gone: list[str] = []
     shown = 0
     with domain_errors():
@@ -200,12 +208,12 @@ def status(
             for link in store.cvat_tasks(ds):
                 if link.server != server:
                     continue
-                jobs = list_jobs(client, task_id=link.task_id)
-                if not jobs and get_task(client, link.task_id) is None:
+                jobs = list_jobs(session, task_id=link.task_id)
+                if not jobs and get_task(session, link.task_id) is None:
                     gone.append(task_gone(store, link))
                     continue
                 out.print(_task_heading(store, ds, link))
-                out.print(_jobs_table(client, store, link, jobs))
+                out.print(_jobs_table(session, store, link, jobs))
                 shown += 1
     if not shown and not gone:
         out.print(text(f"no task of {'dataset ' + repr(dataset) if dataset else 'this store'} is on {server}"))
@@ -215,7 +223,7 @@ def status(
         raise typer.Exit(1)
 
 
-def _task_heading(store: Any, ds: Any, link: Any) -> Any:
+def _task_heading(store: Store, ds: DatasetInfo, link: CvatTaskInfo) -> Text:
     """``task 42 'name' · dataset 'd' · run 'r'``, printed literally (names may hold brackets)."""
     run = store.run_by_id(link.run_id).name if link.run_id is not None else None
     parts = [f"task {link.task_id}" + (f" {link.name!r}" if link.name else ""), f"dataset {ds.name!r}"]
@@ -224,7 +232,7 @@ def _task_heading(store: Any, ds: Any, link: Any) -> Any:
     return Text.assemble("\n", (parts[0], "bold"), *(f" · {part}" for part in parts[1:]))
 
 
-def _jobs_table(client: Any, store: Any, link: Any, jobs: Any) -> Any:
+def _jobs_table(session: CvatSession, store: Store, link: CvatTaskInfo, jobs: list[JobInfo]) -> Table:
     """One row per job, narrow enough for 80 columns: ids, frames and numbers never wrap."""
     from rich.table import Table
 
@@ -240,7 +248,7 @@ def _jobs_table(client: Any, store: Any, link: Any, jobs: Any) -> Any:
     known_jobs = {j.job_id: j for j in store.jobs_of(link)}
     pushed = store.pushed_shapes(link)
     for job in jobs:
-        now_ids = {int(s["id"]) for s in job_annotations(client, job.id)["shapes"]}
+        now_ids = {int(s["id"]) for s in job_annotations(session, job.id)["shapes"]}
         known = known_jobs.get(job.id)
         pulled = _when(known.last_pulled_at) if known and known.last_pulled_at else "never"
         table.add_row(
@@ -250,7 +258,7 @@ def _jobs_table(client: Any, store: Any, link: Any, jobs: Any) -> Any:
     return table
 
 
-def _when(moment: Any) -> str:
+def _when(moment: datetime) -> str:
     """A time as ``ls -l`` shows it: ``Nov 02 14:05`` within half a year, else ``Nov 02  2025``."""
     from datetime import UTC, datetime, timedelta
 
@@ -259,7 +267,7 @@ def _when(moment: Any) -> str:
     return local.strftime("%b %d %H:%M" if recent else "%b %d  %Y")
 
 
-def _pushed_in_job(store: Any, link: Any, job: Any) -> int:
+def _pushed_in_job(store: Store, link: CvatTaskInfo, job: JobInfo) -> int:
     frames = store.frames_of(link)
     samples = {frames[f] for f in range(job.start_frame, job.stop_frame + 1) if f in frames}
     run = store.run_by_id(link.run_id) if link.run_id else None

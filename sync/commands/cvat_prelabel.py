@@ -6,13 +6,16 @@ Registered by ``sync.commands.cvat`` as ``app.command("prelabel")(prelabel)``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from sync.commands.cvat import CaCertOption, InsecureOption, OrgOption, UrlOption, _connect, _store
 from sync.console import domain_errors, err, fail, out
 from sync.options import DeviceOption, GdinoModelOption, SamCheckpointOption, SamModelTypeOption
+
+if TYPE_CHECKING:
+    from sync.cvat_prelabel import TaskPrelabelResult
 
 __all__ = ["prelabel"]
 
@@ -65,7 +68,7 @@ def prelabel(
         gdino_model=gdino_model, sam_checkpoint=sam_checkpoint, sam_model_type=sam_model_type, device=device
     )
     store = _store()
-    client = _connect(url, org, insecure, ca_cert)
+    session = _connect(url, org, insecure, ca_cert)
     if settings.tiny:
         err.print(TINY_NOTICE)
     quiet_libraries()
@@ -77,7 +80,7 @@ def prelabel(
             with domain_errors():
                 result = prelabel_task(
                     store,
-                    client,
+                    session,
                     task,
                     onto,
                     settings,
@@ -99,7 +102,7 @@ def prelabel(
         raise typer.Exit(1)
 
 
-def _print_result(result: Any) -> None:
+def _print_result(result: TaskPrelabelResult) -> None:
     """What was done, and what is left for a rerun (names printed literally)."""
     out.print(
         f"task {result.task_id}: {len(result.processed)} of {result.frames} frames pre-labelled now"
