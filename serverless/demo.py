@@ -6,7 +6,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from serverless.pipeline import ModelSettings, gdino_source, sam_source
+from serverless.models import registry
+from serverless.models.registry import ModelLoadError, ModelSpec
+from serverless.ontology import Ontology
+from serverless.pipeline import ModelSettings
 
 __all__ = ["SAMPLES", "DemoSettings", "resolve_demo_settings", "sample_dir"]
 
@@ -29,32 +32,39 @@ class DemoSettings:
     notes: tuple[str, ...]
 
 
-def resolve_demo_settings(tiny_dir: Path) -> DemoSettings:
-    """Real Grounding DINO (and SAM, when its checkpoint is on disk) if possible, else tiny models."""
-    from serverless.models.registry import ModelLoadError
+def _tiny(spec: ModelSpec, directory: Path) -> str:
+    """The spec of a tiny model of ``spec``'s backend, written under ``directory``."""
+    return f"{spec.backend}:{registry.backend(spec.backend).tiny(directory)}"
 
-    settings = ModelSettings.from_env()
+
+def resolve_demo_settings(
+    tiny_dir: Path,
+    *,
+    detector: str | None = None,
+    segmenter: str | None = None,
+    ontology: Ontology | None = None,
+) -> DemoSettings:
+    """The configured models (`ModelSettings.from_env`) if their weights are found (the
+    segmenter only when already on disk: else boxes only), else tiny models of the same
+    backends. A model named by ``detector``/``segmenter`` is never replaced: `ModelLoadError`."""
+    settings = ModelSettings.from_env(detector=detector, segmenter=segmenter, ontology=ontology)
     try:
-        gdino = gdino_source(settings.gdino_model)
+        found = registry.locate(settings.detector)
     except ModelLoadError as error:
-        gdino_problem = str(error)
+        if detector:
+            raise
+        problem = str(error)
     else:
         try:
-            sam = sam_source(settings.sam_model_type, settings.sam_checkpoint, download=False)
+            masks = registry.locate(settings.segmenter, download=False)
         except ModelLoadError as error:
-            return DemoSettings(settings, masks=False, notes=(f"using {gdino.note}", f"{error}: boxes only, no masks"))
-        return DemoSettings(settings, masks=True, notes=(f"using {gdino.note}", f"using {sam.note}"))
-    from serverless.models.tiny import make_tiny_models
-
-    tiny = make_tiny_models(tiny_dir)
-    tiny_settings = ModelSettings(
-        gdino_model=str(tiny.gdino_dir),
-        sam_checkpoint=str(tiny.sam_checkpoint),
-        sam_model_type=str(tiny.sam_model_type),
-        device=settings.device,
+            if segmenter:
+                raise
+            return DemoSettings(settings, masks=False, notes=(f"using {found.note}", f"{error}: boxes only, no masks"))
+        return DemoSettings(settings, masks=True, notes=(f"using {found.note}", f"using {masks.note}"))
+    tiny = ModelSettings(
+        _tiny(settings.detector, tiny_dir),
+        settings.segmenter if segmenter else _tiny(settings.segmenter, tiny_dir),
+        settings.device,
     )
-    return DemoSettings(
-        tiny_settings,
-        masks=True,
-        notes=(f"real weights unavailable ({gdino_problem}): falling back to tiny random models",),
-    )
+    return DemoSettings(tiny, masks=True, notes=(f"real weights unavailable ({problem}): falling back to tiny random models",))

@@ -25,10 +25,11 @@ Contract (``cvat_protocol.md`` §3, §6):
   stage boundary (`serverless.serve_function.request_cancelled`); its late reply is 503.
 
 ``*_function`` factories return the ``(init_context, handler)`` pair a ``main.py`` exposes.
-``init_context`` loads the models once per worker (`ModelSettings.from_env`, the load-once
-registry) and keeps them in ``context.user_data``; ``handler`` never loads weights. Models and
-converters live elsewhere (``serverless.models``, ``serverless.convert.nuclio``): nothing
-here knows how a model works.
+``init_context`` resolves the models (`ModelSettings.from_env`: the environment, else the
+ontology's ``models``, else Grounding DINO and SAM), loads them once per worker through the
+registry and keeps them in ``context.user_data`` as protocols (`Detector`, `Segmenter`,
+`EmbeddingExporter`); ``handler`` never loads weights. Models and converters live elsewhere
+(``serverless.models``, ``serverless.convert``): nothing here knows how a model works.
 """
 
 from __future__ import annotations
@@ -45,11 +46,16 @@ import traceback
 from collections.abc import Callable, Sequence
 from os import PathLike
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from serverless.images import ImageError, decode_image, max_pixels
+from serverless.models.base import Detector, EmbeddingExporter, Segmenter
+
+if TYPE_CHECKING:
+    from serverless.ontology import Ontology
+    from serverless.pipeline import ModelSettings
 
 __all__ = [
     "BROWSER_SAM_ID",
@@ -353,17 +359,18 @@ def _expose(module: str, init_context: InitContext, handler: Handler) -> tuple[I
     return init_context, handler
 
 
-def _settings(context: Any) -> Any:
+def _settings(context: Any, ontology: Ontology | None = None) -> ModelSettings:
     from serverless.pipeline import ModelSettings
+    from serverless.serve_function import function_environ
 
-    settings = ModelSettings.from_env()
+    settings = ModelSettings.from_env(ontology=ontology, environ=function_environ())  # spec.env under serve
     logger = getattr(context, "logger", None)
     if settings.tiny and logger is not None:
         logger.warn_with("TINY RANDOM MODELS IN USE: every box, mask and score is meaningless")
     return settings
 
 
-def _load_ontology(path: str | PathLike[str]) -> Any:
+def _load_ontology(path: str | PathLike[str]) -> Ontology:
     from serverless.ontology import load_ontology
 
     return load_ontology(path)
@@ -375,60 +382,77 @@ def _log_ready(context: Any, function: str, **details: Any) -> None:
         logger.info_with("function ready", function=function, **details)
 
 
+def _init_detector(context: Any, path: Path, function: str, *, segmenter: bool) -> None:
+    """Ontology, `Detector` (and `Segmenter`) into ``context.user_data``, loaded once."""
+    from serverless.models import registry
+
+    ontology = _load_ontology(path)
+    settings = _settings(context, ontology)
+    user_data = context.user_data
+    user_data.ontology = ontology
+    user_data.detector = registry.load_detector(settings.detector, ontology, device=settings.device)
+    if segmenter:
+        user_data.segmenter = registry.load_segmenter(settings.segmenter, device=settings.device)
+    user_data.ready = True
+    models = {"detector": settings.detector.text, **({"segmenter": settings.segmenter.text} if segmenter else {})}
+    _log_ready(context, function, **models, labels=len(ontology.labels))
+
+
 # --------------------------------------------------------------------------- detectors
 
 
-def _grounded_items(image: np.ndarray, model: Any, ontology: Any, threshold: float | None) -> list[dict[str, Any]]:
-    """Grounded-SAM detector items, in detection order, each shaped as its label's type in the
-    ontology: ``rectangle`` labels get boxes (SAM is not run for them), ``polygon`` labels
-    polygons, ``mask`` labels raw-bitmap masks with polygon ``points`` (so CVAT can keep them
-    as masks or convert them). Shapes left empty (no mask pixels, no area) are dropped."""
+def _grounded_items(
+    image: np.ndarray, detector: Detector, segmenter: Segmenter, ontology: Ontology, threshold: float | None
+) -> list[dict[str, Any]]:
+    """Grounded-SAM detector items, in detection order, each delivered as the CVAT contract
+    says for its label's type (`serverless.convert.cvat_contract`): ``rectangle`` labels get
+    boxes (the segmenter is not run for them), ``polygon`` labels polygons, ``mask`` labels
+    raw-bitmap masks with polygon ``points`` (so CVAT can keep them as masks or convert them).
+    Shapes left empty (no mask pixels, no area) are dropped."""
+    from serverless.convert.cvat_contract import needs_mask, shape_types_for
     from serverless.convert.nuclio import to_detector_items
+    from serverless.models.grounded_sam import add_masks
 
     _checkpoint("detection")
-    (boxes,) = model.detector.detect([image], ontology, threshold=threshold)
-    types = [ontology.labels[int(class_id)].type for class_id in boxes.class_ids]
-    shaped = np.array([kind != "rectangle" for kind in types], dtype=bool)
+    (boxes,) = detector.detect([image], threshold=threshold)
+    label_types = [ontology.labels[int(class_id)].type for class_id in boxes.class_ids]
+    segment = np.array([needs_mask(kind) for kind in label_types], dtype=bool)
+    shapes = shape_types_for(label_types, has_mask=True)
     _checkpoint("segmentation")
-    masked = model.add_masks(image, boxes[shaped])  # one embedding, one batched decode
-    row_of = np.cumsum(shaped) - 1
-    _check_reply_size([masked.masks[int(row_of[i])] for i, kind in enumerate(types) if kind == "mask"], image)
+    masked = add_masks(segmenter, image, boxes, only=segment)  # one embedding, one batched decode
+    _check_reply_size([masked.masks[i] for i, shape in enumerate(shapes) if shape == "mask"], image)
     size = (image.shape[1], image.shape[0])
     items: list[dict[str, Any]] = []
-    for i, kind in enumerate(types):
+    for i, shape in enumerate(shapes):
         _checkpoint("converting the shapes")
-        row = masked[int(row_of[i])] if shaped[i] else boxes[i]
+        row = masked[i] if segment[i] else boxes[i]
         items += to_detector_items(
-            row, image_size=size, score_attribute=ontology.score_attribute, as_polygons=kind == "polygon"
+            row, image_size=size, score_attribute=ontology.score_attribute, as_polygons=shape == "polygon"
         )
     return items
 
 
 def grounding_dino_function(ontology_path: str | PathLike[str], *, module: str) -> tuple[InitContext, Handler]:
     """The ``grounding-dino`` detector: boxes for the labels of the ontology at
-    ``ontology_path`` (read in ``init_context``). A request's ``threshold`` overrides every
-    label's; without one (CVAT's UI never sends it) each label's own threshold applies.
-    ``module`` is the ``__name__`` of the ``main.py`` that exposes the pair."""
+    ``ontology_path`` (read in ``init_context``) from the configured `Detector` (Grounding
+    DINO unless the environment or the ontology's ``models`` name another). A request's
+    ``threshold`` overrides every label's; without one (CVAT's UI never sends it) each label's
+    own threshold applies. ``module`` is the ``__name__`` of the ``main.py`` that exposes the
+    pair."""
     path = Path(ontology_path)
 
     def init_context(context: Any) -> None:
-        from serverless.models.grounding_dino import GroundingDino
-
-        settings = _settings(context)
-        context.user_data.ontology = _load_ontology(path)
-        context.user_data.detector = GroundingDino.load(settings.gdino_model, device=settings.device)
-        context.user_data.ready = True
-        _log_ready(context, "grounding-dino", model=settings.gdino_model, labels=len(context.user_data.ontology.labels))
+        _init_detector(context, path, "grounding-dino", segmenter=False)
 
     def detect(user_data: Any, event: Any) -> list[dict[str, Any]]:
         from serverless.convert.nuclio import to_detector_items
 
         image, threshold = parse_detector_request(event)
-        ontology = user_data.ontology
+        detector: Detector = user_data.detector
         _checkpoint("detection")
-        (det,) = user_data.detector.detect([image], ontology, threshold=threshold)
+        (det,) = detector.detect([image], threshold=threshold)
         size = (image.shape[1], image.shape[0])
-        return to_detector_items(det, image_size=size, score_attribute=ontology.score_attribute)
+        return to_detector_items(det, image_size=size, score_attribute=user_data.ontology.score_attribute)
 
     def handler(context: Any, event: Any) -> Any:
         return _serve(context, event, detect)
@@ -437,31 +461,19 @@ def grounding_dino_function(ontology_path: str | PathLike[str], *, module: str) 
 
 
 def grounded_sam_function(ontology_path: str | PathLike[str], *, module: str) -> tuple[InitContext, Handler]:
-    """The ``grounded-sam`` detector: Grounding DINO boxes, then SAM masks for the boxes of
-    ``polygon`` and ``mask`` labels (one embedding and one batched decode per frame). Items
-    follow each label's type in the ontology: rectangles, polygons, or masks (raw bitmap of the
-    inclusive box crop + box) with polygon ``points``. Thresholds as in
+    """The ``grounded-sam`` detector: the `Detector`'s boxes, then the `Segmenter`'s masks for
+    the boxes of ``polygon`` and ``mask`` labels (one embedding and one batched decode per
+    frame). Items follow each label's type in the ontology: rectangles, polygons, or masks (raw
+    bitmap of the inclusive box crop + box) with polygon ``points``. Thresholds as in
     `grounding_dino_function`."""
     path = Path(ontology_path)
 
     def init_context(context: Any) -> None:
-        from serverless.pipeline import load_detector
-
-        settings = _settings(context)
-        context.user_data.ontology = _load_ontology(path)
-        context.user_data.detector = load_detector(settings, masks=True)
-        context.user_data.ready = True
-        _log_ready(
-            context,
-            "grounded-sam",
-            model=settings.gdino_model,
-            sam=settings.sam_checkpoint or settings.sam_model_type,
-            labels=len(context.user_data.ontology.labels),
-        )
+        _init_detector(context, path, "grounded-sam", segmenter=True)
 
     def detect(user_data: Any, event: Any) -> list[dict[str, Any]]:
         image, threshold = parse_detector_request(event)
-        return _grounded_items(image, user_data.detector, user_data.ontology, threshold)
+        return _grounded_items(image, user_data.detector, user_data.segmenter, user_data.ontology, threshold)
 
     def handler(context: Any, event: Any) -> Any:
         return _serve(context, event, detect)
@@ -472,37 +484,42 @@ def grounded_sam_function(ontology_path: str | PathLike[str], *, module: str) ->
 # --------------------------------------------------------------------------- SAM
 
 
-def _load_segmenter(context: Any) -> Any:
-    from serverless.models.sam import SamSegmenter
+def _load_segmenter(context: Any) -> tuple[Segmenter, str]:
+    """The configured `Segmenter` into ``context.user_data``; returns it and its spec."""
+    from serverless.models import registry
 
     settings = _settings(context)
-    segmenter = SamSegmenter.load(settings.sam_model_type, settings.sam_checkpoint, device=settings.device)
+    segmenter = registry.load_segmenter(settings.segmenter, device=settings.device)
     context.user_data.segmenter = segmenter
-    context.user_data.ready = True
-    return settings
+    return segmenter, settings.segmenter.text
 
 
 def sam_embedding_function(*, module: str) -> tuple[InitContext, Handler]:
-    """The SAM encoder for CVAT's browser decoder (function id `BROWSER_SAM_ID`): replies
+    """The image encoder for CVAT's browser decoder (function id `BROWSER_SAM_ID`): replies
     ``{"blob": base64 float32 [1, 256, 64, 64]}`` computed on the frame exactly as sent (not
-    resized). Points in the request are ignored: the browser decodes the clicks."""
+    resized). Points in the request are ignored: the browser decodes the clicks. The segmenter
+    must be an `EmbeddingExporter` (SAM); one whose embedding no browser decoder reads (SAM
+    other than vit_h) is served with a warning in the log."""
 
     def init_context(context: Any) -> None:
-        settings = _load_segmenter(context)
+        segmenter, spec = _load_segmenter(context)
+        if not isinstance(segmenter, EmbeddingExporter):
+            raise TypeError(f"segmenter {spec!r} exports no embedding for CVAT's browser decoder")
         logger = getattr(context, "logger", None)
-        if settings.sam_model_type != "vit_h" and logger is not None:
+        if segmenter.browser_decoder is None and logger is not None:
             logger.warn_with(
-                "CVAT's browser decoder was exported for SAM vit_h; other encoders give wrong masks",
-                sam_model_type=settings.sam_model_type,
+                "CVAT's browser decoder was exported for SAM vit_h; other encoders give wrong masks", segmenter=spec
             )
-        _log_ready(context, "sam", sam=settings.sam_checkpoint or settings.sam_model_type)
+        context.user_data.ready = True
+        _log_ready(context, "sam", segmenter=spec)
 
     def embed(user_data: Any, event: Any) -> dict[str, str]:
         from serverless.convert.nuclio import embedding_reply
 
         image = parse_image_request(event)
+        segmenter: EmbeddingExporter = user_data.segmenter
         _checkpoint("the SAM encoder")
-        return embedding_reply(user_data.segmenter.embed(image).to_numpy())
+        return embedding_reply(segmenter.export_embedding(segmenter.embed(image)))
 
     def handler(context: Any, event: Any) -> Any:
         return _serve(context, event, embed)
@@ -511,20 +528,22 @@ def sam_embedding_function(*, module: str) -> tuple[InitContext, Handler]:
 
 
 def sam_interactor_function(*, module: str) -> tuple[InitContext, Handler]:
-    """The server-side SAM interactor (any SAM size): positive/negative clicks and an
+    """The server-side interactor over the configured `Segmenter` (SAM of any size unless
+    ``AUTOLABEL_SEGMENTER`` names another): positive/negative clicks and an
     optional box → ``{"mask": 2-D 0/255 crop, "bounds": [xtl, ytl, xbr, ybr]}``. Each frame's
     embedding is cached by image content hash, so clicks after the first on a frame cost only
     the decoder."""
 
     def init_context(context: Any) -> None:
-        settings = _load_segmenter(context)
-        _log_ready(context, "sam-interactor", sam=settings.sam_checkpoint or settings.sam_model_type)
+        _, spec = _load_segmenter(context)
+        context.user_data.ready = True
+        _log_ready(context, "sam-interactor", segmenter=spec)
 
     def interact(user_data: Any, event: Any) -> dict[str, list]:
         from serverless.convert.nuclio import to_interactor_reply
 
         image, positive, negative, box = parse_interactor_request(event)
-        segmenter = user_data.segmenter
+        segmenter: Segmenter = user_data.segmenter
         _checkpoint("the SAM encoder")
         embedding = segmenter.embed(image)
         _checkpoint("the SAM decoder")

@@ -7,6 +7,9 @@ An ontology is written by hand in YAML::
     defaults: {threshold: 0.3, text_threshold: 0.25, nms_iou: 0.5, class_agnostic_nms: false,
                max_detections: 100}
     score_attribute: false       # CVAT spec labels carry a "score" number attribute
+    models:                      # optional: which models serve it (serverless.models.registry)
+      detector: grounding-dino:IDEA-Research/grounding-dino-tiny
+      segmenter: sam:vit_b
     labels:
       - name: person
         prompts: [person, worker]  # optional; defaults to [name]
@@ -16,7 +19,13 @@ An ontology is written by hand in YAML::
 
 Every key is checked: unknown keys, wrong types and out-of-range values raise
 `OntologyError` naming the file, the 1-based line and the field path, e.g.
-``site.yaml:7: labels[1].threshold: must be a number in 0..1, got 1.5``.
+``site.yaml:7: labels[1].threshold: must be a number in 0..1, got 1.5``. The values are
+checked in one place, the dataclasses (`Defaults`, `Label`, `Models`, `Ontology`), which raise
+`OntologyFieldError` with the field's path; the YAML reader only maps the document's shape
+onto them (mappings, known keys) and each path back to its line.
+
+``models`` names the detector and segmenter as spec strings; a spec given on the command
+line or in the environment takes precedence (`serverless.pipeline.ModelSettings`).
 
 Prompts (the phrases sent to Grounding DINO) are stored normalized (see
 `normalize_phrase`); each belongs to exactly one label, and none may contain ``"."``,
@@ -43,7 +52,7 @@ import json
 import numbers
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from os import PathLike
 from pathlib import Path
 from typing import Any
@@ -59,8 +68,10 @@ __all__ = [
     "MAX_PROMPT_TOKENS",
     "Defaults",
     "Label",
+    "Models",
     "Ontology",
     "OntologyError",
+    "OntologyFieldError",
     "PromptChunk",
     "UnknownLabelError",
     "build_chunk",
@@ -80,9 +91,6 @@ LABEL_TYPES = ("rectangle", "polygon", "mask")
 NAME_PATTERN = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 """Allowed ontology names and function kinds (they end up in Nuclio function names)."""
 
-_TOP_KEYS = ("name", "defaults", "score_attribute", "labels")
-_DEFAULTS_KEYS = ("threshold", "text_threshold", "nms_iou", "class_agnostic_nms", "max_detections")
-_LABEL_KEYS = ("name", "prompts", "threshold", "type")
 _WORD = re.compile(r"\w+")
 _ASCII_PUNCTUATION = frozenset("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
 
@@ -103,8 +111,52 @@ class UnknownLabelError(OntologyError, KeyError):
     __str__ = ValueError.__str__  # not KeyError's repr-quoting
 
 
+class OntologyFieldError(OntologyError):
+    """A field holds an invalid value. ``path`` locates it within the object that raised
+    (``("prompts", 1)``, ``("labels", 2, "name")``) and ``problem`` says what is wrong; the
+    message is ``<context><path>: <problem>``."""
+
+    def __init__(self, path: Sequence[str | int], problem: str, *, context: str = "") -> None:
+        self.path = tuple(path)
+        self.problem = problem
+        super().__init__(f"{context}{_path_text(self.path)}: {problem}")
+
+
+def _path_text(path: Sequence[str | int]) -> str:
+    """``("labels", 1, "prompts", 0)`` → ``labels[1].prompts[0]``."""
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
 class _Invalid(Exception):
-    """Internal: a value failed a check; the caller adds where it was found."""
+    """Internal: a value failed a check; ``path`` locates it inside the value (a list
+    item), the raiser adds the field."""
+
+    def __init__(self, message: str, path: tuple[str | int, ...] = ()) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class _Null:
+    """A null written in a YAML file: unlike a key left out, no field accepts it."""
+
+    def __repr__(self) -> str:
+        return "null"
+
+
+_NULL = _Null()
+
+
+def _checked(obj: object, checks: Sequence[tuple[str, Callable[[Any], Any]]], context: str) -> None:
+    """Run each field's check on a frozen dataclass and store the normalized value;
+    the first failure is an `OntologyFieldError` naming the field."""
+    for name, check in checks:
+        try:
+            object.__setattr__(obj, name, check(getattr(obj, name)))
+        except _Invalid as err:
+            raise OntologyFieldError((name, *err.path), str(err), context=context) from None
 
 
 # --------------------------------------------------------------------------- values
@@ -125,7 +177,7 @@ def normalize_phrase(text: str) -> str:
 
 def _describe(value: Any) -> str:
     """A short rendering of an offending value for error messages."""
-    if value is None:
+    if value is None or value is _NULL:
         return "null"
     if isinstance(value, (bool, ScalarBoolean, np.bool_)):
         return f"{str(bool(value)).lower()} (a boolean)"
@@ -226,8 +278,8 @@ def _kebab_name(value: Any) -> str:
 
 
 def _prompt_list(value: Any) -> tuple[str, ...]:
-    """Normalized prompts; for Python callers (the YAML parser checks items itself)."""
-    if isinstance(value, str) or not isinstance(value, Iterable):
+    """Normalized prompts, none repeated."""
+    if isinstance(value, (str, Mapping)) or not isinstance(value, Iterable):
         raise _Invalid(f"must be a non-empty list of strings, got {_describe(value)}")
     prompts = tuple(value)
     if not prompts:
@@ -237,26 +289,44 @@ def _prompt_list(value: Any) -> tuple[str, ...]:
         try:
             phrase = _prompt(item)
         except _Invalid as err:
-            raise _Invalid(f"[{index}]: {err}") from None
+            raise _Invalid(str(err), (index,)) from None
         if phrase in normalized:
-            raise _Invalid(f"[{index}]: {phrase!r} repeats prompts[{normalized.index(phrase)}]")
+            raise _Invalid(f"{phrase!r} repeats prompts[{normalized.index(phrase)}]", (index,))
         normalized.append(phrase)
     return tuple(normalized)
 
 
-def _conflict(labels: Sequence[Label]) -> tuple[int, str, int | None, str] | None:
-    """The first cross-label problem as ``(label index, field, prompt index, message)``:
-    a duplicate name (case-insensitive) or a prompt shared by two labels."""
+def _model_spec(kind: str) -> Callable[[Any], str | None]:
+    """A check of an optional model spec string of ``kind`` (its syntax and backend; the
+    weights are looked for only when the model is loaded)."""
+
+    def check(value: Any) -> str | None:
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise _Invalid(f"must be a model spec string such as 'grounding-dino' or 'sam:vit_b', got {_describe(value)}")
+        from serverless.models.registry import ModelSpecError, parse_spec
+
+        try:
+            parse_spec(value, kind, environ={})  # type: ignore[arg-type]
+        except ModelSpecError as err:
+            raise _Invalid(str(err)) from None
+        return str(value).strip()
+
+    return check
+
+
+def _check_conflicts(labels: Sequence[Label]) -> None:
+    """`OntologyFieldError` for the first cross-label problem: a duplicate name (compared
+    case-insensitively) or a prompt shared by two labels."""
     names: dict[str, int] = {}
     owners: dict[str, int] = {}
     for i, label in enumerate(labels):
         key = label.name.casefold()
         if key in names:
             j = names[key]
-            return (
-                i,
-                "name",
-                None,
+            raise OntologyFieldError(
+                ("labels", i, "name"),
                 f"duplicate label name {label.name!r}: labels[{j}] is already "
                 f"{labels[j].name!r} (names are compared case-insensitively)",
             )
@@ -264,14 +334,11 @@ def _conflict(labels: Sequence[Label]) -> tuple[int, str, int | None, str] | Non
         for k, phrase in enumerate(label.prompts):
             j = owners.setdefault(phrase, i)
             if j != i:
-                return (
-                    i,
-                    "prompts",
-                    k,
+                raise OntologyFieldError(
+                    ("labels", i, "prompts", k),
                     f"prompt {phrase!r} already belongs to label {labels[j].name!r} "
                     f"(labels[{j}]); a prompt must map to exactly one label",
                 )
-    return None
 
 
 # --------------------------------------------------------------------------- data model
@@ -294,18 +361,14 @@ class Defaults:
     the work after detection (SAM, polygons) and the size of a function's reply."""
 
     def __post_init__(self) -> None:
-        checks: list[tuple[str, Callable[[Any], Any]]] = [
+        checks = [
             ("threshold", _unit),
             ("text_threshold", _unit),
             ("nms_iou", _unit),
             ("class_agnostic_nms", _boolean),
             ("max_detections", _max_detections),
         ]
-        for name, check in checks:
-            try:
-                object.__setattr__(self, name, check(getattr(self, name)))
-            except _Invalid as err:
-                raise OntologyError(f"defaults.{name}: {err}") from None
+        _checked(self, checks, "defaults.")
 
 
 @dataclass(frozen=True)
@@ -323,19 +386,26 @@ class Label:
     """The CVAT shape: one of `LABEL_TYPES`."""
 
     def __post_init__(self) -> None:
-        checks: list[tuple[str, Callable[[Any], Any]]] = [
-            ("name", _label_name),
-            ("prompts", _prompt_list),
-            ("threshold", _optional_unit),
-            ("type", _label_type),
-        ]
-        for name, check in checks:
-            try:
-                object.__setattr__(self, name, check(getattr(self, name)))
-            except _Invalid as err:
-                where = f"label {_describe(self.name)}" if isinstance(self.name, str) else "label"
-                sep = "" if str(err).startswith("[") else ": "
-                raise OntologyError(f"{where}: {name}{sep}{err}") from None
+        checks = [("name", _label_name), ("prompts", _prompt_list), ("threshold", _optional_unit), ("type", _label_type)]
+        _checked(self, checks, f"label {_describe(self.name)}: " if isinstance(self.name, str) else "label: ")
+
+
+@dataclass(frozen=True)
+class Models:
+    """Which models serve the ontology, as spec strings (`serverless.models.registry`);
+    None leaves the choice to the command line, the environment or the defaults."""
+
+    detector: str | None = None
+    """e.g. ``grounding-dino:IDEA-Research/grounding-dino-tiny`` or ``grounding-dino``."""
+    segmenter: str | None = None
+    """e.g. ``sam:vit_b``, ``sam:vit_b:/weights/sam_vit_b.pth``."""
+
+    def __post_init__(self) -> None:
+        _checked(self, [("detector", _model_spec("detector")), ("segmenter", _model_spec("segmenter"))], "models.")
+
+    def to_dict(self) -> dict[str, str]:
+        """The specs that are set."""
+        return {name: value for name, value in (("detector", self.detector), ("segmenter", self.segmenter)) if value}
 
 
 @dataclass(frozen=True)
@@ -351,38 +421,28 @@ class Ontology:
     """Prefix of rendered function names; matches `NAME_PATTERN` when given."""
     score_attribute: bool = False
     """When true, CVAT spec labels carry a ``score`` number attribute."""
+    models: Models = Models()
+    """The models named for this ontology (none by default)."""
     source: str | None = field(default=None, compare=False, repr=False)
     """The YAML text this was parsed from, or None when built otherwise."""
 
     def __post_init__(self) -> None:
         labels = self.labels
         if isinstance(labels, (str, Mapping)) or not isinstance(labels, Iterable):
-            raise OntologyError(
-                f"labels: must be a non-empty list of Label, got {_describe(labels)}"
-            )
+            raise OntologyFieldError(("labels",), f"must be a non-empty list of labels, got {_describe(labels)}")
         labels = tuple(labels)
         if not labels:
-            raise OntologyError("labels: must be a non-empty list of Label, got an empty list")
+            raise OntologyFieldError(("labels",), "must be a non-empty list of labels, got an empty list")
         for i, label in enumerate(labels):
             if not isinstance(label, Label):
-                raise OntologyError(f"labels[{i}]: must be a Label, got {_describe(label)}")
+                raise OntologyFieldError(("labels", i), f"must be a Label, got {_describe(label)}")
         object.__setattr__(self, "labels", labels)
-        if not isinstance(self.defaults, Defaults):
-            raise OntologyError(f"defaults: must be a Defaults, got {_describe(self.defaults)}")
-        try:
-            if self.name is not None:
-                _kebab_name(self.name)
-        except _Invalid as err:
-            raise OntologyError(f"name: {err}") from None
-        try:
-            object.__setattr__(self, "score_attribute", _boolean(self.score_attribute))
-        except _Invalid as err:
-            raise OntologyError(f"score_attribute: {err}") from None
-        problem = _conflict(labels)
-        if problem is not None:
-            i, field_name, k, message = problem
-            suffix = "" if k is None else f"[{k}]"
-            raise OntologyError(f"labels[{i}].{field_name}{suffix}: {message}")
+        for name, cls in (("defaults", Defaults), ("models", Models)):
+            if not isinstance(getattr(self, name), cls):
+                raise OntologyFieldError((name,), f"must be a {cls.__name__}, got {_describe(getattr(self, name))}")
+        named = [("name", lambda value: value if value is None else _kebab_name(value))]
+        _checked(self, [*named, ("score_attribute", _boolean)], "")
+        _check_conflicts(labels)
 
     @property
     def label_names(self) -> tuple[str, ...]:
@@ -423,7 +483,8 @@ class Ontology:
 
     def to_dict(self) -> dict[str, Any]:
         """A canonical plain-data form (dicts, lists, str, float, bool): every default
-        spelled out, prompts normalized, ``threshold`` omitted when the label has none.
+        spelled out, prompts normalized, ``threshold`` omitted when the label has none,
+        ``models`` only when some model is named.
         Dumped as YAML it parses back to an equal ontology."""
         result: dict[str, Any] = {}
         if self.name is not None:
@@ -436,6 +497,8 @@ class Ontology:
             "max_detections": self.defaults.max_detections,
         }
         result["score_attribute"] = self.score_attribute
+        if self.models.to_dict():
+            result["models"] = self.models.to_dict()
         labels = []
         for label in self.labels:
             item: dict[str, Any] = {"name": label.name, "prompts": list(label.prompts)}
@@ -513,145 +576,107 @@ def _item_line(seq: Any, index: int, default: int) -> int:
         return default
 
 
-class _Parser:
-    """Walks the ruamel tree of one document, raising located `OntologyError`s."""
+def _line_of(doc: Any, path: Sequence[str | int]) -> int:
+    """The 1-based line of the value at ``path`` in a ruamel document, or of the deepest
+    node on the way that exists (a missing key: its mapping)."""
+    node, line = doc, _line(doc)
+    for part in path:
+        if isinstance(node, Mapping) and part in node:
+            line, node = _value_line(node, part), node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            line, node = _item_line(node, part, line), node[part]
+        else:
+            break
+    return line
 
-    def __init__(self, source: str) -> None:
+
+def _keys(cls: type) -> tuple[str, ...]:
+    """The YAML keys of a dataclass: its fields (but ``source``)."""
+    return tuple(f.name for f in fields(cls) if f.name != "source")
+
+
+def _plain(mapping: Mapping[Any, Any]) -> dict[str, Any]:
+    """Constructor arguments from a YAML mapping; a null value becomes `_NULL`."""
+    return {str(key): _NULL if value is None else value for key, value in mapping.items()}
+
+
+class _Reader:
+    """Maps one YAML document onto the dataclasses, which check every value; an
+    `OntologyFieldError` from them is re-raised naming the file and the field's line."""
+
+    def __init__(self, source: str, doc: Any) -> None:
         self.source = source
+        self.doc = doc
+        self.implicit: set[int] = set()  # labels whose prompt is their name
 
-    def fail(self, line: int, path: str, message: str) -> OntologyError:
-        return OntologyError(f"{self.source}:{line}: {path}: {message}")
+    def fail(self, path: Sequence[str | int], problem: str, where: str | None = None) -> OntologyFieldError:
+        line = _line_of(self.doc, path)
+        return OntologyFieldError(path, problem, context=f"{self.source}:{line}: " if where is None else where)
 
-    def check_keys(self, mapping: Any, allowed: tuple[str, ...], prefix: str) -> None:
+    def located(self, prefix: tuple[str | int, ...], err: OntologyFieldError) -> OntologyFieldError:
+        path = prefix + err.path
+        if len(path) >= 4 and path[0] == "labels" and path[2] == "prompts" and path[1] in self.implicit:
+            line = _line_of(self.doc, path[:2] + ("name",))
+            where = f"{self.source}:{line}: {_path_text(path[:2])}.name (its prompt)"
+            return OntologyFieldError((), err.problem, context=where)
+        return self.fail(path, err.problem)
+
+    def check_keys(self, mapping: Mapping[Any, Any], allowed: tuple[str, ...], prefix: tuple[str | int, ...]) -> None:
         for key in mapping:
-            if key in allowed:
-                continue
-            close = difflib.get_close_matches(str(key), allowed, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise self.fail(
-                _key_line(mapping, key),
-                f"{prefix}{key}",
-                f"unknown key; expected one of {', '.join(allowed)}{hint}",
-            )
+            if key not in allowed:
+                close = difflib.get_close_matches(str(key), allowed, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                line = _key_line(mapping, key)
+                problem = f"unknown key; expected one of {', '.join(allowed)}{hint}"
+                raise OntologyFieldError((*prefix, str(key)), problem, context=f"{self.source}:{line}: ")
 
-    def value(self, mapping: Any, key: str, path: str, check: Callable[[Any], Any]) -> Any:
-        try:
-            return check(mapping[key])
-        except _Invalid as err:
-            raise self.fail(_value_line(mapping, key), path, str(err)) from None
-
-    def document(
-        self, doc: Any
-    ) -> tuple[dict[str, Any], list[tuple[int, int | None, int, list[int]]]]:
-        """Checked constructor arguments and, per label, the lines of its name and prompts."""
-        if not isinstance(doc, Mapping):
-            got = "an empty document" if doc is None else _describe(doc)
-            raise self.fail(
-                _line(doc), "document", f"must be a mapping with a 'labels' list, got {got}"
-            )
-        self.check_keys(doc, _TOP_KEYS, "")
-        args: dict[str, Any] = {}
-        if "name" in doc:
-            args["name"] = self.value(doc, "name", "name", _kebab_name)
-        if "score_attribute" in doc:
-            args["score_attribute"] = self.value(
-                doc, "score_attribute", "score_attribute", _boolean
-            )
-        if "defaults" in doc:
-            args["defaults"] = self.defaults(doc)
-        if "labels" not in doc:
-            raise self.fail(_line(doc), "labels", "missing; expected a non-empty list of labels")
-        seq = doc["labels"]
-        if not isinstance(seq, list) or not seq:
-            got = "an empty list" if isinstance(seq, list) else _describe(seq)
-            raise self.fail(
-                _value_line(doc, "labels"),
-                "labels",
-                f"must be a non-empty list of labels, got {got}",
-            )
-        labels = []
-        lines = []
-        for i, item in enumerate(seq):
-            label, label_lines = self.label(seq, i, item, _value_line(doc, "labels"))
-            labels.append(label)
-            lines.append(label_lines)
-        args["labels"] = labels
-        return args, lines
-
-    def defaults(self, doc: Any) -> Defaults:
-        mapping = doc["defaults"]
+    def section(self, key: str, cls: type[Defaults | Models]) -> Defaults | Models:
+        mapping = self.doc[key]
         if not isinstance(mapping, Mapping):
-            raise self.fail(
-                _value_line(doc, "defaults"),
-                "defaults",
-                f"must be a mapping of {', '.join(_DEFAULTS_KEYS)}, got {_describe(mapping)}",
-            )
-        self.check_keys(mapping, _DEFAULTS_KEYS, "defaults.")
-        values = {}
-        checks = {"class_agnostic_nms": _boolean, "max_detections": _max_detections}
-        for key in _DEFAULTS_KEYS:
-            if key in mapping:
-                values[key] = self.value(mapping, key, f"defaults.{key}", checks.get(key, _unit))
-        return Defaults(**values)
+            raise self.fail((key,), f"must be a mapping of {', '.join(_keys(cls))}, got {_describe(mapping)}")
+        self.check_keys(mapping, _keys(cls), (key,))
+        try:
+            return cls(**_plain(mapping))
+        except OntologyFieldError as err:
+            raise self.located((key,), err) from None
 
-    def label(
-        self, seq: Any, i: int, item: Any, seq_line: int
-    ) -> tuple[Label, tuple[int, list[int]]]:
-        path = f"labels[{i}]"
-        line = _item_line(seq, i, seq_line)
+    def label(self, seq: list[Any], i: int) -> Label:
+        item, path = seq[i], ("labels", i)
         if not isinstance(item, Mapping):
             hint = f" (write '- name: {item}')" if isinstance(item, str) else ""
-            raise self.fail(
-                line, path, f"must be a mapping with a 'name'{hint}, got {_describe(item)}"
-            )
-        line = _line(item, line)
-        self.check_keys(item, _LABEL_KEYS, f"{path}.")
+            raise self.fail(path, f"must be a mapping with a 'name'{hint}, got {_describe(item)}")
+        self.check_keys(item, _keys(Label), path)
         if "name" not in item:
-            raise self.fail(line, f"{path}.name", "missing; every label needs a name")
-        name = self.value(item, "name", f"{path}.name", _label_name)
-        name_line = _value_line(item, "name")
-        if "prompts" in item:
-            prompts, prompt_lines = self.prompts(item, path)
-        else:
-            try:
-                prompts = (_prompt(name),)
-            except _Invalid as err:
-                raise self.fail(
-                    name_line, f"{path}.name", f"used as the prompt: {err}; give explicit prompts"
-                ) from None
-            prompt_lines = [name_line]
-        threshold = (
-            self.value(item, "threshold", f"{path}.threshold", _unit)
-            if "threshold" in item
-            else None
-        )
-        kind = (
-            self.value(item, "type", f"{path}.type", _label_type) if "type" in item else "rectangle"
-        )
-        return Label(name, prompts, threshold, kind), (name_line, prompt_lines)
+            raise self.fail((*path, "name"), "missing; every label needs a name")
+        args = _plain(item)
+        if "prompts" not in args:
+            self.implicit.add(i)
+            args["prompts"] = (args["name"],)
+        try:
+            return Label(**args)
+        except OntologyFieldError as err:
+            if i in self.implicit and err.path[:1] == ("prompts",):
+                raise self.fail((*path, "name"), f"used as the prompt: {err.problem}; give explicit prompts") from None
+            raise self.located(path, err) from None
 
-    def prompts(self, item: Any, path: str) -> tuple[tuple[str, ...], list[int]]:
-        seq = item["prompts"]
-        seq_line = _value_line(item, "prompts")
-        if not isinstance(seq, list) or not seq:
-            got = "an empty list" if isinstance(seq, list) else _describe(seq)
-            raise self.fail(
-                seq_line, f"{path}.prompts", f"must be a non-empty list of strings, got {got}"
-            )
-        phrases: list[str] = []
-        lines: list[int] = []
-        for k, value in enumerate(seq):
-            line = _item_line(seq, k, seq_line)
-            try:
-                phrase = _prompt(value)
-            except _Invalid as err:
-                raise self.fail(line, f"{path}.prompts[{k}]", str(err)) from None
-            if phrase in phrases:
-                j = phrases.index(phrase)
-                raise self.fail(line, f"{path}.prompts[{k}]", f"{phrase!r} repeats prompts[{j}]")
-            phrases.append(phrase)
-            lines.append(line)
-        return tuple(phrases), lines
+    def ontology(self, text: str) -> Ontology:
+        doc = self.doc
+        if not isinstance(doc, Mapping):
+            got = "an empty document" if doc is None else _describe(doc)
+            raise self.fail((), f"must be a mapping with a 'labels' list, got {got}", f"{self.source}:{_line(doc)}: document")
+        self.check_keys(doc, _keys(Ontology), ())
+        if "labels" not in doc:
+            raise self.fail(("labels",), "missing; expected a non-empty list of labels")
+        args = _plain(doc)
+        for key, cls in (("defaults", Defaults), ("models", Models)):
+            if key in doc:
+                args[key] = self.section(key, cls)
+        if isinstance(doc["labels"], list):
+            args["labels"] = [self.label(doc["labels"], i) for i in range(len(doc["labels"]))]
+        try:
+            return Ontology(**args, source=text)
+        except OntologyFieldError as err:
+            raise self.located((), err) from None
 
 
 def parse_ontology(text: str, source: str = "<string>") -> Ontology:
@@ -677,18 +702,7 @@ def parse_ontology(text: str, source: str = "<string>") -> Ontology:
         raise OntologyError(f"{source}:{line}: YAML error: {err}") from err
     except RecursionError:
         raise OntologyError(f"{source}:1: YAML error: nested too deeply to be an ontology") from None
-    parser = _Parser(source)
-    args, lines = parser.document(doc)
-    problem = _conflict(args["labels"])
-    if problem is not None:
-        i, field_name, k, message = problem
-        name_line, prompt_lines = lines[i]
-        if field_name == "name":
-            raise parser.fail(name_line, f"labels[{i}].name", message)
-        explicit = "prompts" in doc["labels"][i]
-        path = f"labels[{i}].prompts[{k}]" if explicit else f"labels[{i}].name (its prompt)"
-        raise parser.fail(prompt_lines[k or 0], path, message)
-    return Ontology(**args, source=text)
+    return _Reader(source, doc).ontology(text)
 
 
 def load_ontology(path: str | PathLike[str]) -> Ontology:

@@ -1,246 +1,228 @@
-"""The bulk pre-labeler: model settings, model loading and batched runs over image files.
+"""The bulk pre-labeler: which models to run (`ModelSettings`), loading them as one
+`Detector` (`load_detector`) and batched runs over image files (`prelabel_files`).
 
-One model object (`GroundingDino` or `GroundedSam`) serves this pipeline, the Nuclio
-functions and the cvat-sdk function modules alike.
+The pre-labeler holds a `Detector`, never a model class: any registered backend serves it, as
+it serves the Nuclio functions and the cvat-sdk function modules.
 """
 
 from __future__ import annotations
 
 import os
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from serverless.detections import Detections
 from serverless.images import ImageError, read_image
-from serverless.ontology import Ontology
+from serverless.models.base import Detector, Kind
+from serverless.models.registry import ModelSpec, ModelSpecError, WeightsSource, parse_spec, url_problem
+
+if TYPE_CHECKING:
+    from serverless.ontology import Ontology
 
 __all__ = [
     "Detector",
     "FrameResult",
     "ModelSettings",
+    "ModelSpecError",
     "WeightsSource",
-    "gdino_source",
     "load_detector",
     "prelabel_files",
-    "sam_source",
     "url_problem",
 ]
 
 
-class Detector(Protocol):
-    def detect(
-        self, images: Sequence[np.ndarray], ontology: Ontology, *, threshold: float | None = None
-    ) -> list[Detections]: ...
+def _shorthand_segmenter(model_type: str | None, checkpoint: str | None) -> str:
+    model_type = model_type or "vit_h"
+    return f"sam:{model_type}:{checkpoint}" if checkpoint else f"sam:{model_type}"
 
 
-@dataclass(frozen=True)
+def _choose(kind: Kind, candidates: Sequence[tuple[str, str | None]], environ: Mapping[str, str]) -> ModelSpec:
+    """The first candidate spec that is set, parsed; errors say where it came from."""
+    for origin, text in candidates:
+        if text:
+            try:
+                return parse_spec(text, kind, environ)
+            except ModelSpecError as err:
+                raise ModelSpecError(f"{err} (from {origin})") from None
+    raise ModelSpecError(f"no {kind} spec")  # the candidates end with a default
+
+
+def _one_of(spec: str | None, shorthand: str | None, names: str) -> str | None:
+    if spec and shorthand:
+        raise ModelSpecError(f"give {names}, not both")
+    return spec or shorthand
+
+
+@dataclass(frozen=True, init=False)
 class ModelSettings:
-    """Where the weights are. Resolution: explicit value → environment → public default."""
+    """Which models a door runs, as parsed spec strings (`serverless.models.registry`).
 
-    gdino_model: str
-    sam_checkpoint: str | None = None
-    sam_model_type: str = "vit_h"
+    Resolution, done once at the door: an explicit spec (``--detector``, or the shorthand
+    ``--gdino-model X`` = ``grounding-dino:X``; ``--segmenter``, or ``--sam-model-type`` /
+    ``--sam-checkpoint`` = ``sam:TYPE[:CHECKPOINT]``) → the environment (``AUTOLABEL_DETECTOR``,
+    or the shorthand ``AUTOLABEL_GDINO_MODEL``; ``AUTOLABEL_SEGMENTER``, or
+    ``AUTOLABEL_SAM_MODEL_TYPE`` / ``AUTOLABEL_SAM_CHECKPOINT``) → the ontology's
+    ``models: {detector, segmenter}`` → the defaults ``grounding-dino`` and ``sam`` (vit_h).
+    """
+
+    detector: ModelSpec
+    segmenter: ModelSpec
     device: str | None = None
+
+    def __init__(
+        self,
+        detector: ModelSpec | str | None = None,
+        segmenter: ModelSpec | str | None = None,
+        device: str | None = None,
+        *,
+        gdino_model: str | None = None,
+        sam_checkpoint: str | None = None,
+        sam_model_type: str | None = None,
+    ) -> None:
+        """Explicit settings (no environment): specs, or the Grounding DINO / SAM shorthand."""
+        chosen_detector = _one_of(
+            str(detector) if detector else None,
+            f"grounding-dino:{gdino_model}" if gdino_model else None,
+            "a detector spec or gdino_model",
+        )
+        shorthand = _shorthand_segmenter(sam_model_type, sam_checkpoint) if sam_model_type or sam_checkpoint else None
+        chosen_segmenter = _one_of(
+            str(segmenter) if segmenter else None, shorthand, "a segmenter spec or sam_model_type/sam_checkpoint"
+        )
+        object.__setattr__(self, "detector", parse_spec(chosen_detector or "grounding-dino", "detector", {}))
+        object.__setattr__(self, "segmenter", parse_spec(chosen_segmenter or "sam", "segmenter", {}))
+        object.__setattr__(self, "device", device or None)
 
     @classmethod
     def from_env(
         cls,
         *,
+        detector: str | None = None,
+        segmenter: str | None = None,
         gdino_model: str | None = None,
         sam_checkpoint: str | None = None,
         sam_model_type: str | None = None,
         device: str | None = None,
+        ontology: Ontology | None = None,
+        environ: Mapping[str, str] | None = None,
     ) -> ModelSettings:
-        from serverless.models.grounding_dino import DEFAULT_GDINO_MODEL
-
-        return cls(
-            gdino_model=gdino_model or os.environ.get("AUTOLABEL_GDINO_MODEL") or DEFAULT_GDINO_MODEL,
-            sam_checkpoint=sam_checkpoint or os.environ.get("AUTOLABEL_SAM_CHECKPOINT") or None,
-            sam_model_type=sam_model_type or os.environ.get("AUTOLABEL_SAM_MODEL_TYPE") or "vit_h",
-            device=device or os.environ.get("AUTOLABEL_DEVICE") or None,
+        """Resolve the settings (see the class docstring); ``environ`` defaults to
+        ``os.environ``. `ModelSpecError` names the bad spec and where it came from."""
+        env = os.environ if environ is None else environ
+        models = ontology.models if ontology is not None else None
+        given_sam = sam_model_type or sam_checkpoint
+        env_sam = env.get("AUTOLABEL_SAM_MODEL_TYPE") or env.get("AUTOLABEL_SAM_CHECKPOINT")
+        detector_spec = _choose(
+            "detector",
+            [
+                ("given", _one_of(detector, gdino_model and f"grounding-dino:{gdino_model}", "--detector or --gdino-model")),
+                ("AUTOLABEL_DETECTOR", env.get("AUTOLABEL_DETECTOR")),
+                ("AUTOLABEL_GDINO_MODEL", env.get("AUTOLABEL_GDINO_MODEL") and "grounding-dino"),
+                ("the ontology's models.detector", models.detector if models else None),
+                ("the default", "grounding-dino"),
+            ],
+            env,
         )
+        shorthand = (
+            _shorthand_segmenter(
+                sam_model_type or env.get("AUTOLABEL_SAM_MODEL_TYPE"),
+                sam_checkpoint or env.get("AUTOLABEL_SAM_CHECKPOINT"),
+            )
+            if given_sam
+            else None
+        )
+        segmenter_spec = _choose(
+            "segmenter",
+            [
+                ("given", _one_of(segmenter, shorthand, "--segmenter or --sam-model-type/--sam-checkpoint")),
+                ("AUTOLABEL_SEGMENTER", env.get("AUTOLABEL_SEGMENTER")),
+                ("AUTOLABEL_SAM_MODEL_TYPE/AUTOLABEL_SAM_CHECKPOINT", env_sam and "sam"),
+                ("the ontology's models.segmenter", models.segmenter if models else None),
+                ("the default", "sam:vit_h"),
+            ],
+            env,
+        )
+        return cls(detector_spec, segmenter_spec, device or env.get("AUTOLABEL_DEVICE") or None)
+
+    @property
+    def gdino_model(self) -> str:
+        """The detector's model id as runs record it: the weights of a ``grounding-dino``
+        spec (a hub id or directory), else the whole spec."""
+        return self.detector.weights if self.detector.backend == "grounding-dino" else self.detector.text
+
+    @property
+    def sam_model_type(self) -> str:
+        """The SAM size (or encoder JSON) of a ``sam`` segmenter, else the whole spec."""
+        from serverless.models.sam import split_weights
+
+        return split_weights(self.segmenter.weights)[0] if self.segmenter.backend == "sam" else self.segmenter.text
+
+    @property
+    def sam_checkpoint(self) -> str | None:
+        """The checkpoint of a ``sam`` segmenter; None: the public one of its size."""
+        from serverless.models.sam import split_weights
+
+        return split_weights(self.segmenter.weights)[1] if self.segmenter.backend == "sam" else None
 
     @property
     def tiny(self) -> bool:
         """True when any configured model is a random-init tiny model."""
         from serverless.models.tiny import is_tiny
 
-        return is_tiny(self.gdino_model) or is_tiny(self.sam_checkpoint)
+        parts = [*self.detector.weights.split(":"), *self.segmenter.weights.split(":")]
+        return any(is_tiny(part) for part in parts if part)
 
 
-@dataclass(frozen=True)
-class WeightsSource:
-    """Where a model will load from, decided before anything is loaded or downloaded."""
+def load_detector(settings: ModelSettings, ontology: Ontology | None = None, *, masks: bool) -> Detector:
+    """The settings' detector bound to ``ontology``, with the segmenter's masks when
+    ``masks`` is asked for (`GroundedSam`).
 
-    load_from: str | None
-    """A directory, a hub id or a checkpoint file; None: the public SAM checkpoint (downloaded)."""
-    note: str
-    """Where the weights come from, in words for the user."""
-
-
-_PROBE_SECONDS = 3.0
-_GDINO_HINT = (
-    "set AUTOLABEL_GDINO_MODEL (or --gdino-model) to a local directory written by save_pretrained "
-    "(python -m serverless.weights fetch), or go online"
-)
-_SAM_HINT = (
-    "set AUTOLABEL_SAM_CHECKPOINT (or --sam-checkpoint) to a local .pth file "
-    "(python -m serverless.weights fetch --sam TYPE), or go online"
-)
-
-
-def url_problem(url: str, timeout: float = _PROBE_SECONDS) -> str | None:
-    """None when a HEAD request to ``url`` gets any HTTP answer within ``timeout`` seconds, else
-    why not. Proxies from the environment are honoured; the probe runs in a daemon thread so
-    the whole of it is bounded (name resolution alone can stall ~25 s offline)."""
-    import http.client
-    import urllib.error
-    import urllib.request
-
-    outcome: list[str | None] = []
-
-    def probe() -> None:
-        try:
-            with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout):
-                outcome.append(None)
-        except urllib.error.HTTPError:
-            outcome.append(None)  # an HTTP answer, even an error status: the server is there
-        except urllib.error.URLError as err:
-            outcome.append(str(err.reason))
-        except (OSError, ValueError, http.client.HTTPException) as err:
-            outcome.append(str(err) or type(err).__name__)
-
-    thread = threading.Thread(target=probe, daemon=True)
-    thread.start()
-    thread.join(timeout)
-    return outcome[0] if outcome else f"no answer within {timeout:g} s"
-
-
-def _looks_like_path(value: str) -> bool:
-    """A local path rather than a hub id: absolute, ``~``/``./``/``../``, existing, or with a
-    separator but not of the hub form ``OWNER/NAME``."""
-    from huggingface_hub.errors import HFValidationError
-    from huggingface_hub.utils import validate_repo_id
-
-    if value.startswith(("~", "./", "../", ".\\", "..\\")) or os.path.isabs(value):
-        return True
-    if os.path.exists(os.path.expanduser(value)):
-        return True
-    if "/" in value or os.sep in value:
-        try:
-            validate_repo_id(value)
-        except HFValidationError:
-            return True
-    return False
-
-
-def gdino_source(model: str) -> WeightsSource:
-    """Where Grounding DINO ``model`` (a directory or a hub id) loads from, checked in seconds.
-
-    A path must be an existing directory. A hub id is looked up in the Hugging Face cache;
-    when the hub is off (``HF_HUB_OFFLINE``) or does not answer a bounded probe, a cached
-    snapshot is used and a missing one is a `ModelLoadError` saying what to set: never the
-    hub client's minutes of retries.
+    Where every model comes from is settled first (`serverless.models.registry.locate`), so
+    missing weights fail in seconds with one line, before anything heavy is loaded.
+    ``ontology`` None is transitional: the result then takes the ontology per call, as
+    ``sync/cvat_prelabel.py`` still calls it (``detect(images, ontology, threshold=...)``).
     """
-    from huggingface_hub import constants, try_to_load_from_cache
-    from huggingface_hub.errors import HFValidationError
-    from huggingface_hub.utils import validate_repo_id
+    from serverless.models import registry
 
-    from serverless.models.registry import ModelLoadError
-
-    where = f"cannot load Grounding DINO from {model!r}"
-    if _looks_like_path(model):
-        path = Path(model).expanduser()
-        if not path.exists():
-            raise ModelLoadError(
-                f"{where}: the directory does not exist (give a directory written by save_pretrained, "
-                "or a hub id such as IDEA-Research/grounding-dino-tiny)"
-            )
-        if not path.is_dir():
-            raise ModelLoadError(f"{where}: not a directory (a folder written by save_pretrained is expected)")
-        return WeightsSource(str(path), f"Grounding DINO from {model}")
-    try:
-        validate_repo_id(model)
-    except HFValidationError:
-        raise ModelLoadError(f"{where}: neither an existing directory nor a hub id OWNER/NAME") from None
-    cached = try_to_load_from_cache(model, "config.json")
-    snapshot = str(Path(cached).parent) if isinstance(cached, str) else None
-    if constants.is_offline_mode():
-        if snapshot is None:
-            raise ModelLoadError(f"{where}: not in the Hugging Face cache and HF_HUB_OFFLINE is set; {_GDINO_HINT}")
-        return WeightsSource(model, f"Grounding DINO {model} from the hub cache")
-    problem = url_problem(constants.ENDPOINT)
-    if problem is None:
-        return WeightsSource(model, f"Grounding DINO {model} from the hub" + (" cache" if snapshot else ""))
-    if snapshot is not None:
-        return WeightsSource(snapshot, f"Grounding DINO {model} from the hub cache (hub unreachable)")
-    raise ModelLoadError(
-        f"{where}: not in the Hugging Face cache and the hub {constants.ENDPOINT} cannot be reached "
-        f"({problem}); {_GDINO_HINT}"
-    )
-
-
-def sam_source(model_type: str, checkpoint: str | None, *, download: bool = True) -> WeightsSource:
-    """Where SAM loads from: the configured checkpoint (which must exist), else the public
-    checkpoint for ``model_type`` from the autolabel cache, else (``download``) from its URL when
-    a bounded probe reaches it. `ModelLoadError` in one line otherwise, before anything loads."""
-    from serverless.models.registry import ModelLoadError
-    from serverless.models.sam import SAM_CHECKPOINTS
-
-    if checkpoint:
-        path = Path(checkpoint).expanduser()
-        if not path.is_file():
-            raise ModelLoadError(
-                f"SAM checkpoint {checkpoint!r} does not exist "
-                "(AUTOLABEL_SAM_CHECKPOINT / --sam-checkpoint must name a .pth file)"
-            )
-        return WeightsSource(str(path), f"SAM checkpoint {checkpoint}")
-    if model_type not in SAM_CHECKPOINTS:
-        raise ModelLoadError(
-            f"no SAM checkpoint configured for model type {model_type!r} (set AUTOLABEL_SAM_CHECKPOINT)"
-        )
-    url = SAM_CHECKPOINTS[model_type][0]
-    cache = Path(os.environ.get("AUTOLABEL_CACHE", Path.home() / ".cache" / "autolabel")) / "sam"
-    cached = cache / url.rsplit("/", 1)[1]
-    if cached.is_file():
-        return WeightsSource(str(cached), f"SAM {model_type} from {cached}")
-    missing = f"SAM {model_type} weights are not cached at {cached}"
-    if not download:
-        raise ModelLoadError(f"{missing}; set AUTOLABEL_SAM_CHECKPOINT for masks")
-    from huggingface_hub import constants
-
-    if constants.is_offline_mode() or os.environ.get("AUTOLABEL_OFFLINE") == "1":
-        raise ModelLoadError(f"{missing} and downloads are off (offline mode); {_SAM_HINT}")
-    problem = url_problem(url)
-    if problem is not None:
-        raise ModelLoadError(f"{missing} and {url} cannot be reached ({problem}); {_SAM_HINT}")
-    return WeightsSource(None, f"SAM {model_type} (downloading {url} once)")
-
-
-def load_detector(settings: ModelSettings, *, masks: bool) -> Detector:
-    """Grounding DINO alone, or Grounded-SAM when ``masks`` is asked for.
-
-    Where every model comes from is settled first (`gdino_source`, `sam_source`), so missing
-    weights fail in seconds with one line, before anything heavy is loaded.
-    """
-    gdino = gdino_source(settings.gdino_model)
-    sam = sam_source(settings.sam_model_type, settings.sam_checkpoint) if masks else None
-
-    from serverless.models.grounded_sam import GroundedSam
-    from serverless.models.grounding_dino import GroundingDino
-    from serverless.models.sam import SamSegmenter
-
-    detector = GroundingDino.load(gdino.load_from, device=settings.device)
-    if sam is None:
+    detector_source = registry.locate(settings.detector)
+    segmenter_source = registry.locate(settings.segmenter) if masks else None
+    if ontology is None:
+        return _PerCallOntology(settings, masks, (detector_source, segmenter_source))  # type: ignore[return-value]
+    detector = registry.load_detector(settings.detector, ontology, device=settings.device, source=detector_source)
+    if segmenter_source is None:
         return detector
-    segmenter = SamSegmenter.load(settings.sam_model_type, sam.load_from, device=settings.device)
+    from serverless.models.grounded_sam import GroundedSam
+
+    segmenter = registry.load_segmenter(settings.segmenter, device=settings.device, source=segmenter_source)
     return GroundedSam(detector, segmenter)
+
+
+class _PerCallOntology:
+    """Transitional (issue 10): `load_detector` without an ontology binds one per call.
+    Remove once ``sync/cvat_prelabel.py`` passes its ontology to `load_detector`."""
+
+    def __init__(
+        self, settings: ModelSettings, masks: bool, sources: tuple[WeightsSource, WeightsSource | None]
+    ) -> None:
+        self.settings, self.masks, self.sources = settings, masks, sources
+
+    def detect(
+        self, images: Sequence[np.ndarray], ontology: Ontology, *, threshold: float | None = None
+    ) -> list[Detections]:
+        from serverless.models import registry
+        from serverless.models.grounded_sam import GroundedSam
+
+        settings, (detector_source, segmenter_source) = self.settings, self.sources
+        detector = registry.load_detector(settings.detector, ontology, device=settings.device, source=detector_source)
+        if self.masks:
+            segmenter = registry.load_segmenter(settings.segmenter, device=settings.device, source=segmenter_source)
+            detector = GroundedSam(detector, segmenter)
+        return detector.detect(images, threshold=threshold)
 
 
 @dataclass(frozen=True)
@@ -258,7 +240,6 @@ class FrameResult:
 def prelabel_files(
     files: Sequence[Path],
     detector: Detector,
-    ontology: Ontology,
     *,
     threshold: float | None = None,
     batch_size: int = 4,
@@ -283,7 +264,7 @@ def prelabel_files(
         if not images:
             continue
         began = time.perf_counter()
-        outputs = detector.detect(images, ontology, threshold=threshold)
+        outputs = detector.detect(images, threshold=threshold)
         per_image = (time.perf_counter() - began) / len(images)
         for path, image, det in zip(readable, images, outputs, strict=True):
             result = FrameResult(path, image.shape[1], image.shape[0], det, seconds=per_image)

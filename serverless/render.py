@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from serverless.convert.cvat_contract import score_attribute_spec
 from serverless.files import write_text_atomic
 from serverless.nuclio_adapter import BROWSER_SAM_ID
 from serverless.ontology import Ontology
@@ -90,16 +91,6 @@ EVENT_TIMEOUT = "120s"
 """CVAT waits 120 s without retry; SAM and Grounded-SAM on CPU can need tens of seconds."""
 READINESS_TIMEOUT_SECONDS = 300
 """init_context loads the weights before the worker is ready."""
-
-SCORE_ATTRIBUTE = {
-    "name": "score",
-    "input_type": "number",
-    "mutable": False,
-    "values": ["0", "100", "1"],
-    "default_value": "0",
-}
-"""The detection score as an integer percent (CVAT accepts only ``isnumeric()`` values)."""
-
 
 class RenderError(ValueError):
     """Function directories cannot be rendered as asked (unknown kind, bad option, unwritable
@@ -176,7 +167,8 @@ def spec_labels(ontology: Ontology, kind: str) -> list[dict[str, Any]]:
 
     ``grounding-dino`` returns boxes only, so all its labels are ``rectangle``;
     ``grounded-sam`` answers each label with its ontology type. With
-    `Ontology.score_attribute` each label carries the ``score`` number attribute.
+    `Ontology.score_attribute` each label carries the ``score`` number attribute
+    (`serverless.convert.cvat_contract.score_attribute_spec`).
     """
     _check_kind(kind)
     if kind not in DETECTOR_KINDS:
@@ -188,7 +180,7 @@ def spec_labels(ontology: Ontology, kind: str) -> list[dict[str, Any]]:
                 "id": i,
                 "name": label.name,
                 "type": "rectangle" if kind == "grounding-dino" else label.type,
-                "attributes": [dict(SCORE_ATTRIBUTE)] if ontology.score_attribute else [],
+                "attributes": [score_attribute_spec()] if ontology.score_attribute else [],
             }
         )
     return labels

@@ -6,7 +6,6 @@ that need them, so ``autolabel --help`` starts fast and works without them.
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from pathlib import Path
@@ -15,7 +14,14 @@ from typing import Annotated
 import typer
 
 from sync.console import TINY_NOTICE, CliError, domain_errors, err, fail, out, print_error, quiet_libraries, text
-from sync.options import DeviceOption, GdinoModelOption, SamCheckpointOption, SamModelTypeOption
+from sync.options import (
+    DetectorOption,
+    DeviceOption,
+    GdinoModelOption,
+    SamCheckpointOption,
+    SamModelTypeOption,
+    SegmenterOption,
+)
 
 __all__ = ["app", "main"]
 
@@ -26,7 +32,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-models_app = typer.Typer(help="Model files: tiny test models.", no_args_is_help=True)
+models_app = typer.Typer(help="Models: the registered backends, tiny test models.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 
 
@@ -54,6 +60,16 @@ def _load_ontology(ontology: Path | None, prompt: str | None):
     try:
         return load_ontology(ontology) if ontology is not None else ontology_from_prompt(prompt or "")
     except OntologyError as error:
+        fail(str(error))
+
+
+def _model_settings(ontology, **given: str | None):
+    """`ModelSettings` from the options, the environment and the ontology's ``models``."""
+    from serverless.pipeline import ModelSettings, ModelSpecError
+
+    try:
+        return ModelSettings.from_env(ontology=ontology, **given)
+    except ModelSpecError as error:
         fail(str(error))
 
 
@@ -105,12 +121,13 @@ def _detect_all(files: list[Path], ontology, settings, *, masks: bool, threshold
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from serverless.models.registry import ModelLoadError
+    from serverless.ontology import OntologyError
     from serverless.pipeline import load_detector, prelabel_files
 
     began = time.perf_counter()
     try:
-        detector = load_detector(settings, masks=masks)
-    except ModelLoadError as error:
+        detector = load_detector(settings, ontology, masks=masks)
+    except (ModelLoadError, OntologyError) as error:
         fail(str(error))
     load_seconds = time.perf_counter() - began
     results = []
@@ -118,7 +135,7 @@ def _detect_all(files: list[Path], ontology, settings, *, masks: bool, threshold
         TextColumn("pre-labelling"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err
     ) as progress:
         task = progress.add_task("prelabel", total=len(files))
-        for result in prelabel_files(files, detector, ontology, threshold=threshold, batch_size=batch_size):
+        for result in prelabel_files(files, detector, threshold=threshold, batch_size=batch_size):
             if result.error:
                 progress.console.print(text("skipped ", "yellow") + text(result.error))
             elif recorder is not None:
@@ -143,6 +160,8 @@ def _write_coco(out_file: Path, results, ontology, settings, *, masks: bool, roo
             "description": "autolabel pre-labels",
             "images_root": str(root),
             "model": settings.gdino_model,
+            "detector": settings.detector.text,
+            "segmenter": settings.segmenter.text if masks else None,
             "sam_checkpoint": settings.sam_checkpoint if masks else None,
             "ontology_hash": ontology.content_hash,
             "tiny_models": settings.tiny,
@@ -252,6 +271,8 @@ def prelabel(
     masks: Annotated[bool, typer.Option("--masks", help="Add SAM masks (Grounded-SAM).")] = False,
     threshold: Annotated[float | None, typer.Option(help="One box threshold for every label (0..1).")] = None,
     batch_size: Annotated[int, typer.Option(help="Images per model call.")] = 4,
+    detector: DetectorOption = None,
+    segmenter: SegmenterOption = None,
     gdino_model: GdinoModelOption = None,
     sam_checkpoint: SamCheckpointOption = None,
     sam_model_type: SamModelTypeOption = None,
@@ -266,11 +287,10 @@ def prelabel(
     ] = None,
 ) -> None:
     """Pre-label images into COCO JSON and/or a pre-label run in the store."""
-    from serverless.pipeline import ModelSettings
-
     onto = _load_ontology(ontology, prompt)
-    settings = ModelSettings.from_env(
-        gdino_model=gdino_model, sam_checkpoint=sam_checkpoint, sam_model_type=sam_model_type, device=device
+    settings = _model_settings(
+        onto, detector=detector, segmenter=segmenter, gdino_model=gdino_model, sam_checkpoint=sam_checkpoint,
+        sam_model_type=sam_model_type, device=device,
     )
     _run_prelabel(
         images, onto, settings, masks=masks, threshold=threshold, batch_size=batch_size, out_file=out_file,
@@ -284,14 +304,22 @@ def demo(
     tiny_dir: Annotated[Path, typer.Option(help="Where tiny models are written if needed.")] = Path(
         ".cache/autolabel/tiny"
     ),
+    detector: DetectorOption = None,
+    segmenter: SegmenterOption = None,
 ) -> None:
-    """Pre-label the bundled sample photographs (real weights if available, else tiny models)."""
+    """Pre-label the bundled sample photographs (real weights if available, else tiny models).
+
+    A model named with --detector/--segmenter must be found: the demo then never falls back to tiny ones."""
     from serverless.demo import resolve_demo_settings, sample_dir
+    from serverless.models.registry import ModelLoadError, ModelSpecError
 
     quiet_libraries()
     samples = sample_dir()
     onto = _load_ontology(samples / "ontology.yaml", None)
-    resolved = resolve_demo_settings(tiny_dir)
+    try:
+        resolved = resolve_demo_settings(tiny_dir, detector=detector, segmenter=segmenter, ontology=onto)
+    except (ModelLoadError, ModelSpecError) as error:
+        fail(str(error))
     for line in resolved.notes:
         err.print(text(line, "bold red" if resolved.settings.tiny else ""), highlight=False)
     _run_prelabel(
@@ -317,6 +345,31 @@ def make_tiny(
     err.print("[bold red]Tiny random models: their outputs are meaningless (tests and offline demos only).[/]")
     for name, value in tiny.environment().items():
         print(f"export {name}={shlex.quote(value)}")
+
+
+@models_app.command("list")
+def list_models() -> None:
+    """The registered model backends, their default weights and whether those are on disk.
+
+    A backend is used through a spec string BACKEND[:WEIGHTS] (--detector, --segmenter, or the ontology's
+    models); a bare BACKEND means the default weights shown here (AUTOLABEL_* variables change them)."""
+    from rich.table import Table
+
+    from serverless.models.registry import ModelSpecError, backends, parse_spec
+
+    table = Table(title="Model backends")
+    for column in ("backend", "kind", "default spec", "on disk", "what it is"):
+        table.add_column(column)
+    for backend in backends():
+        try:
+            spec = parse_spec(backend.name, backend.kind)
+        except ModelSpecError as error:
+            table.add_row(backend.name, backend.kind, text(str(error), "red"), "-", backend.summary)
+            continue
+        where = backend.on_disk(spec.weights)
+        found = text(where, "green") if where else text("no (fetched on first use when online)", "yellow")
+        table.add_row(backend.name, backend.kind, text(spec.text), found, backend.summary)
+    out.print(table)
 
 
 def main() -> None:

@@ -6,9 +6,32 @@ from typing import Annotated
 
 import typer
 
-__all__ = ["DeviceOption", "GdinoModelOption", "SamCheckpointOption", "SamModelTypeOption"]
+__all__ = [
+    "DetectorOption",
+    "DeviceOption",
+    "GdinoModelOption",
+    "SamCheckpointOption",
+    "SamModelTypeOption",
+    "SegmenterOption",
+]
 
-GdinoModelOption = Annotated[str | None, typer.Option(help="Hub id or directory \\[env AUTOLABEL_GDINO_MODEL].")]
+DetectorOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Detector spec, e.g. grounding-dino:DIR or grounding-dino:OWNER/NAME (autolabel models list) "
+        "\\[env AUTOLABEL_DETECTOR; else the ontology's models.detector]."
+    ),
+]
+SegmenterOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Segmenter spec for --masks, e.g. sam:vit_b or sam:vit_b:FILE.pth "
+        "\\[env AUTOLABEL_SEGMENTER; else the ontology's models.segmenter]."
+    ),
+]
+GdinoModelOption = Annotated[
+    str | None, typer.Option(help="Hub id or directory: --detector grounding-dino:X \\[env AUTOLABEL_GDINO_MODEL].")
+]
 SamCheckpointOption = Annotated[str | None, typer.Option(help="SAM .pth \\[env AUTOLABEL_SAM_CHECKPOINT].")]
 SamModelTypeOption = Annotated[
     str | None, typer.Option(help="vit_h | vit_l | vit_b | config JSON \\[env AUTOLABEL_SAM_MODEL_TYPE].")

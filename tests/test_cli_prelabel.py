@@ -154,8 +154,8 @@ def test_url_problem_is_bounded_and_tells_an_answer_from_silence(tmp_path):
      ("acme/never-cached", False), ("never-cached-model", False)],
 )
 def test_what_counts_as_a_path(value, is_path):
+    from serverless.models.grounding_dino import locate_weights as gdino_source
     from serverless.models.registry import ModelLoadError
-    from serverless.pipeline import gdino_source
 
     if is_path:
         with pytest.raises(ModelLoadError, match="the directory does not exist"):
@@ -166,8 +166,8 @@ def test_what_counts_as_a_path(value, is_path):
 
 
 def test_an_existing_folder_is_a_path_and_a_file_is_not_a_model(tmp_path):
+    from serverless.models.grounding_dino import locate_weights as gdino_source
     from serverless.models.registry import ModelLoadError
-    from serverless.pipeline import gdino_source
 
     assert gdino_source(str(tmp_path)).load_from == str(tmp_path)
     (tmp_path / "model.bin").write_bytes(b"x")

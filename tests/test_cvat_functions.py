@@ -21,8 +21,8 @@ from cvat_sdk import models
 from cvat_sdk.auto_annotation.driver import _AnnotationMapper, _DetectionFunctionContextImpl
 from cvat_sdk.masks import decode_mask
 
+from serverless.convert.cvat_contract import SCORE_ATTRIBUTE_ID
 from serverless.cvat_functions import FunctionConfigError
-from serverless.cvat_functions.common import SCORE_ATTRIBUTE_ID
 from serverless.ontology import OntologyError, load_ontology
 from tests.fake_cvat import fixtures as fake_cvat_fixtures
 from tests.fake_cvat.fixtures import ADMIN_PASSWORD, ADMIN_USERNAME

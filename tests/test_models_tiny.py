@@ -139,7 +139,7 @@ def test_sam_points(segmenter, photos):
 def test_grounded_sam_masks_align_with_boxes(gdino, segmenter, photos, sample_ontology):
     from serverless.models.grounded_sam import GroundedSam
 
-    results = GroundedSam(gdino, segmenter).detect(photos[:2], sample_ontology, threshold=0.6)
+    results = GroundedSam(gdino.bind(sample_ontology), segmenter).detect(photos[:2], threshold=0.6)
     for det, image in zip(results, photos[:2]):
         _check(det, image, sample_ontology)
         assert det.masks is not None and det.masks.shape == (len(det), *image.shape[:2])
@@ -184,7 +184,7 @@ def test_max_detections_keeps_the_best_scored_before_sam(gdino, segmenter, photo
     decoded: list[int] = []
     original = segmenter.segment_boxes
     monkeypatch.setattr(segmenter, "segment_boxes", lambda e, b: decoded.append(len(b)) or original(e, b))
-    (masked,) = GroundedSam(gdino, segmenter).detect([image], parse_ontology(LOW.format(3)))
+    (masked,) = GroundedSam(gdino.bind(parse_ontology(LOW.format(3))), segmenter).detect([image])
     assert len(masked) == 3 and decoded == [3]
 
 

@@ -398,7 +398,7 @@ def test_init_context_loads_once_and_handlers_never_load(mains, tiny_models):
 
     context, log = _context_with_log()
     mains["grounding-dino"].init_context(context)
-    assert context.user_data.detector is GroundingDino.load(str(tiny_models.gdino_dir), device="cpu")
+    assert context.user_data.detector.model is GroundingDino.load(str(tiny_models.gdino_dir), device="cpu")
     assert context.user_data.ontology.label_names == ("person", "cup", "car", "dog")
     assert "TINY RANDOM MODELS" in log.getvalue()
     before = loaded_keys()

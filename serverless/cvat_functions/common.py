@@ -4,8 +4,10 @@ Contract (``cvat_sdk.auto_annotation.interface``, enforced by ``annotate_task``'
 
 - ``spec.labels``: one ``label_spec(name, id)`` per ontology label, ``id`` = the label's index
   in the ontology; only with ``score_attribute=True`` (``-p score_attribute=bool:true``) each
-  label carries a ``score`` number attribute (``values = ["0", "100", "1"]``) whose spec id is
-  `SCORE_ATTRIBUTE_ID`.
+  label carries the ``score`` number attribute of the CVAT contract
+  (`serverless.convert.cvat_contract.score_attribute_request`, spec id `SCORE_ATTRIBUTE_ID`).
+- Shapes follow the contract too: `serverless.convert.cvat_shapes.delivered_shape_dicts`
+  gives each detection its label type's shape, as push does.
 - ``detect`` returns ``LabeledShapeRequest`` objects with ``frame = 0``, ``label_id`` = spec id,
   no ``id`` and no ``source`` (the driver sets ``source: "auto"`` itself and refuses a preset
   one); attribute values are integer percent strings.
@@ -28,25 +30,24 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping
 from os import PathLike
 from typing import Any
 
 import numpy as np
 
+from serverless.convert.cvat_contract import SCORE_ATTRIBUTE_ID, score_attribute_request
 from serverless.detections import Detections
+from serverless.models.base import Detector
 from serverless.ontology import Label, Ontology, load_ontology
 
 __all__ = [
     "ONTOLOGY_ENV",
-    "SCORE_ATTRIBUTE",
-    "SCORE_ATTRIBUTE_ID",
     "FunctionConfigError",
     "OntologyDetectionFunction",
     "check_conf_threshold",
     "context_options",
     "detection_spec",
-    "labels_of_type",
     "resolve_ontology",
     "resolve_score_attribute",
     "rgb_array",
@@ -55,12 +56,6 @@ __all__ = [
 
 ONTOLOGY_ENV = "AUTOLABEL_ONTOLOGY"
 """Environment variable naming the ontology file when ``create`` gets no ``ontology``."""
-
-SCORE_ATTRIBUTE = "score"
-"""Name of the per-label number attribute (0..100) that carries the detection score."""
-
-SCORE_ATTRIBUTE_ID = 0
-"""Spec id of the score attribute inside each label."""
 
 log = logging.getLogger(__name__)
 
@@ -124,41 +119,39 @@ def rgb_array(image: Any) -> np.ndarray:
     return np.array(image.convert("RGB"), dtype=np.uint8)
 
 
-def detection_spec(ontology: Ontology, label_type: Callable[[Label], str], *, score_attribute: bool = False) -> Any:
-    """The ``DetectionFunctionSpec`` of an ontology; ``label_type(label)`` gives each label's
-    CVAT type; with ``score_attribute`` each label declares the ``score`` attribute."""
+def detection_spec(ontology: Ontology, label_types: Mapping[str, str], *, score_attribute: bool = False) -> Any:
+    """The ``DetectionFunctionSpec`` of an ontology; ``label_types`` gives each label's CVAT
+    type by name; with ``score_attribute`` each label declares the ``score`` attribute."""
     import cvat_sdk.auto_annotation as cvataa
 
     labels = []
     for index, label in enumerate(ontology.labels):
-        attributes = []
-        if score_attribute:
-            from cvat_sdk.attributes import number_attribute_values
-
-            attributes.append(
-                cvataa.number_attribute_spec(SCORE_ATTRIBUTE, SCORE_ATTRIBUTE_ID, number_attribute_values(0, 100, 1))
-            )
-        labels.append(cvataa.label_spec(label.name, index, type=label_type(label), attributes=attributes))
+        attributes = [score_attribute_request(SCORE_ATTRIBUTE_ID)] if score_attribute else []
+        labels.append(cvataa.label_spec(label.name, index, type=label_types[label.name], attributes=attributes))
     return cvataa.DetectionFunctionSpec(labels=labels)
 
 
 def shape_requests(
-    det: Detections, ontology: Ontology, *, as_polygons: bool = False, score_attribute: bool = False
+    det: Detections,
+    ontology: Ontology,
+    label_types: Mapping[str, str],
+    *,
+    conv_mask_to_poly: bool = False,
+    score_attribute: bool = False,
 ) -> list[Any]:
     """``LabeledShapeRequest``s for a frame as the driver wants them (frame 0, spec label ids,
-    no source; the score attribute only when the spec declares it), built by
-    `serverless.convert.cvat_shapes.to_cvat_shapes`."""
-    from serverless.convert.cvat_shapes import to_cvat_shapes
+    no source; the score attribute only when the spec declares it), each of the shape the CVAT
+    contract gives its label type (`serverless.convert.cvat_shapes.delivered_shape_dicts`;
+    detections whose mask is empty are left out)."""
+    from serverless.convert.cvat_shapes import delivered_shape_dicts
+    from serverless.convert.cvat_shapes import shape_requests as requests
 
     label_ids = {name: index for index, name in enumerate(ontology.label_names)}
-    return to_cvat_shapes(
-        det,
-        label_ids,
-        frame=0,
-        as_polygons=as_polygons,
-        score_spec_id=SCORE_ATTRIBUTE_ID if score_attribute else None,
-        source=None,
+    spec_ids = {name: SCORE_ATTRIBUTE_ID for name in ontology.label_names} if score_attribute else {}
+    shapes, _ = delivered_shape_dicts(
+        det, label_types, label_ids, frame=0, score_spec_ids=spec_ids, conv_mask_to_poly=conv_mask_to_poly, source=None
     )
+    return requests(shapes)
 
 
 def check_conf_threshold(value: Any) -> float | None:
@@ -176,29 +169,24 @@ def check_conf_threshold(value: Any) -> float | None:
 class OntologyDetectionFunction:
     """Base of the ontology-driven detection functions: holds the ontology and the spec.
 
-    Subclasses implement ``detect(context, image)``.
+    Subclasses implement ``detect(context, image)`` over a `Detector` built for the ontology.
     """
 
     def __init__(self, ontology: Ontology, label_type: Callable[[Label], str], *, score_attribute: bool = False) -> None:
         self.ontology = ontology
         self.score_attribute = score_attribute
-        self.spec = detection_spec(ontology, label_type, score_attribute=score_attribute)
+        self.label_types = {label.name: label_type(label) for label in ontology.labels}
+        self.spec = detection_spec(ontology, self.label_types, score_attribute=score_attribute)
 
-    def detections(self, detector: Any, image: Any, conf_threshold: Any) -> tuple[np.ndarray, Detections]:
+    def detections(self, detector: Detector, image: Any, conf_threshold: Any) -> tuple[np.ndarray, Detections]:
         """The RGB frame and the detector's boxes at the context's threshold (None: the
         ontology's per-label thresholds)."""
         array = rgb_array(image)
         threshold = check_conf_threshold(conf_threshold)
-        return array, detector.detect([array], self.ontology, threshold=threshold)[0]
+        return array, detector.detect([array], threshold=threshold)[0]
 
-    def shapes(self, det: Detections, *, as_polygons: bool = False) -> list[Any]:
-        """`shape_requests` with this function's score attribute choice."""
-        return shape_requests(det, self.ontology, as_polygons=as_polygons, score_attribute=self.score_attribute)
-
-
-def labels_of_type(det: Detections, ontology: Ontology, types: Sequence[str]) -> np.ndarray:
-    """Boolean (N,) selecting detections whose ontology label has one of ``types``."""
-    kinds = np.asarray([label.type for label in ontology.labels], dtype=object)
-    if len(det) == 0:
-        return np.zeros(0, dtype=bool)
-    return np.isin(kinds[det.class_ids], list(types))
+    def shapes(self, det: Detections, *, conv_mask_to_poly: bool = False) -> list[Any]:
+        """`shape_requests` with this function's label types and score attribute choice."""
+        return shape_requests(
+            det, self.ontology, self.label_types, conv_mask_to_poly=conv_mask_to_poly, score_attribute=self.score_attribute
+        )

@@ -1,4 +1,4 @@
-"""Grounded-SAM as a cvat-sdk detection function: boxes from Grounding DINO, shapes by label type.
+"""Grounded-SAM as a cvat-sdk detection function: a detector's boxes, a segmenter's masks, shapes by label type.
 
     cvat-cli ... task auto-annotate TASK_ID \\
         --function-module serverless.cvat_functions.grounded_sam -p ontology=str:site.yaml \\
@@ -11,7 +11,9 @@ Each label is declared with its ontology ``type`` and answered with that shape:
 - ``polygon``: the largest polygon ring of the SAM mask.
 - ``rectangle``: the box (SAM is not run for it).
 
-SAM decodes all boxes of a frame that need a mask in one batched call after one embedding.
+The segmenter decodes all boxes of a frame that need a mask in one batched call after one
+embedding. The models are Grounding DINO and SAM unless ``-p detector=str:SPEC`` /
+``-p segmenter=str:SPEC``, the environment or the ontology's ``models`` name others.
 """
 
 from __future__ import annotations
@@ -19,24 +21,32 @@ from __future__ import annotations
 from os import PathLike
 from typing import Any
 
+import numpy as np
+
+from serverless.convert.cvat_contract import needs_mask
 from serverless.cvat_functions.common import (
     OntologyDetectionFunction,
     context_options,
-    labels_of_type,
     resolve_ontology,
     resolve_score_attribute,
 )
+from serverless.models.base import Detector, Segmenter
+from serverless.models.grounded_sam import add_masks
 from serverless.ontology import Ontology
 
 __all__ = ["GroundedSamFunction", "create"]
 
 
 class GroundedSamFunction(OntologyDetectionFunction):
-    """``spec`` from the ontology (label types kept); ``detect`` runs a `GroundedSam`."""
+    """``spec`` from the ontology (label types kept); ``detect`` runs the `Detector`, then the
+    `Segmenter` for the boxes of mask and polygon labels."""
 
-    def __init__(self, ontology: Ontology, model: Any, *, score_attribute: bool = False) -> None:
+    def __init__(
+        self, ontology: Ontology, detector: Detector, segmenter: Segmenter, *, score_attribute: bool = False
+    ) -> None:
         super().__init__(ontology, lambda label: label.type, score_attribute=score_attribute)
-        self.model = model
+        self.detector = detector
+        self.segmenter = segmenter
 
     def detect(self, context: Any, image: Any) -> list[Any]:
         """Shapes for one frame: see the module docstring for the shape of each label type.
@@ -44,15 +54,9 @@ class GroundedSamFunction(OntologyDetectionFunction):
         Scores are at or above ``context.conf_threshold`` when given, else each label's
         ontology threshold; detections whose mask is empty are dropped."""
         conf_threshold, conv_mask_to_poly = context_options(context)
-        array, det = self.detections(self.model.detector, image, conf_threshold)
-        boxes = det[labels_of_type(det, self.ontology, ["rectangle"])]
-        segmented = self.model.add_masks(array, det[labels_of_type(det, self.ontology, ["mask", "polygon"])])
-        polygon_only = labels_of_type(segmented, self.ontology, ["polygon"])
-        return [
-            *self.shapes(boxes),
-            *self.shapes(segmented[~polygon_only], as_polygons=conv_mask_to_poly),
-            *self.shapes(segmented[polygon_only], as_polygons=True),
-        ]
+        array, det = self.detections(self.detector, image, conf_threshold)
+        segment = np.array([needs_mask(self.label_types[name]) for name in det.labels.tolist()], dtype=bool)
+        return self.shapes(add_masks(self.segmenter, array, det, only=segment), conv_mask_to_poly=conv_mask_to_poly)
 
 
 def create(
@@ -62,22 +66,37 @@ def create(
     sam_model_type: str | None = None,
     device: str | None = None,
     score_attribute: bool | None = None,
+    detector: str | None = None,
+    segmenter: str | None = None,
 ) -> GroundedSamFunction:
     """The function for ``ontology`` (a YAML path; default ``AUTOLABEL_ONTOLOGY``).
 
-    Weights default to ``AUTOLABEL_GDINO_MODEL``, ``AUTOLABEL_SAM_CHECKPOINT``,
-    ``AUTOLABEL_SAM_MODEL_TYPE`` and ``AUTOLABEL_DEVICE`` (see `ModelSettings.from_env`);
-    both models are loaded once per process. ``score_attribute=True`` declares and fills the
-    ``score`` attribute (the task's labels must have it; see `serverless.cvat_functions.common`).
+    ``detector`` / ``segmenter`` are model specs; ``gdino_model`` and ``sam_checkpoint`` /
+    ``sam_model_type`` are shorthand for Grounding DINO and SAM specs. Unset, they come from
+    ``AUTOLABEL_*`` (``AUTOLABEL_GDINO_MODEL``, ``AUTOLABEL_SAM_CHECKPOINT``, ...), then the
+    ontology's ``models`` (see `ModelSettings.from_env`); both models are loaded once per
+    process, their weights located before either loads. ``score_attribute=True`` declares and
+    fills the ``score`` attribute (the task's labels must have it; see
+    `serverless.cvat_functions.common`).
     """
-    from serverless.pipeline import ModelSettings, load_detector
+    from serverless.models import registry
+    from serverless.pipeline import ModelSettings
 
     loaded = resolve_ontology(ontology)
     with_score = resolve_score_attribute(score_attribute, loaded)
     settings = ModelSettings.from_env(
+        detector=detector,
+        segmenter=segmenter,
         gdino_model=gdino_model,
         sam_checkpoint=sam_checkpoint,
         sam_model_type=sam_model_type,
         device=device,
+        ontology=loaded,
     )
-    return GroundedSamFunction(loaded, load_detector(settings, masks=True), score_attribute=with_score)
+    sources = registry.locate(settings.detector), registry.locate(settings.segmenter)
+    return GroundedSamFunction(
+        loaded,
+        registry.load_detector(settings.detector, loaded, device=settings.device, source=sources[0]),
+        registry.load_segmenter(settings.segmenter, device=settings.device, source=sources[1]),
+        score_attribute=with_score,
+    )

@@ -1,4 +1,4 @@
-"""Grounding DINO as a cvat-sdk detection function: one rectangle per detected box.
+"""A detector (Grounding DINO by default) as a cvat-sdk detection function: one rectangle per box.
 
     cvat-cli ... task auto-annotate TASK_ID \\
         --function-module serverless.cvat_functions.grounding_dino -p ontology=str:site.yaml \\
@@ -6,6 +6,7 @@
 
 Every ontology label is declared as a ``rectangle`` label (task labels of type ``rectangle``
 or ``any`` match it); use `serverless.cvat_functions.grounded_sam` for mask or polygon labels.
+``-p detector=str:SPEC`` runs another registered detector (`serverless.models.registry`).
 """
 
 from __future__ import annotations
@@ -19,15 +20,16 @@ from serverless.cvat_functions.common import (
     resolve_ontology,
     resolve_score_attribute,
 )
+from serverless.models.base import Detector
 from serverless.ontology import Ontology
 
 __all__ = ["GroundingDinoFunction", "create"]
 
 
 class GroundingDinoFunction(OntologyDetectionFunction):
-    """``spec`` from the ontology; ``detect`` runs the loaded `GroundingDino` on one frame."""
+    """``spec`` from the ontology; ``detect`` runs the loaded `Detector` on one frame."""
 
-    def __init__(self, ontology: Ontology, detector: Any, *, score_attribute: bool = False) -> None:
+    def __init__(self, ontology: Ontology, detector: Detector, *, score_attribute: bool = False) -> None:
         super().__init__(ontology, lambda label: "rectangle", score_attribute=score_attribute)
         self.detector = detector
 
@@ -44,11 +46,14 @@ def create(
     gdino_model: str | None = None,
     device: str | None = None,
     score_attribute: bool | None = None,
+    detector: str | None = None,
 ) -> GroundingDinoFunction:
     """The function for ``ontology`` (a YAML path; default ``AUTOLABEL_ONTOLOGY``).
 
-    ``gdino_model`` (hub id or ``save_pretrained`` directory) and ``device`` default to
-    ``AUTOLABEL_GDINO_MODEL`` / ``AUTOLABEL_DEVICE``; the model is loaded once per process.
+    ``detector`` is a model spec (``-p detector=str:grounding-dino:DIR``); ``gdino_model`` (hub
+    id or ``save_pretrained`` directory) is shorthand for ``grounding-dino:<it>``. Unset, they
+    come from the environment, then the ontology's ``models`` (`ModelSettings.from_env`);
+    ``device`` defaults to ``AUTOLABEL_DEVICE``. The model is loaded once per process.
     ``score_attribute=True`` declares and fills the ``score`` attribute (the task's labels must
     have it; see `serverless.cvat_functions.common`).
     """
@@ -56,5 +61,5 @@ def create(
 
     loaded = resolve_ontology(ontology)
     with_score = resolve_score_attribute(score_attribute, loaded)
-    settings = ModelSettings.from_env(gdino_model=gdino_model, device=device)
-    return GroundingDinoFunction(loaded, load_detector(settings, masks=False), score_attribute=with_score)
+    settings = ModelSettings.from_env(detector=detector, gdino_model=gdino_model, device=device, ontology=loaded)
+    return GroundingDinoFunction(loaded, load_detector(settings, loaded, masks=False), score_attribute=with_score)

@@ -1,4 +1,4 @@
-"""SAM as a cvat-sdk interaction function: clicks (and an optional box) → one mask.
+"""A segmenter (SAM by default) as a cvat-sdk interaction function: clicks (and an optional box) → one mask.
 
 Interaction functions run through cvat-cli's agent, which needs CVAT Enterprise/Online
 (``cvat-cli function create-native "SAM" --function-module serverless.cvat_functions.sam``,
@@ -7,7 +7,7 @@ community server use the Nuclio SAM function instead (``docs/deploy.md``).
 
 - ``spec``: at least one positive point, negative points allowed (``min_neg_points=0``), a
   bounding box optional (``min_bounding_boxes=0``).
-- ``preprocess_image``: the frame's SAM embedding (`SamSegmenter.embed`), which the agent
+- ``preprocess_image``: the frame's embedding (`Segmenter.embed`), which the agent
   caches per frame, so later clicks on the frame only run the light mask decoder.
 - ``detect``: one ``InteractionResultShape(type="mask")`` whose ``points`` are
   ``cvat_sdk.masks.encode_mask`` of SAM's mask over its tight box; an empty mask gives ``[]``.
@@ -20,24 +20,25 @@ from typing import Any
 import numpy as np
 
 from serverless.cvat_functions.common import rgb_array
+from serverless.models.base import Embedding, Segmenter
 
 __all__ = ["SamInteractionFunction", "create"]
 
 
 class SamInteractionFunction:
-    """``spec`` / ``preprocess_image`` / ``detect`` over a loaded `SamSegmenter`."""
+    """``spec`` / ``preprocess_image`` / ``detect`` over a loaded `Segmenter`."""
 
-    def __init__(self, segmenter: Any) -> None:
+    def __init__(self, segmenter: Segmenter) -> None:
         import cvat_sdk.auto_annotation as cvataa
 
         self.segmenter = segmenter
         self.spec = cvataa.InteractionFunctionSpec(min_pos_points=1, min_neg_points=0, min_bounding_boxes=0)
 
-    def preprocess_image(self, context: Any, image: Any) -> Any:
-        """The frame's `SamEmbedding` (computed once per distinct frame)."""
+    def preprocess_image(self, context: Any, image: Any) -> Embedding:
+        """The frame's embedding (computed once per distinct frame)."""
         return self.segmenter.embed(rgb_array(image))
 
-    def detect(self, context: Any, pp_image: Any, prompts: Any) -> list[Any]:
+    def detect(self, context: Any, pp_image: Embedding, prompts: Any) -> list[Any]:
         """The mask SAM predicts for ``prompts`` on the embedded frame ``pp_image``."""
         import cvat_sdk.auto_annotation as cvataa
         from cvat_sdk.masks import encode_mask
@@ -58,14 +59,16 @@ def create(
     sam_checkpoint: str | None = None,
     sam_model_type: str | None = None,
     device: str | None = None,
+    segmenter: str | None = None,
 ) -> SamInteractionFunction:
-    """The function over SAM ``sam_model_type`` (default ``AUTOLABEL_SAM_MODEL_TYPE``, else
-    ``vit_h``) loaded from ``sam_checkpoint`` (default ``AUTOLABEL_SAM_CHECKPOINT``, else the
-    public checkpoint), once per process."""
-    from serverless.models.sam import SamSegmenter
+    """The function over the segmenter ``segmenter`` (a model spec, e.g. ``sam:vit_b``), or
+    SAM ``sam_model_type`` (default ``AUTOLABEL_SAM_MODEL_TYPE``, else ``vit_h``) loaded from
+    ``sam_checkpoint`` (default ``AUTOLABEL_SAM_CHECKPOINT``, else the public checkpoint),
+    once per process."""
+    from serverless.models import registry
     from serverless.pipeline import ModelSettings
 
-    settings = ModelSettings.from_env(sam_checkpoint=sam_checkpoint, sam_model_type=sam_model_type, device=device)
-    return SamInteractionFunction(
-        SamSegmenter.load(settings.sam_model_type, settings.sam_checkpoint, device=settings.device)
+    settings = ModelSettings.from_env(
+        segmenter=segmenter, sam_checkpoint=sam_checkpoint, sam_model_type=sam_model_type, device=device
     )
+    return SamInteractionFunction(registry.load_segmenter(settings.segmenter, device=settings.device))

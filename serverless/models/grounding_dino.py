@@ -9,17 +9,35 @@ a box's score for a phrase is the highest token probability inside that phrase's
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from serverless.detections import Detections
-from serverless.models.registry import ModelLoadError, inference_context, load_once, select_device
+from serverless.models.base import check_threshold
+from serverless.models.registry import (
+    DetectorBackend,
+    ModelLoadError,
+    WeightsSource,
+    inference_context,
+    load_once,
+    select_device,
+    url_problem,
+)
 from serverless.ontology import Ontology, PromptChunk, chunk_prompts
 
-__all__ = ["DEFAULT_GDINO_MODEL", "GroundingDino", "decode_grounding", "token_phrase_index"]
+__all__ = [
+    "BACKEND",
+    "DEFAULT_GDINO_MODEL",
+    "GroundingDino",
+    "GroundingDinoDetector",
+    "decode_grounding",
+    "locate_weights",
+    "token_phrase_index",
+]
 
 DEFAULT_GDINO_MODEL = "IDEA-Research/grounding-dino-tiny"
 MAX_TEXT_TOKENS = 256
@@ -88,7 +106,11 @@ class _EncodedChunk:
 
 
 class GroundingDino:
-    """A loaded Grounding DINO; ``detect`` maps a batch of images to one `Detections` each."""
+    """A loaded Grounding DINO (open vocabulary: the weights serve any ontology).
+
+    ``detect(images, ontology)`` prompts it with an ontology; `bind` gives the `Detector`
+    for one ontology, which is what every door holds.
+    """
 
     def __init__(self, model: Any, processor: Any, *, device: str, model_id: str) -> None:
         self.model = model.to(device).eval()
@@ -116,6 +138,12 @@ class GroundingDino:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise ModelLoadError(f"cannot load Grounding DINO from {model_id!r}: {first}") from err
         return cls(model, processor, device=device, model_id=model_id)
+
+    def bind(self, ontology: Ontology) -> GroundingDinoDetector:
+        """This model as the `Detector` of ``ontology``'s labels (captions encoded now, so a
+        prompt that cannot fit a caption is an `OntologyError` here, not at the first frame)."""
+        self.encode_ontology(ontology)
+        return GroundingDinoDetector(self, ontology)
 
     # ----------------------------------------------------------------- text
     def count_tokens(self, text: str) -> int:
@@ -184,8 +212,7 @@ class GroundingDino:
         (or the ontology default) applies. Results are NMS-merged across captions, in
         descending score order, and cut to the ontology's ``defaults.max_detections`` per image.
         """
-        if threshold is not None and not 0.0 <= threshold <= 1.0:
-            raise ValueError(f"threshold must lie in 0..1, got {threshold}")
+        threshold = check_threshold(threshold)
         if not images:
             return []
         encoded_chunks = self.encode_ontology(ontology)
@@ -219,3 +246,135 @@ class GroundingDino:
         agnostic = ontology.defaults.class_agnostic_nms
         keep = ontology.defaults.max_detections
         return [Detections.concatenate(p).nms(iou, class_agnostic=agnostic)[:keep] for p in parts]
+
+
+class GroundingDinoDetector:
+    """Grounding DINO bound to an ontology: a `serverless.models.base.Detector`."""
+
+    def __init__(self, model: GroundingDino, ontology: Ontology) -> None:
+        self.model = model
+        self.ontology = ontology
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.ontology.label_names
+
+    def detect(self, images: Sequence[np.ndarray], *, threshold: float | None = None) -> list[Detections]:
+        """`GroundingDino.detect` with the bound ontology."""
+        return self.model.detect(images, self.ontology, threshold=threshold)
+
+
+# --------------------------------------------------------------------------- weights
+
+_HINT = (
+    "set AUTOLABEL_GDINO_MODEL (or --gdino-model) to a local directory written by save_pretrained "
+    "(python -m serverless.weights fetch), or go online"
+)
+
+
+def _looks_like_path(value: str) -> bool:
+    """A local path rather than a hub id: absolute, ``~``/``./``/``../``, existing, or with a
+    separator but not of the hub form ``OWNER/NAME``."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    if value.startswith(("~", "./", "../", ".\\", "..\\")) or os.path.isabs(value):
+        return True
+    if os.path.exists(os.path.expanduser(value)):
+        return True
+    if "/" in value or os.sep in value:
+        try:
+            validate_repo_id(value)
+        except HFValidationError:
+            return True
+    return False
+
+
+def _cached_snapshot(model: str) -> str | None:
+    """The Hugging Face cache snapshot of hub id ``model``, or None."""
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.errors import HFValidationError
+
+    try:
+        cached = try_to_load_from_cache(model, "config.json")
+    except HFValidationError:
+        return None
+    return str(Path(cached).parent) if isinstance(cached, str) else None
+
+
+def locate_weights(model: str, download: bool = True) -> WeightsSource:
+    """Where Grounding DINO ``model`` (a directory or a hub id) loads from, checked in seconds.
+
+    A path must be an existing directory. A hub id is looked up in the Hugging Face cache;
+    when the hub is off (``HF_HUB_OFFLINE``), downloads are not allowed, or the hub does not
+    answer a bounded probe, a cached snapshot is used and a missing one is a `ModelLoadError`
+    saying what to set: never the hub client's minutes of retries.
+    """
+    from huggingface_hub import constants
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    where = f"cannot load Grounding DINO from {model!r}"
+    if _looks_like_path(model):
+        path = Path(model).expanduser()
+        if not path.exists():
+            raise ModelLoadError(
+                f"{where}: the directory does not exist (give a directory written by save_pretrained, "
+                "or a hub id such as IDEA-Research/grounding-dino-tiny)"
+            )
+        if not path.is_dir():
+            raise ModelLoadError(f"{where}: not a directory (a folder written by save_pretrained is expected)")
+        return WeightsSource(str(path), f"Grounding DINO from {model}")
+    try:
+        validate_repo_id(model)
+    except HFValidationError:
+        raise ModelLoadError(f"{where}: neither an existing directory nor a hub id OWNER/NAME") from None
+    snapshot = _cached_snapshot(model)
+    if constants.is_offline_mode() or not download:
+        if snapshot is None:
+            why = "HF_HUB_OFFLINE is set" if constants.is_offline_mode() else "downloads are off"
+            raise ModelLoadError(f"{where}: not in the Hugging Face cache and {why}; {_HINT}")
+        return WeightsSource(model, f"Grounding DINO {model} from the hub cache")
+    problem = url_problem(constants.ENDPOINT)
+    if problem is None:
+        return WeightsSource(model, f"Grounding DINO {model} from the hub" + (" cache" if snapshot else ""))
+    if snapshot is not None:
+        return WeightsSource(snapshot, f"Grounding DINO {model} from the hub cache (hub unreachable)")
+    raise ModelLoadError(
+        f"{where}: not in the Hugging Face cache and the hub {constants.ENDPOINT} cannot be reached "
+        f"({problem}); {_HINT}"
+    )
+
+
+def _parse(weights: str, environ: Mapping[str, str]) -> str:
+    return weights.strip() or environ.get("AUTOLABEL_GDINO_MODEL") or DEFAULT_GDINO_MODEL
+
+
+def _on_disk(weights: str) -> str | None:
+    path = Path(weights).expanduser()
+    if path.is_dir():
+        return str(path)
+    return None if _looks_like_path(weights) else _cached_snapshot(weights)
+
+
+def _tiny(directory: Path) -> str:
+    from serverless.models.tiny import make_tiny_models
+
+    return str(make_tiny_models(directory).gdino_dir)
+
+
+def _build(weights: str, source: WeightsSource, ontology: Ontology, device: str | None) -> GroundingDinoDetector:
+    return GroundingDino.load(source.load_from or weights, device=device).bind(ontology)
+
+
+BACKEND = DetectorBackend(
+    name="grounding-dino",
+    summary="Grounding DINO (transformers): open-vocabulary boxes from the ontology's prompts",
+    parse=_parse,
+    locate=locate_weights,
+    on_disk=_on_disk,
+    tiny=_tiny,
+    build=_build,
+)
+"""``grounding-dino[:HUB_ID | :DIRECTORY]``; default ``AUTOLABEL_GDINO_MODEL``, else
+`DEFAULT_GDINO_MODEL`."""

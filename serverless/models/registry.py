@@ -1,27 +1,276 @@
-"""Load each model once per process, on the right device, with the right precision.
+"""Which models exist, how a spec string names one, and loading each once per process.
 
-Models are never loaded at import: callers ask `load_once(key, factory)` and the factory
-runs on the first request only. Keys name what was loaded (kind, id/path, device).
+**Spec strings.** A model is named ``<backend>[:<weights>]``; the backend reads the rest:
+
+- ``grounding-dino:IDEA-Research/grounding-dino-tiny`` (a hub id) or
+  ``grounding-dino:/models/gdino`` (a ``save_pretrained`` directory);
+- ``sam:vit_b:/weights/sam_vit_b.pth``, ``sam:vit_b`` (the public checkpoint of that size,
+  downloaded once into the autolabel cache), ``sam:/tiny/sam_tiny.json:/tiny/sam_tiny.pth``
+  (encoder sizes from a JSON file, as `autolabel models make-tiny` writes);
+- a bare backend name (``grounding-dino``, ``sam``) takes that backend's default weights,
+  which the ``AUTOLABEL_GDINO_MODEL`` / ``AUTOLABEL_SAM_MODEL_TYPE`` /
+  ``AUTOLABEL_SAM_CHECKPOINT`` variables set.
+
+**Adding a model** is one module and one line in `BACKEND_MODULES`: the module defines a
+`DetectorBackend`, `SegmenterBackend` or `ClassifierBackend` named ``BACKEND`` and imports
+nothing heavy at module level (torch and friends inside the functions that need them), so
+`backends()` and `autolabel models list` stay light. The conformance test
+(``tests/test_models_protocols.py``) builds every registered backend from its tiny weights
+and checks it against its protocol.
+
+**Loading once.** Models are never loaded at import: `load_once(key, factory)` runs the
+factory on the first request only; keys name what was loaded (kind, id/path, device).
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import threading
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-__all__ = ["ModelLoadError", "select_device", "inference_context", "load_once", "loaded_keys", "clear"]
+from serverless.models.base import KINDS, Classifier, Detector, Kind, Segmenter
+
+if TYPE_CHECKING:
+    from serverless.ontology import Ontology
+
+__all__ = [
+    "BACKEND_MODULES",
+    "Backend",
+    "ClassifierBackend",
+    "DetectorBackend",
+    "ModelLoadError",
+    "ModelSpec",
+    "ModelSpecError",
+    "SegmenterBackend",
+    "WeightsSource",
+    "backend",
+    "backends",
+    "clear",
+    "inference_context",
+    "load_classifier",
+    "load_detector",
+    "load_once",
+    "load_segmenter",
+    "loaded_keys",
+    "locate",
+    "parse_spec",
+    "select_device",
+    "url_problem",
+]
+
+BACKEND_MODULES: dict[str, str] = {
+    "grounding-dino": "serverless.models.grounding_dino",
+    "sam": "serverless.models.sam",
+}
+"""Backend name → the module defining its ``BACKEND``, in the order `backends()` lists them."""
 
 T = TypeVar("T")
+B = TypeVar("B", bound="Backend")
 
 _CACHE: dict[tuple[Any, ...], Any] = {}
-_LOCK = threading.Lock()
+_LOCK = threading.RLock()  # a factory may load what it is built from
 
 
 class ModelLoadError(RuntimeError):
     """Weights could not be found or loaded; the message names the location and the cause."""
+
+
+class ModelSpecError(ValueError):
+    """A model spec string is malformed, names no registered backend, or names a model of
+    another kind; the message quotes the spec as written."""
+
+
+# --------------------------------------------------------------------------- backends
+
+
+@dataclass(frozen=True)
+class WeightsSource:
+    """Where a model will load from, decided before anything is loaded or downloaded."""
+
+    load_from: str | None
+    """A directory, a hub id or a checkpoint file; None: the public weights (downloaded)."""
+    note: str
+    """Where the weights come from, in words for the user."""
+
+
+@dataclass(frozen=True)
+class Backend:
+    """What a model module tells the registry; each kind's subclass adds ``build``."""
+
+    kind: ClassVar[Kind]
+    name: str
+    """The spec prefix, e.g. ``grounding-dino``."""
+    summary: str
+    """One line for `autolabel models list`."""
+    parse: Callable[[str, Mapping[str, str]], str]
+    """``(weights as written, environment)`` → canonical weights; "" means the defaults
+    (read from the environment). Raises ValueError saying what is wrong; no I/O."""
+    locate: Callable[[str, bool], WeightsSource]
+    """``(canonical weights, download allowed)`` → where they load from, in seconds;
+    `ModelLoadError` in one line when they are nowhere to be had."""
+    on_disk: Callable[[str], str | None]
+    """``canonical weights`` → where they are on this machine, or None; never downloads."""
+    tiny: Callable[[Path], str]
+    """``directory`` → canonical weights of a tiny random-init model written there (for
+    tests and offline demos; idempotent)."""
+
+
+@dataclass(frozen=True)
+class DetectorBackend(Backend):
+    kind: ClassVar[Kind] = "detector"
+    build: Callable[[str, WeightsSource, Ontology, str | None], Detector]
+    """``(weights, source, ontology, device)`` → a `Detector` bound to the ontology."""
+
+
+@dataclass(frozen=True)
+class SegmenterBackend(Backend):
+    kind: ClassVar[Kind] = "segmenter"
+    build: Callable[[str, WeightsSource, str | None], Segmenter]
+    """``(weights, source, device)`` → a `Segmenter`."""
+
+
+@dataclass(frozen=True)
+class ClassifierBackend(Backend):
+    kind: ClassVar[Kind] = "classifier"
+    build: Callable[[str, WeightsSource, Ontology, str | None], Classifier]
+    """``(weights, source, ontology, device)`` → a `Classifier` for the ontology's labels."""
+
+
+def backend(name: str) -> Backend:
+    """The registered backend called ``name`` (ModelSpecError naming the known ones)."""
+    module = BACKEND_MODULES.get(name)
+    if module is None:
+        raise ModelSpecError(f"unknown model backend {name!r}; expected one of {', '.join(BACKEND_MODULES)}")
+    found = importlib.import_module(module).BACKEND
+    if not isinstance(found, Backend) or found.name != name:
+        raise TypeError(f"{module}.BACKEND must be the Backend named {name!r}")
+    return found
+
+
+def backends(kind: Kind | None = None) -> list[Backend]:
+    """Every registered backend (of ``kind``), detectors first, in registry order."""
+    found = [backend(name) for name in BACKEND_MODULES]
+    return [b for k in KINDS for b in found if b.kind == k and kind in (None, k)]
+
+
+# --------------------------------------------------------------------------- specs
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A parsed spec: a registered backend and its canonical weights (defaults filled in)."""
+
+    backend: str
+    weights: str
+    kind: Kind
+
+    @property
+    def text(self) -> str:
+        """The spec string, e.g. ``sam:vit_b:/w/sam_vit_b.pth``."""
+        return f"{self.backend}:{self.weights}" if self.weights else self.backend
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def parse_spec(text: str, kind: Kind, environ: Mapping[str, str] | None = None) -> ModelSpec:
+    """Parse ``text`` (``backend[:weights]``) as a model of ``kind``; the environment
+    (default ``os.environ``) gives the weights a bare backend name stands for."""
+    if not isinstance(text, str) or not text.strip():
+        raise ModelSpecError(f"a {kind} spec must be a non-empty string such as {_example(kind)!r}, got {text!r}")
+    name, _, rest = text.strip().partition(":")
+    try:
+        found = backend(name)
+    except ModelSpecError as err:
+        raise ModelSpecError(f"{kind} spec {text!r}: {err}") from None
+    if found.kind != kind:
+        raise ModelSpecError(f"{kind} spec {text!r}: {name} is a {found.kind}, not a {kind}")
+    try:
+        weights = found.parse(rest, os.environ if environ is None else environ)
+    except ValueError as err:
+        raise ModelSpecError(f"{kind} spec {text!r}: {err}") from None
+    return ModelSpec(name, weights, kind)
+
+
+def _example(kind: Kind) -> str:
+    examples = {"detector": "grounding-dino:IDEA-Research/grounding-dino-tiny", "segmenter": "sam:vit_b"}
+    return examples.get(kind, f"{kind}-backend:weights")
+
+
+def locate(spec: ModelSpec, *, download: bool = True) -> WeightsSource:
+    """Where ``spec``'s weights load from, settled in seconds (`ModelLoadError` otherwise)."""
+    return backend(spec.backend).locate(spec.weights, download)
+
+
+def _backend_for(spec: ModelSpec, cls: type[B]) -> B:
+    found = backend(spec.backend)
+    if not isinstance(found, cls):
+        raise ModelSpecError(f"{spec.text!r} is a {found.kind}, not a {cls.kind}")
+    return found
+
+
+def load_detector(
+    spec: ModelSpec, ontology: Ontology, *, device: str | None = None, source: WeightsSource | None = None
+) -> Detector:
+    """The `Detector` of ``spec`` bound to ``ontology``, once per process: the weights are
+    shared by every ontology, and doors asking for the same spec, ontology (by content) and
+    device share one detector. ``source``: where the weights are, when already located."""
+    found = _backend_for(spec, DetectorBackend)
+    where = source or found.locate(spec.weights, True)
+    key = ("detector", spec.text, ontology.content_hash, device)
+    return load_once(key, lambda: found.build(spec.weights, where, ontology, device))
+
+
+def load_segmenter(spec: ModelSpec, *, device: str | None = None, source: WeightsSource | None = None) -> Segmenter:
+    """The `Segmenter` of ``spec``, loaded once per process."""
+    found = _backend_for(spec, SegmenterBackend)
+    return found.build(spec.weights, source or found.locate(spec.weights, True), device)
+
+
+def load_classifier(
+    spec: ModelSpec, ontology: Ontology, *, device: str | None = None, source: WeightsSource | None = None
+) -> Classifier:
+    """The `Classifier` of ``spec`` for ``ontology``'s labels, loaded once per process."""
+    found = _backend_for(spec, ClassifierBackend)
+    return found.build(spec.weights, source or found.locate(spec.weights, True), ontology, device)
+
+
+# --------------------------------------------------------------------------- probing
+
+
+def url_problem(url: str, timeout: float = 3.0) -> str | None:
+    """None when a HEAD request to ``url`` gets any HTTP answer within ``timeout`` seconds, else
+    why not. Proxies from the environment are honoured; the probe runs in a daemon thread so
+    the whole of it is bounded (name resolution alone can stall ~25 s offline)."""
+    import http.client
+    import urllib.error
+    import urllib.request
+
+    outcome: list[str | None] = []
+
+    def probe() -> None:
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout):
+                outcome.append(None)
+        except urllib.error.HTTPError:
+            outcome.append(None)  # an HTTP answer, even an error status: the server is there
+        except urllib.error.URLError as err:
+            outcome.append(str(err.reason))
+        except (OSError, ValueError, http.client.HTTPException) as err:
+            outcome.append(str(err) or type(err).__name__)
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return outcome[0] if outcome else f"no answer within {timeout:g} s"
+
+
+# --------------------------------------------------------------------------- loading
 
 
 def select_device(preferred: str | None = None) -> str:

@@ -12,21 +12,35 @@ import json
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from serverless.models.registry import ModelLoadError, inference_context, load_once, select_device
+from serverless.models.registry import (
+    ModelLoadError,
+    SegmenterBackend,
+    WeightsSource,
+    inference_context,
+    load_once,
+    select_device,
+    url_problem,
+)
 
 __all__ = [
+    "BACKEND",
+    "BROWSER_DECODER",
     "SAM_CHECKPOINTS",
     "SamEmbedding",
     "SamSegmenter",
     "build_sam_model",
     "image_hash",
+    "locate_weights",
     "resolve_sam_checkpoint",
+    "sam_cache_path",
+    "split_weights",
 ]
 
 #: Public checkpoints (URL, MD5) used when no checkpoint path is configured.
@@ -35,6 +49,8 @@ SAM_CHECKPOINTS = {
     "vit_l": ("https://dl.fbaipublicfiles.com/segment_anything/sam_vit_l_0b3195.pth", "0b3195507c641ddb6910d2bb5adee89c"),
     "vit_b": ("https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth", "01ec64d29a2fca3f0661936605ae66f8"),
 }
+BROWSER_DECODER = "sam-vit-h"
+"""The browser-side decoder CVAT's SAM plugin ships: it reads SAM vit_h embeddings."""
 _CONFIG_KEYS = {"encoder_embed_dim", "encoder_depth", "encoder_num_heads", "encoder_global_attn_indexes"}
 
 
@@ -86,6 +102,14 @@ def build_sam_model(model_type: str, checkpoint: str | os.PathLike[str] | None) 
     return model.eval()
 
 
+def sam_cache_path(model_type: str) -> Path:
+    """Where the public checkpoint of ``model_type`` is kept once downloaded:
+    ``$AUTOLABEL_CACHE/sam/<file>`` (default ``~/.cache/autolabel``)."""
+    url = SAM_CHECKPOINTS[model_type][0]
+    cache = Path(os.environ.get("AUTOLABEL_CACHE", Path.home() / ".cache" / "autolabel")) / "sam"
+    return cache / url.rsplit("/", 1)[1]
+
+
 def resolve_sam_checkpoint(model_type: str, checkpoint: str | None) -> str:
     """The configured checkpoint, else the public one for ``model_type`` (downloaded once, MD5-checked)."""
     if checkpoint:
@@ -93,8 +117,8 @@ def resolve_sam_checkpoint(model_type: str, checkpoint: str | None) -> str:
     if model_type not in SAM_CHECKPOINTS:
         raise ModelLoadError(f"no SAM checkpoint configured for model type {model_type!r} (set AUTOLABEL_SAM_CHECKPOINT)")
     url, md5 = SAM_CHECKPOINTS[model_type]
-    cache = Path(os.environ.get("AUTOLABEL_CACHE", Path.home() / ".cache" / "autolabel")) / "sam"
-    target = cache / url.rsplit("/", 1)[1]
+    target = sam_cache_path(model_type)
+    cache = target.parent
     if target.is_file():
         return str(target)
     if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("AUTOLABEL_OFFLINE") == "1":
@@ -107,7 +131,7 @@ def resolve_sam_checkpoint(model_type: str, checkpoint: str | None) -> str:
         torch.hub.download_url_to_file(url, str(partial), progress=True)
     except OSError as err:
         raise ModelLoadError(f"cannot download SAM {model_type} weights from {url}: {err}") from err
-    digest = hashlib.md5(partial.read_bytes()).hexdigest()  # noqa: S324 - integrity check, not security
+    digest = hashlib.md5(partial.read_bytes()).hexdigest()
     if digest != md5:
         partial.unlink(missing_ok=True)
         raise ModelLoadError(f"SAM {model_type} download has MD5 {digest}, expected {md5}")
@@ -130,14 +154,18 @@ class SamEmbedding:
 
 
 class SamSegmenter:
-    """A loaded SAM with an LRU cache of frame embeddings keyed by image content hash."""
+    """A loaded SAM with an LRU cache of frame embeddings keyed by image content hash: a
+    `serverless.models.base.Segmenter` and `~serverless.models.base.EmbeddingExporter`."""
 
-    def __init__(self, model: Any, *, device: str, model_id: str, cache_size: int = 32) -> None:
+    def __init__(
+        self, model: Any, *, device: str, model_id: str, cache_size: int = 32, model_type: str | None = None
+    ) -> None:
         from segment_anything import SamPredictor
 
         self.model = model.to(device)
         self.device = device
         self.model_id = model_id
+        self.model_type = model_type
         self._predictor = SamPredictor(self.model)
         self._cache: OrderedDict[str, SamEmbedding] = OrderedDict()
         self._cache_size = cache_size
@@ -149,7 +177,20 @@ class SamSegmenter:
         device = select_device(device)
         resolved = resolve_sam_checkpoint(model_type, checkpoint)
         key = ("sam", model_type, str(Path(resolved).resolve()), device)
-        return load_once(key, lambda: cls(build_sam_model(model_type, resolved), device=device, model_id=resolved))
+        return load_once(
+            key,
+            lambda: cls(build_sam_model(model_type, resolved), device=device, model_id=resolved, model_type=model_type),
+        )
+
+    @property
+    def browser_decoder(self) -> str | None:
+        """`BROWSER_DECODER` for SAM vit_h (the encoder CVAT's browser decoder was exported
+        with), else None: other sizes give embeddings that decoder misreads."""
+        return BROWSER_DECODER if self.model_type == "vit_h" else None
+
+    def export_embedding(self, embedding: SamEmbedding) -> np.ndarray:
+        """float32 ``[1, 256, 64, 64]``, as CVAT's browser decoder reads it."""
+        return embedding.to_numpy()
 
     # ----------------------------------------------------------------- encoder
     def embed(self, image: np.ndarray) -> SamEmbedding:
@@ -229,3 +270,116 @@ class SamSegmenter:
                 multimask_output=multimask,
             )
         return masks[int(np.argmax(scores))].astype(bool)
+
+
+# --------------------------------------------------------------------------- weights
+
+_HINT = (
+    "set AUTOLABEL_SAM_CHECKPOINT (or --sam-checkpoint) to a local .pth file "
+    "(python -m serverless.weights fetch --sam TYPE), or go online"
+)
+
+
+def split_weights(weights: str) -> tuple[str, str | None]:
+    """``(model type, checkpoint or None)`` of canonical SAM weights ``TYPE[:CHECKPOINT]``."""
+    model_type, _, checkpoint = _split(weights)
+    return model_type, checkpoint or None
+
+
+def _split(weights: str) -> tuple[str, str, str]:
+    """``TYPE[:CHECKPOINT]`` where TYPE is a SAM size or a path ending in ``.json``."""
+    for model_type in SAM_CHECKPOINTS:
+        if weights == model_type or weights.startswith(model_type + ":"):
+            return model_type, ":", weights[len(model_type) + 1 :]
+    end = weights.find(".json:")
+    if end >= 0:
+        return weights[: end + 5], ":", weights[end + 6 :]
+    if weights.endswith(".json"):
+        return weights, "", ""
+    raise ValueError(
+        f"the model type must be one of {', '.join(SAM_CHECKPOINTS)} or a .json file of encoder sizes, "
+        f"as in sam:vit_b or sam:vit_b:/path/sam_vit_b.pth (got {weights!r})"
+    )
+
+
+def _parse(weights: str, environ: Mapping[str, str]) -> str:
+    """A bare ``sam`` takes ``AUTOLABEL_SAM_MODEL_TYPE`` (default vit_h) and
+    ``AUTOLABEL_SAM_CHECKPOINT``; ``sam:TYPE`` the public checkpoint of that type."""
+    weights = weights.strip()
+    if not weights:
+        model_type = environ.get("AUTOLABEL_SAM_MODEL_TYPE") or "vit_h"
+        checkpoint = environ.get("AUTOLABEL_SAM_CHECKPOINT") or ""
+        weights = f"{model_type}:{checkpoint}" if checkpoint else model_type
+    model_type, _, checkpoint = _split(weights)
+    if ":" in weights and not checkpoint.strip():
+        raise ValueError("the checkpoint after the model type is empty")
+    return f"{model_type}:{checkpoint}" if checkpoint else model_type
+
+
+def locate_weights(weights: str, download: bool = True) -> WeightsSource:
+    """Where SAM ``TYPE[:CHECKPOINT]`` loads from: the checkpoint (which must exist), else the
+    public checkpoint for the type from the autolabel cache, else (``download``) from its URL
+    when a bounded probe reaches it. `ModelLoadError` in one line otherwise, before anything
+    loads."""
+    model_type, checkpoint = split_weights(weights)
+    if checkpoint:
+        path = Path(checkpoint).expanduser()
+        if not path.is_file():
+            raise ModelLoadError(
+                f"SAM checkpoint {checkpoint!r} does not exist "
+                "(AUTOLABEL_SAM_CHECKPOINT / --sam-checkpoint must name a .pth file)"
+            )
+        return WeightsSource(str(path), f"SAM checkpoint {checkpoint}")
+    if model_type not in SAM_CHECKPOINTS:
+        raise ModelLoadError(
+            f"no SAM checkpoint configured for model type {model_type!r} (set AUTOLABEL_SAM_CHECKPOINT)"
+        )
+    cached = sam_cache_path(model_type)
+    if cached.is_file():
+        return WeightsSource(str(cached), f"SAM {model_type} from {cached}")
+    missing = f"SAM {model_type} weights are not cached at {cached}"
+    if not download:
+        raise ModelLoadError(f"{missing}; set AUTOLABEL_SAM_CHECKPOINT for masks")
+    from huggingface_hub import constants
+
+    if constants.is_offline_mode() or os.environ.get("AUTOLABEL_OFFLINE") == "1":
+        raise ModelLoadError(f"{missing} and downloads are off (offline mode); {_HINT}")
+    url = SAM_CHECKPOINTS[model_type][0]
+    problem = url_problem(url)
+    if problem is not None:
+        raise ModelLoadError(f"{missing} and {url} cannot be reached ({problem}); {_HINT}")
+    return WeightsSource(None, f"SAM {model_type} (downloading {url} once)")
+
+
+def _on_disk(weights: str) -> str | None:
+    model_type, checkpoint = split_weights(weights)
+    if checkpoint:
+        return checkpoint if Path(checkpoint).expanduser().is_file() else None
+    if model_type not in SAM_CHECKPOINTS:
+        return None
+    cached = sam_cache_path(model_type)
+    return str(cached) if cached.is_file() else None
+
+
+def _tiny(directory: Path) -> str:
+    from serverless.models.tiny import make_tiny_models
+
+    tiny = make_tiny_models(directory)
+    return f"{tiny.sam_model_type}:{tiny.sam_checkpoint}"
+
+
+def _build(weights: str, source: WeightsSource, device: str | None) -> SamSegmenter:
+    model_type, _ = split_weights(weights)
+    return SamSegmenter.load(model_type, source.load_from, device=device)
+
+
+BACKEND = SegmenterBackend(
+    name="sam",
+    summary="Segment Anything (segment-anything): masks from boxes and clicks; vit_h embeddings for CVAT's browser",
+    parse=_parse,
+    locate=locate_weights,
+    on_disk=_on_disk,
+    tiny=_tiny,
+    build=_build,
+)
+"""``sam[:TYPE[:CHECKPOINT]]``: TYPE is vit_h, vit_l, vit_b or a JSON file of encoder sizes."""
