@@ -37,6 +37,7 @@ import itertools
 import os
 import re
 import sys
+import threading
 import types
 from collections.abc import Iterator, Mapping, MutableMapping
 from pathlib import Path
@@ -119,6 +120,7 @@ class FunctionModules:
         self._os = _OsView(environ)
         self._builtins = {**vars(builtins), "__import__": self._import}
         self._local: dict[str, bool] = {}
+        self._lock = threading.RLock()  # one import of a module at a time, even from threads the function starts
         root = types.ModuleType(self.package, f"function {name}: the modules of {directory}")
         root.__path__ = [str(directory)]
         root.__spec__ = importlib.machinery.ModuleSpec(self.package, None, is_package=True)
@@ -152,6 +154,11 @@ class FunctionModules:
         loaded = sys.modules.get(fullname)
         if loaded is not None:
             return loaded
+        with self._lock:
+            loaded = sys.modules.get(fullname)
+            return loaded if loaded is not None else self._exec(fullname)
+
+    def _exec(self, fullname: str) -> types.ModuleType:
         parent_name, _, leaf = fullname.rpartition(".")
         parent = self._load(parent_name)
         spec = importlib.machinery.PathFinder.find_spec(fullname, getattr(parent, "__path__", None) or [])

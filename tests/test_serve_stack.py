@@ -16,11 +16,13 @@ import threading
 import time
 
 import h11
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from serverless.serve import FunctionHost, ServeOptions
 from serverless.serve_framing import FramingGuard
+from serverless.serve_isolation import FunctionEnviron
 from tests.conftest import ROOT
 from tests.test_serve import CVAT_DIRECT_HEADERS, call, invocation_headers, write_function
 from tests.test_serve_http import exchange, parse
@@ -233,6 +235,28 @@ def test_each_function_sees_its_own_spec_env_and_modules_and_the_process_is_unto
     assert not [name for name in sys.modules if name.startswith("_autolabel_fn_")]  # stop() forgot them
 
 
+_NAMES = st.sampled_from(["A", "B", "C", "D"])
+_VALUES = st.text(max_size=3)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(_NAMES, _VALUES), st.dictionaries(_NAMES, _VALUES),
+       st.lists(st.tuples(st.booleans(), _NAMES, _VALUES), max_size=12))
+def test_a_function_environ_is_its_own_copy_of_the_process_environment(process, own, operations):
+    process_before = dict(process)
+    environ, expected = FunctionEnviron(own, process=process), {**process, **own}
+    for write, name, value in operations:
+        if write:
+            environ[name] = expected[name] = value
+        elif name in expected:
+            del environ[name], expected[name]
+        else:
+            with pytest.raises(KeyError):
+                del environ[name]
+    assert dict(environ) == expected and len(environ) == len(expected)
+    assert process == process_before
+
+
 def test_relative_and_package_imports_inside_a_function(tmp_path):
     main = """
         from . import util
@@ -335,3 +359,4 @@ def test_sigterm_answers_the_request_in_flight_then_exits_0(tmp_path):
             process.wait()
         process.stdout.close()
         process.stderr.close()
+
