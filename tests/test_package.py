@@ -13,6 +13,7 @@ Every command runs in an empty directory with no ``PYTHONPATH`` and no inherited
 
 from __future__ import annotations
 
+import ast
 import base64
 import http.client
 import io
@@ -29,6 +30,7 @@ import time
 import tomllib
 import zipfile
 from dataclasses import dataclass
+from importlib.metadata import packages_distributions
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +38,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 from packaging.version import Version
 from PIL import Image
 
@@ -267,6 +270,42 @@ def test_every_checked_in_function_main_runs_installed(installed, tiny_env):
     assert sorted(answers) == expected
     assert all(status == 200 for _, status, _ in answers.values()), answers
     assert all(body == ("list" if kind == "detector" else "dict") for kind, _, body in answers.values()), answers
+
+
+def _imported_top_levels(package: Path) -> dict[str, Path]:
+    """Top-level module names the package's code imports (absolute imports), with one file each."""
+    found: dict[str, Path] = {}
+    for path in sorted(package.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                found.setdefault(name.split(".")[0], path)
+    return found
+
+
+def test_every_third_party_import_is_a_declared_dependency():
+    """The temporary venv borrows this venv's packages, so a missing requirement would not show
+    there: every third-party module the product code imports must come from a distribution that
+    pyproject.toml declares (a dependency or an extra), not from another package's dependency."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    listed = [*project["dependencies"], *(r for extra in project["optional-dependencies"].values() for r in extra)]
+    declared = {canonicalize_name(Requirement(r).name) for r in listed}
+    ours = set(_package_dirs())
+    providers = packages_distributions()
+    undeclared = {}
+    for package in ours:
+        for module, path in _imported_top_levels(ROOT / package).items():
+            if module in sys.stdlib_module_names or module in ours or module == "__future__":
+                continue
+            dists = {canonicalize_name(d) for d in providers.get(module, [module])}
+            if not dists & declared:
+                undeclared[module] = (sorted(dists), path.relative_to(ROOT).as_posix())
+    assert undeclared == {}
 
 
 # -------------------------------------------------------------------------- cvat-sdk versions
