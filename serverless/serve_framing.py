@@ -60,7 +60,7 @@ class _State(Enum):
     TRAILER = "trailer"
 
 
-def _printable(raw: bytes, limit: int) -> str:
+def _printable(raw: bytes | bytearray, limit: int) -> str:
     text = raw[:limit].decode("latin-1")
     return "".join(c if c.isprintable() else "?" for c in text)
 
@@ -77,7 +77,8 @@ class FramingGuard:
         self.max_head = max_head
         self.refusal: Refusal | None = None
         self._state = _State.HEAD
-        self._pending = b""  # the start of a head or line not complete yet
+        self._pending = bytearray()  # the start of a head or line not complete yet
+        self._searched = 0  # bytes of the pending head already searched for its end
         self._left = 0  # body or chunk bytes still to pass
         self._trailers = 0
         self.request_line = ""
@@ -88,21 +89,24 @@ class FramingGuard:
         fault); an incomplete head or line is kept until more bytes arrive."""
         if self.refusal is not None:
             return b""
-        buffer = self._pending + data if self._pending else data
-        self._pending = b""
-        passed: list[bytes] = []
+        buffer: bytes | bytearray = data
+        if self._pending:  # appended in place: a head sent a byte at a time costs linear time
+            self._pending += data
+            buffer = self._pending
+        self._pending = bytearray()
+        passed: list[bytes | bytearray] = []
         at = 0
         while at < len(buffer) and self.refusal is None:
             end = self._step(buffer, at)
             if end is None:  # more bytes needed
-                self._pending = buffer[at:]
+                self._pending = buffer if at == 0 and isinstance(buffer, bytearray) else bytearray(buffer[at:])
                 break
             if self.refusal is None:
                 passed.append(buffer[at:end])
             at = end
         return b"".join(passed)
 
-    def _step(self, buffer: bytes, at: int) -> int | None:
+    def _step(self, buffer: bytes | bytearray, at: int) -> int | None:
         """Check what starts at ``at``; the offset where the checked part ends, or None."""
         state = self._state
         if state in (_State.BODY, _State.CHUNK_DATA):
@@ -130,18 +134,20 @@ class FramingGuard:
         self.refusal = Refusal(refusal.status, refusal.message, self.request_line)
 
     # ------------------------------------------------------------- heads
-    def _head(self, buffer: bytes, at: int) -> int | None:
+    def _head(self, buffer: bytes | bytearray, at: int) -> int | None:
         if buffer[at : at + 1] == b"\n" or buffer[at : at + 2] == b"\r\n":
             self.request_line = ""
             self._refuse(Refusal(400, "malformed request: a blank line where the request line should be"))
             return at
-        match = _HEAD_END.search(buffer, at)
+        match = _HEAD_END.search(buffer, at + max(0, self._searched - 2))
         if match is None or match.end() - at > self.max_head:
             if len(buffer) - at > self.max_head:
                 self.request_line = ""
                 self._refuse(Refusal(431, f"the request line and headers are over {self.max_head} bytes"))
                 return at
+            self._searched = len(buffer) - at
             return None
+        self._searched = 0
         lines = [line.rstrip(b"\r") for line in buffer[at : match.start()].split(b"\n")]
         self.request_line = _printable(lines[0], 200)
         refusal = self._framing(lines[1:])
@@ -150,10 +156,10 @@ class FramingGuard:
             return at
         return match.end()
 
-    def _framing(self, lines: list[bytes]) -> Refusal | None:
+    def _framing(self, lines: list[bytes | bytearray]) -> Refusal | None:
         """Check the header lines' framing and choose how the body is read."""
-        lengths: list[bytes] = []
-        codings: list[bytes] = []
+        lengths: list[bytes | bytearray] = []
+        codings: list[bytes | bytearray] = []
         for line in lines:
             if line[:1] in (b" ", b"\t"):
                 return Refusal(400, "malformed request: a header continuation line (obsolete line folding)")
@@ -184,7 +190,7 @@ class FramingGuard:
         return None
 
     # ------------------------------------------------------------- chunked bodies
-    def _line(self, buffer: bytes, at: int, limit: int, what: str) -> bytes | int | None:
+    def _line(self, buffer: bytes | bytearray, at: int, limit: int, what: str) -> bytes | bytearray | int | None:
         """The line starting at ``at`` (LF included); None: incomplete; ``at``: refused."""
         newline = buffer.find(b"\n", at, at + limit)
         if newline < 0:
@@ -194,9 +200,9 @@ class FramingGuard:
             return None
         return buffer[at : newline + 1]
 
-    def _chunk_line(self, buffer: bytes, at: int) -> int | None:
+    def _chunk_line(self, buffer: bytes | bytearray, at: int) -> int | None:
         line = self._line(buffer, at, CHUNK_LINE_MAX, "a chunk size line")
-        if not isinstance(line, bytes):
+        if isinstance(line, int) or line is None:
             return line
         match = _CHUNK_LINE.fullmatch(line)
         if match is None:
@@ -207,9 +213,9 @@ class FramingGuard:
         self._state = _State.CHUNK_DATA if self._left else _State.TRAILER
         return at + len(line)
 
-    def _trailer(self, buffer: bytes, at: int) -> int | None:
+    def _trailer(self, buffer: bytes | bytearray, at: int) -> int | None:
         line = self._line(buffer, at, _TRAILER_LINE_MAX, "a trailer line")
-        if not isinstance(line, bytes):
+        if isinstance(line, int) or line is None:
             return line
         if not line.endswith(b"\r\n"):
             self._refuse(_malformed("a trailer line does not end in CRLF"))

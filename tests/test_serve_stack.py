@@ -170,6 +170,7 @@ def test_the_guard_passes_well_framed_requests_whole_and_h11_reads_them_alike(re
     stream = b"".join(raw for raw, _ in requests)
     passed, guard = _feed_in_pieces(stream, cuts)
     assert guard.refusal is None and passed == stream
+    assert _feed_in_pieces(stream, list(range(len(stream))))[0] == stream  # a byte at a time too
     assert _h11_bodies(passed) == [body for _, body in requests]
 
 
