@@ -160,8 +160,7 @@ def prelabel_task(
     job_frames = {j.id: [f for f in range(j.start_frame, j.stop_frame + 1) if f in frame_sizes] for j in jobs}
     link = store.get_cvat_task(server, task.id)
     pushed = dict(store.pushed_shapes(link)) if link is not None else {}
-    replacing = _replaces_run(store, link, run_name)
-    covered_now = set() if replacing else _covered_frames(store, link)
+    covered_now = set() if _replaces_run(store, link, run_name) else _covered_frames(store, link)
     foreign = {} if force else _taken_jobs(session, jobs, job_frames, covered_now, pushed)
     if foreign and len(foreign) == len(jobs):
         raise CvatError(_nothing_to_do(server, task, foreign, pushed))
@@ -174,17 +173,9 @@ def prelabel_task(
     store.record_task_labels(link, {info.id: (name, info.type) for name, info in labels.items()})
     for job in jobs:
         store_job(store, link, job)
-    covered = set(store.covered_samples(run)) & set(sample_of.values())
     needed = {f for job in jobs if job.id not in foreign for f in job_frames[job.id]}
-    pending = [f for f in sorted(sample_of) if sample_of[f] not in covered and f in needed]
-    if pending and run.finished:
-        raise StoreError(
-            f"run {run.name!r} of task {task_id} is finished but does not cover frames {pending[:10]}; "
-            "the task's frames changed after it was pre-labelled"
-        )
+    covered, pending = _frames_to_run(store, run, task, sample_of, needed, report)
     resumed = len(covered)
-    if pending and covered:
-        report(f"resuming run {run.name!r}: {resumed} frames already done, {len(pending)} to go")
 
     uploader = _JobUploader(
         store=store, session=session, run=run, link=link, ontology=ontology, labels=labels,
@@ -211,14 +202,31 @@ def prelabel_task(
         processed=tuple(processed),
         resumed=resumed,
         failed=tuple(failed),
-        uploaded_jobs=tuple(uploader.uploaded),
-        shapes=uploader.shapes,
-        already_uploaded_jobs=tuple(uploader.already),
-        empty_jobs=tuple(uploader.empty),
-        skipped_jobs=tuple(uploader.skipped),
-        waiting_jobs=tuple(j.id for j in jobs if j.id not in uploader.handled),
         finished=finished,
+        waiting_jobs=tuple(j.id for j in jobs if j.id not in uploader.handled),
+        **uploader.outcome(),
     )
+
+
+def _frames_to_run(
+    store: Store,
+    run: RunInfo,
+    task: TaskInfo,
+    sample_of: Mapping[int, int],
+    needed: set[int],
+    report: Callable[[str], None],
+) -> tuple[set[int], list[int]]:
+    """The samples ``run`` already covers, and the ``needed`` frames it does not cover yet."""
+    covered = set(store.covered_samples(run)) & set(sample_of.values())
+    pending = [f for f in sorted(sample_of) if sample_of[f] not in covered and f in needed]
+    if pending and run.finished:
+        raise StoreError(
+            f"run {run.name!r} of task {task.id} is finished but does not cover frames {pending[:10]}; "
+            "the task's frames changed after it was pre-labelled"
+        )
+    if pending and covered:
+        report(f"resuming run {run.name!r}: {len(covered)} frames already done, {len(pending)} to go")
+    return covered, pending
 
 
 def _run_params(
@@ -611,6 +619,16 @@ class _JobUploader:
             shapes.extend(made)
             annotation_ids.extend(ids)
         return job_state(current, shapes, annotation_ids, self.pushed) == "pushed"
+
+    def outcome(self) -> dict[str, Any]:
+        """What the uploads did, as `TaskPrelabelResult` fields."""
+        return {
+            "uploaded_jobs": tuple(self.uploaded),
+            "shapes": self.shapes,
+            "already_uploaded_jobs": tuple(self.already),
+            "empty_jobs": tuple(self.empty),
+            "skipped_jobs": tuple(self.skipped),
+        }
 
     def leave(self, job: JobInfo, holds: str) -> None:
         """Leave ``job`` alone: it holds ``holds`` (others' annotations), and this is no --force."""

@@ -26,7 +26,7 @@ from cvat_bridge.annotations import (
     upload_job_shapes,
 )
 from cvat_bridge.client import CvatError, CvatSession
-from cvat_bridge.jobs import assign_jobs, list_jobs, plan_assignments, user_ids
+from cvat_bridge.jobs import JobInfo, assign_jobs, list_jobs, plan_assignments, user_ids
 from cvat_bridge.tasks import LabelInfo, Resources, ensure_task, labels_spec, task_labels
 from serverless.convert.cvat_contract import SCORE_ATTRIBUTE
 from sync.pull import store_job
@@ -34,7 +34,7 @@ from sync.pull import store_job
 if TYPE_CHECKING:
     from serverless.detections import Detections
     from serverless.ontology import Ontology
-    from sync.store import Store
+    from sync.store import CvatTaskInfo, RunInfo, Store
 
 __all__ = ["PushResult", "job_state", "push_run", "pushed_geometry", "resources_for", "shapes_for_frame"]
 
@@ -194,6 +194,61 @@ def push_run(
     those samples of the run (e.g. the hard samples picked by ``autolabel select``, as a
     review task).
     """
+    run, ontology, sample_ids = _run_to_push(store, dataset, run_name, ontology, sample_ids)
+    samples = {s.id: s for s in store.samples(dataset, ids=sample_ids)}
+    resources = resources_for([samples[i].uri for i in sample_ids])
+    usernames = list(assignees.values()) if isinstance(assignees, Mapping) else list(assignees)
+    user_id = user_ids(session, usernames)  # unknown users fail before anything is created
+
+    task = ensure_task(
+        session,
+        task_name,
+        resources,
+        labels=None if project_id is not None else labels_spec(ontology),
+        project_id=project_id,
+        segment_size=segment_size,
+    )
+    report(f"task {task.id} ({task_name!r}) has {task.size} frames")
+    link = store.link_cvat_task(dataset, session.server, task.id, name=task_name, project_id=project_id, run=run)
+    frame_of = {sample_id: frame for frame, sample_id in enumerate(sample_ids)}
+    store.link_frames(link, {frame: sample_id for sample_id, frame in frame_of.items()})
+    labels = task_labels(session, task)
+    store.record_task_labels(link, {info.id: (name, info.type) for name, info in labels.items()})
+
+    pusher = _JobPusher(
+        store=store, session=session, link=link, run=run, ontology=ontology, labels=labels, frame_of=frame_of,
+        pushed=store.pushed_shapes(link), force=force, max_request_bytes=max_request_bytes, report=report,
+    )
+    jobs = list_jobs(session, task_id=task.id)
+    for job in jobs:
+        pusher.push([sample_ids[f] for f in range(job.start_frame, job.stop_frame + 1) if f < len(sample_ids)], job)
+
+    applied: dict[int, str] = {}
+    try:
+        plan = plan_assignments([j.id for j in jobs], assignees)
+    except ValueError as err:
+        raise CvatError(f"task {task.id}: {err}") from None
+    if plan:
+        applied = assign_jobs(session, plan, ids=user_id, jobs={j.id: j for j in jobs})
+    for job in list_jobs(session, task_id=task.id):
+        store_job(store, link, job)
+    return PushResult(
+        task_id=int(task.id),
+        task_link_id=link.id,
+        jobs=tuple(j.id for j in jobs),
+        shapes=pusher.shapes,
+        annotation_requests=pusher.requests,
+        skipped_jobs=tuple(pusher.skipped),
+        assignments=applied,
+        forced_jobs=tuple(pusher.forced),
+    )
+
+
+def _run_to_push(
+    store: Store, dataset: str, run_name: str, ontology: Ontology | None, sample_ids: Sequence[int] | None
+) -> tuple[RunInfo, Ontology, list[int]]:
+    """The finished, non-human run, its ontology (the one given, else the run's) and the
+    samples to push (those of ``sample_ids`` it covers, else all it covers), ascending."""
     from serverless.ontology import parse_ontology
 
     run = store.get_run(dataset, run_name)
@@ -215,82 +270,58 @@ def push_run(
         covered = [i for i in covered if i in wanted]
     if not covered:
         raise CvatError(f"run {run_name!r} covers no samples" if sample_ids is None else "no sample to push was given")
-    sample_ids = covered
-    samples = {s.id: s for s in store.samples(dataset, ids=sample_ids)}
-    resources = resources_for([samples[i].uri for i in sample_ids])
-    server = session.server
-    usernames = list(assignees.values()) if isinstance(assignees, Mapping) else list(assignees)
-    user_id = user_ids(session, usernames)  # unknown users fail before anything is created
+    return run, ontology, covered
 
-    task = ensure_task(
-        session,
-        task_name,
-        resources,
-        labels=None if project_id is not None else labels_spec(ontology),
-        project_id=project_id,
-        segment_size=segment_size,
-    )
-    report(f"task {task.id} ({task_name!r}) has {task.size} frames")
-    link = store.link_cvat_task(dataset, server, task.id, name=task_name, project_id=project_id, run=run)
-    frame_of = {sample_id: frame for frame, sample_id in enumerate(sample_ids)}
-    store.link_frames(link, {frame: sample_id for sample_id, frame in frame_of.items()})
 
-    labels = task_labels(session, task)
-    store.record_task_labels(link, {info.id: (name, info.type) for name, info in labels.items()})
-    pushed = store.pushed_shapes(link)  # shape id → annotation id
-    jobs = list_jobs(session, task_id=task.id)
-    total_shapes = requests = 0
-    skipped: list[int] = []
-    forced: list[int] = []
-    for job in jobs:
-        job_samples = [sample_ids[f] for f in range(job.start_frame, job.stop_frame + 1) if f < len(sample_ids)]
-        dets = store.annotations_of(run, sample_ids=job_samples, masks=True)
+@dataclass
+class _JobPusher:
+    """Pushes a run's pre-labels job by job: a job holding them is left as it is, an
+    interrupted upload rewritten, a human's edits kept unless ``force``."""
+
+    store: Store
+    session: CvatSession
+    link: CvatTaskInfo
+    run: RunInfo
+    ontology: Ontology
+    labels: Mapping[str, LabelInfo]
+    frame_of: Mapping[int, int]
+    pushed: Mapping[int, int]
+    """The store's ``{CVAT shape id: annotation id}`` of the task."""
+    force: bool
+    max_request_bytes: int
+    report: Callable[[str], None]
+    shapes: int = 0
+    requests: int = 0
+    skipped: list[int] = field(default_factory=list)
+    forced: list[int] = field(default_factory=list)
+
+    def push(self, job_samples: list[int], job: JobInfo) -> None:
+        """Push the pre-labels of ``job_samples`` (the job's frames' samples) to ``job``."""
+        dets = self.store.annotations_of(self.run, sample_ids=job_samples, masks=True)
         shapes: list[dict[str, Any]] = []
         annotation_ids: list[int] = []
         for sample_id in job_samples:
-            made, ids = shapes_for_frame(dets[sample_id], frame_of[sample_id], ontology, labels)
+            made, ids = shapes_for_frame(dets[sample_id], self.frame_of[sample_id], self.ontology, self.labels)
             shapes.extend(made)
             annotation_ids.extend(ids)
-        current = job_annotations(session, job.id)
-        state = job_state(current, shapes, annotation_ids, pushed)
+        state = job_state(job_annotations(self.session, job.id), shapes, annotation_ids, self.pushed)
         if state == "pushed":
-            report(f"job {job.id}: already pushed ({len(shapes)} shapes)")
-            total_shapes += len(shapes)
-            continue
+            self.report(f"job {job.id}: already pushed ({len(shapes)} shapes)")
+            self.shapes += len(shapes)
+            return
         if state == "human":
-            if not force:
-                report(f"job {job.id}: a human has changed it; not overwritten (use --force)")
-                skipped.append(job.id)
-                continue
+            if not self.force:
+                self.report(f"job {job.id}: a human has changed it; not overwritten (use --force)")
+                self.skipped.append(job.id)
+                return
             wanted = set(annotation_ids)
-            store.forget_pushed_shapes(link, [sid for sid, ann in pushed.items() if ann in wanted])
-            forced.append(job.id)
-            report(f"job {job.id}: a human has changed it; overwriting (--force)")
-        ids, sent = upload_job_shapes(session, job.id, shapes, max_request_bytes=max_request_bytes)
-        requests += sent
-        total_shapes += len(ids)
-        store.record_pushed_shapes(
-            link, dict(zip(annotation_ids, ids)), job_id=job.id, geometry=pushed_geometry(annotation_ids, shapes)
+            self.store.forget_pushed_shapes(self.link, [sid for sid, ann in self.pushed.items() if ann in wanted])
+            self.forced.append(job.id)
+            self.report(f"job {job.id}: a human has changed it; overwriting (--force)")
+        ids, sent = upload_job_shapes(self.session, job.id, shapes, max_request_bytes=self.max_request_bytes)
+        self.requests += sent
+        self.shapes += len(ids)
+        self.store.record_pushed_shapes(
+            self.link, dict(zip(annotation_ids, ids)), job_id=job.id, geometry=pushed_geometry(annotation_ids, shapes)
         )
-        report(f"job {job.id}: {len(ids)} shapes in {sent} request(s)")
-
-    applied: dict[int, str] = {}
-    try:
-        plan = plan_assignments([j.id for j in jobs], assignees)
-    except ValueError as err:
-        raise CvatError(f"task {task.id}: {err}") from None
-    if plan:
-        applied = assign_jobs(session, plan, ids=user_id, jobs={j.id: j for j in jobs})
-    for job in list_jobs(session, task_id=task.id):
-        store_job(store, link, job)
-    return PushResult(
-        task_id=int(task.id),
-        task_link_id=link.id,
-        jobs=tuple(j.id for j in jobs),
-        shapes=total_shapes,
-        annotation_requests=requests,
-        skipped_jobs=tuple(skipped),
-        assignments=applied,
-        forced_jobs=tuple(forced),
-    )
-
+        self.report(f"job {job.id}: {len(ids)} shapes in {sent} request(s)")

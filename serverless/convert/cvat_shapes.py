@@ -333,6 +333,39 @@ def _box_mask(box: list[float], height: int, width: int) -> np.ndarray:
     return mask
 
 
+def _geometry(
+    shape_type: str, points: np.ndarray, rotation: float, where: str, width: int, height: int
+) -> tuple[list[float], np.ndarray | None, np.ndarray | None]:
+    """The box, ring (polygons) and full-frame mask (masks) of one shape's ``points``."""
+    if shape_type == "rectangle":
+        return _rectangle_box(points, rotation, where), None, None
+    if shape_type == "polygon":
+        if points.size % 2 or points.size < 6:
+            raise ValueError(f"{where}: expected an even number >= 6 of coordinates, got {points.size}")
+        ring = points.reshape(-1, 2).astype(np.float32)
+        return [*ring.min(axis=0).tolist(), *ring.max(axis=0).tolist()], ring, None
+    try:
+        mask = decode_mask(points.tolist(), image_width=width, image_height=height)
+    except ValueError as err:
+        raise ValueError(f"{where}: {err}") from err
+    tight = mask_bbox(mask)
+    if tight is None:
+        x1, y1, x2, y2 = (int(v) for v in points[-4:])
+        tight = (x1, y1, x2 + 1, y2 + 1)
+    return [float(v) for v in tight], None, mask
+
+
+def _full_mask(
+    kind: str, box: list[float], ring: np.ndarray | None, mask: np.ndarray | None, height: int, width: int
+) -> np.ndarray:
+    """A shape's full-frame mask: its own, its polygon's, or its box's pixels."""
+    if kind == "mask" and mask is not None:
+        return mask
+    if kind == "polygon" and ring is not None:
+        return polygons_to_mask([ring], height, width)
+    return _box_mask(box, height, width)
+
+
 def from_cvat_shapes(
     shapes: Iterable[Any],
     label_names: Mapping[int, str],
@@ -380,27 +413,7 @@ def from_cvat_shapes(
             raise ValueError(f"{where}: label_id {label_id!r} is not in label_names")
         points = _numbers(shape.get("points", []), where)
 
-        ring = mask = None
-        if shape_type == "rectangle":
-            box = _rectangle_box(points, float(shape.get("rotation") or 0.0), where)
-        elif shape_type == "polygon":
-            if points.size % 2 or points.size < 6:
-                raise ValueError(
-                    f"{where}: expected an even number >= 6 of coordinates, got {points.size}"
-                )
-            ring = points.reshape(-1, 2).astype(np.float32)
-            box = [*ring.min(axis=0).tolist(), *ring.max(axis=0).tolist()]
-        else:
-            try:
-                mask = decode_mask(points.tolist(), image_width=width, image_height=height)
-            except ValueError as err:
-                raise ValueError(f"{where}: {err}") from err
-            tight = mask_bbox(mask)
-            if tight is None:
-                x1, y1, x2, y2 = (int(v) for v in points[-4:])
-                tight = (x1, y1, x2 + 1, y2 + 1)
-            box = [float(v) for v in tight]
-
+        box, ring, mask = _geometry(shape_type, points, float(shape.get("rotation") or 0.0), where, width, height)
         name = str(label_names[label_id])
         score = shape.get("score")
         boxes.append(box)
@@ -421,15 +434,9 @@ def from_cvat_shapes(
         polygons = tuple(() if ring is None else (ring,) for ring in rings)
     full_masks = None
     if "mask" in kinds:
-        filled = []
-        for kind, box, ring, mask in zip(kinds, boxes, rings, masks):
-            if kind == "mask":
-                filled.append(mask)
-            elif kind == "polygon":
-                filled.append(polygons_to_mask([ring], height, width))
-            else:
-                filled.append(_box_mask(box, height, width))
-        full_masks = np.stack(filled)
+        full_masks = np.stack(
+            [_full_mask(kind, box, ring, mask, height, width) for kind, box, ring, mask in zip(kinds, boxes, rings, masks)]
+        )
 
     n = len(boxes)
     return Detections(
