@@ -823,8 +823,9 @@ def test_real_functions_are_listed_as_cvat_reads_them(real_served):
 
 def test_models_are_loaded_once_and_shared(real_served):
     user_data = {name: fn.context.user_data for name, fn in real_served.functions.items()}
-    grounded = user_data["grounded-sam"].detector
-    assert user_data["grounding-dino"].detector is grounded.detector
+    grounded = user_data["grounded-sam"]
+    # each detector is bound to its function's ontology; the Grounding DINO weights under them are one
+    assert user_data["grounding-dino"].detector.model is grounded.detector.model
     assert user_data["sam-interactor"].segmenter is grounded.segmenter
     assert user_data["pth-facebookresearch-sam-vit-h"].segmenter is grounded.segmenter
 

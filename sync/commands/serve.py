@@ -80,8 +80,6 @@ def print_banner(host, console: Console) -> None:
     from rich.padding import Padding
     from rich.text import Text
 
-    from serverless.pipeline import ModelSettings
-
     def line(*parts: str | tuple[str, str]) -> None:
         console.print(Text.assemble(*parts), soft_wrap=True, highlight=False)
 
@@ -105,9 +103,19 @@ def print_banner(host, console: Console) -> None:
             "[yellow]Listening on loopback only: CVAT in Docker cannot reach it. Use --host 0.0.0.0 "
             "(direct mode posts to host.docker.internal:<httpPort>).[/]"
         )
-    if ModelSettings.from_env().tiny:
+    if any(_tiny(fn.environ) for fn in host.functions.values()):
         console.print("[bold red]TINY RANDOM MODELS IN USE: every box, mask and score is meaningless.[/]")
     console.print("Ctrl-C (or SIGTERM) stops the server once the requests in flight are answered.")
+
+
+def _tiny(environ) -> bool:
+    """Whether a function's environment points its models at tiny random ones."""
+    from serverless.pipeline import ModelSettings, ModelSpecError
+
+    try:
+        return ModelSettings.from_env(environ=environ).tiny
+    except ModelSpecError:  # a function that names no models through the environment, or names bad ones
+        return False
 
 
 def serve(
