@@ -401,7 +401,7 @@ class _FrameRunner:
 
         processed: list[int] = []
         failed: list[FrameFailure] = []
-        detector = load_detector(settings, masks=masks) if pending else None
+        detector = load_detector(settings, self.ontology, masks=masks) if pending else None
         progress(0, len(pending))
         for start in range(0, len(pending), batch_size):
             batch = pending[start : start + batch_size]
@@ -415,7 +415,7 @@ class _FrameRunner:
                 images.append(image)
                 readable.append(frame)
             if images:
-                outputs = detector.detect(images, self.ontology, threshold=threshold)
+                outputs = detector.detect(images, threshold=threshold)
                 self.store.add_detections(
                     self.run, {self.sample_of[f]: det for f, det in zip(readable, outputs, strict=True)}
                 )

@@ -679,6 +679,24 @@ def test_a_task_holding_another_tools_shapes_is_refused_before_the_models_run(
            "replacing them (--force)" in text
 
 
+def test_models_are_named_by_spec_strings(fake_cvat: FakeCvat, client, store, env, ontology_file: Path, tmp_path: Path):
+    """``--detector`` takes a registry spec, like ``autolabel prelabel``; a bad one is one line,
+    before the server is asked anything."""
+    from sync.console import CliError
+
+    task = make_task(client, tmp_path, ONTOLOGY, frames=1)
+    fake_cvat.clear_log()
+    bad = prelabel(task.id, "--ontology", ontology_file, "--detector", "no-such-backend:x")
+    assert isinstance(bad.exception, CliError), bad.output
+    assert "\n" not in str(bad.exception) and "'no-such-backend:x'" in str(bad.exception)
+    assert fake_cvat.requests == []
+    weights = env["AUTOLABEL_GDINO_MODEL"]
+    done = prelabel(task.id, "--ontology", ontology_file, "--detector", f"grounding-dino:{weights}")
+    assert done.exit_code == 0, done.output
+    (run,) = store.list_runs(f"cvat-task-{task.id}")
+    assert run.model_id == weights and run.finished
+
+
 def test_describe_job_content_names_every_kind_of_content():
     from cvat_bridge.annotations import shape_key
     from sync.cvat_prelabel import describe_job_content

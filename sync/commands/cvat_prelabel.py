@@ -12,7 +12,14 @@ import typer
 
 from sync.commands.cvat import CaCertOption, InsecureOption, OrgOption, UrlOption, _connect, _store
 from sync.console import domain_errors, err, fail, out
-from sync.options import DeviceOption, GdinoModelOption, SamCheckpointOption, SamModelTypeOption
+from sync.options import (
+    DetectorOption,
+    DeviceOption,
+    GdinoModelOption,
+    SamCheckpointOption,
+    SamModelTypeOption,
+    SegmenterOption,
+)
 
 if TYPE_CHECKING:
     from sync.cvat_prelabel import TaskPrelabelResult
@@ -33,6 +40,8 @@ def prelabel(
         str | None, typer.Option(help="Run name (default: the task's run, else prelabel-N); an unfinished run resumes.")
     ] = None,
     force: Annotated[bool, typer.Option(help="Overwrite jobs a human has already changed.")] = False,
+    detector: DetectorOption = None,
+    segmenter: SegmenterOption = None,
     gdino_model: GdinoModelOption = None,
     sam_checkpoint: SamCheckpointOption = None,
     sam_model_type: SamModelTypeOption = None,
@@ -54,7 +63,7 @@ def prelabel(
 
     from serverless.models.registry import ModelLoadError
     from serverless.ontology import load_ontology
-    from serverless.pipeline import ModelSettings
+    from serverless.pipeline import ModelSettings, ModelSpecError
     from sync.console import TINY_NOTICE, quiet_libraries
     from sync.cvat_prelabel import prelabel_task
 
@@ -64,9 +73,13 @@ def prelabel(
         fail(f"--batch-size must be at least 1, got {batch_size}")
     with domain_errors():
         onto = load_ontology(ontology)
-    settings = ModelSettings.from_env(
-        gdino_model=gdino_model, sam_checkpoint=sam_checkpoint, sam_model_type=sam_model_type, device=device
-    )
+    try:
+        settings = ModelSettings.from_env(
+            detector=detector, segmenter=segmenter, gdino_model=gdino_model, sam_checkpoint=sam_checkpoint,
+            sam_model_type=sam_model_type, device=device, ontology=onto,
+        )
+    except ModelSpecError as error:
+        fail(str(error))
     store = _store()
     session = _connect(url, org, insecure, ca_cert)
     if settings.tiny:
