@@ -31,11 +31,7 @@ CONTRACT = Path("serverless/convert/cvat_contract.py")
 
 
 PENDING: dict[str, str] = {
-    "serverless/cvat_functions/common.py": "SCORE_ATTRIBUTE, SCORE_ATTRIBUTE_ID, number_attribute_spec(...)",
-    "serverless/render.py": "the SCORE_ATTRIBUTE dict of the function.yaml spec",
     "serverless/convert/nuclio.py": 'the detector item\'s {"name": "score", ...} attribute',
-    "serverless/nuclio_adapter.py": "_grounded_items' own label-type dispatch",
-    "serverless/cvat_functions/grounded_sam.py": "GroundedSamFunction.detect's own label-type dispatch",
 }
 """Files still to switch to the contract (issue 10; owned by another change): they may hold a
 copy until then. Empty this once they use `serverless.convert.cvat_contract`."""
