@@ -175,6 +175,46 @@ def test_an_existing_folder_is_a_path_and_a_file_is_not_a_model(tmp_path):
         gdino_source(str(tmp_path / "model.bin"))
 
 
+# --------------------------------------------------------------------------- model specs (issue 10)
+
+
+def test_models_named_by_spec_on_the_command_line_or_in_the_ontology(tmp_path, tiny_models):
+    image = write_images(tmp_path / "imgs", 1)[0]
+    env = environment(tmp_path, HF_HUB_OFFLINE="1")  # no AUTOLABEL_* model variable
+    detector = f"grounding-dino:{tiny_models.gdino_dir}"
+    segmenter = f"sam:{tiny_models.sam_model_type}:{tiny_models.sam_checkpoint}"
+    given = autolabel(["prelabel", str(image), "--prompt", "cat", "--masks", "--out", str(tmp_path / "a.json"),
+                       "--detector", detector, "--segmenter", segmenter], env)
+    assert given.returncode == 0, given.stderr
+    info = json.loads((tmp_path / "a.json").read_text())["info"]
+    assert (info["detector"], info["segmenter"], info["tiny_models"]) == (detector, segmenter, True)
+    ontology = tmp_path / "site.yaml"
+    ontology.write_text(f"models:\n  detector: {detector}\n  segmenter: {segmenter}\nlabels: [{{name: cat}}]\n")
+    named = autolabel(["prelabel", str(image), "--ontology", str(ontology), "--masks",
+                       "--out", str(tmp_path / "b.json")], env)
+    assert named.returncode == 0, named.stderr
+    from_ontology = json.loads((tmp_path / "b.json").read_text())["info"]
+    assert {**from_ontology, "ontology_hash": None} == {**info, "ontology_hash": None}
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--detector", "yolo:best.pt"], "detector spec 'yolo:best.pt': unknown model backend 'yolo'"),
+        (["--detector", "grounding-dino:/x", "--gdino-model", "/y"], "give --detector or --gdino-model, not both"),
+        (["--masks", "--segmenter", "sam:vit_q"], "the model type must be one of vit_h, vit_l, vit_b"),
+        (["--detector", "sam:vit_b"], "sam is a segmenter, not a detector"),
+    ],
+)
+def test_bad_model_specs_are_one_line_errors(tmp_path, args, fragment):
+    image = write_images(tmp_path / "imgs", 1)[0]
+    result = autolabel(["prelabel", str(image), "--prompt", "x", "--out", str(tmp_path / "o.json"), *args],
+                       environment(tmp_path, HF_HUB_OFFLINE="1"))
+    assert result.returncode == 2
+    (line,) = lines(result.stderr)
+    assert line.startswith("error: ") and fragment in line, line
+
+
 # --------------------------------------------------------------------------- B3: resuming
 
 

@@ -242,6 +242,26 @@ def test_create_reports_missing_weights(env, ontology_file, tmp_path):
         grounding_dino.create(ontology=str(ontology_file), gdino_model=str(tmp_path / "nothing-here"))
 
 
+def test_create_takes_model_specs_through_cvat_cli_parameters(env, ontology_file, tiny_models, monkeypatch):
+    """``-p detector=str:SPEC`` / ``-p segmenter=str:SPEC`` (cvat-cli's FunctionLoader), with no
+    AUTOLABEL_* model variable: the specs alone pick the models."""
+    from serverless.models.registry import ModelSpecError
+
+    for key in tiny_models.environment():
+        monkeypatch.delenv(key)
+    detector = f"grounding-dino:{tiny_models.gdino_dir}"
+    segmenter = f"sam:{tiny_models.sam_model_type}:{tiny_models.sam_checkpoint}"
+    params = {"ontology": str(ontology_file), "detector": detector, "segmenter": segmenter}
+    function = FunctionLoader("serverless.cvat_functions.grounded_sam", None, params).load()
+    assert function.detector.labels == load_ontology(ontology_file).label_names
+    sam = FunctionLoader("serverless.cvat_functions.sam", None, {"segmenter": segmenter}).load()
+    assert sam.segmenter is function.segmenter
+    from serverless.cvat_functions import grounding_dino
+
+    with pytest.raises(ModelSpecError, match="sam is a segmenter, not a detector"):
+        grounding_dino.create(ontology=str(ontology_file), detector="sam:vit_b")
+
+
 def test_importing_the_modules_does_not_import_torch():
     code = (
         "import sys\n"

@@ -464,3 +464,29 @@ def test_a_request_given_up_on_stops_before_the_models_run(platform, mains, kind
     with cancellation_scope(given_up):
         status, reply = call(platform, mains[kind], interactor_body(b64(FRAMES["PNG"])))
     assert status == 503 and "given up" in reply["error"]
+
+
+# ----------------------------------------------------------------------------- models by spec (issue 10)
+def test_the_ontologys_models_serve_when_the_environment_names_none(tmp_path, tiny_models, monkeypatch):
+    from serverless.models.grounding_dino import GroundingDino
+    from serverless.models.sam import SamSegmenter
+
+    for name in tiny_models.environment():
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AUTOLABEL_DEVICE", "cpu")
+    detector = f"grounding-dino:{tiny_models.gdino_dir}"
+    segmenter = f"sam:{tiny_models.sam_model_type}:{tiny_models.sam_checkpoint}"
+    text = f"models:\n  detector: {detector}\n  segmenter: {segmenter}\n" + ONTOLOGY
+    render_functions(parse_ontology(text, source="site.yaml"), tmp_path, kinds="grounded-sam")
+    module = _import_main(tmp_path / "grounded-sam")
+    try:
+        context, log = _context_with_log()
+        module.init_context(context)
+        response = module.handler(context, nuclio_sdk.Event(body={"image": GOOD_IMAGE}, content_type=JSON))
+    finally:
+        sys.modules.pop(module.__name__, None)
+    assert response.status_code == 200
+    assert context.user_data.detector.model is GroundingDino.load(str(tiny_models.gdino_dir), device="cpu")
+    loaded = SamSegmenter.load(str(tiny_models.sam_model_type), str(tiny_models.sam_checkpoint), device="cpu")
+    assert context.user_data.segmenter is loaded
+    assert detector in log.getvalue() and segmenter in log.getvalue()

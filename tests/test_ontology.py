@@ -18,8 +18,10 @@ from serverless.ontology import (
     LABEL_TYPES,
     Defaults,
     Label,
+    Models,
     Ontology,
     OntologyError,
+    OntologyFieldError,
     PromptChunk,
     UnknownLabelError,
     build_chunk,
@@ -1024,3 +1026,67 @@ def test_a_command_line_prompt_over_256_tokens_is_refused_briefly():
     with pytest.raises(OntologyError) as info:
         ontology_from_prompt("person . " + " ".join(["x"] * 300))
     assert "at least 303 tokens" in str(info.value) and len(str(info.value)) < 300
+
+
+# --------------------------------------------------------------------------- models (issue 10)
+
+MODELS = """\
+models:
+  detector: grounding-dino:IDEA-Research/grounding-dino-tiny
+  segmenter: sam:vit_b
+labels: [{name: a}]
+"""
+
+
+def test_models_name_the_detector_and_segmenter():
+    ontology = parse_ontology(MODELS)
+    assert ontology.models == Models("grounding-dino:IDEA-Research/grounding-dino-tiny", "sam:vit_b")
+    assert ontology.to_dict()["models"] == {
+        "detector": "grounding-dino:IDEA-Research/grounding-dino-tiny",
+        "segmenter": "sam:vit_b",
+    }
+    assert parse_ontology("models: {segmenter: sam}\nlabels: [{name: a}]\n").models == Models(None, "sam")
+    assert ontology.content_hash != parse_ontology("labels: [{name: a}]\n").content_hash
+
+
+def test_an_ontology_without_models_keeps_its_canonical_form():
+    ontology = parse_ontology("labels: [{name: a}]\n")
+    assert ontology.models == Models() and "models" not in ontology.to_dict()
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "path", "fragment"),
+    [
+        ("labels: [{name: a}]\nmodels:\n  detector: yolo:best.pt\n", 3, "models.detector", "unknown model backend 'yolo'"),
+        ("labels: [{name: a}]\nmodels:\n  detector: sam:vit_b\n", 3, "models.detector", "sam is a segmenter"),
+        ("labels: [{name: a}]\nmodels:\n  segmenter: sam:vit_q\n", 3, "models.segmenter", "model type must be one of"),
+        ("labels: [{name: a}]\nmodels:\n  segmenter: 3\n", 3, "models.segmenter", "got 3"),
+        ("labels: [{name: a}]\nmodels:\n  segmenter:\n", 3, "models.segmenter", "got null"),
+        ("labels: [{name: a}]\nmodels:\n  classifier: clip\n", 3, "models.classifier", "unknown key"),
+        ("labels: [{name: a}]\nmodels:\n  detectr: grounding-dino\n", 3, "models.detectr", "did you mean 'detector'"),
+        ("labels: [{name: a}]\nmodels: grounding-dino\n", 2, "models", "must be a mapping of detector, segmenter"),
+        ("labels: [{name: a}]\nmodel: {}\n", 2, "model", "did you mean 'models'"),
+    ],
+)
+def test_model_errors_name_file_line_and_field(text, line, path, fragment):
+    with pytest.raises(OntologyError) as info:
+        parse_ontology(text, source="site.yaml")
+    message = str(info.value)
+    assert message.startswith(f"site.yaml:{line}: {path}"), message
+    assert fragment in message, message
+
+
+def test_models_built_in_python_are_checked_too():
+    with pytest.raises(OntologyError, match="models.detector: detector spec 'yolo'"):
+        Models(detector="yolo")
+    with pytest.raises(OntologyError, match="models: must be a Models"):
+        Ontology(labels=(Label("a", ("a",)),), models={"detector": "grounding-dino"})
+
+
+def test_field_errors_carry_their_path():
+    with pytest.raises(OntologyFieldError) as info:
+        parse_ontology("labels:\n  - name: a\n    prompts: [b, ' B.']\n", "o.yaml")
+    assert info.value.path == ("labels", 0, "prompts", 1) and info.value.problem == "'b' repeats prompts[0]"
+    with pytest.raises(OntologyFieldError) as info:
+        Label("a", ("x", "a.b"))
+    assert info.value.path == ("prompts", 1) and str(info.value).startswith("label 'a': prompts[1]: ")
