@@ -343,7 +343,7 @@ def _box_evaluator_class() -> type:
             super().__init__(*args, **kwargs)
             self.given_ious = ious
 
-        def computeIoU(self, imgId: int, catId: int) -> np.ndarray:  # noqa: N802, N803 (faster-coco-eval's names)
+        def computeIoU(self, imgId: int, catId: int) -> np.ndarray:  # faster-coco-eval's names
             return self.given_ious[int(imgId), int(catId)]
 
     return GivenBoxIoU
