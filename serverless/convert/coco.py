@@ -200,61 +200,11 @@ def to_coco(
     - else ``[]`` and ``area`` = box area.
     """
     images, detections = list(images), list(detections)
-    if len(images) != len(detections):
-        raise ValueError(
-            f"images and detections must align, got {len(images)} images "
-            f"and {len(detections)} detections"
-        )
     categories = [str(name) for name in categories]
-    duplicates = sorted({name for name in categories if categories.count(name) > 1})
-    if duplicates:
-        raise ValueError(f"categories must be unique, got duplicates {duplicates}")
-    category_ids = {name: i + 1 for i, name in enumerate(categories)}
-    seen_ids: set[int] = set()
-    for image in images:
-        if image.id in seen_ids:
-            raise ValueError(f"image ids must be unique, got {image.id} twice")
-        seen_ids.add(image.id)
-        if image.width <= 0 or image.height <= 0:
-            raise ValueError(
-                f"image {image.id} must have a positive size, got {image.width}x{image.height}"
-            )
-
-    annotations = []
+    category_ids = _check_export(images, detections, categories)
+    annotations: list[dict[str, Any]] = []
     for image, det in zip(images, detections):
-        width, height = int(image.width), int(image.height)
-        unknown = sorted({str(name) for name in det.labels} - set(category_ids))
-        if unknown:
-            raise ValueError(f"image {image.id}: labels not in categories: {unknown}")
-        if det.masks is not None and det.masks.shape[1:] != (height, width):
-            raise ValueError(
-                f"image {image.id}: masks must have shape (N, {height}, {width}), "
-                f"got {det.masks.shape}"
-            )
-        iscrowd = det.data.get("iscrowd")
-        rles = encode_masks(det.masks) if det.masks is not None else []
-        for i in range(len(det)):
-            x1, y1, x2, y2 = (_plain_float(v) for v in det.xyxy[i])
-            ann: dict[str, Any] = {
-                "id": len(annotations) + 1,
-                "image_id": int(image.id),
-                "category_id": category_ids[str(det.labels[i])],
-                "bbox": [x1, y1, x2 - x1, y2 - y1],
-                "area": (x2 - x1) * (y2 - y1),
-                "iscrowd": 0 if iscrowd is None else int(bool(iscrowd[i])),
-                "score": _plain_float(det.scores[i]),
-                "segmentation": [],
-            }
-            if det.masks is not None:
-                ann["segmentation"] = rles[i]
-                ann["area"] = float(det.masks[i].sum())
-            elif det.polygons is not None and det.polygons[i]:
-                polygons = [
-                    [_plain_float(v) for v in ring.reshape(-1)] for ring in det.polygons[i]
-                ]
-                ann["segmentation"] = polygons
-                ann["area"] = _polygons_area(polygons, height, width)
-            annotations.append(ann)
+        annotations.extend(_image_annotations(image, det, category_ids, first_id=len(annotations) + 1))
 
     return {
         "info": dict(info or {}),
@@ -269,6 +219,69 @@ def to_coco(
             {"id": i + 1, "name": name, "supercategory": ""} for i, name in enumerate(categories)
         ],
     }
+
+
+def _check_export(images: list[CocoImage], detections: list[Detections], categories: list[str]) -> dict[str, int]:
+    """Category name → id (1..K) after checking `to_coco`'s arguments (ValueError)."""
+    if len(images) != len(detections):
+        raise ValueError(
+            f"images and detections must align, got {len(images)} images "
+            f"and {len(detections)} detections"
+        )
+    duplicates = sorted({name for name in categories if categories.count(name) > 1})
+    if duplicates:
+        raise ValueError(f"categories must be unique, got duplicates {duplicates}")
+    seen_ids: set[int] = set()
+    for image in images:
+        if image.id in seen_ids:
+            raise ValueError(f"image ids must be unique, got {image.id} twice")
+        seen_ids.add(image.id)
+        if image.width <= 0 or image.height <= 0:
+            raise ValueError(
+                f"image {image.id} must have a positive size, got {image.width}x{image.height}"
+            )
+    category_ids = {name: i + 1 for i, name in enumerate(categories)}
+    for image, det in zip(images, detections):
+        unknown = sorted({str(name) for name in det.labels} - set(category_ids))
+        if unknown:
+            raise ValueError(f"image {image.id}: labels not in categories: {unknown}")
+        if det.masks is not None and det.masks.shape[1:] != (image.height, image.width):
+            raise ValueError(
+                f"image {image.id}: masks must have shape (N, {image.height}, {image.width}), "
+                f"got {det.masks.shape}"
+            )
+    return category_ids
+
+
+def _image_annotations(
+    image: CocoImage, det: Detections, category_ids: dict[str, int], *, first_id: int
+) -> list[dict[str, Any]]:
+    """The COCO annotations of one image's detections (see `to_coco`), ids from ``first_id``."""
+    width, height = int(image.width), int(image.height)
+    iscrowd = det.data.get("iscrowd")
+    rles = encode_masks(det.masks) if det.masks is not None else []
+    annotations = []
+    for i in range(len(det)):
+        x1, y1, x2, y2 = (_plain_float(v) for v in det.xyxy[i])
+        ann: dict[str, Any] = {
+            "id": first_id + i,
+            "image_id": int(image.id),
+            "category_id": category_ids[str(det.labels[i])],
+            "bbox": [x1, y1, x2 - x1, y2 - y1],
+            "area": (x2 - x1) * (y2 - y1),
+            "iscrowd": 0 if iscrowd is None else int(bool(iscrowd[i])),
+            "score": _plain_float(det.scores[i]),
+            "segmentation": [],
+        }
+        if det.masks is not None:
+            ann["segmentation"] = rles[i]
+            ann["area"] = float(det.masks[i].sum())
+        elif det.polygons is not None and det.polygons[i]:
+            polygons = [[_plain_float(v) for v in ring.reshape(-1)] for ring in det.polygons[i]]
+            ann["segmentation"] = polygons
+            ann["area"] = _polygons_area(polygons, height, width)
+        annotations.append(ann)
+    return annotations
 
 
 # ----------------------------------------------------------------------------- import
@@ -393,44 +406,15 @@ def from_coco(
         raise CocoFormatError(
             f"{source}: expected a JSON object at top level, got {type(data).__name__}"
         )
-
-    images: list[CocoImage] = []
-    image_index: dict[int, int] = {}
-    for i, raw in enumerate(check.as_list(data.get("images"), "images")):
-        path = f"images[{i}]"
-        entry = check.as_object(raw, path)
-        image_id = check.as_int(entry.get("id"), f"{path}.id")
-        if image_id in image_index:
-            raise check.fail(f"{path}.id", f"duplicate image id {image_id}")
-        file_name = entry.get("file_name")
-        if not isinstance(file_name, str):
-            raise check.fail(f"{path}.file_name", f"expected a string, got {_shown(file_name)}")
-        width = check.as_int(entry.get("width"), f"{path}.width", positive=True, maximum=_INT32_MAX)
-        height = check.as_int(entry.get("height"), f"{path}.height", positive=True, maximum=_INT32_MAX)
-        image_index[image_id] = len(images)
-        images.append(CocoImage(id=image_id, file_name=file_name, width=width, height=height))
-
-    category_names: dict[int, str] = {}
-    for i, raw in enumerate(check.as_list(data.get("categories"), "categories")):
-        path = f"categories[{i}]"
-        entry = check.as_object(raw, path)
-        category_id = check.as_int(entry.get("id"), f"{path}.id")
-        if category_id in category_names:
-            raise check.fail(f"{path}.id", f"duplicate category id {category_id}")
-        name = entry.get("name")
-        if not isinstance(name, str):
-            raise check.fail(f"{path}.name", f"expected a string, got {_shown(name)}")
-        if name in category_names.values():
-            raise check.fail(f"{path}.name", f"duplicate category name {_shown(name)}")
-        category_names[category_id] = name
+    images = _read_images(data, check)
+    image_index = {image.id: i for i, image in enumerate(images)}
+    category_names = _read_categories(data, check)
     sorted_ids = sorted(category_names)
-    categories = [category_names[c] for c in sorted_ids]
     class_of = {c: i for i, c in enumerate(sorted_ids)}
 
     per_image: list[list[dict[str, Any]]] = [[] for _ in images]
     seen_ann_ids: set[int] = set()
-    annotations = data.get("annotations", [])
-    for i, raw in enumerate(check.as_list(annotations, "annotations")):
+    for i, raw in enumerate(check.as_list(data.get("annotations", []), "annotations")):
         path = f"annotations[{i}]"
         ann = check.as_object(raw, path)
         ann_id = -1
@@ -445,44 +429,83 @@ def from_coco(
         category_id = check.as_int(ann.get("category_id"), f"{path}.category_id")
         if category_id not in category_names:
             raise check.fail(f"{path}.category_id", f"unknown category id {category_id}")
-        bbox = ann.get("bbox")
-        if not isinstance(bbox, list) or len(bbox) != 4:
-            raise check.fail(f"{path}.bbox", f"expected 4 numbers, got {_shown(bbox)}")
-        x, y, w, h = check.as_numbers(bbox, f"{path}.bbox", "4 numbers")
-        if w < 0 or h < 0:
-            raise check.fail(
-                f"{path}.bbox", f"expected a non-negative width and height, got {_shown(bbox)}"
-            )
-        check.as_coordinates([x, y, x + w, y + h], f"{path}.bbox", bbox)
-        score = 1.0
-        if ann.get("score") is not None:
-            score = check.as_number(ann["score"], f"{path}.score")
-            if not 0.0 <= score <= 1.0:
-                raise check.fail(
-                    f"{path}.score", f"expected a number in 0..1, got {_shown(ann['score'])}"
-                )
-        iscrowd = ann.get("iscrowd", 0)
-        if type(iscrowd) is not int or iscrowd not in (0, 1):
-            raise check.fail(f"{path}.iscrowd", f"expected 0 or 1, got {_shown(iscrowd)}")
-        image = images[image_index[image_id]]
-        mask, rings = _decode_segmentation(
-            ann.get("segmentation"), f"{path}.segmentation", check, image.height, image.width
-        )
-        per_image[image_index[image_id]].append(
-            {
-                "xyxy": [x, y, x + w, y + h],
-                "score": score,
-                "class_id": class_of[category_id],
-                "label": category_names[category_id],
-                "mask": mask,
-                "rings": rings,
-                "coco_id": ann_id,
-                "iscrowd": bool(iscrowd),
-            }
-        )
+        row = _read_annotation(ann, path, check, images[image_index[image_id]])
+        row.update(class_id=class_of[category_id], label=category_names[category_id], coco_id=ann_id)
+        per_image[image_index[image_id]].append(row)
 
     detections = [_image_detections(rows, image) for rows, image in zip(per_image, images)]
-    return images, categories, detections
+    return images, [category_names[c] for c in sorted_ids], detections
+
+
+def _read_images(data: dict, check: _Checker) -> list[CocoImage]:
+    """The checked ``images`` entries, in file order (ids unique)."""
+    images: list[CocoImage] = []
+    seen: set[int] = set()
+    for i, raw in enumerate(check.as_list(data.get("images"), "images")):
+        path = f"images[{i}]"
+        entry = check.as_object(raw, path)
+        image_id = check.as_int(entry.get("id"), f"{path}.id")
+        if image_id in seen:
+            raise check.fail(f"{path}.id", f"duplicate image id {image_id}")
+        seen.add(image_id)
+        file_name = entry.get("file_name")
+        if not isinstance(file_name, str):
+            raise check.fail(f"{path}.file_name", f"expected a string, got {_shown(file_name)}")
+        width = check.as_int(entry.get("width"), f"{path}.width", positive=True, maximum=_INT32_MAX)
+        height = check.as_int(entry.get("height"), f"{path}.height", positive=True, maximum=_INT32_MAX)
+        images.append(CocoImage(id=image_id, file_name=file_name, width=width, height=height))
+    return images
+
+
+def _read_categories(data: dict, check: _Checker) -> dict[int, str]:
+    """Category id → name of the checked ``categories`` (ids and names unique)."""
+    category_names: dict[int, str] = {}
+    for i, raw in enumerate(check.as_list(data.get("categories"), "categories")):
+        path = f"categories[{i}]"
+        entry = check.as_object(raw, path)
+        category_id = check.as_int(entry.get("id"), f"{path}.id")
+        if category_id in category_names:
+            raise check.fail(f"{path}.id", f"duplicate category id {category_id}")
+        name = entry.get("name")
+        if not isinstance(name, str):
+            raise check.fail(f"{path}.name", f"expected a string, got {_shown(name)}")
+        if name in category_names.values():
+            raise check.fail(f"{path}.name", f"duplicate category name {_shown(name)}")
+        category_names[category_id] = name
+    return category_names
+
+
+def _read_annotation(ann: dict, path: str, check: _Checker, image: CocoImage) -> dict[str, Any]:
+    """Box, score, crowd flag and segmentation of one annotation of ``image`` (checked)."""
+    bbox = ann.get("bbox")
+    if not isinstance(bbox, list) or len(bbox) != 4:
+        raise check.fail(f"{path}.bbox", f"expected 4 numbers, got {_shown(bbox)}")
+    x, y, w, h = check.as_numbers(bbox, f"{path}.bbox", "4 numbers")
+    if w < 0 or h < 0:
+        raise check.fail(
+            f"{path}.bbox", f"expected a non-negative width and height, got {_shown(bbox)}"
+        )
+    check.as_coordinates([x, y, x + w, y + h], f"{path}.bbox", bbox)
+    score = 1.0
+    if ann.get("score") is not None:
+        score = check.as_number(ann["score"], f"{path}.score")
+        if not 0.0 <= score <= 1.0:
+            raise check.fail(
+                f"{path}.score", f"expected a number in 0..1, got {_shown(ann['score'])}"
+            )
+    iscrowd = ann.get("iscrowd", 0)
+    if type(iscrowd) is not int or iscrowd not in (0, 1):
+        raise check.fail(f"{path}.iscrowd", f"expected 0 or 1, got {_shown(iscrowd)}")
+    mask, rings = _decode_segmentation(
+        ann.get("segmentation"), f"{path}.segmentation", check, image.height, image.width
+    )
+    return {
+        "xyxy": [x, y, x + w, y + h],
+        "score": score,
+        "mask": mask,
+        "rings": rings,
+        "iscrowd": bool(iscrowd),
+    }
 
 
 def _image_detections(rows: list[dict[str, Any]], image: CocoImage) -> Detections:
