@@ -123,6 +123,56 @@ def _rles(items: tuple, side: str, data: EvalData) -> tuple[list[dict], np.ndarr
     return rles, area
 
 
+def _xywh(xyxy: np.ndarray) -> np.ndarray:
+    """COCO ``bbox`` rows ``[x, y, w, h]`` of ``xyxy`` rows."""
+    bbox = np.empty_like(xyxy)
+    bbox[:, :2] = xyxy[:, :2]
+    bbox[:, 2:] = xyxy[:, 2:] - xyxy[:, :2]
+    return bbox
+
+
+def _annotation_dicts(
+    data: EvalData, iou_type: str, t: dict[str, np.ndarray], p: dict[str, np.ndarray], t_bbox: np.ndarray,
+    p_bbox: np.ndarray,
+) -> tuple[list[dict], list[dict]]:
+    """The truth and result annotation dicts (see the module docstring), from the columns."""
+    t_ids = np.arange(1, len(t["cls"]) + 1).tolist()
+    p_ids = np.arange(1, len(p["cls"]) + 1).tolist()
+    t_img = (t["sample"] + 1).tolist()
+    p_img = (p["sample"] + 1).tolist()
+    t_cat = (t["cls"] + 1).tolist()
+    p_cat = (p["cls"] + 1).tolist()
+    t_crowd = t["crowd"].astype(np.int64).tolist()
+    # float32 scores widened to float64, exactly as json.dumps(float(score)) would carry them
+    p_score = p["score"].astype(np.float64).tolist()
+    if iou_type == "bbox":
+        t_area, p_area = t_bbox[:, 2] * t_bbox[:, 3], p_bbox[:, 2] * p_bbox[:, 3]
+        gt_anns = [
+            {"id": a, "image_id": im, "category_id": c, "bbox": b, "area": ar, "iscrowd": cr}
+            for a, im, c, b, ar, cr in zip(t_ids, t_img, t_cat, t_bbox.tolist(), t_area.tolist(), t_crowd)
+        ]
+        dt_anns = [
+            {"id": a, "image_id": im, "category_id": c, "bbox": b, "score": s, "area": ar, "iscrowd": 0}
+            for a, im, c, b, s, ar in zip(p_ids, p_img, p_cat, p_bbox.tolist(), p_score, p_area.tolist())
+        ]
+        return gt_anns, dt_anns
+    from faster_coco_eval.core import mask as mask_utils
+
+    t_rle, t_marea = _rles(data.truth, "truth", data)
+    p_rle, p_marea = _rles(data.pred, "pred", data)
+    # loadRes derives a result's bbox from its mask (unused by mask IoU, kept for fidelity)
+    mask_bbox = np.asarray(mask_utils.toBbox(p_rle), dtype=np.float64).reshape(-1, 4) if p_rle else p_bbox
+    gt_anns = [
+        {"id": a, "image_id": im, "category_id": c, "bbox": b, "area": ar, "iscrowd": cr, "segmentation": r}
+        for a, im, c, b, ar, cr, r in zip(t_ids, t_img, t_cat, t_bbox.tolist(), t_marea.tolist(), t_crowd, t_rle)
+    ]
+    dt_anns = [
+        {"id": a, "image_id": im, "category_id": c, "bbox": b, "score": s, "area": ar, "iscrowd": 0, "segmentation": r}
+        for a, im, c, b, s, ar, r in zip(p_ids, p_img, p_cat, mask_bbox.tolist(), p_score, p_marea.tolist(), p_rle)
+    ]
+    return gt_anns, dt_anns
+
+
 def build_coco(data: EvalData, iou_type: str = "bbox") -> CocoPair:
     """COCO truth and results of ``data`` for ``iou_type`` ("bbox" or "segm").
 
@@ -142,49 +192,8 @@ def build_coco(data: EvalData, iou_type: str = "bbox") -> CocoPair:
     ]
     categories = [{"id": k + 1, "name": name} for k, name in enumerate(data.labels)]
 
-    def boxes(xyxy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        bbox = np.empty_like(xyxy)
-        bbox[:, :2] = xyxy[:, :2]
-        bbox[:, 2:] = xyxy[:, 2:] - xyxy[:, :2]
-        return bbox, bbox[:, 2] * bbox[:, 3]
-
-    t_bbox, t_area = boxes(t["xyxy"])
-    p_bbox, p_area = boxes(p["xyxy"])
-    t_ids = np.arange(1, len(t["cls"]) + 1).tolist()
-    p_ids = np.arange(1, len(p["cls"]) + 1).tolist()
-    t_img = (t["sample"] + 1).tolist()
-    p_img = (p["sample"] + 1).tolist()
-    t_cat = (t["cls"] + 1).tolist()
-    p_cat = (p["cls"] + 1).tolist()
-    t_crowd = t["crowd"].astype(np.int64).tolist()
-    # float32 scores widened to float64, exactly as json.dumps(float(score)) would carry them
-    p_score = p["score"].astype(np.float64).tolist()
-
-    if iou_type == "bbox":
-        gt_anns = [
-            {"id": a, "image_id": im, "category_id": c, "bbox": b, "area": ar, "iscrowd": cr}
-            for a, im, c, b, ar, cr in zip(t_ids, t_img, t_cat, t_bbox.tolist(), t_area.tolist(), t_crowd)
-        ]
-        dt_anns = [
-            {"id": a, "image_id": im, "category_id": c, "bbox": b, "score": s, "area": ar, "iscrowd": 0}
-            for a, im, c, b, s, ar in zip(p_ids, p_img, p_cat, p_bbox.tolist(), p_score, p_area.tolist())
-        ]
-    else:
-        from faster_coco_eval.core import mask as mask_utils
-
-        t_rle, t_marea = _rles(data.truth, "truth", data)
-        p_rle, p_marea = _rles(data.pred, "pred", data)
-        # loadRes derives a result's bbox from its mask (unused by mask IoU, kept for fidelity)
-        mask_bbox = np.asarray(mask_utils.toBbox(p_rle), dtype=np.float64).reshape(-1, 4) if p_rle else p_bbox
-        gt_anns = [
-            {"id": a, "image_id": im, "category_id": c, "bbox": b, "area": ar, "iscrowd": cr, "segmentation": r}
-            for a, im, c, b, ar, cr, r in zip(t_ids, t_img, t_cat, t_bbox.tolist(), t_marea.tolist(), t_crowd, t_rle)
-        ]
-        dt_anns = [
-            {"id": a, "image_id": im, "category_id": c, "bbox": b, "score": s, "area": ar, "iscrowd": 0,
-             "segmentation": r}
-            for a, im, c, b, s, ar, r in zip(p_ids, p_img, p_cat, mask_bbox.tolist(), p_score, p_marea.tolist(), p_rle)
-        ]
+    t_bbox, p_bbox = _xywh(t["xyxy"]), _xywh(p["xyxy"])
+    gt_anns, dt_anns = _annotation_dicts(data, iou_type, t, p, t_bbox, p_bbox)
 
     gt = COCO({"images": images, "annotations": gt_anns, "categories": categories}, print_function=_quiet)
     dt = COCO(

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from sync.evaluate.coco import IOU_TYPES, build_coco, paused_gc, run_coco
+from sync.evaluate.coco import IOU_TYPES, CocoPair, build_coco, paused_gc, run_coco
 from sync.evaluate.data import EvalData, EvalError
 
 __all__ = ["ClassMetrics", "DetectionMetrics", "MatchTable", "evaluate_detections"]
@@ -199,6 +199,34 @@ def _undefined(value: float) -> float | None:
     return None if value < 0 else float(value)
 
 
+def _match_table(pair: CocoPair, truth_row: np.ndarray, match_iou: np.ndarray, iou: float) -> MatchTable:
+    """The `MatchTable` of COCO's matches (``truth_row`` per prediction row, -1 = none)."""
+    n_pred, n_truth = len(pair.pred_class), len(pair.truth_class)
+    matched = truth_row >= 0
+    on_crowd = np.zeros(n_pred, bool)
+    on_crowd[matched] = pair.truth_crowd[truth_row[matched]]
+    truth_matched = np.zeros(n_truth, bool)
+    truth_matched[truth_row[matched]] = True
+    truth_index = np.full(n_pred, -1, np.int64)
+    truth_index[matched] = pair.truth_index[truth_row[matched]]
+    return MatchTable(
+        iou_threshold=iou,
+        sample_index=pair.pred_sample,
+        det_index=pair.pred_index,
+        class_id=pair.pred_class,
+        score=pair.pred_score.astype(np.float64),
+        tp=matched & ~on_crowd,
+        ignored=matched & on_crowd,
+        truth_index=truth_index,
+        iou=match_iou,
+        truth_sample_index=pair.truth_sample,
+        truth_det_index=pair.truth_index,
+        truth_class_id=pair.truth_class,
+        truth_crowd=pair.truth_crowd,
+        truth_matched=truth_matched,
+    )
+
+
 def evaluate_detections(
     data: EvalData, *, iou: float = 0.5, iou_type: str = "bbox", area_ranges: bool = False
 ) -> DetectionMetrics:
@@ -224,34 +252,8 @@ def evaluate_detections(
     run = run_coco(pair, iou, area_ranges=area_ranges)
     k = len(data.labels)
 
-    n_pred, n_truth = len(pair.pred_class), len(pair.truth_class)
-    truth_row = run.truth_row
-    matched = truth_row >= 0
-    on_crowd = np.zeros(n_pred, bool)
-    on_crowd[matched] = pair.truth_crowd[truth_row[matched]]
-    tp = matched & ~on_crowd
-    ignored = matched & on_crowd
-    truth_matched = np.zeros(n_truth, bool)
-    truth_matched[truth_row[matched]] = True
-    truth_index = np.full(n_pred, -1, np.int64)
-    truth_index[matched] = pair.truth_index[truth_row[matched]]
-
-    table = MatchTable(
-        iou_threshold=iou,
-        sample_index=pair.pred_sample,
-        det_index=pair.pred_index,
-        class_id=pair.pred_class,
-        score=pair.pred_score.astype(np.float64),
-        tp=tp,
-        ignored=ignored,
-        truth_index=truth_index,
-        iou=run.match_iou,
-        truth_sample_index=pair.truth_sample,
-        truth_det_index=pair.truth_index,
-        truth_class_id=pair.truth_class,
-        truth_crowd=pair.truth_crowd,
-        truth_matched=truth_matched,
-    )
+    table = _match_table(pair, run.truth_row, run.match_iou, iou)
+    tp = table.tp
 
     tp_k = np.bincount(pair.pred_class[tp], minlength=k)
     fp_k = np.bincount(pair.pred_class[table.fp], minlength=k)
