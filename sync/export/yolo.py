@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 
 from sync.crowd import crowd_column
-from sync.export.choice import ExportError, ExportSummary, SampleChoice, choose_runs, iter_labels
+from sync.export.choice import ExportChoice, ExportError, ExportSummary, SampleChoice, choose_runs, iter_labels
 
 __all__ = ["METADATA_FILE", "YOLO_SUFFIXES", "export_yolo", "label_lines", "split_of"]
 
@@ -246,6 +246,91 @@ def _move_into(built: Path, out: Path, replacing: bool) -> None:
 
 
 # ----------------------------------------------------------------------------- export
+def _exportable(choice: ExportChoice) -> tuple[list[SampleChoice], dict[int, Path], list[tuple[str, str]]]:
+    """The chosen samples that are local image files, their paths, and the others with why
+    (`ExportError` when none is)."""
+    exportable: list[SampleChoice] = []
+    paths: dict[int, Path] = {}
+    skipped: list[tuple[str, str]] = []
+    for chosen in choice.chosen:
+        path, reason = _local_file(chosen.sample)
+        if path is None:
+            skipped.append((chosen.sample.uri, reason or ""))
+        else:
+            exportable.append(chosen)
+            paths[chosen.sample.id] = path
+    if not exportable:
+        shown = "; ".join(f"{uri}: {reason}" for uri, reason in skipped[:3])
+        raise ExportError(
+            f"dataset {choice.dataset!r}: none of the {len(skipped)} chosen samples is a local image file ({shown})"
+        )
+    return exportable, paths, skipped
+
+
+def _partial_folder(out: Path) -> Path:
+    """A new, empty folder beside ``out`` to build the export in (moved into ``out`` at the end)."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        built = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+        built.chmod(_umask_mode(0o777))  # mkdtemp makes it 0700; the export is an output like any other
+    except OSError as err:
+        raise ExportError(f"{out}: cannot create the export folder: {err.strerror or err}") from err
+    return built
+
+
+def _write_samples(
+    built: Path,
+    store: Any,
+    choice: ExportChoice,
+    paths: dict[int, Path],
+    names: dict[int, str],
+    splits: dict[str, str],
+    *,
+    segments: bool,
+) -> tuple[list[dict[str, Any]], list[str], Counter]:
+    """Images and label files of every sample of ``choice`` under ``built``: the per-sample
+    records of the metadata, the class names (sorted) and what was dropped, by reason."""
+    for kind in ("images", "labels"):
+        for part in ("train", "val"):
+            (built / kind / part).mkdir(parents=True)
+    lines_of: dict[int, list[tuple[str, list[float]]]] = {}
+    labels: set[str] = set()
+    dropped: Counter = Counter()
+    for chosen, det in iter_labels(store, choice, masks=segments):
+        sample = chosen.sample
+        labels.update(det.labels.tolist())
+        lines, lost = label_lines(det, sample.width, sample.height, segments=segments)
+        lines_of[sample.id] = lines
+        dropped.update(lost)
+        _link_or_copy(paths[sample.id], built / "images" / splits[sample.uri] / names[sample.id])
+    categories = sorted(labels)
+    class_id = {name: i for i, name in enumerate(categories)}
+    records = []
+    for chosen in choice.chosen:
+        sample = chosen.sample
+        part, name = splits[sample.uri], names[sample.id]
+        label_file = f"labels/{part}/{name.rsplit('.', 1)[0]}.txt"
+        text = "".join(
+            f"{class_id[label]} " + " ".join(f"{v:.6f}" for v in coords) + "\n"
+            for label, coords in lines_of[sample.id]
+        )
+        (built / label_file).write_text(text, encoding="utf-8")
+        records.append(
+            {
+                "sample_id": sample.id,
+                "uri": sample.uri,
+                "run": chosen.run.name,
+                "kind": chosen.run.kind,
+                "source": chosen.source,
+                "split": part,
+                "image": f"images/{part}/{name}",
+                "label": label_file,
+                "lines": len(lines_of[sample.id]),
+            }
+        )
+    return records, categories, dropped
+
+
 def export_yolo(
     store: Any,
     dataset: str,
@@ -272,72 +357,14 @@ def export_yolo(
     choice = choose_runs(store, dataset, revision=revision)
     choice.require_samples()
 
-    exportable: list[SampleChoice] = []
-    paths: dict[int, Path] = {}
-    skipped: list[tuple[str, str]] = []
-    for chosen in choice.chosen:
-        path, reason = _local_file(chosen.sample)
-        if path is None:
-            skipped.append((chosen.sample.uri, reason or ""))
-        else:
-            exportable.append(chosen)
-            paths[chosen.sample.id] = path
-    if not exportable:
-        shown = "; ".join(f"{uri}: {reason}" for uri, reason in skipped[:3])
-        raise ExportError(
-            f"dataset {choice.dataset!r}: none of the {len(skipped)} chosen samples is a local image file ({shown})"
-        )
+    exportable, paths, skipped = _exportable(choice)
     names = _unique_names(list(paths.items()))
     splits = split_of([c.sample.uri for c in exportable], val, seed)
     exported_at = datetime.now(UTC)
-
+    sub_choice = replace(choice, chosen=tuple(exportable))
+    built = _partial_folder(out)
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        built = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-        built.chmod(_umask_mode(0o777))  # mkdtemp makes it 0700; the export is an output like any other
-    except OSError as err:
-        raise ExportError(f"{out}: cannot create the export folder: {err.strerror or err}") from err
-    try:
-        for kind in ("images", "labels"):
-            for part in ("train", "val"):
-                (built / kind / part).mkdir(parents=True)
-        sub_choice = replace(choice, chosen=tuple(exportable))
-        lines_of: dict[int, list[tuple[str, list[float]]]] = {}
-        labels: set[str] = set()
-        dropped: Counter = Counter()
-        for chosen, det in iter_labels(store, sub_choice, masks=segments):
-            sample = chosen.sample
-            labels.update(det.labels.tolist())
-            lines, lost = label_lines(det, sample.width, sample.height, segments=segments)
-            lines_of[sample.id] = lines
-            dropped.update(lost)
-            part = splits[sample.uri]
-            _link_or_copy(paths[sample.id], built / "images" / part / names[sample.id])
-        categories = sorted(labels)
-        class_id = {name: i for i, name in enumerate(categories)}
-        records = []
-        for chosen in exportable:
-            sample = chosen.sample
-            part, name = splits[sample.uri], names[sample.id]
-            label_file = f"labels/{part}/{name.rsplit('.', 1)[0]}.txt"
-            text = "".join(
-                f"{class_id[label]} " + " ".join(f"{v:.6f}" for v in coords) + "\n"
-                for label, coords in lines_of[sample.id]
-            )
-            (built / label_file).write_text(text, encoding="utf-8")
-            records.append(
-                {
-                    "sample_id": sample.id,
-                    "uri": sample.uri,
-                    "run": chosen.run.name,
-                    "kind": chosen.run.kind,
-                    "source": chosen.source,
-                    "split": part,
-                    "image": f"images/{part}/{name}",
-                    "label": label_file,
-                    "lines": len(lines_of[sample.id]),
-                }
-            )
+        records, categories, dropped = _write_samples(built, store, sub_choice, paths, names, splits, segments=segments)
         n_val = sum(1 for r in records if r["split"] == "val")
         val_dir = "images/val" if n_val else "images/train"
         (built / "data.yaml").write_text(_data_yaml(out, val_dir, categories), encoding="utf-8")
