@@ -178,21 +178,17 @@ class ModelSettings:
         return any(is_tiny(part) for part in parts if part)
 
 
-def load_detector(settings: ModelSettings, ontology: Ontology | None = None, *, masks: bool) -> Detector:
+def load_detector(settings: ModelSettings, ontology: Ontology, *, masks: bool) -> Detector:
     """The settings' detector bound to ``ontology``, with the segmenter's masks when
     ``masks`` is asked for (`GroundedSam`).
 
     Where every model comes from is settled first (`serverless.models.registry.locate`), so
     missing weights fail in seconds with one line, before anything heavy is loaded.
-    ``ontology`` None is transitional: the result then takes the ontology per call, as
-    ``sync/cvat_prelabel.py`` still calls it (``detect(images, ontology, threshold=...)``).
     """
     from serverless.models import registry
 
     detector_source = registry.locate(settings.detector)
     segmenter_source = registry.locate(settings.segmenter) if masks else None
-    if ontology is None:
-        return _PerCallOntology(settings, masks, (detector_source, segmenter_source))  # type: ignore[return-value]
     detector = registry.load_detector(settings.detector, ontology, device=settings.device, source=detector_source)
     if segmenter_source is None:
         return detector
@@ -200,29 +196,6 @@ def load_detector(settings: ModelSettings, ontology: Ontology | None = None, *, 
 
     segmenter = registry.load_segmenter(settings.segmenter, device=settings.device, source=segmenter_source)
     return GroundedSam(detector, segmenter)
-
-
-class _PerCallOntology:
-    """Transitional (issue 10): `load_detector` without an ontology binds one per call.
-    Remove once ``sync/cvat_prelabel.py`` passes its ontology to `load_detector`."""
-
-    def __init__(
-        self, settings: ModelSettings, masks: bool, sources: tuple[WeightsSource, WeightsSource | None]
-    ) -> None:
-        self.settings, self.masks, self.sources = settings, masks, sources
-
-    def detect(
-        self, images: Sequence[np.ndarray], ontology: Ontology, *, threshold: float | None = None
-    ) -> list[Detections]:
-        from serverless.models import registry
-        from serverless.models.grounded_sam import GroundedSam
-
-        settings, (detector_source, segmenter_source) = self.settings, self.sources
-        detector = registry.load_detector(settings.detector, ontology, device=settings.device, source=detector_source)
-        if self.masks:
-            segmenter = registry.load_segmenter(settings.segmenter, device=settings.device, source=segmenter_source)
-            detector = GroundedSam(detector, segmenter)
-        return detector.detect(images, threshold=threshold)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,9 @@ optionally, wheels of its dependencies); the build installs it with the ``models
 then runs ``python -m serverless.weights fetch --dest /opt/weights ...`` which writes the
 weights to the paths in `GDINO_WEIGHTS` and `sam_weights_path`. At run time the function finds
 them through ``AUTOLABEL_GDINO_MODEL``, ``AUTOLABEL_SAM_CHECKPOINT`` and
-``AUTOLABEL_SAM_MODEL_TYPE`` with ``HF_HUB_OFFLINE=1``.
+``AUTOLABEL_SAM_MODEL_TYPE`` with ``HF_HUB_OFFLINE=1``; these shorthand variables take
+precedence over an ontology's ``models`` (`serverless.pipeline.ModelSettings`), so a rendered
+function always serves the weights its image fetched.
 
 Everything is rendered in memory and checked before any file is written; the output is
 deterministic (same ontology and options → same bytes).
@@ -36,6 +38,8 @@ from typing import Any
 
 from serverless.convert.cvat_contract import score_attribute_spec
 from serverless.files import write_text_atomic
+from serverless.models.grounding_dino import DEFAULT_GDINO_MODEL
+from serverless.models.sam import SAM_CHECKPOINTS
 from serverless.nuclio_adapter import BROWSER_SAM_ID
 from serverless.ontology import Ontology
 
@@ -69,7 +73,7 @@ KINDS = ("grounding-dino", "grounded-sam", "sam", "sam-interactor")
 DETECTOR_KINDS = ("grounding-dino", "grounded-sam")
 """Kinds whose spec labels come from the ontology (and whose directory holds ontology.yaml)."""
 
-SAM_MODEL_TYPES = ("vit_h", "vit_l", "vit_b")
+SAM_MODEL_TYPES = tuple(SAM_CHECKPOINTS)
 """SAM sizes the server-side functions can be rendered for."""
 
 WEIGHTS_ROOT = "/opt/weights"
@@ -101,7 +105,7 @@ class RenderError(ValueError):
 class RenderOptions:
     """Which weights the rendered images fetch and load."""
 
-    gdino_model: str = "IDEA-Research/grounding-dino-tiny"
+    gdino_model: str = DEFAULT_GDINO_MODEL
     """Grounding DINO fetched at build time into `GDINO_WEIGHTS`: ``OWNER/NAME@<40-hex commit
     sha>``, or the bare default repository (whose revision ``serverless.weights`` pins)."""
     sam_model_type: str = "vit_h"

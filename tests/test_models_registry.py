@@ -179,11 +179,11 @@ def test_models_list_shows_backends_defaults_and_disk_without_torch(tiny_models,
     )
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "COLUMNS": "250", "HF_HUB_OFFLINE": "1",
            "HF_HOME": str(tmp_path / "hf"), "AUTOLABEL_CACHE": str(tmp_path / "cache")}
-    plain = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env)
+    plain = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env, check=False)
     assert "HEAVY []" in plain.stdout, plain.stdout + plain.stderr
     assert f"grounding-dino:{GDINO}" in plain.stdout and "sam:vit_h" in plain.stdout
     assert plain.stdout.count("no (fetched on first use") == 2
-    tiny = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+    tiny = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=False,
                           env={**env, **tiny_models.environment()})
     assert str(tiny_models.gdino_dir) in tiny.stdout and str(tiny_models.sam_checkpoint) in tiny.stdout
     assert "no (fetched" not in tiny.stdout

@@ -19,9 +19,11 @@ The ``score`` attribute is declared and filled only with ``-p score_attribute=bo
 an attribute the task lacks, and a function cannot see the task when it declares its spec (see
 `serverless.cvat_functions.common`). Without it they run on any task and write no score.
 
-Weights come from ``create``'s parameters, else the ``AUTOLABEL_*`` environment (see
-`serverless.pipeline.ModelSettings`), and are loaded once per process. The model code is the
-same object the Nuclio functions and the bulk pre-labeler use.
+Models come from ``create``'s parameters (``-p detector=str:SPEC``, ``-p segmenter=str:SPEC``,
+or the ``gdino_model`` / ``sam_*`` shorthand), else the ``AUTOLABEL_*`` environment, else the
+ontology's ``models`` (see `serverless.pipeline.ModelSettings`), and are loaded once per
+process. The modules hold `serverless.models.base` protocols, the same model objects the Nuclio
+functions and the bulk pre-labeler use.
 """
 
 from serverless.cvat_functions.common import FunctionConfigError

@@ -32,7 +32,7 @@ import logging
 import os
 from collections.abc import Callable, Mapping
 from os import PathLike
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -40,6 +40,11 @@ from serverless.convert.cvat_contract import SCORE_ATTRIBUTE_ID, score_attribute
 from serverless.detections import Detections
 from serverless.models.base import Detector
 from serverless.ontology import Label, Ontology, load_ontology
+
+if TYPE_CHECKING:
+    import PIL.Image
+    from cvat_sdk.api_client.models import LabeledShapeRequest
+    from cvat_sdk.auto_annotation import DetectionFunctionContext, DetectionFunctionSpec
 
 __all__ = [
     "ONTOLOGY_ENV",
@@ -106,20 +111,22 @@ def resolve_score_attribute(value: Any, ontology: Ontology) -> bool:
     return value
 
 
-def context_options(context: Any) -> tuple[Any, bool]:
+def context_options(context: DetectionFunctionContext) -> tuple[Any, bool]:
     """``(conf_threshold, conv_mask_to_poly)`` of a detection context (cvat-sdk 2.17's context has
     neither: None and False)."""
     return getattr(context, "conf_threshold", None), bool(getattr(context, "conv_mask_to_poly", False))
 
 
-def rgb_array(image: Any) -> np.ndarray:
+def rgb_array(image: PIL.Image.Image) -> np.ndarray:
     """A PIL image (any mode) as an (H, W, 3) uint8 RGB array."""
     if not hasattr(image, "convert"):
         raise TypeError(f"image must be a PIL.Image.Image, got {type(image).__name__}")
     return np.array(image.convert("RGB"), dtype=np.uint8)
 
 
-def detection_spec(ontology: Ontology, label_types: Mapping[str, str], *, score_attribute: bool = False) -> Any:
+def detection_spec(
+    ontology: Ontology, label_types: Mapping[str, str], *, score_attribute: bool = False
+) -> DetectionFunctionSpec:
     """The ``DetectionFunctionSpec`` of an ontology; ``label_types`` gives each label's CVAT
     type by name; with ``score_attribute`` each label declares the ``score`` attribute."""
     import cvat_sdk.auto_annotation as cvataa
@@ -138,7 +145,7 @@ def shape_requests(
     *,
     conv_mask_to_poly: bool = False,
     score_attribute: bool = False,
-) -> list[Any]:
+) -> list[LabeledShapeRequest]:
     """``LabeledShapeRequest``s for a frame as the driver wants them (frame 0, spec label ids,
     no source; the score attribute only when the spec declares it), each of the shape the CVAT
     contract gives its label type (`serverless.convert.cvat_shapes.delivered_shape_dicts`;
@@ -178,14 +185,16 @@ class OntologyDetectionFunction:
         self.label_types = {label.name: label_type(label) for label in ontology.labels}
         self.spec = detection_spec(ontology, self.label_types, score_attribute=score_attribute)
 
-    def detections(self, detector: Detector, image: Any, conf_threshold: Any) -> tuple[np.ndarray, Detections]:
+    def detections(
+        self, detector: Detector, image: PIL.Image.Image, conf_threshold: Any
+    ) -> tuple[np.ndarray, Detections]:
         """The RGB frame and the detector's boxes at the context's threshold (None: the
         ontology's per-label thresholds)."""
         array = rgb_array(image)
         threshold = check_conf_threshold(conf_threshold)
         return array, detector.detect([array], threshold=threshold)[0]
 
-    def shapes(self, det: Detections, *, conv_mask_to_poly: bool = False) -> list[Any]:
+    def shapes(self, det: Detections, *, conv_mask_to_poly: bool = False) -> list[LabeledShapeRequest]:
         """`shape_requests` with this function's label types and score attribute choice."""
         return shape_requests(
             det, self.ontology, self.label_types, conv_mask_to_poly=conv_mask_to_poly, score_attribute=self.score_attribute

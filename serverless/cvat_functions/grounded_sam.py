@@ -19,7 +19,7 @@ embedding. The models are Grounding DINO and SAM unless ``-p detector=str:SPEC``
 from __future__ import annotations
 
 from os import PathLike
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -33,6 +33,11 @@ from serverless.cvat_functions.common import (
 from serverless.models.base import Detector, Segmenter
 from serverless.models.grounded_sam import add_masks
 from serverless.ontology import Ontology
+
+if TYPE_CHECKING:
+    import PIL.Image
+    from cvat_sdk.api_client.models import LabeledShapeRequest
+    from cvat_sdk.auto_annotation import DetectionFunctionContext
 
 __all__ = ["GroundedSamFunction", "create"]
 
@@ -48,7 +53,7 @@ class GroundedSamFunction(OntologyDetectionFunction):
         self.detector = detector
         self.segmenter = segmenter
 
-    def detect(self, context: Any, image: Any) -> list[Any]:
+    def detect(self, context: DetectionFunctionContext, image: PIL.Image.Image) -> list[LabeledShapeRequest]:
         """Shapes for one frame: see the module docstring for the shape of each label type.
 
         Scores are at or above ``context.conf_threshold`` when given, else each label's

@@ -12,7 +12,7 @@ or ``any`` match it); use `serverless.cvat_functions.grounded_sam` for mask or p
 from __future__ import annotations
 
 from os import PathLike
-from typing import Any
+from typing import TYPE_CHECKING
 
 from serverless.cvat_functions.common import (
     OntologyDetectionFunction,
@@ -22,6 +22,11 @@ from serverless.cvat_functions.common import (
 )
 from serverless.models.base import Detector
 from serverless.ontology import Ontology
+
+if TYPE_CHECKING:
+    import PIL.Image
+    from cvat_sdk.api_client.models import LabeledShapeRequest
+    from cvat_sdk.auto_annotation import DetectionFunctionContext
 
 __all__ = ["GroundingDinoFunction", "create"]
 
@@ -33,7 +38,7 @@ class GroundingDinoFunction(OntologyDetectionFunction):
         super().__init__(ontology, lambda label: "rectangle", score_attribute=score_attribute)
         self.detector = detector
 
-    def detect(self, context: Any, image: Any) -> list[Any]:
+    def detect(self, context: DetectionFunctionContext, image: PIL.Image.Image) -> list[LabeledShapeRequest]:
         """Rectangles (``points = [x1, y1, x2, y2]`` in pixels) with scores at or above
         ``context.conf_threshold`` when given, else each label's ontology threshold."""
         conf_threshold, _ = context_options(context)

@@ -15,12 +15,16 @@ community server use the Nuclio SAM function instead (``docs/deploy.md``).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from serverless.cvat_functions.common import rgb_array
 from serverless.models.base import Embedding, Segmenter
+
+if TYPE_CHECKING:
+    import PIL.Image
+    from cvat_sdk.auto_annotation import InteractionFunctionContext, InteractionPrompts, InteractionResultShape
 
 __all__ = ["SamInteractionFunction", "create"]
 
@@ -34,11 +38,13 @@ class SamInteractionFunction:
         self.segmenter = segmenter
         self.spec = cvataa.InteractionFunctionSpec(min_pos_points=1, min_neg_points=0, min_bounding_boxes=0)
 
-    def preprocess_image(self, context: Any, image: Any) -> Embedding:
+    def preprocess_image(self, context: InteractionFunctionContext, image: PIL.Image.Image) -> Embedding:
         """The frame's embedding (computed once per distinct frame)."""
         return self.segmenter.embed(rgb_array(image))
 
-    def detect(self, context: Any, pp_image: Embedding, prompts: Any) -> list[Any]:
+    def detect(
+        self, context: InteractionFunctionContext, pp_image: Embedding, prompts: InteractionPrompts
+    ) -> list[InteractionResultShape]:
         """The mask SAM predicts for ``prompts`` on the embedded frame ``pp_image``."""
         import cvat_sdk.auto_annotation as cvataa
         from cvat_sdk.masks import encode_mask
