@@ -72,12 +72,15 @@ def score_attribute_spec() -> dict[str, Any]:
 
 
 def score_attribute_request(spec_id: int = SCORE_ATTRIBUTE_ID) -> AttributeRequest:
-    """The score attribute as a cvat-sdk ``AttributeRequest`` for a ``DetectionFunctionSpec``
-    (``cvat_sdk.auto_annotation.number_attribute_spec``: immutable, no default, as the SDK's
-    driver compares it with the task's)."""
-    import cvat_sdk.auto_annotation as cvataa
+    """The score attribute as a cvat-sdk ``AttributeRequest`` for a ``DetectionFunctionSpec``:
+    what ``cvat_sdk.auto_annotation.number_attribute_spec`` makes (immutable, no default),
+    built from the model itself so that every cvat-sdk from 2.17 has it."""
+    from cvat_sdk.api_client import models
 
-    return cvataa.number_attribute_spec(SCORE_ATTRIBUTE, spec_id, list(SCORE_VALUES))
+    spec = score_attribute_spec()
+    return models.AttributeRequest(
+        name=spec["name"], id=spec_id, input_type=spec["input_type"], values=spec["values"], mutable=spec["mutable"]
+    )
 
 
 @functools.cache
