@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from serverless.convert.cvat_contract import SCORE_ATTRIBUTE
 from serverless.convert.polygons import check_mask, largest_ring, mask_bbox, mask_to_polygons
 from serverless.detections import Detections
 
@@ -132,7 +133,7 @@ def to_detector_items(
             item["points"] = [x1, y1, x2, y2]
         item["confidence"] = plain_float(det.scores[i])
         if score_attribute:
-            item["attributes"] = [{"name": "score", "value": score_percent(det.scores[i])}]
+            item["attributes"] = [{"name": SCORE_ATTRIBUTE, "value": score_percent(det.scores[i])}]
         items.append(item)
     return items
 

@@ -150,19 +150,13 @@ def _filled_masks(det: Detections, width: int, height: int) -> Detections:
         if det.masks is None:
             return det.with_columns(masks=np.zeros((0, height, width), dtype=bool))
         return det
-    from faster_coco_eval.core import mask as mask_util
-
+    from serverless.convert.coco import box_mask
     from serverless.convert.polygons import polygons_to_mask
 
     masks = np.zeros((len(det), height, width), dtype=bool)
     for i in range(len(det)):
         rings = det.polygons[i] if det.polygons is not None else ()
-        if rings:
-            masks[i] = polygons_to_mask(list(rings), height, width)
-        else:
-            x1, y1, x2, y2 = (float(v) for v in det.xyxy[i])
-            rle = mask_util.frPyObjects(np.array([[x1, y1, x2 - x1, y2 - y1]]), height, width)[0]
-            masks[i] = mask_util.decode([rle])[:, :, 0]
+        masks[i] = polygons_to_mask(list(rings), height, width) if rings else box_mask(det.xyxy[i], height, width)
     return det.with_columns(masks=masks)
 
 

@@ -20,8 +20,8 @@ def test_the_fake_server_follows_the_installed_sdk(fake):
     assert FAKE_VERSION == ("2.17" if cvat_sdk.__version__.startswith("2.17.") else "2.54")
     assert sdk_version() == tuple(int(v) for v in cvat_sdk.__version__.split(".")[:2])
     client = connect(settings_for(fake))
-    assert client.get_server_version().base_version.startswith(FAKE_VERSION)
-    assert client.users.retrieve_current_user().username == "admin"
+    assert client.sdk.get_server_version().base_version.startswith(FAKE_VERSION)
+    assert client.sdk.users.retrieve_current_user().username == "admin"
 
 
 def test_a_mismatch_is_a_clear_error(fake):
