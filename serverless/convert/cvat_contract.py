@@ -37,6 +37,7 @@ __all__ = [
     "needs_mask",
     "score_attribute_request",
     "score_attribute_spec",
+    "sdk_functions_send_attributes",
     "sdk_shapes_have_score",
     "shape_type_for",
     "shape_types_for",
@@ -90,6 +91,17 @@ def sdk_shapes_have_score() -> bool:
     from cvat_sdk.api_client import models
 
     return "score" in models.LabeledShapeRequest.attribute_map
+
+
+@functools.cache
+def sdk_functions_send_attributes() -> bool:
+    """Whether the installed cvat-sdk's auto-annotation driver accepts label attributes in a
+    function's spec (``cvat_sdk.attributes`` exists; cvat-sdk 2.17's driver refuses them)."""
+    try:
+        import cvat_sdk.attributes  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def _check_label_type(label_type: str) -> str:

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from serverless.convert.cvat_contract import SCORE_ATTRIBUTE_ID, score_attribute_request
+from serverless.convert.cvat_contract import SCORE_ATTRIBUTE_ID, score_attribute_request, sdk_functions_send_attributes
 from serverless.detections import Detections
 from serverless.models.base import Detector
 from serverless.ontology import Label, Ontology, load_ontology
@@ -100,14 +100,11 @@ def resolve_score_attribute(value: Any, ontology: Ontology) -> bool:
         return False
     if not isinstance(value, bool):
         raise FunctionConfigError(f"score_attribute must be true or false (-p score_attribute=bool:true), got {value!r}")
-    if value:
-        try:
-            import cvat_sdk.attributes  # noqa: F401 - absent in cvat-sdk 2.17, whose driver refuses attributes
-        except ImportError:
-            raise FunctionConfigError(
-                "score_attribute: this cvat-sdk cannot send label attributes (cvat-sdk 2.17 refuses them); "
-                "leave score_attribute out"
-            ) from None
+    if value and not sdk_functions_send_attributes():
+        raise FunctionConfigError(
+            "score_attribute: this cvat-sdk cannot send label attributes (cvat-sdk 2.17 refuses them); "
+            "leave score_attribute out"
+        )
     return value
 
 

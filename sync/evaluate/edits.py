@@ -467,6 +467,22 @@ def _mask_iou(pred_masks: np.ndarray, truth_masks: np.ndarray) -> tuple[np.ndarr
     return iou, same
 
 
+def _id_links(
+    p_id: np.ndarray, t_pre: np.ndarray, p_open: np.ndarray, t_open: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(chunk sample, pred, truth)`` index arrays of the pairs linked by CVAT shape id: the
+    first open pred holding an id with the first open truth naming it."""
+    linked = (p_id >= 0)[:, :, None] & (p_id[:, :, None] == t_pre[:, None, :])
+    linked &= p_open[:, :, None] & t_open[:, None, :]
+    has = linked.any(axis=2)
+    first_t = linked.argmax(axis=2)
+    first_p = linked.argmax(axis=1)
+    cs, cp = np.nonzero(has)
+    ct = first_t[cs, cp]
+    keep = first_p[cs, ct] == cp
+    return cs[keep], cp[keep], ct[keep]
+
+
 def _match_chunk(
     flat: _Flat,
     data: EvalData,
@@ -524,16 +540,9 @@ def _match_chunk(
         t_open[cs, ct] = False
 
     # 1. by id: the first pred holding an id pairs with the first open truth naming it.
-    linked = (p_id >= 0)[:, :, None] & (p_id[:, :, None] == t_pre[:, None, :])
-    linked &= p_open[:, :, None] & t_open[:, None, :]
-    has = linked.any(axis=2)
-    if has.any():
-        first_t = linked.argmax(axis=2)
-        first_p = linked.argmax(axis=1)
-        cs, cp = np.nonzero(has)
-        ct = first_t[cs, cp]
-        keep = first_p[cs, ct] == cp
-        record(cs[keep], cp[keep], ct[keep], 1)
+    cs, cp, ct = _id_links(p_id, t_pre, p_open, t_open)
+    if cs.size:
+        record(cs, cp, ct, 1)
 
     # 2. greedy by IoU in rounds of locally dominant pairs.
     key = np.where(p_open[:, :, None] & t_open[:, None, :] & (iou >= match_iou), iou, -1.0)

@@ -431,18 +431,7 @@ class CvatLinks(StoreBase):
             values = self._detection_values(s, task_row.dataset_id, detections, with_scores, DEFAULT_SOURCE["human"])
             pushed = self._pushed(s, task_row.id)
             values = [(*v[:13], pushed[v[12]]) if v[13] is None and v[12] in pushed else v for v in values]
-            if name is None:
-                count = s.execute(
-                    select(func.count()).where(
-                        Run.kind == "human",
-                        Run.cvat_server == task_row.server,
-                        Run.cvat_task_id == task_row.task_id,
-                        Run.cvat_job_id == job_row.job_id,
-                    )
-                ).scalar_one()
-                name = self._unique_run_name(s, task_row.dataset_id, f"job{job_row.job_id}-rev{count + 1}")
-            elif s.execute(select(Run.id).where(Run.dataset_id == task_row.dataset_id, Run.name == name)).first():
-                raise StoreError(f"{where}: the dataset already has a run named {name!r}")
+            name = self._revision_name(s, task_row, job_row, name, where)
             now = utc_now()
             run = Run(
                 dataset_id=task_row.dataset_id,
@@ -478,6 +467,23 @@ class CvatLinks(StoreBase):
             )
             log.info("%s: recorded revision %r with %d annotations", where, name, count)
             return run_info(run)
+
+    def _revision_name(self, s: Session, task_row: CvatTask, job_row: CvatJob, name: str | None, where: str) -> str:
+        """``name`` if the dataset has no run of that name, else `StoreError`; without a name,
+        ``job<id>-rev<n>`` (n: the job's revisions so far + 1, made unique)."""
+        if name is not None:
+            if s.execute(select(Run.id).where(Run.dataset_id == task_row.dataset_id, Run.name == name)).first():
+                raise StoreError(f"{where}: the dataset already has a run named {name!r}")
+            return name
+        count = s.execute(
+            select(func.count()).where(
+                Run.kind == "human",
+                Run.cvat_server == task_row.server,
+                Run.cvat_task_id == task_row.task_id,
+                Run.cvat_job_id == job_row.job_id,
+            )
+        ).scalar_one()
+        return self._unique_run_name(s, task_row.dataset_id, f"job{job_row.job_id}-rev{count + 1}")
 
     def revisions_of(self, job: CvatJobInfo | int) -> list[RunInfo]:
         """The human revisions pulled from a job, oldest first."""
