@@ -372,11 +372,22 @@ def list_models() -> None:
     out.print(table)
 
 
+MODEL_PACKAGES = frozenset({"torch", "torchvision", "transformers", "huggingface_hub", "segment_anything", "ultralytics"})
+"""What the ``models`` (and ``yolo``) extras install: a command that needs one of them and finds
+it missing says how to install it, in one line."""
+
+
 def main() -> None:
     try:
         app()
     except CliError as error:
         print_error(error)
+        sys.exit(2)
+    except ModuleNotFoundError as error:
+        if (error.name or "").split(".")[0] not in MODEL_PACKAGES:
+            raise
+        extra = "yolo" if error.name.startswith("ultralytics") else "models"
+        print_error(f"this command runs models, and {error.name} is not installed: pip install 'autolabel-cvat[{extra}]'")
         sys.exit(2)
     except KeyboardInterrupt:
         err.print("interrupted")
