@@ -353,23 +353,21 @@ def list_models() -> None:
 
     A backend is used through a spec string BACKEND[:WEIGHTS] (--detector, --segmenter, or the ontology's
     models); a bare BACKEND means the default weights shown here (AUTOLABEL_* variables change them)."""
-    from rich.table import Table
-
     from serverless.models.registry import ModelSpecError, backends, parse_spec
 
-    table = Table(title="Model backends")
-    for column in ("backend", "kind", "default spec", "on disk", "what it is"):
-        table.add_column(column)
+    # one block per backend: specs and paths are what a user copies, so they are never cut or wrapped
     for backend in backends():
+        out.print(text(f"{backend.name} ({backend.kind})", "bold"), soft_wrap=True)
+        out.print(text(f"  {backend.summary}"))
         try:
             spec = parse_spec(backend.name, backend.kind)
         except ModelSpecError as error:
-            table.add_row(backend.name, backend.kind, text(str(error), "red"), "-", backend.summary)
+            out.print(text(f"  default: {error}", "red"), soft_wrap=True)
             continue
         where = backend.on_disk(spec.weights)
-        found = text(where, "green") if where else text("no (fetched on first use when online)", "yellow")
-        table.add_row(backend.name, backend.kind, text(spec.text), found, backend.summary)
-    out.print(table)
+        out.print(text(f"  default: {spec.text}"), soft_wrap=True)
+        out.print(text(f"  on disk: {where}", "green") if where else text("  on disk: no (fetched on first use when online)", "yellow"),
+                  soft_wrap=True)
 
 
 MODEL_PACKAGES = frozenset({"torch", "torchvision", "transformers", "huggingface_hub", "segment_anything", "ultralytics"})

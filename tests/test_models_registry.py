@@ -184,6 +184,7 @@ def test_models_list_shows_backends_defaults_and_disk_without_torch(tiny_models,
     assert f"grounding-dino:{GDINO}" in plain.stdout and "sam:vit_h" in plain.stdout
     assert plain.stdout.count("no (fetched on first use") == 2
     tiny = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=False,
-                          env={**env, **tiny_models.environment()})
+                          env={**env, **tiny_models.environment(), "COLUMNS": "80"})
+    # readable at 80 columns: the specs and paths a user copies are never cut or wrapped
     assert str(tiny_models.gdino_dir) in tiny.stdout and str(tiny_models.sam_checkpoint) in tiny.stdout
     assert "no (fetched" not in tiny.stdout
