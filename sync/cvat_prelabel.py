@@ -29,12 +29,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from cvat_bridge.annotations import JobAnnotations, job_annotations, shape_key, upload_job_shapes
+from cvat_bridge.annotations import JobAnnotations, job_annotations, shape_key
 from cvat_bridge.client import CvatError, CvatSession, public_url
 from cvat_bridge.jobs import JobInfo, list_jobs
 from cvat_bridge.tasks import LabelInfo, TaskInfo, TaskMeta, frame_bytes, read_task, task_labels, task_meta
 from sync.pull import store_job
-from sync.push import job_state, pushed_geometry, shapes_for_frame
+from sync.push import job_shapes, job_state, upload_job
 from sync.store import Provenance, SampleIn, StoreError
 
 if TYPE_CHECKING:
@@ -601,23 +601,20 @@ class _JobUploader:
         self.empty: list[int] = []
         self.skipped: list[int] = []
         self.shapes = 0
+        self._previous_ontology: Ontology | None = None
 
     def _holds_previous_untouched(self, current: JobAnnotations, samples: dict[int, int]) -> bool:
         """True when the job holds exactly what the run being taken over uploaded, unchanged."""
         if self.previous is None:
             return False
-        from serverless.ontology import parse_ontology
-
-        ontology = parse_ontology(self.previous.ontology_yaml, f"run {self.previous.name}")
         dets = self.store.annotations_of(self.previous, sample_ids=sorted(samples.values()), masks=True)
-        shapes: list[Any] = []
-        annotation_ids: list[int] = []
-        for frame, sample_id in sorted(samples.items()):
-            if sample_id not in dets:
-                return False  # the old run never covered this frame: the job cannot hold only its shapes
-            made, ids = shapes_for_frame(dets[sample_id], frame, ontology, self.labels)
-            shapes.extend(made)
-            annotation_ids.extend(ids)
+        if any(sample_id not in dets for sample_id in samples.values()):
+            return False  # the old run never covered this frame: the job cannot hold only its shapes
+        if self._previous_ontology is None:  # read once, for the first job that needs it
+            from serverless.ontology import parse_ontology
+
+            self._previous_ontology = parse_ontology(self.previous.ontology_yaml, f"run {self.previous.name}")
+        shapes, annotation_ids = job_shapes(dets, samples, self._previous_ontology, self.labels)
         return job_state(current, shapes, annotation_ids, self.pushed) == "pushed"
 
     def outcome(self) -> dict[str, Any]:
@@ -639,18 +636,12 @@ class _JobUploader:
     def upload(self, job: JobInfo, samples: dict[int, int]) -> None:
         """Upload the pre-labels of ``samples`` (``{frame: sample id}``, all covered) to ``job``."""
         self.handled.add(job.id)
-        sample_ids = sorted(samples.values())
-        if not any(len(det) for det in self.store.annotations_of(self.run, sample_ids=sample_ids).values()):
+        dets = self.store.annotations_of(self.run, sample_ids=sorted(samples.values()), masks=True)
+        if not any(len(det) for det in dets.values()):
             self.report(f"job {job.id}: no pre-labels")  # nothing to send, and a human's work stays
             self.empty.append(job.id)
             return
-        dets = self.store.annotations_of(self.run, sample_ids=sample_ids, masks=True)
-        shapes: list[Any] = []
-        annotation_ids: list[int] = []
-        for frame, sample_id in sorted(samples.items()):
-            made, ids = shapes_for_frame(dets[sample_id], frame, self.ontology, self.labels)
-            shapes.extend(made)
-            annotation_ids.extend(ids)
+        shapes, annotation_ids = job_shapes(dets, samples, self.ontology, self.labels)
         current = job_annotations(self.session, job.id)
         state = job_state(current, shapes, annotation_ids, self.pushed)
         if state == "pushed":
@@ -676,13 +667,7 @@ class _JobUploader:
             for shape_id in replaced:
                 del self.pushed[shape_id]
             self.report(f"job {job.id}: holds {holds}; replacing them (--force)")
-        ids, requests = upload_job_shapes(self.session, job.id, shapes)
-        self.store.record_pushed_shapes(
-            self.link,
-            dict(zip(annotation_ids, ids, strict=True)),
-            job_id=job.id,
-            geometry=pushed_geometry(annotation_ids, shapes),
-        )
+        ids, requests = upload_job(self.store, self.session, self.link, job.id, shapes, annotation_ids)
         self.pushed.update(zip(ids, annotation_ids, strict=True))
         self.uploaded.append(job.id)
         self.shapes += len(ids)

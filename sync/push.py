@@ -36,7 +36,16 @@ if TYPE_CHECKING:
     from serverless.ontology import Ontology
     from sync.store import CvatTaskInfo, RunInfo, Store
 
-__all__ = ["PushResult", "job_state", "push_run", "pushed_geometry", "resources_for", "shapes_for_frame"]
+__all__ = [
+    "PushResult",
+    "job_shapes",
+    "job_state",
+    "push_run",
+    "pushed_geometry",
+    "resources_for",
+    "shapes_for_frame",
+    "upload_job",
+]
 
 log = logging.getLogger(__name__)
 
@@ -123,12 +132,51 @@ def shapes_for_frame(
     return shapes, [int(annotation_ids[i]) for i in origin]
 
 
+def job_shapes(
+    dets: Mapping[int, Detections], frames: Mapping[int, int], ontology: Ontology, labels: Mapping[str, LabelInfo]
+) -> tuple[list[dict[str, Any]], list[int]]:
+    """A job's shapes, frame by frame (`shapes_for_frame`), and the store annotation id of each.
+
+    ``frames`` is the job's ``{frame: sample id}``, ``dets`` the run's `Detections` (with
+    masks) of each of those samples."""
+    shapes: list[dict[str, Any]] = []
+    annotation_ids: list[int] = []
+    for frame, sample_id in sorted(frames.items()):
+        made, ids = shapes_for_frame(dets[sample_id], frame, ontology, labels)
+        shapes.extend(made)
+        annotation_ids.extend(ids)
+    return shapes, annotation_ids
+
+
 def pushed_geometry(
     annotation_ids: Sequence[int], shapes: Sequence[Mapping[str, Any]]
 ) -> dict[int, tuple[str, list[float]]]:
     """``{annotation id: (CVAT shape type, points)}``: what a push sent for each pre-label,
     recorded so that evaluation compares the annotators' shapes with what they were shown."""
     return {int(a): (str(s["type"]), [float(v) for v in s["points"]]) for a, s in zip(annotation_ids, shapes)}
+
+
+def upload_job(
+    store: Store,
+    session: CvatSession,
+    link: CvatTaskInfo,
+    job_id: int,
+    shapes: Sequence[Mapping[str, Any]],
+    annotation_ids: Sequence[int],
+    *,
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+) -> tuple[list[int], int]:
+    """Replace the job's annotations with ``shapes`` (`upload_job_shapes`) and record in the
+    store the CVAT shape id each pre-label got and the geometry sent (`pushed_geometry`);
+    the server's shape ids (in ``shapes`` order) and the number of requests sent."""
+    ids, sent = upload_job_shapes(session, job_id, shapes, max_request_bytes=max_request_bytes)
+    store.record_pushed_shapes(
+        link,
+        dict(zip(annotation_ids, ids, strict=True)),
+        job_id=job_id,
+        geometry=pushed_geometry(annotation_ids, shapes),
+    )
+    return ids, sent
 
 
 def job_state(
@@ -298,12 +346,8 @@ class _JobPusher:
     def push(self, job_samples: list[int], job: JobInfo) -> None:
         """Push the pre-labels of ``job_samples`` (the job's frames' samples) to ``job``."""
         dets = self.store.annotations_of(self.run, sample_ids=job_samples, masks=True)
-        shapes: list[dict[str, Any]] = []
-        annotation_ids: list[int] = []
-        for sample_id in job_samples:
-            made, ids = shapes_for_frame(dets[sample_id], self.frame_of[sample_id], self.ontology, self.labels)
-            shapes.extend(made)
-            annotation_ids.extend(ids)
+        frames = {self.frame_of[sample_id]: sample_id for sample_id in job_samples}
+        shapes, annotation_ids = job_shapes(dets, frames, self.ontology, self.labels)
         state = job_state(job_annotations(self.session, job.id), shapes, annotation_ids, self.pushed)
         if state == "pushed":
             self.report(f"job {job.id}: already pushed ({len(shapes)} shapes)")
@@ -318,10 +362,9 @@ class _JobPusher:
             self.store.forget_pushed_shapes(self.link, [sid for sid, ann in self.pushed.items() if ann in wanted])
             self.forced.append(job.id)
             self.report(f"job {job.id}: a human has changed it; overwriting (--force)")
-        ids, sent = upload_job_shapes(self.session, job.id, shapes, max_request_bytes=self.max_request_bytes)
+        ids, sent = upload_job(
+            self.store, self.session, self.link, job.id, shapes, annotation_ids, max_request_bytes=self.max_request_bytes
+        )
         self.requests += sent
         self.shapes += len(ids)
-        self.store.record_pushed_shapes(
-            self.link, dict(zip(annotation_ids, ids)), job_id=job.id, geometry=pushed_geometry(annotation_ids, shapes)
-        )
         self.report(f"job {job.id}: {len(ids)} shapes in {sent} request(s)")

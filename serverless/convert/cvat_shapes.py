@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from cvat_sdk import models
 
+from serverless.convert.coco import box_mask
 from serverless.convert.cvat_contract import SHAPE_TYPES, sdk_shapes_have_score, shape_types_for
 from serverless.convert.nuclio import plain_float, score_percent
 from serverless.convert.polygons import largest_ring, mask_bbox, mask_to_polygons, polygons_to_mask
@@ -324,15 +325,6 @@ def _rectangle_box(points: np.ndarray, rotation: float, where: str) -> list[floa
     return [x1, y1, x2, y2]
 
 
-def _box_mask(box: list[float], height: int, width: int) -> np.ndarray:
-    """Pixels whose centre lies in the box (continuous coordinates, right/bottom exclusive)."""
-    mask = np.zeros((height, width), dtype=bool)
-    x1, x2 = (min(max(math.floor(v + 0.5), 0), width) for v in (box[0], box[2]))
-    y1, y2 = (min(max(math.floor(v + 0.5), 0), height) for v in (box[1], box[3]))
-    mask[y1:y2, x1:x2] = True
-    return mask
-
-
 def _geometry(
     shape_type: str, points: np.ndarray, rotation: float, where: str, width: int, height: int
 ) -> tuple[list[float], np.ndarray | None, np.ndarray | None]:
@@ -358,12 +350,13 @@ def _geometry(
 def _full_mask(
     kind: str, box: list[float], ring: np.ndarray | None, mask: np.ndarray | None, height: int, width: int
 ) -> np.ndarray:
-    """A shape's full-frame mask: its own, its polygon's, or its box's pixels."""
+    """A shape's full-frame mask: its own, its polygon's, or its box's pixels (the COCO rule,
+    `serverless.convert.coco.box_mask`)."""
     if kind == "mask" and mask is not None:
         return mask
     if kind == "polygon" and ring is not None:
         return polygons_to_mask([ring], height, width)
-    return _box_mask(box, height, width)
+    return box_mask(box, height, width)
 
 
 def from_cvat_shapes(
