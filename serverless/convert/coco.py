@@ -174,11 +174,6 @@ def decode_rle(rle: Mapping[str, Any], height: int, width: int) -> np.ndarray:
         raise ValueError(cover) from None
 
 
-def _plain_float(value: float) -> float:
-    """A float32 value as the Python float with the shortest decimal form (0.9, not 0.8999…)."""
-    return float(str(np.float32(value)))
-
-
 # ----------------------------------------------------------------------------- export
 def to_coco(
     images: Sequence[CocoImage],

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
+from serverless.convert.coco import box_mask
 from serverless.detections import Detections
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "masks_to_polygons",
     "polygons_to_mask",
     "ring_area",
+    "shape_mask",
 ]
 
 
@@ -138,6 +140,17 @@ def polygons_to_mask(rings: Sequence[np.ndarray], height: int, width: int) -> np
             raise ValueError(f"rings[{i}] must be finite, got NaN or infinity")
         cv2.fillPoly(canvas, [np.round(ring).astype(np.int32)], 1)
     return canvas.astype(bool)
+
+
+def shape_mask(rings: Sequence[Sequence[float] | np.ndarray] | None, xyxy: Sequence[float], height: int,
+               width: int) -> np.ndarray:
+    """The full-frame mask of a shape that has no mask of its own: its rings rasterized
+    (`polygons_to_mask`; each ring a (K, 2) array or a flat ``x, y`` list) when it has any,
+    else the pixels whose centre lies in its box ``xyxy`` (`serverless.convert.coco.box_mask`,
+    COCO's rasterization of a box)."""
+    if rings:
+        return polygons_to_mask([np.asarray(ring, dtype=np.float64).reshape(-1, 2) for ring in rings], height, width)
+    return box_mask(xyxy, height, width)
 
 
 def masks_to_polygons(det: Detections, tolerance: float = 1.0) -> Detections:

@@ -11,9 +11,9 @@ compares the truth with that, per pre-label of a ``prelabel`` run:
    (`serverless.convert.cvat_shapes.delivered_shape_dicts`, the rule push itself calls);
 3. a pre-label with nothing to show (an empty mask) is left out: nobody saw it.
 
-Either shape then goes through exactly the conversions a pulled shape goes through
-(`serverless.convert.cvat_shapes.from_cvat_shapes`, then the store's rows), so both sides of
-an unchanged shape come out of the same code with the same numbers. Runs whose pre-labels are
+Either shape is then read as a pull reads CVAT's shapes
+(`serverless.convert.cvat_shapes.from_cvat_shapes`, whose output the store keeps exactly), so
+both sides of an unchanged shape come out of the same code with the same numbers. Runs whose pre-labels are
 all boxes, and imported runs (which have no ontology), are evaluated as stored.
 """
 
@@ -70,25 +70,23 @@ def _recorded(store: Any, truth: Mapping[int, Any], parts: Mapping[int, Detectio
     return found
 
 
-def _as_pulled(det: Detections, shapes: Sequence[dict], sample_id: int, width: int, height: int, masks: bool):
-    """``det`` with the geometry of ``shapes`` (one per detection) read back as a pull reads
-    CVAT shapes: `from_cvat_shapes`, then the store's rows."""
+def _as_pulled(det: Detections, shapes: Sequence[dict], width: int, height: int, masks: bool) -> Detections:
+    """``det`` with the geometry of ``shapes`` (one per detection) read as a pull reads CVAT
+    shapes (`from_cvat_shapes`; the store keeps what it gives exactly, `sync.store.convert`)."""
     from serverless.convert.cvat_shapes import from_cvat_shapes
-    from sync.store.convert import detections_to_rows, rows_to_detections
 
     names = {i: str(name) for i, name in enumerate(det.labels.tolist())}
     shown = from_cvat_shapes(
         [{**shape, "label_id": i} for i, shape in enumerate(shapes)], names, width=width, height=height
     )
-    shown = shown.with_columns(data={"shape_type": shown.data["shape_type"]})
-    rows = detections_to_rows(sample_id, shown, with_scores=False)
-    back = rows_to_detections(rows, width=width, height=height, masks=masks)
-    data = {**det.data, "shape_type": back.data["shape_type"]}
-    return det.with_columns(xyxy=back.xyxy, masks=back.masks, polygons=back.polygons, data=data)
+    data = {**det.data, "shape_type": shown.data["shape_type"]}
+    return det.with_columns(
+        xyxy=shown.xyxy, masks=shown.masks if masks else None, polygons=shown.polygons, data=data
+    )
 
 
-def _sample(det: Detections, types: Mapping[str, str], recorded: Mapping[int, tuple], sample_id: int,
-            size: tuple[int, int], masks: bool) -> tuple[Detections, int]:
+def _sample(det: Detections, types: Mapping[str, str], recorded: Mapping[int, tuple], size: tuple[int, int],
+            masks: bool) -> tuple[Detections, int]:
     from serverless.convert.cvat_shapes import delivered_shape_dicts
 
     index = {name: i for i, name in enumerate(sorted(set(det.labels.tolist())))}
@@ -104,7 +102,7 @@ def _sample(det: Detections, types: Mapping[str, str], recorded: Mapping[int, tu
     kept = det[np.asarray(keep, dtype=np.int64)]
     if not shapes:
         return kept.with_columns(masks=None, polygons=None), len(det) - len(keep)
-    return _as_pulled(kept, shapes, sample_id, size[0], size[1], masks), len(det) - len(keep)
+    return _as_pulled(kept, shapes, size[0], size[1], masks), len(det) - len(keep)
 
 
 def delivered_predictions(
@@ -130,7 +128,7 @@ def delivered_predictions(
         parts = store.annotations_of(run, sample_ids=chunk, masks=True)
         recorded = _recorded(store, truth, parts)
         for sample_id, det in parts.items():
-            shown, dropped = _sample(det, types, recorded, sample_id, sizes[sample_id], masks)
+            shown, dropped = _sample(det, types, recorded, sizes[sample_id], masks)
             result[sample_id] = shown
             left_out += dropped
     return Delivered(result, left_out)

@@ -145,18 +145,16 @@ def _with_crowd(det: Detections) -> Detections:
 
 def _filled_masks(det: Detections, width: int, height: int) -> Detections:
     """Every detection with a full-frame mask: stored masks as they are; otherwise the
-    polygon rasterized, else the box's pixels (COCO's box rasterization)."""
+    store's rule for rows without one (`serverless.convert.polygons.shape_mask`)."""
     if det.masks is not None or len(det) == 0:
         if det.masks is None:
             return det.with_columns(masks=np.zeros((0, height, width), dtype=bool))
         return det
-    from serverless.convert.coco import box_mask
-    from serverless.convert.polygons import polygons_to_mask
+    from serverless.convert.polygons import shape_mask
 
     masks = np.zeros((len(det), height, width), dtype=bool)
     for i in range(len(det)):
-        rings = det.polygons[i] if det.polygons is not None else ()
-        masks[i] = polygons_to_mask(list(rings), height, width) if rings else box_mask(det.xyxy[i], height, width)
+        masks[i] = shape_mask(det.polygons[i] if det.polygons is not None else (), det.xyxy[i], height, width)
     return det.with_columns(masks=masks)
 
 

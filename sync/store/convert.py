@@ -26,7 +26,7 @@ looked up by label name in ``label_index`` (-1 when absent or no index is given)
 keeps label names, not ontology positions.
 
 Masks go through the project's COCO mask codec (`serverless.convert.coco`: `encode_masks`,
-`decode_rle`, `box_mask`; ``faster_coco_eval.core.mask`` underneath). It, and OpenCV for
+`decode_rle`; ``faster_coco_eval.core.mask`` underneath). It, and OpenCV for
 rasterizing polygons, are imported only inside the functions that need them.
 """
 
@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from serverless.convert.coco import box_mask, decode_rle, encode_masks
+from serverless.convert.coco import decode_rle, encode_masks
 from serverless.detections import Detections
 from sync.store.errors import StoreError
 from sync.store.records import ANNOTATION_FIELDS, AnnotationIn
@@ -368,9 +368,8 @@ def _fill_masks(
     height: int,
     width: int,
 ) -> np.ndarray:
-    """Full-frame masks for rows of which at least one has a mask: stored RLEs decoded;
-    polygon rows rasterized (`serverless.convert.polygons.polygons_to_mask`); plain boxes as
-    the pixels whose centre lies inside (the COCO box rasterization)."""
+    """Full-frame masks for rows of which at least one has a mask: stored RLEs decoded, the
+    other rows' polygon or box rasterized (`serverless.convert.polygons.shape_mask`)."""
     masks = np.zeros((len(rles), height, width), dtype=bool)
     for i, rle in enumerate(rles):
         if rle is not None:
@@ -383,13 +382,10 @@ def _fill_masks(
                 masks[i] = decode_rle(rle, height, width)
             except ValueError as err:
                 raise StoreError(f"annotation {int(ids[i])}: malformed mask RLE: {err}") from err
-        elif rings[i]:
-            from serverless.convert.polygons import polygons_to_mask
-
-            ring_arrays = [np.asarray(ring, dtype=np.float64).reshape(-1, 2) for ring in rings[i]]
-            masks[i] = polygons_to_mask(ring_arrays, height, width)
         else:
-            masks[i] = box_mask(boxes[i], height, width)
+            from serverless.convert.polygons import shape_mask
+
+            masks[i] = shape_mask(rings[i], boxes[i], height, width)
     return masks
 
 
