@@ -36,8 +36,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
 import shutil
-import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import replace
@@ -64,13 +64,6 @@ def _unit(uri: str, seed: int) -> float:
     """A number in [0, 1) from the sha256 of the seed and the URI."""
     digest = hashlib.sha256(f"{seed}\n{uri}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
-
-
-def _umask_mode(mode: int) -> int:
-    """``mode`` as the current umask lets a new file or folder have it."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return mode & ~umask
 
 
 def split_of(uris: Sequence[str], val: float, seed: int = 0) -> dict[str, str]:
@@ -271,8 +264,9 @@ def _partial_folder(out: Path) -> Path:
     """A new, empty folder beside ``out`` to build the export in (moved into ``out`` at the end)."""
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        built = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-        built.chmod(_umask_mode(0o777))  # mkdtemp makes it 0700; the export is an output like any other
+        # a plain mkdir, so the umask decides its mode as for any output (mkdtemp would make it 0700)
+        built = out.parent / f".{out.name}.partial-{secrets.token_hex(6)}"
+        built.mkdir()
     except OSError as err:
         raise ExportError(f"{out}: cannot create the export folder: {err.strerror or err}") from err
     return built
