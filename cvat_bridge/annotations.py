@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections import defaultdict, deque
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypedDict
 
+from cvat_bridge import transport
 from cvat_bridge.api import CvatError, read_json
 
 if TYPE_CHECKING:
@@ -139,11 +139,11 @@ def upload_job_shapes(
     shapes: Sequence[Any],
     *,
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
-    attempts: int = 4,
 ) -> tuple[list[int], int]:
     """Replace the job's annotations with ``shapes`` (dicts or SDK models); return (server
     ids in input order, number of requests that carried shapes). The first chunk's ``PUT`` is
-    retried by the transport; ``attempts`` bounds the sends of each later chunk (reconciled)."""
+    retried by the transport; each later chunk is sent as often (`cvat_bridge.transport.sends`),
+    reconciled."""
     api = session.sdk.api_client.jobs_api
     chunks = chunk_shapes(shapes, max_request_bytes) or [[]]
     first = chunks[0]
@@ -157,17 +157,18 @@ def upload_job_shapes(
     ids = _match_ids(first, answer.get("shapes") or [])
     known = set(ids)
     for chunk in chunks[1:]:
-        new_ids = _add_chunk(session, job_id, chunk, known, attempts)
+        new_ids = _add_chunk(session, job_id, chunk, known)
         ids.extend(new_ids)
         known.update(new_ids)
     return ids, len(chunks)
 
 
-def _add_chunk(session: CvatSession, job_id: int, chunk: Sequence[Any], known: set[int], attempts: int) -> list[int]:
+def _add_chunk(session: CvatSession, job_id: int, chunk: Sequence[Any], known: set[int]) -> list[int]:
     """PATCH ``action=create`` one chunk, exactly once even when answers are lost."""
     server = session.host
     api = session.sdk.api_client.jobs_api
     what = f"add annotations to job {job_id}"
+    attempts = transport.sends(session.settings)
     for attempt in range(attempts):
         try:
             answer = read_json(
@@ -196,5 +197,5 @@ def _add_chunk(session: CvatSession, job_id: int, chunk: Sequence[Any], known: s
             if attempt == attempts - 1:
                 raise
             log.info("%s; sending the chunk again", err)
-        time.sleep(min(0.1 * 2**attempt, 5.0))
+        transport.pause(session.settings, attempt + 1)
     raise AssertionError("unreachable")

@@ -16,17 +16,15 @@ from typing import Any
 
 from cvat_bridge import transport
 
-__all__ = ["RETRYABLE_STATUSES", "CvatError", "call", "iter_pages", "read_json", "short_body", "translate"]
-
-RETRYABLE_STATUSES = transport.RETRY_STATUSES
-"""Statuses the transport retries; a `CvatError` with one of them is ``retryable``."""
+__all__ = ["CvatError", "call", "iter_pages", "read_json", "short_body", "translate"]
 
 
 class CvatError(RuntimeError):
     """A CVAT call failed; the message names the server (without credentials) and the call.
 
     ``status`` is the HTTP status of the answer (None when there was no answer);
-    ``retryable`` says whether trying again may succeed (5xx, dropped connection, timeout).
+    ``retryable`` says whether trying again may succeed (a status the transport retries,
+    `cvat_bridge.transport.RETRY_STATUSES`; a dropped connection, a timeout).
     """
 
     def __init__(self, message: str, *, status: int | None = None, retryable: bool = False) -> None:
@@ -64,7 +62,7 @@ def translate(what: str, server: str, err: BaseException) -> CvatError | None:
         return CvatError(
             f"{server}: {what}: {status} {err.reason or ''}: {short_body(err.body)}".replace("  ", " "),
             status=status,
-            retryable=status in RETRYABLE_STATUSES,
+            retryable=status in transport.RETRY_STATUSES,
         )
     if isinstance(err, OpenApiException):
         return CvatError(f"{server}: {what}: unexpected answer: {str(err).splitlines()[0] if str(err) else ''}")

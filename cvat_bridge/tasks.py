@@ -21,11 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cvat_bridge import transport
 from cvat_bridge.api import CvatError, call, iter_pages, read_json
 from serverless.convert.cvat_contract import SCORE_ATTRIBUTE, score_attribute_spec
 
 if TYPE_CHECKING:
-    from cvat_bridge.client import CvatSession
+    from cvat_bridge.client import CvatSession, CvatSettings
     from serverless.ontology import Ontology
 
 __all__ = [
@@ -209,13 +210,10 @@ def _resource_type(resources: Resources) -> Any:
     return ResourceType.LOCAL if resources.kind == "local" else ResourceType.SHARE
 
 
-def _pause(attempt: int) -> None:
-    time.sleep(min(0.1 * 2**attempt, 5.0))
-
-
-def _create_task(client: Any, spec: dict[str, Any], *, attempts: int) -> Any:
+def _create_task(client: Any, spec: dict[str, Any], settings: CvatSettings) -> Any:
     server = client.api_map.host
     name, project_id = spec["name"], spec.get("project_id")
+    attempts = transport.sends(settings)
     for attempt in range(attempts):
         try:
             return call(f"create task {name!r}", server, client.tasks.create, spec)
@@ -230,7 +228,7 @@ def _create_task(client: Any, spec: dict[str, Any], *, attempts: int) -> Any:
             if attempt == attempts - 1:
                 raise
             log.info("%s; retrying", err)
-        _pause(attempt)
+        transport.pause(settings, attempt + 1)
     raise AssertionError("unreachable")
 
 
@@ -301,7 +299,8 @@ def _upload_once(client: Any, task: Any, resources: Resources, image_quality: in
     call(f"read task {task.id}", server, task.fetch)
 
 
-def _upload_data(client: Any, task: Any, resources: Resources, image_quality: int, *, attempts: int) -> None:
+def _upload_data(client: Any, task: Any, resources: Resources, image_quality: int, settings: CvatSettings) -> None:
+    attempts = transport.sends(settings)
     for attempt in range(attempts):
         try:
             _upload_once(client, task, resources, image_quality)
@@ -316,7 +315,7 @@ def _upload_data(client: Any, task: Any, resources: Resources, image_quality: in
             if not err.retryable or attempt == attempts - 1:
                 raise
             log.info("%s; uploading again", err)
-        _pause(attempt)
+        transport.pause(settings, attempt + 1)
 
 
 def ensure_task(
@@ -328,13 +327,13 @@ def ensure_task(
     project_id: int | None = None,
     segment_size: int | None = None,
     image_quality: int = 95,
-    attempts: int = 5,
 ) -> TaskInfo:
     """The task ``name`` with ``resources`` as its data: created, completed or reused.
 
     Frames keep the order of ``resources.paths`` (``sorting_method: predefined``). A reused
-    task must hold exactly as many frames as ``resources``. ``attempts`` bounds the retries
-    of the creation and of the upload after 5xx answers, timeouts or dropped connections.
+    task must hold exactly as many frames as ``resources``. The creation and the upload are
+    sent again after 5xx answers, timeouts or dropped connections, reconciled, as often as
+    the session's settings retry a request (`cvat_bridge.transport.sends`).
     """
     client = session.sdk
     server = session.host
@@ -354,9 +353,9 @@ def ensure_task(
             spec["labels"] = labels
         if segment_size:
             spec["segment_size"] = segment_size
-        task = _create_task(client, spec, attempts=attempts)
+        task = _create_task(client, spec, session.settings)
     if not getattr(task, "size", 0) and not (reused and _await_data(client, task)):
-        _upload_data(client, task, resources, image_quality, attempts=attempts)
+        _upload_data(client, task, resources, image_quality, session.settings)
     if getattr(task, "size", 0) != len(resources.paths):
         raise CvatError(
             f"{server}: task {task.id} ({name!r}) has {task.size} frames, expected {len(resources.paths)}"

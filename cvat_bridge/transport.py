@@ -12,11 +12,14 @@ urllib3 pool (so every SDK request goes through it, uploads included).
 - Bodies read inside `preloaded()` are read within the retried request, so a connection
   dropped in the middle of an answer is retried too (`cvat_bridge.api.read_json`).
 - Every request has a connect and a read timeout (the SDK itself passes none).
+- The reconciliation loops of POST and PATCH follow the same settings: at most
+  ``retries + 1`` sends (`sends`), waiting as this layer does between them (`pause`).
 """
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -28,7 +31,16 @@ if TYPE_CHECKING:
 
     from cvat_bridge.client import CvatSettings
 
-__all__ = ["IDEMPOTENT_METHODS", "RETRY_STATUSES", "install", "preloaded", "repeatable", "retry_policy"]
+__all__ = [
+    "IDEMPOTENT_METHODS",
+    "RETRY_STATUSES",
+    "install",
+    "pause",
+    "preloaded",
+    "repeatable",
+    "retry_policy",
+    "sends",
+]
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 RETRY_STATUSES = frozenset({500, 502, 503, 504})
@@ -77,6 +89,19 @@ def retry_policy(settings: CvatSettings, *, any_method: bool = False) -> urllib3
         raise_on_status=False,
         respect_retry_after_header=True,
     )
+
+
+def sends(settings: CvatSettings) -> int:
+    """How many times a reconciled POST or PATCH may be sent: ``retries + 1``, as an
+    idempotent request is."""
+    return settings.retries + 1
+
+
+def pause(settings: CvatSettings, failures: int) -> None:
+    """Wait before a reconciled POST or PATCH is sent again after its ``failures``-th failure
+    (1, 2, …): ``backoff * 2**(failures - 1)`` seconds (the settings' backoff), at most
+    `BACKOFF_MAX`."""
+    time.sleep(min(settings.backoff * 2 ** (failures - 1), BACKOFF_MAX))
 
 
 def install(client: Client, settings: CvatSettings) -> None:

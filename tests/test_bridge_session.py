@@ -28,7 +28,7 @@ from cvat_bridge.tasks import (
     task_labels,
     task_meta,
 )
-from tests.bridge_support import ADMIN, ROOT, FAKE_VERSION, serve, settings_for, write_images
+from tests.bridge_support import ADMIN, FAKE_VERSION, ROOT, serve, settings_for, write_images
 from tests.fake_cvat import FaultPlan
 
 LABELS = [{"name": "car", "type": "rectangle", "attributes": []}]
@@ -206,3 +206,25 @@ def test_the_policy_follows_the_settings(fake):
     assert (policy.total, policy.read, policy.connect, policy.status, policy.backoff_factor) == (7, 7, 7, 7, 0.25)
     assert policy.allowed_methods == IDEMPOTENT_METHODS and "POST" not in IDEMPOTENT_METHODS
     assert retry_policy(settings, any_method=True).allowed_methods is None
+
+
+@pytest.mark.parametrize("retries", [1, 3])
+def test_reconciled_writes_are_sent_as_often_as_the_settings_say(fake, task, clean_faults, retries):
+    """An annotation chunk's PATCH (which the transport does not retry) is reconciled and sent
+    again at most ``retries + 1`` times, as a GET is retried."""
+    session = connect(settings_for(fake, retries=retries))
+    (job, *_) = list_jobs(session, task_id=task.id)
+    car = task_labels(session, task)["car"].id
+    shapes = [{"type": "rectangle", "frame": job.start_frame, "label_id": car, "points": [1.0, 2.0, x, 12.0],
+               "occluded": False, "z_order": 0, "attributes": [], "source": "auto"} for x in (11.0, 21.0)]
+    fake.set_faults(FaultPlan("502", methods={"PATCH"}, paths=JOB_ANNOTATIONS, limit=2))
+    fake.clear_log()
+    if retries == 1:
+        with pytest.raises(CvatError, match="502"):
+            upload_job_shapes(session, job.id, shapes, max_request_bytes=1)  # a PUT, then a PATCH
+    else:
+        ids, requests = upload_job_shapes(session, job.id, shapes, max_request_bytes=1)
+        assert requests == 2 and [s["id"] for s in job_annotations(session, job.id)["shapes"]] == ids
+    patches = [status for method, path, status in fake.requests if method == "PATCH"]
+    assert patches == ([502, 502] if retries == 1 else [502, 502, 200])
+    upload_job_shapes(session, job.id, [])
