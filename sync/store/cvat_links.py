@@ -24,7 +24,7 @@ from sync.store.checks import as_aware, as_int, chunks, optional_text
 from sync.store.credentials import strip_credentials
 from sync.store.errors import StoreError
 from sync.store.records import CvatJobInfo, CvatTaskInfo, DatasetInfo, RunInfo
-from sync.store.schema import Annotation, CvatFrame, CvatJob, CvatTask, PushedShape, Run, utc_now
+from sync.store.schema import SHAPE_TYPES, Annotation, CvatFrame, CvatJob, CvatTask, PushedShape, Run, utc_now
 
 __all__ = ["CvatLinks"]
 
@@ -41,7 +41,7 @@ def _checked_geometry(
             numbers = [float(v) for v in points]
         except (TypeError, ValueError):
             raise StoreError(f"pushed geometry of annotation {ann} must be (shape type, points)") from None
-        if kind not in ("rectangle", "polygon", "mask") or not all(math.isfinite(v) for v in numbers):
+        if kind not in SHAPE_TYPES or not all(math.isfinite(v) for v in numbers):
             raise StoreError(f"pushed geometry of annotation {ann}: {kind!r} with finite points expected")
         checked[as_int(ann, "annotation id")] = (str(kind), numbers)
     return checked
