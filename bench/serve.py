@@ -11,7 +11,7 @@ round-robin, so load from other processes spreads over them alike:
 0. **The server alone**: a function that answers at once with a detector-sized (10 kB) or an
    embedding-sized (5.6 MB) reply, in-process vs HTTP direct vs HTTP dashboard.
 1. **Grounding DINO** (detector): the model alone (the function's ``Detector.detect`` on the
-   decoded frame); the function in-process (``HostedFunction.invoke``: queue, base64 + JPEG decoding,
+   decoded frame); the function in-process (``HostedFunction.invoke_async``: queue, base64 + JPEG decoding,
    the handler, JSON reply, no HTTP); HTTP direct (``POST /`` on the function's port); HTTP
    dashboard (``POST /api/function_invocations``); and 8 concurrent HTTP clients (wall time / 8,
    every request answered).
@@ -36,8 +36,10 @@ within 5 % of one tiny Grounding DINO call (table 1, the model alone).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import datetime as _dt
+import functools
 import http.client
 import io
 import json
@@ -58,7 +60,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 FUNCTIONS = ROOT / "serverless" / "functions"
 DOCS = ROOT / "docs" / "benchmarks.md"
@@ -134,6 +136,22 @@ def post(port: int, path: str, headers: dict[str, str], body: bytes) -> tuple[in
         conn.close()
 
 
+@functools.cache
+def _loop() -> asyncio.AbstractEventLoop:
+    return asyncio.new_event_loop()
+
+
+def invoke_in_process(function: Any, body: bytes) -> int:
+    """One request through the function's queue, handler and reply as the server runs it
+    (``HostedFunction.invoke_async``, on one event loop kept for the whole run), without HTTP;
+    its reply's size."""
+    call = function.invoke_async(body=body, method="POST", path="/", headers={"Content-Type": "application/json"})
+    reply = _loop().run_until_complete(call)
+    if reply.status != 200:
+        raise RuntimeError(f"{function.name} in-process answered {reply.status}: {reply.body[:200]!r}")
+    return len(reply.body)
+
+
 def dashboard_headers(name: str) -> dict[str, str]:
     """CVAT 2.17's headers on ``POST /api/function_invocations`` (cvat_golden/2.17 file 12)."""
     return {
@@ -198,9 +216,7 @@ def bench_overhead(host: Any, frame: np.ndarray, repeats: int) -> dict[str, Any]
         sizes[reply] = post(function.port, "/", {}, body)[1]
         timed = _measure(
             {
-                "in_process": lambda _, body=body: function.invoke(
-                    body=body, method="POST", path="/", headers={"Content-Type": "application/json"}
-                ),
+                "in_process": lambda _, body=body: invoke_in_process(function, body),
                 "direct": lambda _, body=body: post(function.port, "/", {}, body),
                 "dashboard": lambda _, body=body: post(
                     host.dashboard_port, "/api/function_invocations", dashboard_headers("bench-null"), body
@@ -231,9 +247,7 @@ def bench_grounding_dino(host: Any, frame: np.ndarray, repeats: int) -> dict[str
     timed = _measure(
         {
             "model": lambda _: user_data.detector.detect([image]),  # a Detector bound to the ontology
-            "in_process": lambda _: function.invoke(
-                body=body, method="POST", path="/", headers={"Content-Type": "application/json"}
-            ),
+            "in_process": lambda _: invoke_in_process(function, body),
             "direct": lambda _: post(function.port, "/", {}, body),
             "dashboard": lambda _: post(
                 host.dashboard_port, "/api/function_invocations", dashboard_headers("grounding-dino"), body

@@ -57,9 +57,11 @@ import h11
 import uvicorn
 from starlette.types import ASGIApp
 
-from serverless.serve_function import DEFAULT_QUEUE_SIZE, HostedFunction
+from serverless.serve_framing import MAX_HEAD
+from serverless.serve_function import HostedFunction
 from serverless.serve_http import dashboard_app, function_app
-from serverless.serve_spec import DEFAULT_MAX_BODY_SIZE, ServeError, read_function_dir
+from serverless.serve_protocol import StrictH11Protocol
+from serverless.serve_spec import DEFAULT_MAX_BODY_SIZE, DEFAULT_QUEUE_SIZE, ServeError, read_function_dir
 
 __all__ = [
     "DEFAULT_MAX_BODY_SIZE",
@@ -161,6 +163,7 @@ class FunctionHost:
                 namespace=self.options.namespace,
                 timeout=self.options.timeout,
                 queue_size=self.options.queue_size,
+                max_body_size=self.options.max_body_size,
             )
         self.functions: Mapping[str, HostedFunction] = functions
         self.max_body_size = self.options.max_body_size
@@ -299,8 +302,6 @@ class _Servers:
     """One uvicorn server per listening socket, all on one asyncio loop in a background thread."""
 
     def __init__(self, listeners: Sequence[tuple[socket.socket, ASGIApp]], grace: float) -> None:
-        from serverless.serve_protocol import MAX_HEAD, StrictH11Protocol
-
         self._listeners = list(listeners)
         self._servers = [
             uvicorn.Server(

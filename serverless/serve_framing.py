@@ -26,8 +26,10 @@ import re
 from dataclasses import dataclass
 from enum import Enum
 
-__all__ = ["CHUNK_LINE_MAX", "SCOPE_KEY", "FramingGuard", "Refusal"]
+__all__ = ["CHUNK_LINE_MAX", "MAX_HEAD", "SCOPE_KEY", "FramingGuard", "Refusal", "printable"]
 
+MAX_HEAD = 64 * 1024
+"""Largest request head (request line and headers) in bytes by default; over it: 431."""
 CHUNK_LINE_MAX = 1024
 """Longest chunk size line (with its extensions and CRLF), in bytes."""
 _TRAILER_LINE_MAX = 8192
@@ -60,8 +62,10 @@ class _State(Enum):
     TRAILER = "trailer"
 
 
-def _printable(raw: bytes | bytearray, limit: int) -> str:
-    text = raw[:limit].decode("latin-1")
+def printable(raw: str | bytes | bytearray, limit: int = 200) -> str:
+    """The first ``limit`` characters of ``raw`` (bytes read as latin-1) with every character
+    that does not print as ``?``: request text as this server logs and quotes it."""
+    text = raw[:limit] if isinstance(raw, str) else raw[:limit].decode("latin-1")
     return "".join(c if c.isprintable() else "?" for c in text)
 
 
@@ -73,7 +77,7 @@ class FramingGuard:
     """The framing checker of one connection: `feed` each block of received bytes and pass
     on what it returns; once `refusal` is set, nothing more is passed."""
 
-    def __init__(self, *, max_head: int = 64 * 1024) -> None:
+    def __init__(self, *, max_head: int = MAX_HEAD) -> None:
         self.max_head = max_head
         self.refusal: Refusal | None = None
         self._state = _State.HEAD
@@ -149,7 +153,7 @@ class FramingGuard:
             return None
         self._searched = 0
         lines = [line.rstrip(b"\r") for line in buffer[at : match.start()].split(b"\n")]
-        self.request_line = _printable(lines[0], 200)
+        self.request_line = printable(lines[0], 200)
         refusal = self._framing(lines[1:])
         if refusal is not None:
             self._refuse(refusal)
@@ -176,14 +180,14 @@ class FramingGuard:
             return Refusal(400, f"{which} given more than once")
         if codings:
             if codings[0].lower() != b"chunked":
-                shown = _printable(codings[0].lower(), 40)
+                shown = printable(codings[0].lower(), 40)
                 return Refusal(501, f"Transfer-Encoding {shown!r} is not supported (only chunked)")
             self._state = _State.CHUNK_LINE
             self._trailers = 0
             return None
         if lengths:
             if not _LENGTH.fullmatch(lengths[0]):
-                shown = _printable(lengths[0], 40)
+                shown = printable(lengths[0], 40)
                 return Refusal(400, f"Content-Length must be a non-negative integer, got {shown!r}")
             self._left = int(lengths[0])
             self._state = _State.BODY if self._left else _State.HEAD
@@ -206,7 +210,7 @@ class FramingGuard:
             return line
         match = _CHUNK_LINE.fullmatch(line)
         if match is None:
-            shown = _printable(line.rstrip(b"\r\n"), 20)
+            shown = printable(line.rstrip(b"\r\n"), 20)
             self._refuse(_malformed(f"chunk size {shown!r} is not 1 to 8 hex digits ending in CRLF"))
             return at
         self._left = int(match.group(1), 16)

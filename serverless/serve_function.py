@@ -9,7 +9,7 @@ then calls ``handler(context, event)`` per request, on **one worker thread per f
 model per function, as Nuclio with ``maxWorkers: 1``). Replies are built the way the Nuclio
 Python runtime builds them (`nuclio_sdk.Response.from_entrypoint_output`).
 
-Bounds on the work one request can cause (`HostedFunction.invoke_async`, `HostedFunction.invoke`):
+Bounds on the work one request can cause (`HostedFunction.invoke_async`):
 
 - **Queue**: requests wait in order behind the running one; when ``queue_size`` are already
   waiting, a new one is answered 503 with ``Retry-After`` at once.
@@ -44,17 +44,23 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping
-from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
 from serverless.serve_isolation import FunctionEnviron, FunctionModules
-from serverless.serve_spec import DEFAULT_TIMEOUT, FunctionDefinition, ServeError, parse_duration
+from serverless.serve_spec import (
+    DEFAULT_MAX_BODY_SIZE,
+    DEFAULT_QUEUE_SIZE,
+    DEFAULT_TIMEOUT,
+    FunctionDefinition,
+    ServeError,
+    parse_duration,
+)
 
 __all__ = [
-    "DEFAULT_QUEUE_SIZE",
     "ClientGone",
     "HostedFunction",
     "Reply",
@@ -65,9 +71,6 @@ __all__ = [
     "reply_from_output",
     "request_cancelled",
 ]
-
-DEFAULT_QUEUE_SIZE = 16
-"""Requests that may wait per function behind the running one before new ones get 503."""
 
 _CANCELLED: ContextVar[threading.Event | None] = ContextVar("autolabel_request_cancelled", default=None)
 _ENVIRON: ContextVar[Mapping[str, str] | None] = ContextVar("autolabel_function_environ", default=None)
@@ -136,9 +139,9 @@ def json_reply(status: int, payload: Any) -> Reply:
     return Reply(status, "application/json", json.dumps(payload).encode("utf-8"))
 
 
-def error_reply(status: int, message: str) -> Reply:
+def error_reply(status: int, message: str, headers: tuple[tuple[str, str], ...] = ()) -> Reply:
     """The JSON error body used for every error this server produces: ``{"error": message}``."""
-    return json_reply(status, {"error": message})
+    return Reply(status, "application/json", json.dumps({"error": message}).encode("utf-8"), headers)
 
 
 def reply_from_output(output: Any) -> Reply:
@@ -251,7 +254,8 @@ def own_environment(definition: FunctionDefinition, process: Mapping[str, str]) 
 
 class HostedFunction:
     """A function directory served in this process: import + ``init_context`` once, then
-    ``handler(context, event)`` per request on the function's single worker thread."""
+    ``handler(context, event)`` per request on the function's single worker thread. Its limits
+    come from the host, which has checked them (`serverless.serve.ServeOptions`)."""
 
     def __init__(
         self,
@@ -260,17 +264,17 @@ class HostedFunction:
         namespace: str = "nuclio",
         timeout: float | None = None,
         queue_size: int = DEFAULT_QUEUE_SIZE,
+        max_body_size: int = DEFAULT_MAX_BODY_SIZE,
     ) -> None:
-        if timeout is not None and not timeout > 0:
-            raise ValueError(f"timeout must be positive seconds, got {timeout!r}")
-        if queue_size < 0:
-            raise ValueError(f"queue_size must be 0 or more, got {queue_size!r}")
         self.definition = definition
         self.namespace = namespace
         self.timeout = timeout or definition.event_timeout or DEFAULT_TIMEOUT
         """Seconds a request may take from its arrival: ``timeout`` given by the host
         (``autolabel serve --timeout``), else ``spec.eventTimeout``, else `DEFAULT_TIMEOUT`."""
         self.queue_size = queue_size
+        self.max_body_size = definition.max_body_size or max_body_size
+        """Request body limit in bytes: ``maxRequestBodySize`` in function.yaml, else ``max_body_size``
+        (``autolabel serve --max-body-size``)."""
         self.environ = FunctionEnviron(own_environment(definition, os.environ))
         """What the function's code sees as ``os.environ`` (`function_environ` for the loader)."""
         self.port: int | None = None
@@ -343,9 +347,6 @@ class HostedFunction:
         return handler, context
 
     # ------------------------------------------------------------- serving
-    def max_body_size(self, default: int) -> int:
-        return self.definition.max_body_size or default
-
     def _admit(
         self,
         body: bytes,
@@ -380,28 +381,6 @@ class HostedFunction:
                 self._counters.queued -= 1
             return error_reply(503, f"function {self.name} is shutting down")
         return _Admitted(future, request, began + limit, limit)
-
-    def invoke(
-        self,
-        *,
-        body: bytes,
-        method: str,
-        path: str,
-        headers: Mapping[str, str],
-        query: Mapping[str, str] | None = None,
-        url: str | None = None,
-    ) -> Reply:
-        """Run the handler for one request and wait for its reply, from a thread (in-process
-        callers such as ``bench/serve.py``); the same queue and limits as `invoke_async`."""
-        admitted = self._admit(body, method, path, headers, query, url)
-        if isinstance(admitted, Reply):
-            return admitted
-        try:
-            return admitted.future.result(timeout=max(0.0, admitted.deadline - time.monotonic()))
-        except TimeoutError:
-            return self._timed_out(admitted)
-        except CancelledError:
-            return error_reply(503, f"function {self.name} stopped before running this request")
 
     async def invoke_async(
         self,
@@ -443,12 +422,12 @@ class HostedFunction:
     def _queue_full(self) -> Reply:
         waiting = self._counters.queued
         retry = max(1, min(int(self.timeout), math.ceil(self._counters.seconds * (waiting + 1))))
-        reply = error_reply(
+        return error_reply(
             503,
             f"function {self.name} is busy: {waiting} requests are already waiting (autolabel serve --queue-size); "
             f"retry in {retry} s",
+            (("Retry-After", str(retry)),),
         )
-        return Reply(reply.status, reply.content_type, reply.body, (("Retry-After", str(retry)),))
 
     def _timed_out(self, admitted: _Admitted) -> Reply:
         ran = self._give_up(admitted, timed_out=True)

@@ -20,7 +20,8 @@ carry Go's canonical names (``Content-Type``, ``X-Nuclio-Invoke-Timeout``), as u
 
 Every error this server produces is JSON ``{"error": "..."}``; a body over the function's limit
 (``Content-Length`` or chunked) gets 413 (with ``size`` and ``limit``) after the body has been
-read and discarded (up to 512 MiB), so the client sees the reply instead of a reset connection.
+read and discarded (up to 512 MiB, or the limit where that is larger), so the client sees the
+reply instead of a reset connection.
 Malformed framing is refused before it gets here (`serverless.serve_framing`).
 
 While a request waits for its function, its connection is watched: a client that hangs up
@@ -46,7 +47,7 @@ from starlette.responses import Response
 from starlette.routing import Route, request_response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from serverless.serve_framing import SCOPE_KEY
+from serverless.serve_framing import SCOPE_KEY, printable
 from serverless.serve_function import ClientGone, HostedFunction, Reply, error_reply, json_reply
 
 __all__ = ["HostApp", "RequestLog", "dashboard_app", "function_app", "log_request"]
@@ -61,13 +62,11 @@ class HostApp(Protocol):
 
     functions: Mapping[str, HostedFunction]
     max_body_size: int
+    """The body limit for functions without their own; a request answered without reading its
+    body is not drained past it (the connection is closed instead)."""
     namespace: str
 
     def health(self) -> tuple[int, dict[str, Any]]: ...
-
-
-def _printable(text: str, limit: int = 200) -> str:
-    return "".join(c if c.isprintable() else "?" for c in text[:limit])
 
 
 def log_request(
@@ -76,8 +75,8 @@ def log_request(
     """The one log line of a request (``began``: its `time.perf_counter`)."""
     log.info(
         "%s %s function=%s status=%s in=%dB out=%dB %.1fms%s",
-        _printable(method, 20),
-        _printable(path or "-"),
+        printable(method, 20),
+        printable(path or "-"),
         function,
         status,
         bytes_in,
@@ -149,7 +148,7 @@ class RequestLog:
                 reply = error_reply(503, "autolabel serve was stopped before this request was answered")
                 await _response(reply, close=True)(scope, receive, sending)
         except Exception as err:  # keep serving; the client gets JSON (see _internal_error), the log the traceback
-            log.exception("internal error while serving %s %s", scope["method"], _printable(scope["path"]))
+            log.exception("internal error while serving %s %s", scope["method"], printable(scope["path"]))
             if exchange.status == "-":
                 await _response(_internal_error_reply(err), close=True)(scope, receive, sending)
         finally:
@@ -178,18 +177,19 @@ def _too_large(size: int, limit: int, who: str, *, at_least: bool = False) -> Re
 
 
 async def _read_body(request: Request, limit: int, who: str) -> bytes | Reply:
-    """The request body, or the 413 that refuses it (after reading it, up to `_DRAIN_LIMIT`)."""
+    """The request body, or the 413 that refuses it (after reading it, up to `_DRAIN_LIMIT`
+    or ``limit``, whichever is larger)."""
     exchange = _exchange(request)
     exchange.body_read = True
+    drain = max(limit, _DRAIN_LIMIT)
     declared = request.headers.get("content-length")  # plain digits: the framing guard saw to it
-    length = int(declared) if declared else None
-    if length is not None and length > limit and length > _DRAIN_LIMIT:
-        return _too_large(length, limit, who)
+    if declared and int(declared) > drain:
+        return _too_large(int(declared), limit, who)
     parts: list[bytes] = []
     total = 0
     async for chunk in request.stream():
         total += len(chunk)
-        if total > _DRAIN_LIMIT:
+        if total > drain:
             return _too_large(total, limit, who, at_least=True)
         if total <= limit:
             parts.append(chunk)
@@ -222,7 +222,7 @@ async def _invoke(request: Request, function: HostedFunction, target: str, max_b
     if request.method == "HEAD":
         return _reply(request, error_reply(405, "HEAD does not invoke a function; use POST"), max_body_size)
     try:
-        body = await _read_body(request, function.max_body_size(max_body_size), f"function {function.name}")
+        body = await _read_body(request, function.max_body_size, f"function {function.name}")
     except ClientDisconnect:
         return _gone(request)
     if isinstance(body, Reply):
@@ -270,9 +270,8 @@ def _errors(host: HostApp, missing: Callable[[Request], str]) -> dict[Any, Calla
         return _reply(request, error_reply(404, missing(request)), host.max_body_size)
 
     async def not_allowed(request: Request, exc: Exception) -> Response:
-        reply = error_reply(405, f"use GET {_printable(request.url.path, 100)}")
         allow = exc.headers.get("Allow") if isinstance(exc, HTTPException) and exc.headers else None
-        reply = Reply(reply.status, reply.content_type, reply.body, (("Allow", allow),) if allow else ())
+        reply = error_reply(405, f"use GET {printable(request.url.path, 100)}", (("Allow", allow),) if allow else ())
         return _reply(request, reply, host.max_body_size)
 
     return {404: not_found, 405: not_allowed, Exception: _internal_error}
@@ -312,7 +311,7 @@ def dashboard_app(host: HostApp) -> ASGIApp:
         name = request.path_params["name"].rstrip("/")
         function = host.functions.get(name)
         if function is None:
-            return _reply(request, error_reply(404, f"function {_printable(name, 100)} not found"), host.max_body_size)
+            return _reply(request, error_reply(404, f"function {printable(name, 100)} not found"), host.max_body_size)
         _exchange(request).function = name
         return _reply(request, json_reply(200, function.nuclio_object(namespace(request))), host.max_body_size)
 
@@ -323,7 +322,7 @@ def dashboard_app(host: HostApp) -> ASGIApp:
             return _reply(request, reply, host.max_body_size)
         function = host.functions.get(name)
         if function is None:
-            return _reply(request, error_reply(404, f"function {_printable(name, 100)} not found"), host.max_body_size)
+            return _reply(request, error_reply(404, f"function {printable(name, 100)} not found"), host.max_body_size)
         return await _invoke(request, function, request.headers.get("x-nuclio-path") or "/", host.max_body_size)
 
     routes = [
@@ -338,7 +337,7 @@ def dashboard_app(host: HostApp) -> ASGIApp:
         routes,
         _errors(
             host,
-            lambda request: f"no route {_printable(request.url.path, 100)}; "
+            lambda request: f"no route {printable(request.url.path, 100)}; "
             "this server answers /api/functions, /api/function_invocations and /healthz",
         ),
     )

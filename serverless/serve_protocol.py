@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from typing import Any
@@ -24,14 +23,11 @@ from typing import Any
 import h11
 from uvicorn.protocols.http.h11_impl import STATUS_PHRASES, H11Protocol
 
-from serverless.serve_framing import SCOPE_KEY, FramingGuard, Refusal
+from serverless.serve_framing import MAX_HEAD, SCOPE_KEY, FramingGuard, Refusal, printable
+from serverless.serve_function import error_reply
 from serverless.serve_http import log_request
 
-__all__ = ["MAX_HEAD", "StrictH11Protocol"]
-
-MAX_HEAD = 64 * 1024
-"""Largest request head (request line and headers) in bytes, unless the uvicorn config says
-otherwise (``h11_max_incomplete_event_size``); over it: 431."""
+__all__ = ["StrictH11Protocol"]
 
 _quiet = logging.getLogger("autolabel.serve.protocol")
 _quiet.setLevel(logging.ERROR)  # uvicorn's "Invalid HTTP request received." duplicates our request line
@@ -49,10 +45,6 @@ class _Connection(h11.Connection):
         except h11.RemoteProtocolError as err:
             self.last_error = err
             raise
-
-
-def _short(text: str, limit: int = 200) -> str:
-    return "".join(c if c.isprintable() else "?" for c in text[:limit])
 
 
 class StrictH11Protocol(H11Protocol):
@@ -91,7 +83,7 @@ class StrictH11Protocol(H11Protocol):
         """h11 refused the bytes (uvicorn calls this with a fixed message): answer JSON."""
         error = self.conn.last_error
         status = error.error_status_hint if error is not None else 400
-        detail = _short(str(error)) if error is not None and str(error) else msg
+        detail = printable(str(error)) if error is not None and str(error) else msg
         self._answer(Refusal(status, f"malformed request: {detail}", self._guard.request_line))
 
     # ------------------------------------------------------------- internals
@@ -118,7 +110,8 @@ class StrictH11Protocol(H11Protocol):
 
     def _answer(self, refusal: Refusal) -> None:
         """Send ``refusal`` as JSON with ``Connection: close`` and close the connection."""
-        body = json.dumps({"error": refusal.message}).encode("utf-8")
+        reply = error_reply(refusal.status, refusal.message)
+        body = reply.body
         cycle = self.cycle
         if cycle is not None and not cycle.response_complete:
             # The app is reading this request's body: it stops, and logs the refusal.
@@ -131,7 +124,7 @@ class StrictH11Protocol(H11Protocol):
             log_request(method or "-", path or "-", "-", refusal.status, 0, len(body), self._began)
         headers = [
             *self.server_state.default_headers,
-            (b"content-type", b"application/json"),
+            (b"content-type", reply.content_type.encode("latin-1")),
             (b"content-length", str(len(body)).encode()),
             (b"connection", b"close"),
         ]

@@ -22,6 +22,7 @@ from typing import Any
 
 __all__ = [
     "DEFAULT_MAX_BODY_SIZE",
+    "DEFAULT_QUEUE_SIZE",
     "DEFAULT_TIMEOUT",
     "FUNCTION_NAME",
     "KINDS",
@@ -35,6 +36,9 @@ log = logging.getLogger("autolabel.serve")
 
 DEFAULT_MAX_BODY_SIZE = 32 * 1024 * 1024
 """Request body limit when the function sets no ``maxRequestBodySize`` (CVAT's functions use 32 MiB)."""
+
+DEFAULT_QUEUE_SIZE = 16
+"""Requests that may wait per function behind the running one before new ones get 503."""
 
 DEFAULT_TIMEOUT = 120.0
 """Seconds a request may take (queue wait included) when neither ``autolabel serve --timeout`` nor

@@ -179,20 +179,27 @@ INTERACTOR_MAIN = """
         return {"mask": [[255]], "bounds": [x, y, x, y]}
 """
 
-SLEEPER_MAIN = """
+
+def sleeper_main(seconds: float) -> str:
+    """A function that takes ``seconds`` per request and answers its JSON body, plus the most
+    requests it has seen running at once and the thread that ran it."""
+    return f"""
     import threading, time
     LOCK = threading.Lock()
-    STATE = {"running": 0, "max": 0}
+    STATE = {{"running": 0, "max": 0}}
 
     def handler(context, event):
         with LOCK:
             STATE["running"] += 1
             STATE["max"] = max(STATE["max"], STATE["running"])
-        time.sleep(0.05)
+        time.sleep({seconds!r})
         with LOCK:
             STATE["running"] -= 1
-        return {"id": event.body["id"], "max_concurrent": STATE["max"], "thread": threading.current_thread().name}
+        return {{**event.body, "max_concurrent": STATE["max"], "thread": threading.current_thread().name}}
 """
+
+
+SLEEPER_MAIN = sleeper_main(0.05)
 
 SHAPES_MAIN = """
     import json

@@ -10,13 +10,17 @@ read from files the handler writes and from ``/healthz``, over the wire.
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import json
 import socket
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from serverless import serve_http
 from serverless.serve import FunctionHost, ServeError, ServeOptions
 from serverless.serve_spec import parse_duration, read_function_dir
 from tests.test_serve import CVAT_DIRECT_HEADERS, call, invocation_headers, write_function
@@ -96,19 +100,26 @@ class Blocker:
         return call(self.host.dashboard_port, "GET", "/healthz").json()["functions"]["blocker"]
 
 
-@pytest.fixture()
-def blocker(tmp_path):
-    """A server with one blocking function that lets one request wait behind the running one."""
+@contextlib.contextmanager
+def serve_blocker(tmp_path: Path, **options) -> Iterator[Blocker]:
+    """A server with the blocking function (`ServeOptions` as given); every request it started
+    is released at the end."""
     directory = write_function(tmp_path / "functions", "blocker", BLOCKER_MAIN)
     work = tmp_path / "work"
     work.mkdir()
-    options = ServeOptions(host="127.0.0.1", port=0, function_ports="ephemeral", queue_size=1)
-    with FunctionHost([directory], options) as host:
-        fixture = Blocker(host, work)
+    with FunctionHost([directory], ServeOptions(host="127.0.0.1", port=0, function_ports="ephemeral", **options)) as host:
+        blocker = Blocker(host, work)
         try:
-            yield fixture
+            yield blocker
         finally:
-            fixture.release(*(p.name.split(".")[0] for p in work.glob("*.started")), "a", "b", "c")
+            blocker.release(*(p.name.split(".")[0] for p in work.glob("*.started")), "a", "b", "c")
+
+
+@pytest.fixture()
+def blocker(tmp_path):
+    """A server with one blocking function that lets one request wait behind the running one."""
+    with serve_blocker(tmp_path, queue_size=1) as served:
+        yield served
 
 
 # --------------------------------------------------------------------------- queue
@@ -149,12 +160,7 @@ def test_a_request_past_its_deadline_gets_504_and_never_starts(blocker):
 
 
 def test_a_running_request_past_its_deadline_gets_504_and_is_told_to_stop(tmp_path):
-    directory = write_function(tmp_path / "functions", "blocker", BLOCKER_MAIN)
-    work = tmp_path / "work"
-    work.mkdir()
-    options = ServeOptions(host="127.0.0.1", port=0, function_ports="ephemeral", timeout=0.05)
-    with FunctionHost([directory], options) as host:
-        blocker = Blocker(host, work)
+    with serve_blocker(tmp_path, timeout=0.05) as blocker:
         try:
             blocker.send("a")
             answer = blocker.answer("a")
@@ -218,3 +224,33 @@ def test_a_request_whose_client_hangs_up_is_dropped_without_running(blocker):
     _wait_for(lambda: blocker.ran("a", "finished"), "a to finish")
     assert blocker.health()["invocations"] == 1
     assert not blocker.ran("b")
+
+
+# --------------------------------------------------------------------------- body limit
+
+
+SIZE_MAIN = """
+    def handler(context, event):
+        return {"size": len(event.body)}
+"""
+
+
+def test_a_body_limit_above_the_drain_limit_accepts_every_body_within_it(tmp_path, monkeypatch):
+    """Refused bodies are read and discarded up to a drain limit (512 MiB), so the client sees the
+    413; a --max-body-size above it still accepts bodies between the two, whole or chunked."""
+    monkeypatch.setattr(serve_http, "_DRAIN_LIMIT", 16)
+    directory = write_function(tmp_path, "size", SIZE_MAIN)
+    with FunctionHost([directory], ServeOptions(port=0, function_ports="ephemeral", max_body_size=64)) as host:
+        port = host.functions["size"].port
+        plain = {"Content-Type": "application/octet-stream"}
+        whole = call(port, "POST", "/", plain, b"x" * 40)
+        assert (whole.status, whole.json()) == (200, {"size": 40})
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        try:
+            conn.request("POST", "/", body=iter([b"x" * 30, b"x" * 30]), headers=plain, encode_chunked=True)
+            response = conn.getresponse()
+            assert (response.status, json.loads(response.read())) == (200, {"size": 60})
+        finally:
+            conn.close()
+        over = call(port, "POST", "/", plain, b"x" * 65)
+        assert over.status == 413 and (over.json()["size"], over.json()["limit"]) == (65, 64)

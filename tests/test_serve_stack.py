@@ -24,24 +24,10 @@ from serverless.serve import FunctionHost, ServeOptions
 from serverless.serve_framing import FramingGuard
 from serverless.serve_isolation import FunctionEnviron
 from tests.conftest import ROOT
-from tests.test_serve import CVAT_DIRECT_HEADERS, call, invocation_headers, write_function
+from tests.test_serve import CVAT_DIRECT_HEADERS, call, invocation_headers, sleeper_main, write_function
 from tests.test_serve_http import exchange, parse
 
-ECHO_MAIN = """
-    import threading, time
-
-    LOCK = threading.Lock()
-    STATE = {"running": 0, "max": 0}
-
-    def handler(context, event):
-        with LOCK:
-            STATE["running"] += 1
-            STATE["max"] = max(STATE["max"], STATE["running"])
-        time.sleep(0.002)
-        with LOCK:
-            STATE["running"] -= 1
-        return {"client": event.body["client"], "n": event.body["n"], "max_concurrent": STATE["max"]}
-"""
+ECHO_MAIN = sleeper_main(0.002)
 
 
 # --------------------------------------------------------------------------- keep-alive

@@ -20,6 +20,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from serverless.serve_spec import DEFAULT_MAX_BODY_SIZE, DEFAULT_QUEUE_SIZE  # light: no HTTP stack
+
 __all__ = ["parse_size", "print_banner", "register", "serve"]
 
 err = Console(stderr=True)
@@ -134,7 +136,7 @@ def serve(
     ] = "next",
     max_body_size: Annotated[
         str, typer.Option(help="Request body limit for functions without maxRequestBodySize (e.g. 32MiB).")
-    ] = "32MiB",
+    ] = f"{DEFAULT_MAX_BODY_SIZE // 2**20}MiB" if DEFAULT_MAX_BODY_SIZE % 2**20 == 0 else str(DEFAULT_MAX_BODY_SIZE),
     namespace: Annotated[str, typer.Option(help="Namespace reported when CVAT sends none.")] = "nuclio",
     timeout: Annotated[
         float | None,
@@ -146,7 +148,7 @@ def serve(
     ] = None,
     queue_size: Annotated[
         int, typer.Option(help="Requests that may wait per function behind the running one; more get 503.")
-    ] = 16,
+    ] = DEFAULT_QUEUE_SIZE,
     log_level: Annotated[str, typer.Option(help="debug | info | warning | error.")] = "info",
 ) -> None:
     """Serve Nuclio function directories over HTTP for CVAT (no Nuclio, no Docker needed).
