@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from sync.prelabel_store import file_sha256, sample_uri
-from sync.store import AnnotationIn, Provenance, RunInfo, SampleIn, StoreError
+from sync.store import AnnotationIn, Provenance, RunInfo, SampleIn, Store, StoreError
 
 __all__ = ["ROLES", "CocoImportError", "image_size", "import_coco"]
 
@@ -178,7 +178,7 @@ def _segmented_detections(coco_file: Path, data: dict[str, Any], image_index: in
     except CocoFormatError as err:
         prefix = f"{coco_file}: "
         message = str(err)
-        rest = message[len(prefix):] if message.startswith(prefix) else message
+        rest = message.removeprefix(prefix)
         rest = _ANNOTATION_PATH.sub(lambda m: f"annotations[{ann_indices[int(m.group(1))]}]", rest, count=1)
         raise CocoImportError(prefix + rest) from err
 
@@ -278,7 +278,7 @@ def _check(coco_file: Path, images_dir: Path, role: str) -> _Checked:
     return _Checked(files, rows_per_image, params)
 
 
-def import_coco(store: Any, dataset: str, coco_file: Path, images_dir: Path, *, name: str, role: str) -> RunInfo:
+def import_coco(store: Store, dataset: str, coco_file: Path, images_dir: Path, *, name: str, role: str) -> RunInfo:
     """Import a COCO file as a finished run of kind ``"import"`` named ``name`` in ``dataset``
     (created if missing); returns the run (its ``params`` hold the counts).
 

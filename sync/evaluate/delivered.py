@@ -21,11 +21,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from serverless.detections import Detections
+
+if TYPE_CHECKING:
+    from sync.store import RunInfo, Store
 
 __all__ = ["Delivered", "delivered_predictions", "label_types"]
 
@@ -41,7 +44,7 @@ class Delivered:
     left_out: int = 0
 
 
-def label_types(run: Any) -> dict[str, str] | None:
+def label_types(run: RunInfo) -> dict[str, str] | None:
     """``{label: rectangle|polygon|mask}`` from the run's ontology (None without one)."""
     if run.kind != "prelabel" or not run.ontology_yaml:
         return None
@@ -54,7 +57,7 @@ def label_types(run: Any) -> dict[str, str] | None:
     return {label.name: label.type for label in ontology.labels}
 
 
-def _recorded(store: Any, truth: Mapping[int, Any], parts: Mapping[int, Detections]) -> dict[int, tuple]:
+def _recorded(store: Store, truth: Mapping[int, RunInfo], parts: Mapping[int, Detections]) -> dict[int, tuple]:
     """``{annotation id: (type, points)}`` pushed into the task each sample's truth came from."""
     by_task: dict[tuple[str, int], list[int]] = {}
     for sample_id, run in truth.items():
@@ -106,10 +109,10 @@ def _sample(det: Detections, types: Mapping[str, str], recorded: Mapping[int, tu
 
 
 def delivered_predictions(
-    store: Any,
-    run: Any,
+    store: Store,
+    run: RunInfo,
     sample_ids: Sequence[int],
-    truth: Mapping[int, Any],
+    truth: Mapping[int, RunInfo],
     sizes: Mapping[int, tuple[int, int]],
     *,
     masks: bool,

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -26,6 +26,9 @@ from sync.crowd import crowd_column
 from sync.evaluate.data import EvalData, EvalError
 from sync.evaluate.delivered import delivered_predictions
 from sync.views import group_by_run, latest_runs_per_sample
+
+if TYPE_CHECKING:
+    from sync.store import RunInfo, SampleInfo, Store
 
 __all__ = ["Selection", "choose_runs", "default_pred", "has_scores", "load_eval", "run_thresholds", "wants_masks"]
 
@@ -37,16 +40,16 @@ class Selection:
     """The runs an evaluation compares and the samples it covers."""
 
     dataset: str
-    preds: tuple[Any, ...]
+    preds: tuple[RunInfo, ...]
     """`RunInfo` of each pre-label run, in the order asked."""
-    truth: Mapping[int, Any]
+    truth: Mapping[int, RunInfo]
     """``{sample_id: RunInfo}``: the truth run of each sample."""
     sample_ids: tuple[int, ...]
     truth_description: str
     notes: tuple[str, ...] = ()
 
 
-def default_pred(store: Any, dataset: str) -> Any:
+def default_pred(store: Store, dataset: str) -> RunInfo:
     run = store.latest_run(dataset, "prelabel")
     if run is not None:
         return run
@@ -61,7 +64,7 @@ def default_pred(store: Any, dataset: str) -> Any:
     )
 
 
-def _truth_map(store: Any, dataset: str, truth: str | None) -> tuple[dict[int, Any], str]:
+def _truth_map(store: Store, dataset: str, truth: str | None) -> tuple[dict[int, RunInfo], str]:
     if truth is not None:
         run = store.get_run(dataset, truth)
         if not run.finished:
@@ -82,7 +85,7 @@ def _truth_map(store: Any, dataset: str, truth: str | None) -> tuple[dict[int, A
     return chosen, f"{kind}: {shown}"
 
 
-def choose_runs(store: Any, dataset: str, *, preds: Sequence[str] = (), truth: str | None = None) -> Selection:
+def choose_runs(store: Store, dataset: str, *, preds: Sequence[str] = (), truth: str | None = None) -> Selection:
     """Which runs to compare and on which samples (see the module docstring for defaults).
     `EvalError` (or the store's `StoreError` for unknown names) when there is nothing to compare."""
     store.get_dataset(dataset)
@@ -118,7 +121,7 @@ def choose_runs(store: Any, dataset: str, *, preds: Sequence[str] = (), truth: s
     )
 
 
-def _ontology_labels(run: Any) -> list[str]:
+def _ontology_labels(run: RunInfo) -> list[str]:
     if not run.ontology_yaml:
         return []
     from serverless.ontology import OntologyError, parse_ontology
@@ -129,7 +132,7 @@ def _ontology_labels(run: Any) -> list[str]:
         return list(run.thresholds or {})
 
 
-def run_thresholds(run: Any, labels: Sequence[str]) -> dict[str, float] | None:
+def run_thresholds(run: RunInfo, labels: Sequence[str]) -> dict[str, float] | None:
     """The score threshold each label had in a run: one ``--threshold`` for every label when
     the run was made with one (``params["threshold"]``), else the recorded per-label ones."""
     override = (run.params or {}).get("threshold")
@@ -158,7 +161,7 @@ def _filled_masks(det: Detections, width: int, height: int) -> Detections:
     return det.with_columns(masks=masks)
 
 
-def has_scores(run: Any) -> bool:
+def has_scores(run: RunInfo) -> bool:
     """False for runs whose annotations were stored without scores: human revisions and
     imports of files without ``score`` (they read back as 1.0)."""
     if run.kind == "human":
@@ -166,7 +169,7 @@ def has_scores(run: Any) -> bool:
     return not (run.kind == "import" and (run.params or {}).get("with_scores") is False)
 
 
-def _deleted_labels(truth: Mapping[int, Any]) -> tuple[dict[int, frozenset[str]], tuple[str, ...]]:
+def _deleted_labels(truth: Mapping[int, RunInfo]) -> tuple[dict[int, frozenset[str]], tuple[str, ...]]:
     """Labels deleted in CVAT after the push, per sample (from the label changes each human
     revision recorded when it was pulled), and notes on every label change."""
     gone: dict[int, frozenset[str]] = {}
@@ -203,11 +206,11 @@ def _left_out_note(count: int) -> tuple[str, ...]:
     return (f"{count} pre-labels with an empty mask had no shape to show in CVAT and are left out",)
 
 
-def wants_masks(store: Any, selection: Selection) -> bool:
+def wants_masks(store: Store, selection: Selection) -> bool:
     """True when mask metrics make sense: some pre-label and some truth shape is a mask or
     polygon (boxes on the other side are rasterized)."""
 
-    def any_mask(run: Any, ids: Sequence[int]) -> bool:
+    def any_mask(run: RunInfo, ids: Sequence[int]) -> bool:
         for det in store.annotations_of(run, sample_ids=ids).values():
             if np.isin(det.data["shape_type"], MASK_SHAPES).any():
                 return True
@@ -219,7 +222,7 @@ def wants_masks(store: Any, selection: Selection) -> bool:
     )
 
 
-def load_eval(store: Any, selection: Selection, *, masks: bool = False) -> list[EvalData]:
+def load_eval(store: Store, selection: Selection, *, masks: bool = False) -> list[EvalData]:
     """One `EvalData` per pred run of ``selection``, all on the same samples and labels.
 
     Labels: those of the first run's ontology in their order, then any other label found on
@@ -244,7 +247,7 @@ def load_eval(store: Any, selection: Selection, *, masks: bool = False) -> list[
     labels += sorted(extra - seen)
     index = {name: i for i, name in enumerate(labels)}
 
-    def indexed(det: Detections, sample: Any) -> Detections:
+    def indexed(det: Detections, sample: SampleInfo) -> Detections:
         class_ids = np.fromiter((index[str(v)] for v in det.labels.tolist()), dtype=np.int64, count=len(det))
         det = det.with_columns(class_ids=class_ids)
         return _filled_masks(det, sample.width, sample.height) if masks else det

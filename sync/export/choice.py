@@ -22,7 +22,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sync.store import RunInfo, SampleInfo
+from serverless.detections import Detections
+from sync.store import RunInfo, SampleInfo, Store
 from sync.views import group_by_run, latest_runs_per_sample
 
 __all__ = [
@@ -135,7 +136,7 @@ def source_of(run: RunInfo) -> str:
     return run.kind
 
 
-def choose_runs(store: Any, dataset: str, *, revision: str | None = None) -> ExportChoice:
+def choose_runs(store: Store, dataset: str, *, revision: str | None = None) -> ExportChoice:
     """The run each sample of ``dataset`` is exported from (see the module docstring).
 
     `ExportError` when ``revision`` names a run that is not finished; `sync.store.StoreError`
@@ -162,7 +163,9 @@ def choose_runs(store: Any, dataset: str, *, revision: str | None = None) -> Exp
     )
 
 
-def iter_labels(store: Any, choice: ExportChoice, *, masks: bool = False) -> Iterator[tuple[SampleChoice, Any]]:
+def iter_labels(
+    store: Store, choice: ExportChoice, *, masks: bool = False
+) -> Iterator[tuple[SampleChoice, Detections]]:
     """``(sample choice, Detections)`` for every chosen sample, run by run, `CHUNK` samples at a
     time. With ``masks=True``, samples with a ``mask`` row get full-frame masks on every row
     (`sync.store.Store.annotations_of` with ``masks=True``); others never have masks."""

@@ -26,6 +26,7 @@ import numpy as np
 
 from sync.crowd import crowd_column
 from sync.export.choice import ExportError, ExportSummary, choose_runs, iter_labels
+from sync.store import Store
 
 __all__ = ["SCORED_SOURCES", "export_coco"]
 
@@ -65,7 +66,7 @@ def _check_out(out: Path, overwrite: bool) -> None:
 
 
 def export_coco(
-    store: Any, dataset: str, out: Path, *, revision: str | None = None, overwrite: bool = False
+    store: Store, dataset: str, out: Path, *, revision: str | None = None, overwrite: bool = False
 ) -> ExportSummary:
     """Write the labels of ``dataset`` (one run per sample, see `sync.export.choice`) to the
     COCO file ``out`` (atomically); returns what was written.

@@ -49,6 +49,7 @@ import numpy as np
 
 from sync.crowd import crowd_column
 from sync.export.choice import ExportChoice, ExportError, ExportSummary, SampleChoice, choose_runs, iter_labels
+from sync.store import Store
 
 __all__ = ["METADATA_FILE", "YOLO_SUFFIXES", "export_yolo", "label_lines", "split_of"]
 
@@ -274,7 +275,7 @@ def _partial_folder(out: Path) -> Path:
 
 def _write_samples(
     built: Path,
-    store: Any,
+    store: Store,
     choice: ExportChoice,
     paths: dict[int, Path],
     names: dict[int, str],
@@ -326,7 +327,7 @@ def _write_samples(
 
 
 def export_yolo(
-    store: Any,
+    store: Store,
     dataset: str,
     out: Path,
     *,
