@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import io
 import json
 import logging
@@ -51,7 +52,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from serverless.images import ImageError, decode_image, max_pixels
-from serverless.models.base import Detector, EmbeddingExporter, Segmenter
+from serverless.models.base import Detector, EmbeddingExporter, Segmenter, check_threshold
 
 if TYPE_CHECKING:
     from serverless.ontology import Ontology
@@ -162,6 +163,8 @@ def _describe(value: Any) -> str:
         return "null"
     if isinstance(value, bool):
         return f"{str(value).lower()} (a boolean)"
+    if isinstance(value, numbers.Integral) and len(text := repr(value)) > 40:
+        return f"an integer of {len(text.lstrip('-'))} digits"
     if isinstance(value, numbers.Real):
         return repr(value)
     if isinstance(value, str):
@@ -237,20 +240,20 @@ def decode_request_image(body: dict[str, Any], key: str = "image") -> np.ndarray
 
 def _threshold(body: dict[str, Any]) -> float | None:
     value = body.get("threshold")
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise RequestError(422, f"'threshold' must be a number in 0..1, got {_describe(value)}")
-    number = float(value)
-    if not 0.0 <= number <= 1.0:  # also rejects NaN
-        raise RequestError(422, f"'threshold' must be a number in 0..1, got {_describe(value)}")
-    return number
+    try:
+        return check_threshold(value)
+    except ValueError:
+        raise RequestError(422, f"'threshold' must be a number in 0..1, got {_describe(value)}") from None
 
 
 def _coordinate(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+    number = math.nan
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        with contextlib.suppress(OverflowError):  # an integer of hundreds of digits: no float holds it
+            number = float(value)
+    if not math.isfinite(number):
         raise RequestError(422, f"{where} must be a finite number, got {_describe(value)}")
-    return float(value)
+    return number
 
 
 def _point(value: Any, where: str) -> tuple[float, float]:
@@ -384,15 +387,13 @@ def _log_ready(context: Any, function: str, **details: Any) -> None:
 
 def _init_detector(context: Any, path: Path, function: str, *, segmenter: bool) -> None:
     """Ontology, `Detector` (and `Segmenter`) into ``context.user_data``, loaded once."""
-    from serverless.models import registry
+    from serverless.pipeline import load_models
 
     ontology = _load_ontology(path)
     settings = _settings(context, ontology)
     user_data = context.user_data
     user_data.ontology = ontology
-    user_data.detector = registry.load_detector(settings.detector, ontology, device=settings.device)
-    if segmenter:
-        user_data.segmenter = registry.load_segmenter(settings.segmenter, device=settings.device)
+    user_data.detector, user_data.segmenter = load_models(settings, ontology, masks=segmenter)
     user_data.ready = True
     models = {"detector": settings.detector.text, **({"segmenter": settings.segmenter.text} if segmenter else {})}
     _log_ready(context, function, **models, labels=len(ontology.labels))

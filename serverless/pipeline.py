@@ -12,14 +12,14 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, overload
 
 import numpy as np
 
 from serverless.detections import Detections
 from serverless.images import ImageError, read_image
-from serverless.models.base import Detector, Kind
-from serverless.models.registry import ModelSpec, ModelSpecError, WeightsSource, parse_spec, url_problem
+from serverless.models.base import Detector, Kind, Segmenter
+from serverless.models.registry import ModelSpec, ModelSpecError, parse_spec
 
 if TYPE_CHECKING:
     from serverless.ontology import Ontology
@@ -29,10 +29,9 @@ __all__ = [
     "FrameResult",
     "ModelSettings",
     "ModelSpecError",
-    "WeightsSource",
     "load_detector",
+    "load_models",
     "prelabel_files",
-    "url_problem",
 ]
 
 
@@ -178,9 +177,13 @@ class ModelSettings:
         return any(is_tiny(part) for part in parts if part)
 
 
-def load_detector(settings: ModelSettings, ontology: Ontology, *, masks: bool) -> Detector:
-    """The settings' detector bound to ``ontology``, with the segmenter's masks when
-    ``masks`` is asked for (`GroundedSam`).
+@overload
+def load_models(settings: ModelSettings, ontology: Ontology, *, masks: Literal[True]) -> tuple[Detector, Segmenter]: ...
+@overload
+def load_models(settings: ModelSettings, ontology: Ontology, *, masks: bool) -> tuple[Detector, Segmenter | None]: ...
+def load_models(settings: ModelSettings, ontology: Ontology, *, masks: bool) -> tuple[Detector, Segmenter | None]:
+    """The settings' detector bound to ``ontology`` and, when ``masks`` is asked for, its
+    segmenter (else None), each loaded once per process.
 
     Where every model comes from is settled first (`serverless.models.registry.locate`), so
     missing weights fail in seconds with one line, before anything heavy is loaded.
@@ -191,10 +194,18 @@ def load_detector(settings: ModelSettings, ontology: Ontology, *, masks: bool) -
     segmenter_source = registry.locate(settings.segmenter) if masks else None
     detector = registry.load_detector(settings.detector, ontology, device=settings.device, source=detector_source)
     if segmenter_source is None:
+        return detector, None
+    return detector, registry.load_segmenter(settings.segmenter, device=settings.device, source=segmenter_source)
+
+
+def load_detector(settings: ModelSettings, ontology: Ontology, *, masks: bool) -> Detector:
+    """`load_models` as one `Detector`: the detector alone, or with the segmenter's masks
+    (`GroundedSam`) when ``masks`` is asked for."""
+    detector, segmenter = load_models(settings, ontology, masks=masks)
+    if segmenter is None:
         return detector
     from serverless.models.grounded_sam import GroundedSam
 
-    segmenter = registry.load_segmenter(settings.segmenter, device=settings.device, source=segmenter_source)
     return GroundedSam(detector, segmenter)
 
 

@@ -7,10 +7,16 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sync.store import Provenance, RunInfo, SampleIn, StoreError
 from sync.store.credentials import strip_credentials
+
+if TYPE_CHECKING:
+    from serverless.detections import Detections
+    from serverless.ontology import Ontology
+    from serverless.pipeline import ModelSettings
+    from sync.store import Store
 
 __all__ = ["RunRecorder", "file_sha256", "prelabel_provenance", "run_differences", "sample_uri"]
 
@@ -30,7 +36,7 @@ def file_sha256(path: Path) -> str:
     return "sha256:" + digest.hexdigest()
 
 
-def prelabel_provenance(ontology: Any, model_id: str | None, params: Mapping[str, Any]) -> Provenance:
+def prelabel_provenance(ontology: Ontology, model_id: str | None, params: Mapping[str, Any]) -> Provenance:
     """The provenance of a ``prelabel`` run: ontology, model and settings (``params``)."""
     provenance = Provenance.from_ontology(ontology, model_id=model_id, model_revision=None, params=params)
     if params.get("threshold") is not None:  # --threshold replaced every label's own
@@ -73,12 +79,12 @@ class RunRecorder:
 
     def __init__(
         self,
-        store: Any,
+        store: Store,
         dataset: str,
         run_name: str | None,
-        ontology: Any,
-        settings: Any,
-        params: dict,
+        ontology: Ontology,
+        settings: ModelSettings,
+        params: dict[str, Any],
         *,
         files: Sequence[Path] | None = None,
     ) -> None:
@@ -135,12 +141,12 @@ class RunRecorder:
     def pending(self, files: Sequence[Path]) -> list[Path]:
         return [f for f in files if sample_uri(f) not in self.done_uris]
 
-    def record(self, path: Path, width: int, height: int, detections: Any) -> None:
+    def record(self, path: Path, width: int, height: int, detections: Detections) -> None:
         sample = SampleIn(sample_uri(path), width, height, file_sha256(path))
         (sample_id,) = self.store.add_samples(self.dataset, [sample])
         self.store.add_detections(self.run, {sample_id: detections})
         self.done_uris.add(sample.uri)
 
-    def finish(self) -> Any:
+    def finish(self) -> RunInfo:
         self.run = self.store.finish_run(self.run)
         return self.run

@@ -18,6 +18,7 @@ from serverless.models.base import (
     EmbeddingExporter,
     Segmenter,
     Tags,
+    check_threshold,
 )
 from serverless.ontology import Ontology, parse_ontology
 from tests.conftest import SAMPLES
@@ -194,3 +195,14 @@ def test_a_backend_loads_once_and_binds_per_ontology(backend, tiny_root, ontolog
         other = parse_ontology("labels: [{name: dog}]\n")
         rebound = build(backend, tiny_root, other)
         assert rebound is not first and rebound.labels == ("dog",)
+
+
+@pytest.mark.parametrize("value", [None, 0, 1, 0.5, np.float32(0.25), np.int64(1)])
+def test_check_threshold_accepts_none_and_numbers_in_0_1(value):
+    assert check_threshold(value) == (None if value is None else float(value))
+
+
+@pytest.mark.parametrize("value", [True, "0.5", [0.5], -0.1, 1.5, float("nan"), float("inf"), 10**400, -(10**400)])
+def test_check_threshold_refuses_anything_else_with_a_value_error(value):
+    with pytest.raises(ValueError, match="threshold must lie in 0..1"):
+        check_threshold(value)

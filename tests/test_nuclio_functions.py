@@ -317,6 +317,7 @@ DETECTOR_BAD = [
     ("threshold a string", {"image": GOOD_IMAGE, "threshold": "high"}, JSON, 422, "'threshold'"),
     ("threshold a boolean", {"image": GOOD_IMAGE, "threshold": True}, JSON, 422, "'threshold'"),
     ("threshold a list", {"image": GOOD_IMAGE, "threshold": [0.5]}, JSON, 422, "'threshold'"),
+    ("threshold of 401 digits", {"image": GOOD_IMAGE, "threshold": 10**400}, JSON, 422, "an integer of 401 digits"),
 ]
 INTERACTOR_BAD = [
     ("no points no box", interactor_body(GOOD_IMAGE, pos=(), neg=()), JSON, 422, "at least one point in 'pos_points'"),
@@ -330,6 +331,7 @@ INTERACTOR_BAD = [
     ),
     ("point of 3 numbers", {**interactor_body(GOOD_IMAGE), "pos_points": [[1, 2, 3]]}, JSON, 422, "'pos_points'[0]"),
     ("coordinate a string", {**interactor_body(GOOD_IMAGE), "neg_points": [[1, "a"]]}, JSON, 422, "'neg_points'[0][1]"),
+    ("coordinate of 401 digits", {**interactor_body(GOOD_IMAGE), "pos_points": [[10**400, 1]]}, JSON, 422, "'pos_points'[0][0]"),
     ("flat box", interactor_body(GOOD_IMAGE, box=[1, 2, 30, 40]), JSON, 422, "'obj_bbox'"),
     ("box corner not numbers", interactor_body(GOOD_IMAGE, box=[[0, 0], ["a", 1]]), JSON, 422, "'obj_bbox'[1][0]"),
     ("threshold out of range", interactor_body(GOOD_IMAGE, threshold=2), JSON, 422, "'threshold'"),

@@ -38,7 +38,7 @@ import numpy as np
 
 from serverless.convert.cvat_contract import SCORE_ATTRIBUTE_ID, score_attribute_request, sdk_functions_send_attributes
 from serverless.detections import Detections
-from serverless.models.base import Detector
+from serverless.models.base import Detector, check_threshold
 from serverless.ontology import Label, Ontology, load_ontology
 
 if TYPE_CHECKING:
@@ -160,14 +160,10 @@ def shape_requests(
 
 def check_conf_threshold(value: Any) -> float | None:
     """``context.conf_threshold`` as a float in 0..1, or None."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        raise FunctionConfigError(f"conf_threshold must be None or a number in 0..1, got {value!r}")
-    number = float(value)
-    if not 0.0 <= number <= 1.0:
-        raise FunctionConfigError(f"conf_threshold must be None or a number in 0..1, got {value!r}")
-    return number
+    try:
+        return check_threshold(value)
+    except ValueError:
+        raise FunctionConfigError(f"conf_threshold must be None or a number in 0..1, got {value!r}") from None
 
 
 class OntologyDetectionFunction:

@@ -84,8 +84,7 @@ def create(
     fills the ``score`` attribute (the task's labels must have it; see
     `serverless.cvat_functions.common`).
     """
-    from serverless.models import registry
-    from serverless.pipeline import ModelSettings
+    from serverless.pipeline import ModelSettings, load_models
 
     loaded = resolve_ontology(ontology)
     with_score = resolve_score_attribute(score_attribute, loaded)
@@ -98,10 +97,5 @@ def create(
         device=device,
         ontology=loaded,
     )
-    sources = registry.locate(settings.detector), registry.locate(settings.segmenter)
-    return GroundedSamFunction(
-        loaded,
-        registry.load_detector(settings.detector, loaded, device=settings.device, source=sources[0]),
-        registry.load_segmenter(settings.segmenter, device=settings.device, source=sources[1]),
-        score_attribute=with_score,
-    )
+    detector, segmenter = load_models(settings, loaded, masks=True)
+    return GroundedSamFunction(loaded, detector, segmenter, score_attribute=with_score)

@@ -47,12 +47,13 @@ KINDS: tuple[Kind, ...] = ("detector", "segmenter", "classifier")
 
 def check_threshold(threshold: float | None) -> float | None:
     """``threshold`` when it is None or a number in 0..1; ValueError naming it otherwise.
-    Every `Detector` and `Classifier` checks its ``threshold`` argument with this."""
+    Every `Detector` and `Classifier` checks its ``threshold`` argument with this, and so do
+    the doors that take a threshold from a request (Nuclio, cvat-sdk's ``conf_threshold``)."""
     if threshold is None:
         return None
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.integer, np.floating)):
         raise ValueError(f"threshold must lie in 0..1, got {threshold!r}")  # noqa: TRY004 - one error for callers
-    if not 0.0 <= float(threshold) <= 1.0:  # also rejects NaN
+    if not 0.0 <= threshold <= 1.0:  # also rejects NaN; compared before float(), which an int of 400 digits overflows
         raise ValueError(f"threshold must lie in 0..1, got {threshold}")
     return float(threshold)
 

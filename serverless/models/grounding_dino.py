@@ -27,7 +27,7 @@ from serverless.models.registry import (
     select_device,
     url_problem,
 )
-from serverless.ontology import Ontology, PromptChunk, chunk_prompts
+from serverless.ontology import MAX_PROMPT_TOKENS, Ontology, PromptChunk, chunk_prompts
 
 __all__ = [
     "BACKEND",
@@ -40,7 +40,6 @@ __all__ = [
 ]
 
 DEFAULT_GDINO_MODEL = "IDEA-Research/grounding-dino-tiny"
-MAX_TEXT_TOKENS = 256
 
 
 def token_phrase_index(offsets: Sequence[tuple[int, int]], char_spans: Sequence[tuple[int, int]]) -> np.ndarray:
@@ -121,9 +120,9 @@ class GroundingDino:
         self._chunks: dict[str, list[_EncodedChunk]] = {}
 
     @classmethod
-    def load(cls, model_id: str | None = None, *, device: str | None = None) -> GroundingDino:
-        """Load from a hub id or a local ``save_pretrained`` directory, once per process."""
-        model_id = model_id or os.environ.get("AUTOLABEL_GDINO_MODEL") or DEFAULT_GDINO_MODEL
+    def load(cls, model_id: str, *, device: str | None = None) -> GroundingDino:
+        """Load from a hub id or a local ``save_pretrained`` directory, once per process
+        (which weights a spec or the environment means is the registry's business: `BACKEND`)."""
         device = select_device(device)
         return load_once(("grounding-dino", model_id, device), lambda: cls._from_pretrained(model_id, device))
 
@@ -155,7 +154,7 @@ class GroundingDino:
         key = ontology.content_hash
         if key not in self._chunks:
             encoded = []
-            for chunk in chunk_prompts(ontology, self.count_tokens, MAX_TEXT_TOKENS):
+            for chunk in chunk_prompts(ontology, self.count_tokens, MAX_PROMPT_TOKENS):
                 tokens = self.tokenizer(
                     chunk.text, return_offsets_mapping=True, return_tensors="pt", truncation=False
                 )

@@ -110,6 +110,13 @@ def sam_cache_path(model_type: str) -> Path:
     return cache / url.rsplit("/", 1)[1]
 
 
+def _downloads_off() -> bool:
+    """Offline mode: ``HF_HUB_OFFLINE`` as huggingface_hub reads it, or ``AUTOLABEL_OFFLINE=1``."""
+    from huggingface_hub import constants
+
+    return constants.is_offline_mode() or os.environ.get("AUTOLABEL_OFFLINE") == "1"
+
+
 def resolve_sam_checkpoint(model_type: str, checkpoint: str | None) -> str:
     """The configured checkpoint, else the public one for ``model_type`` (downloaded once, MD5-checked)."""
     if checkpoint:
@@ -121,7 +128,7 @@ def resolve_sam_checkpoint(model_type: str, checkpoint: str | None) -> str:
     cache = target.parent
     if target.is_file():
         return str(target)
-    if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("AUTOLABEL_OFFLINE") == "1":
+    if _downloads_off():
         raise ModelLoadError(f"SAM {model_type} weights are not cached at {target} and downloads are off (offline mode)")
     import torch.hub
 
@@ -281,21 +288,16 @@ _HINT = (
 
 
 def split_weights(weights: str) -> tuple[str, str | None]:
-    """``(model type, checkpoint or None)`` of canonical SAM weights ``TYPE[:CHECKPOINT]``."""
-    model_type, _, checkpoint = _split(weights)
-    return model_type, checkpoint or None
-
-
-def _split(weights: str) -> tuple[str, str, str]:
-    """``TYPE[:CHECKPOINT]`` where TYPE is a SAM size or a path ending in ``.json``."""
+    """``(model type, checkpoint or None)`` of SAM weights ``TYPE[:CHECKPOINT]``, where TYPE is
+    a SAM size or a path ending in ``.json``; ValueError otherwise."""
     for model_type in SAM_CHECKPOINTS:
         if weights == model_type or weights.startswith(model_type + ":"):
-            return model_type, ":", weights[len(model_type) + 1 :]
+            return model_type, weights[len(model_type) + 1 :] or None
     end = weights.find(".json:")
     if end >= 0:
-        return weights[: end + 5], ":", weights[end + 6 :]
+        return weights[: end + 5], weights[end + 6 :] or None
     if weights.endswith(".json"):
-        return weights, "", ""
+        return weights, None
     raise ValueError(
         f"the model type must be one of {', '.join(SAM_CHECKPOINTS)} or a .json file of encoder sizes, "
         f"as in sam:vit_b or sam:vit_b:/path/sam_vit_b.pth (got {weights!r})"
@@ -310,8 +312,8 @@ def _parse(weights: str, environ: Mapping[str, str]) -> str:
         model_type = environ.get("AUTOLABEL_SAM_MODEL_TYPE") or "vit_h"
         checkpoint = environ.get("AUTOLABEL_SAM_CHECKPOINT") or ""
         weights = f"{model_type}:{checkpoint}" if checkpoint else model_type
-    model_type, _, checkpoint = _split(weights)
-    if ":" in weights and not checkpoint.strip():
+    model_type, checkpoint = split_weights(weights)
+    if ":" in weights and not (checkpoint or "").strip():
         raise ValueError("the checkpoint after the model type is empty")
     return f"{model_type}:{checkpoint}" if checkpoint else model_type
 
@@ -340,9 +342,7 @@ def locate_weights(weights: str, download: bool = True) -> WeightsSource:
     missing = f"SAM {model_type} weights are not cached at {cached}"
     if not download:
         raise ModelLoadError(f"{missing}; set AUTOLABEL_SAM_CHECKPOINT for masks")
-    from huggingface_hub import constants
-
-    if constants.is_offline_mode() or os.environ.get("AUTOLABEL_OFFLINE") == "1":
+    if _downloads_off():
         raise ModelLoadError(f"{missing} and downloads are off (offline mode); {_HINT}")
     url = SAM_CHECKPOINTS[model_type][0]
     problem = url_problem(url)
@@ -352,13 +352,10 @@ def locate_weights(weights: str, download: bool = True) -> WeightsSource:
 
 
 def _on_disk(weights: str) -> str | None:
-    model_type, checkpoint = split_weights(weights)
-    if checkpoint:
-        return checkpoint if Path(checkpoint).expanduser().is_file() else None
-    if model_type not in SAM_CHECKPOINTS:
+    try:
+        return locate_weights(weights, download=False).load_from
+    except ModelLoadError:
         return None
-    cached = sam_cache_path(model_type)
-    return str(cached) if cached.is_file() else None
 
 
 def _tiny(directory: Path) -> str:
