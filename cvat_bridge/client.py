@@ -83,9 +83,11 @@ def _as_typed(url: str) -> str:
 
 def public_url(url: str) -> str:
     """``url`` without user info, query or fragment: safe to log and to store (no scheme
-    means ``https://``)."""
+    means ``https://``; an IPv6 host keeps its brackets)."""
     parts = urlsplit(normalize_url(url))
     host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
     if parts.port:
         host = f"{host}:{parts.port}"
     return urlunsplit((parts.scheme or "https", host, parts.path.rstrip("/"), "", ""))

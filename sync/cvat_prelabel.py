@@ -73,11 +73,8 @@ def frame_uri(server: str, task_id: int, frame: int) -> str:
 
     Built from the server's public URL, so user info, query and fragment never get in.
     """
-    parts = urlsplit(public_url(server))
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return f"cvat://{host}{parts.path}/tasks/{int(task_id)}/frames/{int(frame)}"
+    parts = urlsplit(public_url(server))  # its netloc is host[:port], nothing else
+    return f"cvat://{parts.netloc}{parts.path}/tasks/{int(task_id)}/frames/{int(frame)}"
 
 
 @dataclass(frozen=True)

@@ -135,6 +135,8 @@ def test_a_missing_or_broken_ca_file_names_where_it_came_from(tmp_path, clean_en
         ("  cvat.example.com:8443/cvat/ ", "https://cvat.example.com:8443/cvat"),
         ("http://127.0.0.1:8080/", "http://127.0.0.1:8080"),
         ("localhost:8080", "https://localhost:8080"),
+        ("[::1]:8080", "https://[::1]:8080"),  # an IPv6 host keeps its brackets
+        ("http://[fd00::5]/cvat/", "http://[fd00::5]/cvat"),
     ],
 )
 def test_a_url_without_scheme_means_https(typed, url):

@@ -194,6 +194,7 @@ def test_frame_uri_names_the_server_without_credentials():
         "cvat://cvat.example.com:8443/tasks/12/frames/3"
     )
     assert frame_uri("http://cvat.local/cvat/", 1, 0) == "cvat://cvat.local/cvat/tasks/1/frames/0"
+    assert frame_uri("http://alice:s3cret@[::1]:8080/", 2, 5) == "cvat://[::1]:8080/tasks/2/frames/5"
 
 
 _WORD = st.text("abcdefghijklmnopqrstuvwxyz0123456789", min_size=1, max_size=12)
