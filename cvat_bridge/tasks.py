@@ -37,7 +37,6 @@ __all__ = [
     "TaskInfo",
     "TaskMeta",
     "ensure_task",
-    "find_task",
     "frame_bytes",
     "get_task",
     "labels_spec",
@@ -136,14 +135,8 @@ def labels_spec(ontology: Ontology) -> list[dict[str, Any]]:
     ]
 
 
-def find_task(session: CvatSession, name: str, *, project_id: int | None = None) -> TaskInfo | None:
-    """The task named exactly ``name`` (in ``project_id`` when given), or None."""
-    task = _find_task(session.sdk, name, project_id=project_id)
-    return None if task is None else TaskInfo.from_model(task)
-
-
 def _find_task(client: Any, name: str, *, project_id: int | None = None) -> Any | None:
-    """The SDK proxy of the task named exactly ``name``, or None."""
+    """The SDK proxy of the task named exactly ``name`` (in ``project_id`` when given), or None."""
     server = client.api_map.host
     filters: dict[str, Any] = {"name": name}
     if project_id is not None:
