@@ -142,7 +142,7 @@ class ModelSettings:
                 ("AUTOLABEL_SEGMENTER", env.get("AUTOLABEL_SEGMENTER")),
                 ("AUTOLABEL_SAM_MODEL_TYPE/AUTOLABEL_SAM_CHECKPOINT", env_sam and "sam"),
                 ("the ontology's models.segmenter", models.segmenter if models else None),
-                ("the default", "sam:vit_h"),
+                ("the default", "sam"),
             ],
             env,
         )
