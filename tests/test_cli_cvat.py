@@ -86,6 +86,7 @@ def test_status_shows_pushed_jobs_and_what_they_hold_now(fake, store_url, tmp_pa
     rows = [line for line in status.stdout.splitlines() if "alice" in line]
     assert len(rows) == 2, status.stdout  # one per job
     assert all("never" in row and row.endswith(" 2 (2)") for row in rows), status.stdout
+    assert all(row.split()[-3] == "2" for row in rows), status.stdout  # pre-labels on the job's frame
 
     (tmp_path / "map.json").write_text('{"999": "bob"}')
     bad_map = subprocess.run(AUTOLABEL + ["cvat", "push", "--dataset", DATASET, "--run", RUN, "--task-name", "status",

@@ -247,13 +247,14 @@ def _jobs_table(session: CvatSession, store: Store, link: CvatTaskInfo, jobs: li
     table.add_column("now (kept)", justify="right", no_wrap=True)
     known_jobs = {j.job_id: j for j in store.jobs_of(link)}
     pushed = store.pushed_shapes(link)
+    frames, prelabels = _prelabels_of(store, link)
     for job in jobs:
         now_ids = {int(s["id"]) for s in job_annotations(session, job.id)["shapes"]}
         known = known_jobs.get(job.id)
         pulled = _when(known.last_pulled_at) if known and known.last_pulled_at else "never"
         table.add_row(
             str(job.id), f"{job.start_frame}-{job.stop_frame}", job.stage, job.state, text(job.assignee or "-"),
-            pulled, str(_pushed_in_job(store, link, job)), f"{len(now_ids)} ({len(now_ids & pushed.keys())})",
+            pulled, str(_prelabels_in_job(job, frames, prelabels)), f"{len(now_ids)} ({len(now_ids & pushed.keys())})",
         )
     return table
 
@@ -267,10 +268,17 @@ def _when(moment: datetime) -> str:
     return local.strftime("%b %d %H:%M" if recent else "%b %d  %Y")
 
 
-def _pushed_in_job(store: Store, link: CvatTaskInfo, job: JobInfo) -> int:
+def _prelabels_of(store: Store, link: CvatTaskInfo) -> tuple[dict[int, int], dict[int, int]]:
+    """The task's ``{frame: sample id}`` and ``{sample id: pre-labels of its run}``, read once
+    for all its jobs (no pre-labels when the task has no run)."""
     frames = store.frames_of(link)
+    if not link.run_id:
+        return frames, {}
+    run = store.run_by_id(link.run_id)
+    return frames, {sid: len(d) for sid, d in store.annotations_of(run, sample_ids=sorted(set(frames.values()))).items()}
+
+
+def _prelabels_in_job(job: JobInfo, frames: dict[int, int], prelabels: dict[int, int]) -> int:
+    """The pre-labels on the job's frames (`_prelabels_of`)."""
     samples = {frames[f] for f in range(job.start_frame, job.stop_frame + 1) if f in frames}
-    run = store.run_by_id(link.run_id) if link.run_id else None
-    if run is None:
-        return 0
-    return sum(len(d) for sid, d in store.annotations_of(run, sample_ids=sorted(samples)).items())
+    return sum(prelabels.get(sample_id, 0) for sample_id in samples)
