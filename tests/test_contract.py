@@ -13,7 +13,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from serverless.convert.cvat_contract import (
-    SCORE_ATTRIBUTE,
     SHAPE_TYPES,
     needs_mask,
     score_attribute_request,
@@ -30,20 +29,10 @@ PRODUCT = ("cvat_bridge", "serverless", "sync")
 CONTRACT = Path("serverless/convert/cvat_contract.py")
 
 
-PENDING: dict[str, str] = {}
-"""Files still to switch to the contract (issue 10; owned by another change): they may hold a
-copy until then. Empty this once they use `serverless.convert.cvat_contract`."""
-
-
 def _code(text: str) -> str:
     """A module's code without comments and docstrings (``ast.unparse``, quotes normalized)."""
     tree = ast.parse(text)
-    for node in ast.walk(tree):
-        body = getattr(node, "body", None)
-        if isinstance(body, list) and body and isinstance(body[0], ast.Expr):
-            if isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
-                body[0] = ast.Pass()
-    for parent in ast.walk(tree):  # attribute docstrings: a bare string after an assignment
+    for parent in ast.walk(tree):  # docstrings, and attribute docstrings (a bare string after an assignment)
         for name in ("body", "orelse", "finalbody"):
             items = getattr(parent, name, None)
             if isinstance(items, list):
@@ -79,10 +68,10 @@ def _product_sources() -> dict[Path, str]:
 )
 def test_each_contract_rule_is_written_once(rule: str, pattern: str, in_contract: bool) -> None:
     """``grep`` over the code (not the docs) of cvat_bridge/, serverless/ and sync/: the rule
-    is written in the contract, and nowhere else but in files still to switch (`PENDING`)."""
+    is written in the contract, and nowhere else."""
     found = {str(path) for path, text in _product_sources().items() if re.search(pattern, text)}
     assert (str(CONTRACT) in found) == in_contract, f"{rule}: the pattern does not find the contract as expected"
-    extra = sorted(found - {str(CONTRACT)} - set(PENDING))
+    extra = sorted(found - {str(CONTRACT)})
     assert not extra, f"{rule} is written outside {CONTRACT}: {extra}"
 
 
