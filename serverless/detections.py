@@ -25,7 +25,13 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Detections", "DetectionsError"]
+__all__ = ["Detections", "DetectionsError", "plain_float"]
+
+
+def plain_float(value: float) -> float:
+    """A float32 value as the Python float with the shortest decimal form (0.9, not 0.8999…):
+    how scores, coordinates and thresholds stored as float32 are written out and shown."""
+    return float(str(np.float32(value)))
 
 
 class DetectionsError(ValueError):

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from serverless.detections import Detections
+from serverless.detections import Detections, plain_float
 from serverless.files import write_text_atomic
 
 __all__ = [
@@ -92,11 +92,6 @@ class CocoImage:
 
 
 # ----------------------------------------------------------------------------- helpers
-def _plain_float(value: float) -> float:
-    """A float32 value as the Python float with the shortest decimal form (0.9, not 0.8999…)."""
-    return float(str(np.float32(value)))
-
-
 # ----------------------------------------------------------------------------- mask codec
 _RLE_STRING = re.compile(r"[0-o]*")
 """The characters of a COCO compressed RLE string (6-bit groups written from ``'0'``)."""
@@ -257,7 +252,7 @@ def _image_annotations(
     rles = encode_masks(det.masks) if det.masks is not None else []
     annotations = []
     for i in range(len(det)):
-        x1, y1, x2, y2 = (_plain_float(v) for v in det.xyxy[i])
+        x1, y1, x2, y2 = (plain_float(v) for v in det.xyxy[i])
         ann: dict[str, Any] = {
             "id": first_id + i,
             "image_id": int(image.id),
@@ -265,14 +260,14 @@ def _image_annotations(
             "bbox": [x1, y1, x2 - x1, y2 - y1],
             "area": (x2 - x1) * (y2 - y1),
             "iscrowd": 0 if iscrowd is None else int(bool(iscrowd[i])),
-            "score": _plain_float(det.scores[i]),
+            "score": plain_float(det.scores[i]),
             "segmentation": [],
         }
         if det.masks is not None:
             ann["segmentation"] = rles[i]
             ann["area"] = float(det.masks[i].sum())
         elif det.polygons is not None and det.polygons[i]:
-            polygons = [[_plain_float(v) for v in ring.reshape(-1)] for ring in det.polygons[i]]
+            polygons = [[plain_float(v) for v in ring.reshape(-1)] for ring in det.polygons[i]]
             ann["segmentation"] = polygons
             ann["area"] = _polygons_area(polygons, height, width)
         annotations.append(ann)

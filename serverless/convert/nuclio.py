@@ -19,7 +19,7 @@ import numpy as np
 
 from serverless.convert.cvat_contract import SCORE_ATTRIBUTE
 from serverless.convert.polygons import check_mask, largest_ring, mask_bbox, mask_to_polygons
-from serverless.detections import Detections
+from serverless.detections import Detections, plain_float
 
 __all__ = [
     "EMBEDDING_SHAPE",
@@ -32,11 +32,6 @@ __all__ = [
 
 EMBEDDING_SHAPE = (1, 256, 64, 64)
 """The SAM v1 image embedding shape the CVAT browser decoder expects."""
-
-
-def plain_float(value: float) -> float:
-    """A float32 value as the Python float with the shortest decimal form (0.9, not 0.8999…)."""
-    return float(str(np.float32(value)))
 
 
 def score_percent(score: float) -> str:

@@ -26,16 +26,12 @@ from typing import Any
 
 import numpy as np
 
+from serverless.detections import plain_float
 from sync.evaluate.data import EvalError
 from sync.evaluate.metrics import DetectionMetrics
 from sync.evaluate.seconds import ActionSeconds
 
 __all__ = ["ClassSweep", "ThresholdChoice", "sweep_thresholds"]
-
-
-def _threshold(value: np.float32) -> float:
-    """The shortest decimal that reads back as this float32 (e.g. 0.7, not 0.699999988)."""
-    return float(str(np.float32(value)))
 
 
 def _opt(value: float) -> float | None:
@@ -191,7 +187,7 @@ def _choice(
     lowest threshold that keeps the same predictions."""
     from sync.evaluate.tune import pick_threshold
 
-    highest = _threshold(candidate)
+    highest = plain_float(candidate)
     return ThresholdChoice(
         threshold=float(current) if _in_range(current, lowest, highest) else pick_threshold(lowest, highest),
         lowest=lowest,
@@ -236,20 +232,20 @@ def _optima(
         position = int(np.searchsorted(counts.scores, candidates[k], side="left"))
         if position == 0:
             return floor
-        return max(floor, _threshold(np.nextafter(counts.scores[position - 1], np.float32(np.inf))))
+        return max(floor, plain_float(np.nextafter(counts.scores[position - 1], np.float32(np.inf))))
 
-    above_max = _threshold(np.nextafter(scores.max(), np.float32(np.inf)))
+    above_max = plain_float(np.nextafter(scores.max(), np.float32(np.inf)))
     nothing_range = (above_max, max(1.0, above_max))
     if not truth:
         return None, _nothing(above_max, truth, seconds, current), (), (nothing_range,)
     f1_ties = np.flatnonzero(values["f1"] == np.nanmax(values["f1"])).tolist()
-    f1_ranges = [(lowest(k), _threshold(candidates[k])) for k in f1_ties]
+    f1_ranges = [(lowest(k), plain_float(candidates[k])) for k in f1_ties]
     i = _pick(f1_ties, f1_ranges, current)
     best_f1 = _choice(candidates[i], lowest(i), values, i, current)
     keep_nothing = truth * seconds.draw
     fastest = float(values["seconds"].min())
     time_ties = np.flatnonzero(values["seconds"] == fastest).tolist() if fastest <= keep_nothing else []
-    time_ranges = [(lowest(k), _threshold(candidates[k])) for k in time_ties]
+    time_ranges = [(lowest(k), plain_float(candidates[k])) for k in time_ties]
     if keep_nothing <= fastest:
         time_ranges.append(nothing_range)
     if time_ties and not _in_range(current, *nothing_range):
@@ -267,7 +263,7 @@ def _sweep_class(
     if current is not None:
         floor = current
     elif scores.size:
-        floor = _threshold(scores.min())
+        floor = plain_float(scores.min())
     else:
         floor = 0.0
     floor32 = np.float32(floor)
