@@ -519,7 +519,8 @@ def _option_differences(run: RunInfo, settings: ModelSettings, params: dict[str,
         if stored.get(key) != params[key]:
             different.append(f"{option} {_shown(stored.get(key))} (this time {_shown(params[key])})")
     if run.model_id is not None and run.model_id != settings.gdino_model:
-        different.append(f"--gdino-model {run.model_id!r} (this time {settings.gdino_model!r})")
+        option = "--gdino-model" if settings.detector.backend == "grounding-dino" else "--detector"
+        different.append(f"{option} {run.model_id!r} (this time {settings.gdino_model!r})")
     return different
 
 
