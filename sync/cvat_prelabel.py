@@ -459,7 +459,7 @@ def _open_run(
     takes the task over from (``--run NEW`` on a task holding another run; else None)."""
     link = store.get_cvat_task(server, task.id)
     if link is not None:
-        linked = next(d for d in store.list_datasets() if d.id == link.dataset_id)
+        linked = store.dataset_by_id(link.dataset_id)
         if dataset is not None and dataset != linked.name:
             raise StoreError(
                 f"task {task.id} on {server} is recorded in dataset {linked.name!r}, not {dataset!r}: "

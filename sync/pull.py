@@ -156,7 +156,7 @@ def pull_jobs(
 
 def task_gone(store: Store, link: CvatTaskInfo) -> str:
     """The message for a linked task the server no longer has (it answers 404)."""
-    dataset = next(d.name for d in store.list_datasets() if d.id == link.dataset_id)
+    dataset = store.dataset_by_id(link.dataset_id).name
     run = store.run_by_id(link.run_id).name if link.run_id is not None else None
     origin = f"it was pushed from run {run!r} of dataset {dataset!r}" if run else f"it holds dataset {dataset!r}"
     name = f" ({link.name!r})" if link.name else ""
@@ -175,7 +175,7 @@ def _not_pushed(task_id: int, server: str) -> str:
 
 def _task_context(store: Store, session: CvatSession, link: CvatTaskInfo) -> _TaskContext:
     frames = store.frames_of(link)
-    dataset = next(d for d in store.list_datasets() if d.id == link.dataset_id)
+    dataset = store.dataset_by_id(link.dataset_id)
     sizes = {s.id: (s.width, s.height) for s in store.samples(dataset, ids=list(frames.values()))}
     labels = task_labels(session, read_task(session, link.task_id))
     changes = label_changes(store.task_labels_at_push(link), {info.id: name for name, info in labels.items()})

@@ -69,3 +69,11 @@ def test_pushed_geometry_is_kept_exactly_and_checked(store_url):  # noqa: F811 (
             store.record_pushed_shapes(task, {ann[0]: 101}, geometry={ann[0]: ("rectangle", [float("nan")] * 4)})
         with pytest.raises(StoreError, match="finite points"):
             store.record_pushed_shapes(task, {ann[0]: 101}, geometry={ann[0]: ("ellipse", [1, 2, 3, 4])})
+
+
+def test_dataset_by_id(store_url):  # noqa: F811 (fixture)
+    with open_store(store_url) as store:
+        made = store.get_or_create_dataset("d")
+        assert store.dataset_by_id(made.id) == made
+        with pytest.raises(StoreError, match=f"no dataset with id {made.id + 1}"):
+            store.dataset_by_id(made.id + 1)

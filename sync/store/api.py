@@ -78,6 +78,14 @@ class Store(CvatLinks):
         with self.session() as s:
             return dataset_info(self._dataset(s, name))
 
+    def dataset_by_id(self, dataset_id: int) -> DatasetInfo:
+        """The dataset with id ``dataset_id`` (e.g. a CVAT task link's); `StoreError` if none."""
+        with self.session() as s:
+            row = s.get(Dataset, as_int(dataset_id, "dataset id"))
+            if row is None:
+                raise StoreError(f"no dataset with id {dataset_id} in the store at {self._url}")
+            return dataset_info(row)
+
     def list_datasets(self) -> list[DatasetInfo]:
         """All datasets, by name."""
         with self.session() as s:
