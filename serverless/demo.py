@@ -34,7 +34,7 @@ class DemoSettings:
 
 def _tiny(spec: ModelSpec, directory: Path) -> str:
     """The spec of a tiny model of ``spec``'s backend, written under ``directory``."""
-    return f"{spec.backend}:{registry.backend(spec.backend).tiny(directory)}"
+    return f"{spec.backend}:{registry.backend(spec.backend).tiny(directory, 0)}"
 
 
 def resolve_demo_settings(

@@ -64,6 +64,7 @@ from ruamel.yaml.scalarbool import ScalarBoolean
 
 __all__ = [
     "LABEL_TYPES",
+    "OBJECT_TYPES",
     "MAX_DETECTIONS",
     "MAX_PROMPT_TOKENS",
     "Defaults",
@@ -85,7 +86,11 @@ __all__ = [
     "prompt_tokens_at_least",
 ]
 
-LABEL_TYPES = ("rectangle", "polygon", "mask")
+LABEL_TYPES = ("rectangle", "polygon", "mask", "tag")
+"""CVAT label types an ontology label may have: the shapes a detector (and segmenter) gives,
+and ``tag``, an image-level label a classifier gives (`Ontology.part`)."""
+OBJECT_TYPES = ("rectangle", "polygon", "mask")
+"""The label types of objects (shapes); the others are image-level."""
 """Shapes a label can be annotated with in CVAT; ``mask`` and ``polygon`` need SAM."""
 
 NAME_PATTERN = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
@@ -399,13 +404,17 @@ class Models:
     """e.g. ``grounding-dino:IDEA-Research/grounding-dino-tiny`` or ``grounding-dino``."""
     segmenter: str | None = None
     """e.g. ``sam:vit_b``, ``sam:vit_b:/weights/sam_vit_b.pth``."""
+    classifier: str | None = None
+    """e.g. ``clip:openai/clip-vit-base-patch32`` (for the ontology's ``tag`` labels)."""
 
     def __post_init__(self) -> None:
-        _checked(self, [("detector", _model_spec("detector")), ("segmenter", _model_spec("segmenter"))], "models.")
+        checks = [(kind, _model_spec(kind)) for kind in ("detector", "segmenter", "classifier")]
+        _checked(self, checks, "models.")
 
     def to_dict(self) -> dict[str, str]:
         """The specs that are set."""
-        return {name: value for name, value in (("detector", self.detector), ("segmenter", self.segmenter)) if value}
+        named = (("detector", self.detector), ("segmenter", self.segmenter), ("classifier", self.classifier))
+        return {name: value for name, value in named if value}
 
 
 @dataclass(frozen=True)
@@ -531,6 +540,38 @@ class Ontology:
                 raise OntologyError(f"threshold for label {name!r}: {err}") from None
             new[i] = replace(new[i], threshold=threshold)
         return replace(self, labels=tuple(new), source=None)
+
+    @property
+    def has_objects(self) -> bool:
+        """True when some label is an object (rectangle, polygon or mask: a detector's)."""
+        return any(label.type in OBJECT_TYPES for label in self.labels)
+
+    @property
+    def has_tags(self) -> bool:
+        """True when some label is a ``tag`` (image-level: a classifier's)."""
+        return any(label.type == "tag" for label in self.labels)
+
+    def part(self, kind: str) -> Ontology:
+        """The labels a model kind answers, as an ontology of their own (same defaults, name,
+        models, score attribute): ``"objects"`` (rectangle, polygon, mask: what detectors and
+        segmenters give) or ``"tags"`` (image-level: what classifiers give). An ontology
+        that is all of one part is returned as it is (same `content_hash`); `OntologyError`
+        when the part is empty, naming what to add."""
+        if kind not in ("objects", "tags"):
+            raise ValueError(f"kind must be 'objects' or 'tags', got {kind!r}")
+        wanted = [label for label in self.labels if (label.type == "tag") == (kind == "tags")]
+        if len(wanted) == len(self.labels):
+            return self
+        if not wanted:
+            if kind == "tags":
+                raise OntologyError(
+                    "the ontology has no tag labels for a classifier: give image-level labels `type: tag`"
+                )
+            raise OntologyError(
+                "the ontology has only tag labels (image-level, for a classifier); a detector needs "
+                "labels of type rectangle, polygon or mask"
+            )
+        return replace(self, labels=tuple(wanted), source=None)
 
     def function_name(self, kind: str) -> str:
         """The Nuclio function name for a model kind: ``"<name>-<kind>"``, or ``kind``

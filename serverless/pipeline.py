@@ -67,11 +67,15 @@ class ModelSettings:
     or the shorthand ``AUTOLABEL_GDINO_MODEL``; ``AUTOLABEL_SEGMENTER``, or
     ``AUTOLABEL_SAM_MODEL_TYPE`` / ``AUTOLABEL_SAM_CHECKPOINT``) → the ontology's
     ``models: {detector, segmenter}`` → the defaults ``grounding-dino`` and ``sam`` (vit_h).
+    The classifier (for ``tag`` labels) resolves the same way (``--classifier`` →
+    ``AUTOLABEL_CLASSIFIER`` → ``models.classifier``).
     """
 
     detector: ModelSpec
     segmenter: ModelSpec
     device: str | None = None
+    classifier: ModelSpec | None = None
+    """The classifier for the ontology's ``tag`` labels; None: the ontology has none named."""
 
     def __init__(
         self,
@@ -79,6 +83,7 @@ class ModelSettings:
         segmenter: ModelSpec | str | None = None,
         device: str | None = None,
         *,
+        classifier: ModelSpec | str | None = None,
         gdino_model: str | None = None,
         sam_checkpoint: str | None = None,
         sam_model_type: str | None = None,
@@ -96,6 +101,7 @@ class ModelSettings:
         object.__setattr__(self, "detector", parse_spec(chosen_detector or "grounding-dino", "detector", {}))
         object.__setattr__(self, "segmenter", parse_spec(chosen_segmenter or "sam", "segmenter", {}))
         object.__setattr__(self, "device", device or None)
+        object.__setattr__(self, "classifier", parse_spec(str(classifier), "classifier", {}) if classifier else None)
 
     @classmethod
     def from_env(
@@ -103,6 +109,7 @@ class ModelSettings:
         *,
         detector: str | None = None,
         segmenter: str | None = None,
+        classifier: str | None = None,
         gdino_model: str | None = None,
         sam_checkpoint: str | None = None,
         sam_model_type: str | None = None,
@@ -146,7 +153,23 @@ class ModelSettings:
             ],
             env,
         )
-        return cls(detector_spec, segmenter_spec, device or env.get("AUTOLABEL_DEVICE") or None)
+        classifier_text = classifier or env.get("AUTOLABEL_CLASSIFIER") or (models.classifier if models else None)
+        classifier_spec = (
+            _choose(
+                "classifier",
+                [
+                    ("given", classifier),
+                    ("AUTOLABEL_CLASSIFIER", env.get("AUTOLABEL_CLASSIFIER")),
+                    ("the ontology's models.classifier", models.classifier if models else None),
+                ],
+                env,
+            )
+            if classifier_text
+            else None
+        )
+        return cls(
+            detector_spec, segmenter_spec, device or env.get("AUTOLABEL_DEVICE") or None, classifier=classifier_spec
+        )
 
     @property
     def gdino_model(self) -> str:
@@ -174,6 +197,7 @@ class ModelSettings:
         from serverless.models.tiny import is_tiny
 
         parts = [*self.detector.weights.split(":"), *self.segmenter.weights.split(":")]
+        parts += self.classifier.weights.split(":") if self.classifier else []
         return any(is_tiny(part) for part in parts if part)
 
 

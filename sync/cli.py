@@ -32,14 +32,13 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-models_app = typer.Typer(help="Models: the registered backends, tiny test models.", no_args_is_help=True)
-app.add_typer(models_app, name="models")
 
 
 def _register_command_groups() -> None:
-    from sync.commands import cvat, data, evaluate, functions, serve, store
+    from sync.commands import cvat, data, evaluate, functions, models, serve, store
     from sync.commands.cvat_prelabel import prelabel as cvat_prelabel
 
+    app.add_typer(models.app, name="models")
     app.add_typer(functions.app, name="functions")
     serve.register(app)
     evaluate.register(app)
@@ -325,49 +324,6 @@ def demo(
     _run_prelabel(
         [samples], onto, resolved.settings, masks=resolved.masks, threshold=None, batch_size=2, out_file=out_file
     )
-
-
-@models_app.command("make-tiny")
-def make_tiny(
-    directory: Annotated[Path, typer.Argument(help="Folder to write the models into.")],
-    seed: Annotated[int, typer.Option(help="Random seed of the weights.")] = 0,
-) -> None:
-    """Write tiny random-init Grounding DINO and SAM models; print the `export` lines to use them.
-
-    eval "$(autolabel models make-tiny DIR)" points this shell at them.
-    """
-    import shlex
-
-    from serverless.models.tiny import make_tiny_models
-
-    quiet_libraries()
-    tiny = make_tiny_models(directory, seed=seed)
-    err.print("[bold red]Tiny random models: their outputs are meaningless (tests and offline demos only).[/]")
-    for name, value in tiny.environment().items():
-        print(f"export {name}={shlex.quote(value)}")
-
-
-@models_app.command("list")
-def list_models() -> None:
-    """The registered model backends, their default weights and whether those are on disk.
-
-    A backend is used through a spec string BACKEND[:WEIGHTS] (--detector, --segmenter, or the ontology's
-    models); a bare BACKEND means the default weights shown here (AUTOLABEL_* variables change them)."""
-    from serverless.models.registry import ModelSpecError, backends, parse_spec
-
-    # one block per backend: specs and paths are what a user copies, so they are never cut or wrapped
-    for backend in backends():
-        out.print(text(f"{backend.name} ({backend.kind})", "bold"), soft_wrap=True)
-        out.print(text(f"  {backend.summary}"))
-        try:
-            spec = parse_spec(backend.name, backend.kind)
-        except ModelSpecError as error:
-            out.print(text(f"  default: {error}", "red"), soft_wrap=True)
-            continue
-        where = backend.on_disk(spec.weights)
-        out.print(text(f"  default: {spec.text}"), soft_wrap=True)
-        out.print(text(f"  on disk: {where}", "green") if where else text("  on disk: no (fetched on first use when online)", "yellow"),
-                  soft_wrap=True)
 
 
 MODEL_PACKAGES = frozenset({"torch", "torchvision", "transformers", "huggingface_hub", "segment_anything", "ultralytics"})

@@ -135,3 +135,26 @@ def test_demo_falls_back_to_tiny_models_offline(tmp_path):
     data = json.loads(out.read_text())
     assert len(data["images"]) == 4
     assert data["info"]["tiny_models"] is True
+
+
+def test_make_tiny_prints_a_spec_for_every_registered_backend_that_loads(tmp_path):
+    from serverless.models import registry
+    from sync.commands.models import tiny_variable
+
+    result = subprocess.run(
+        [*AUTOLABEL, "models", "make-tiny", str(tmp_path / "m")], capture_output=True, text=True, cwd=ROOT
+    )
+    assert result.returncode == 0, result.stderr
+    exports = dict(line.removeprefix("export ").split("=", 1) for line in result.stdout.splitlines())
+    for backend in registry.backends():
+        spec = registry.parse_spec(exports[tiny_variable(backend.name)], backend.kind, {})
+        assert spec.backend == backend.name
+        assert backend.on_disk(spec.weights) is not None, backend.name
+
+
+def test_make_tiny_names_an_unknown_backend_in_one_line(tmp_path):
+    result = subprocess.run(
+        [*AUTOLABEL, "models", "make-tiny", str(tmp_path), "--backend", "yolo-wrld"], capture_output=True, text=True, cwd=ROOT
+    )
+    assert result.returncode == 2 and "'yolo-wrld'" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not result.stdout

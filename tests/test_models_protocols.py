@@ -56,7 +56,7 @@ def frames() -> list[np.ndarray]:
 
 
 def build(backend: registry.Backend, tiny_root, ontology: Ontology):
-    spec = registry.parse_spec(f"{backend.name}:{backend.tiny(tiny_root)}", backend.kind, {})
+    spec = registry.parse_spec(f"{backend.name}:{backend.tiny(tiny_root, 0)}", backend.kind, {})
     source = registry.locate(spec, download=False)
     assert backend.on_disk(spec.weights) is not None, "tiny weights are on disk"
     if backend.kind == "detector":

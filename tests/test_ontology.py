@@ -408,7 +408,7 @@ ERROR_CASES = [
         "labels:\n  - name: a\n    type: box\n",
         3,
         "labels[0].type",
-        "rectangle, polygon, mask, got 'box'",
+        "rectangle, polygon, mask, tag, got 'box'",
     ),
     (
         "type wrong case",
@@ -1062,7 +1062,7 @@ def test_an_ontology_without_models_keeps_its_canonical_form():
         ("labels: [{name: a}]\nmodels:\n  segmenter: sam:vit_q\n", 3, "models.segmenter", "model type must be one of"),
         ("labels: [{name: a}]\nmodels:\n  segmenter: 3\n", 3, "models.segmenter", "got 3"),
         ("labels: [{name: a}]\nmodels:\n  segmenter:\n", 3, "models.segmenter", "got null"),
-        ("labels: [{name: a}]\nmodels:\n  classifier: clip\n", 3, "models.classifier", "unknown key"),
+        ("labels: [{name: a}]\nmodels:\n  classifier: grounding-dino\n", 3, "models.classifier", "is a detector, not a classifier"),
         ("labels: [{name: a}]\nmodels:\n  detectr: grounding-dino\n", 3, "models.detectr", "did you mean 'detector'"),
         ("labels: [{name: a}]\nmodels: grounding-dino\n", 2, "models", "must be a mapping of detector, segmenter"),
         ("labels: [{name: a}]\nmodel: {}\n", 2, "model", "did you mean 'models'"),
@@ -1090,3 +1090,38 @@ def test_field_errors_carry_their_path():
     with pytest.raises(OntologyFieldError) as info:
         Label("a", ("x", "a.b"))
     assert info.value.path == ("prompts", 1) and str(info.value).startswith("label 'a': prompts[1]: ")
+
+
+# --------------------------------------------------------------------------- parts: objects and tags
+
+MIXED = """\
+labels:
+  - {name: car, prompts: [car], threshold: 0.4}
+  - {name: sunny, prompts: [a sunny day], type: tag}
+  - {name: person, type: mask}
+  - {name: night, prompts: [a photo at night], type: tag, threshold: 0.2}
+"""
+
+
+def test_part_splits_objects_from_tags_keeping_order_and_settings():
+    ontology = parse_ontology(MIXED, "mixed.yaml")
+    assert ontology.has_objects and ontology.has_tags
+    objects, tags = ontology.part("objects"), ontology.part("tags")
+    assert objects.label_names == ("car", "person")
+    assert tags.label_names == ("sunny", "night")
+    assert tags.thresholds.tolist() == pytest.approx([ontology.defaults.threshold, 0.2])
+    assert objects.defaults == tags.defaults == ontology.defaults
+    assert len({ontology.content_hash, objects.content_hash, tags.content_hash}) == 3
+
+
+def test_part_of_a_single_kind_ontology_is_itself_and_the_missing_part_is_named():
+    only_objects = parse_ontology("labels:\n  - {name: car}\n", "o.yaml")
+    assert only_objects.part("objects") is only_objects
+    with pytest.raises(OntologyError, match="no tag labels"):
+        only_objects.part("tags")
+    only_tags = parse_ontology("labels:\n  - {name: sunny, type: tag}\n", "t.yaml")
+    assert only_tags.part("tags") is only_tags and not only_tags.has_objects
+    with pytest.raises(OntologyError, match="only tag labels"):
+        only_tags.part("objects")
+    with pytest.raises(ValueError, match="objects"):
+        only_tags.part("shapes")

@@ -8,7 +8,6 @@ a box's score for a phrase is the highest token probability inside that phrase's
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,14 +17,13 @@ import numpy as np
 
 from serverless.detections import Detections
 from serverless.models.base import check_threshold
+from serverless.models.hub import load_error, locate_pretrained, pretrained_on_disk
 from serverless.models.registry import (
     DetectorBackend,
-    ModelLoadError,
     WeightsSource,
     inference_context,
     load_once,
     select_device,
-    url_problem,
 )
 from serverless.ontology import MAX_PROMPT_TOKENS, Ontology, PromptChunk, chunk_prompts
 
@@ -134,8 +132,7 @@ class GroundingDino:
             processor = AutoProcessor.from_pretrained(model_id)
             model = AutoModelForZeroShotObjectDetection.from_pretrained(model_id)
         except (OSError, ValueError) as err:
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise ModelLoadError(f"cannot load Grounding DINO from {model_id!r}: {first}") from err
+            raise load_error("Grounding DINO", model_id, err) from err
         return cls(model, processor, device=device, model_id=model_id)
 
     def bind(self, ontology: Ontology) -> GroundingDinoDetector:
@@ -271,77 +268,11 @@ _HINT = (
 )
 
 
-def _looks_like_path(value: str) -> bool:
-    """A local path rather than a hub id: absolute, ``~``/``./``/``../``, existing, or with a
-    separator but not of the hub form ``OWNER/NAME``."""
-    from huggingface_hub.errors import HFValidationError
-    from huggingface_hub.utils import validate_repo_id
-
-    if value.startswith(("~", "./", "../", ".\\", "..\\")) or os.path.isabs(value):
-        return True
-    if os.path.exists(os.path.expanduser(value)):
-        return True
-    if "/" in value or os.sep in value:
-        try:
-            validate_repo_id(value)
-        except HFValidationError:
-            return True
-    return False
-
-
-def _cached_snapshot(model: str) -> str | None:
-    """The Hugging Face cache snapshot of hub id ``model``, or None."""
-    from huggingface_hub import try_to_load_from_cache
-    from huggingface_hub.errors import HFValidationError
-
-    try:
-        cached = try_to_load_from_cache(model, "config.json")
-    except HFValidationError:
-        return None
-    return str(Path(cached).parent) if isinstance(cached, str) else None
-
-
 def locate_weights(model: str, download: bool = True) -> WeightsSource:
-    """Where Grounding DINO ``model`` (a directory or a hub id) loads from, checked in seconds.
-
-    A path must be an existing directory. A hub id is looked up in the Hugging Face cache;
-    when the hub is off (``HF_HUB_OFFLINE``), downloads are not allowed, or the hub does not
-    answer a bounded probe, a cached snapshot is used and a missing one is a `ModelLoadError`
-    saying what to set: never the hub client's minutes of retries.
-    """
-    from huggingface_hub import constants
-    from huggingface_hub.errors import HFValidationError
-    from huggingface_hub.utils import validate_repo_id
-
-    where = f"cannot load Grounding DINO from {model!r}"
-    if _looks_like_path(model):
-        path = Path(model).expanduser()
-        if not path.exists():
-            raise ModelLoadError(
-                f"{where}: the directory does not exist (give a directory written by save_pretrained, "
-                "or a hub id such as IDEA-Research/grounding-dino-tiny)"
-            )
-        if not path.is_dir():
-            raise ModelLoadError(f"{where}: not a directory (a folder written by save_pretrained is expected)")
-        return WeightsSource(str(path), f"Grounding DINO from {model}")
-    try:
-        validate_repo_id(model)
-    except HFValidationError:
-        raise ModelLoadError(f"{where}: neither an existing directory nor a hub id OWNER/NAME") from None
-    snapshot = _cached_snapshot(model)
-    if constants.is_offline_mode() or not download:
-        if snapshot is None:
-            why = "HF_HUB_OFFLINE is set" if constants.is_offline_mode() else "downloads are off"
-            raise ModelLoadError(f"{where}: not in the Hugging Face cache and {why}; {_HINT}")
-        return WeightsSource(model, f"Grounding DINO {model} from the hub cache")
-    problem = url_problem(constants.ENDPOINT)
-    if problem is None:
-        return WeightsSource(model, f"Grounding DINO {model} from the hub" + (" cache" if snapshot else ""))
-    if snapshot is not None:
-        return WeightsSource(snapshot, f"Grounding DINO {model} from the hub cache (hub unreachable)")
-    raise ModelLoadError(
-        f"{where}: not in the Hugging Face cache and the hub {constants.ENDPOINT} cannot be reached "
-        f"({problem}); {_HINT}"
+    """Where Grounding DINO ``model`` (a directory or a hub id) loads from, checked in seconds
+    (`serverless.models.hub.locate_pretrained`)."""
+    return locate_pretrained(
+        model, download, display="Grounding DINO", example="IDEA-Research/grounding-dino-tiny", hint=_HINT
     )
 
 
@@ -349,17 +280,10 @@ def _parse(weights: str, environ: Mapping[str, str]) -> str:
     return weights.strip() or environ.get("AUTOLABEL_GDINO_MODEL") or DEFAULT_GDINO_MODEL
 
 
-def _on_disk(weights: str) -> str | None:
-    path = Path(weights).expanduser()
-    if path.is_dir():
-        return str(path)
-    return None if _looks_like_path(weights) else _cached_snapshot(weights)
-
-
-def _tiny(directory: Path) -> str:
+def _tiny(directory: Path, seed: int = 0) -> str:
     from serverless.models.tiny import make_tiny_models
 
-    return str(make_tiny_models(directory).gdino_dir)
+    return str(make_tiny_models(directory, seed=seed).gdino_dir)
 
 
 def _build(weights: str, source: WeightsSource, ontology: Ontology, device: str | None) -> GroundingDinoDetector:
@@ -371,7 +295,7 @@ BACKEND = DetectorBackend(
     summary="Grounding DINO (transformers): open-vocabulary boxes from the ontology's prompts",
     parse=_parse,
     locate=locate_weights,
-    on_disk=_on_disk,
+    on_disk=pretrained_on_disk,
     tiny=_tiny,
     build=_build,
 )

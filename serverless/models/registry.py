@@ -115,9 +115,10 @@ class Backend:
     `ModelLoadError` in one line when they are nowhere to be had."""
     on_disk: Callable[[str], str | None]
     """``canonical weights`` → where they are on this machine, or None; never downloads."""
-    tiny: Callable[[Path], str]
-    """``directory`` → canonical weights of a tiny random-init model written there (for
-    tests and offline demos; idempotent)."""
+    tiny: Callable[[Path, int], str]
+    """``(directory, seed)`` → canonical weights of a tiny random-init model, in the backend's
+    real on-disk format, written under ``directory/<backend name>/`` (for tests and offline
+    demos; idempotent: an existing one is reused)."""
 
 
 @dataclass(frozen=True)
@@ -198,7 +199,11 @@ def parse_spec(text: str, kind: Kind, environ: Mapping[str, str] | None = None) 
 
 
 def _example(kind: Kind) -> str:
-    examples = {"detector": "grounding-dino:IDEA-Research/grounding-dino-tiny", "segmenter": "sam:vit_b"}
+    examples = {
+        "detector": "grounding-dino:IDEA-Research/grounding-dino-tiny",
+        "segmenter": "sam:vit_b",
+        "classifier": "clip:openai/clip-vit-base-patch32",
+    }
     return examples.get(kind, f"{kind}-backend:weights")
 
 
@@ -217,13 +222,15 @@ def _backend_for(spec: ModelSpec, cls: type[B]) -> B:
 def load_detector(
     spec: ModelSpec, ontology: Ontology, *, device: str | None = None, source: WeightsSource | None = None
 ) -> Detector:
-    """The `Detector` of ``spec`` bound to ``ontology``, once per process: the weights are
+    """The `Detector` of ``spec`` bound to ``ontology``'s object labels (its ``tag`` labels
+    are a classifier's: `Ontology.part`), once per process: the weights are
     shared by every ontology, and doors asking for the same spec, ontology (by content) and
     device share one detector. ``source``: where the weights are, when already located."""
     found = _backend_for(spec, DetectorBackend)
+    objects = ontology.part("objects")  # tag labels are a classifier's (OntologyError if only tags)
     where = source or found.locate(spec.weights, True)
-    key = ("detector", spec.text, ontology.content_hash, device)
-    return load_once(key, lambda: found.build(spec.weights, where, ontology, device))
+    key = ("detector", spec.text, objects.content_hash, device)
+    return load_once(key, lambda: found.build(spec.weights, where, objects, device))
 
 
 def load_segmenter(spec: ModelSpec, *, device: str | None = None, source: WeightsSource | None = None) -> Segmenter:
@@ -235,9 +242,13 @@ def load_segmenter(spec: ModelSpec, *, device: str | None = None, source: Weight
 def load_classifier(
     spec: ModelSpec, ontology: Ontology, *, device: str | None = None, source: WeightsSource | None = None
 ) -> Classifier:
-    """The `Classifier` of ``spec`` for ``ontology``'s labels, loaded once per process."""
+    """The `Classifier` of ``spec`` for ``ontology``'s ``tag`` labels (`Ontology.part`;
+    `OntologyError` when it has none), once per process as `load_detector`."""
     found = _backend_for(spec, ClassifierBackend)
-    return found.build(spec.weights, source or found.locate(spec.weights, True), ontology, device)
+    tags = ontology.part("tags")
+    where = source or found.locate(spec.weights, True)
+    key = ("classifier", spec.text, tags.content_hash, device)
+    return load_once(key, lambda: found.build(spec.weights, where, tags, device))
 
 
 # --------------------------------------------------------------------------- probing

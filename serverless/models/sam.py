@@ -358,10 +358,10 @@ def _on_disk(weights: str) -> str | None:
         return None
 
 
-def _tiny(directory: Path) -> str:
+def _tiny(directory: Path, seed: int = 0) -> str:
     from serverless.models.tiny import make_tiny_models
 
-    tiny = make_tiny_models(directory)
+    tiny = make_tiny_models(directory, seed=seed)
     return f"{tiny.sam_model_type}:{tiny.sam_checkpoint}"
 
 
