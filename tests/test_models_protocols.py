@@ -33,7 +33,10 @@ labels:
   - {name: person, prompts: [person, worker], threshold: 0.3}
   - {name: cat}
   - {name: cup, type: mask, threshold: 0.15}
+  - {name: sunny, prompts: [a sunny day], type: tag, threshold: 0.02}
+  - {name: indoor, prompts: [indoors, inside a room], type: tag}
 """
+# Detectors answer the object labels, classifiers the tag labels (`Ontology.part`).
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +88,7 @@ def check_detections(det: Detections, image: np.ndarray, labels: tuple[str, ...]
 
 
 def check_detector(detector: Detector, ontology: Ontology, frames: list[np.ndarray]) -> None:
+    ontology = ontology.part("objects")
     assert isinstance(detector, Detector)
     assert detector.labels == ontology.label_names and all(isinstance(n, str) for n in detector.labels)
     assert detector.detect([]) == []
@@ -143,6 +147,7 @@ def check_segmenter(segmenter: Segmenter, ontology: Ontology, frames: list[np.nd
 
 
 def check_classifier(classifier: Classifier, ontology: Ontology, frames: list[np.ndarray]) -> None:
+    ontology = ontology.part("tags")
     assert isinstance(classifier, Classifier)
     assert classifier.labels == ontology.label_names
     assert classifier.classify([]) == []
@@ -192,7 +197,7 @@ def test_a_backend_loads_once_and_binds_per_ontology(backend, tiny_root, ontolog
     first = build(backend, tiny_root, ontology)
     assert build(backend, tiny_root, ontology) is first
     if backend.kind != "segmenter":
-        other = parse_ontology("labels: [{name: dog}]\n")
+        other = parse_ontology("labels: [{name: dog, type: %s}]\n" % ("tag" if backend.kind == "classifier" else "rectangle"))
         rebound = build(backend, tiny_root, other)
         assert rebound is not first and rebound.labels == ("dog",)
 
