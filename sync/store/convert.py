@@ -200,6 +200,8 @@ def row_values(row: AnnotationIn, where: str) -> tuple:
         size = rle.get("size") if isinstance(rle, Mapping) else None
         if not (isinstance(size, (list, tuple)) and len(size) == 2 and isinstance(rle.get("counts"), str)):
             raise StoreError(f"{where}: mask_rle must be a COCO compressed RLE {{'size': [h, w], 'counts': str}}")
+    if row.shape_type == "tag" and (row.polygon is not None or row.mask_rle is not None):
+        raise StoreError(f"{where}: a tag is an image-level label: it has no polygon or mask")
     if row.score is not None and not 0 <= row.score <= 1:
         raise StoreError(f"{where}: score must lie in 0..1, got {row.score}")
     if not isinstance(row.label, str) or not row.label:

@@ -85,8 +85,9 @@ SCHEMA_VERSION = 2
 RUN_KINDS = ("prelabel", "human", "import")
 """Values of ``runs.kind``."""
 
-SHAPE_TYPES = ("rectangle", "polygon", "mask")
-"""Values of ``annotations.shape_type``."""
+SHAPE_TYPES = ("rectangle", "polygon", "mask", "tag")
+"""Values of ``annotations.shape_type``. A ``tag`` is an image-level label (a CVAT tag): its
+box is the whole frame and it has no polygon or mask."""
 
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 """64-bit ids on PostgreSQL; SQLite's INTEGER PRIMARY KEY is already 64-bit (and only that
@@ -220,7 +221,9 @@ class Annotation(Base):
             ["run_samples.run_id", "run_samples.sample_id"],
             name="fk_annotations_run_sample",
         ),
-        CheckConstraint("shape_type IN ('rectangle', 'polygon', 'mask')", name="ck_annotations_shape_type"),
+        CheckConstraint(
+            "shape_type IN (" + ", ".join(f"'{t}'" for t in SHAPE_TYPES) + ")", name="ck_annotations_shape_type"
+        ),
         CheckConstraint("x2 >= x1 AND y2 >= y1", name="ck_annotations_box"),
         CheckConstraint("score IS NULL OR (score >= 0 AND score <= 1)", name="ck_annotations_score"),
         Index("ix_annotations_run_sample", "run_id", "sample_id"),
