@@ -28,7 +28,7 @@ Contract (``cvat_protocol.md`` §3, §6):
 ``init_context`` resolves the models (`ModelSettings.from_env`: the environment, else the
 ontology's ``models``, else Grounding DINO and SAM), loads them once per worker through the
 registry and keeps them in ``context.user_data`` as protocols (`Detector`, `Segmenter`,
-`EmbeddingExporter`); ``handler`` never loads weights. Models and converters live elsewhere
+`EmbeddingExporter`, `Classifier`); ``handler`` never loads weights. Models and converters live elsewhere
 (``serverless.models``, ``serverless.convert``): nothing here knows how a model works.
 """
 
@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from serverless.images import ImageError, decode_image, max_pixels
-from serverless.models.base import Detector, EmbeddingExporter, Segmenter, check_threshold
+from serverless.models.base import Classifier, Detector, EmbeddingExporter, Segmenter, check_threshold
 
 if TYPE_CHECKING:
     from serverless.ontology import Ontology
@@ -62,7 +62,9 @@ __all__ = [
     "BROWSER_SAM_ID",
     "MAX_POINTS",
     "RequestError",
+    "classifier_function",
     "decode_request_image",
+    "detector_function",
     "error_response",
     "grounded_sam_function",
     "grounding_dino_function",
@@ -386,43 +388,54 @@ def _log_ready(context: Any, function: str, **details: Any) -> None:
 
 
 def _init_detector(context: Any, path: Path, function: str, *, segmenter: bool) -> None:
-    """Ontology, `Detector` (and `Segmenter`) into ``context.user_data``, loaded once."""
+    """Ontology (its object labels), `Detector` (and `Segmenter`) into ``context.user_data``,
+    loaded once. ``user_data.masks``: whether the detector's own detections carry masks."""
+    from serverless.models.registry import backend
     from serverless.pipeline import load_models
 
     ontology = _load_ontology(path)
     settings = _settings(context, ontology)
     user_data = context.user_data
-    user_data.ontology = ontology
+    user_data.ontology = ontology.part("objects")  # the detector's class ids index these
     user_data.detector, user_data.segmenter = load_models(settings, ontology, masks=segmenter)
+    user_data.masks = bool(getattr(backend(settings.detector.backend), "masks", False))
     user_data.ready = True
     models = {"detector": settings.detector.text, **({"segmenter": settings.segmenter.text} if segmenter else {})}
-    _log_ready(context, function, **models, labels=len(ontology.labels))
+    _log_ready(context, function, **models, labels=len(user_data.ontology.labels))
 
 
 # --------------------------------------------------------------------------- detectors
 
 
-def _grounded_items(
-    image: np.ndarray, detector: Detector, segmenter: Segmenter, ontology: Ontology, threshold: float | None
+def _shape_items(
+    image: np.ndarray, detector: Detector, segmenter: Segmenter | None, ontology: Ontology, threshold: float | None
 ) -> list[dict[str, Any]]:
-    """Grounded-SAM detector items, in detection order, each delivered as the CVAT contract
-    says for its label's type (`serverless.convert.cvat_contract`): ``rectangle`` labels get
-    boxes (the segmenter is not run for them), ``polygon`` labels polygons, ``mask`` labels
-    raw-bitmap masks with polygon ``points`` (so CVAT can keep them as masks or convert them).
-    Shapes left empty (no mask pixels, no area) are dropped."""
+    """Detector items, in detection order, each delivered as the CVAT contract says for its
+    label's type (`serverless.convert.cvat_contract`): ``rectangle`` labels get boxes,
+    ``polygon`` labels polygons, ``mask`` labels raw-bitmap masks with polygon ``points`` (so
+    CVAT can keep them as masks or convert them). The masks come from ``segmenter`` (run only
+    for the boxes that need one: one embedding, one batched decode) or, without one, from the
+    detector itself (SAM 3); detections without a mask are boxes. Shapes left empty (no mask
+    pixels, no area) are dropped."""
     from serverless.convert.cvat_contract import needs_mask, shape_types_for
     from serverless.convert.nuclio import to_detector_items
     from serverless.models.grounded_sam import add_masks
 
     _checkpoint("detection")
-    (boxes,) = detector.detect([image], threshold=threshold)
-    label_types = [ontology.labels[int(class_id)].type for class_id in boxes.class_ids]
+    (found,) = detector.detect([image], threshold=threshold)
+    label_types = [ontology.labels[int(class_id)].type for class_id in found.class_ids]
     segment = np.array([needs_mask(kind) for kind in label_types], dtype=bool)
-    shapes = shape_types_for(label_types, has_mask=True)
-    _checkpoint("segmentation")
-    masked = add_masks(segmenter, image, boxes, only=segment)  # one embedding, one batched decode
+    if segmenter is not None:
+        _checkpoint("segmentation")
+        masked = add_masks(segmenter, image, found, only=segment)  # one embedding, one batched decode
+    else:
+        masked = found
+        segment &= found.masks is not None
+    shapes = shape_types_for(label_types, has_mask=masked.masks is not None)
+    shapes = [shape if segment[i] else "rectangle" for i, shape in enumerate(shapes)]
     _check_reply_size([masked.masks[i] for i, shape in enumerate(shapes) if shape == "mask"], image)
     size = (image.shape[1], image.shape[0])
+    boxes = found.with_columns(masks=None, polygons=None)  # rectangle rows: the box alone
     items: list[dict[str, Any]] = []
     for i, shape in enumerate(shapes):
         _checkpoint("converting the shapes")
@@ -433,22 +446,27 @@ def _grounded_items(
     return items
 
 
-def grounding_dino_function(ontology_path: str | PathLike[str], *, module: str) -> tuple[InitContext, Handler]:
-    """The ``grounding-dino`` detector: boxes for the labels of the ontology at
-    ``ontology_path`` (read in ``init_context``) from the configured `Detector` (Grounding
-    DINO unless the environment or the ontology's ``models`` name another). A request's
-    ``threshold`` overrides every label's; without one (CVAT's UI never sends it) each label's
-    own threshold applies. ``module`` is the ``__name__`` of the ``main.py`` that exposes the
-    pair."""
+def detector_function(ontology_path: str | PathLike[str], *, module: str) -> tuple[InitContext, Handler]:
+    """A detector function over the configured `Detector` (`ModelSettings`: the environment's
+    ``AUTOLABEL_DETECTOR``, else the ontology's ``models.detector``, else Grounding DINO) for
+    the object labels of the ontology at ``ontology_path`` (read in ``init_context``).
+
+    A box detector answers every label with a rectangle. A detector whose detections carry
+    masks (SAM 3: `DetectorBackend.masks`) answers each label with its type, as
+    `grounded_sam_function` does. A request's ``threshold`` overrides every label's; without
+    one (CVAT's UI never sends it) each label's own threshold applies. ``module`` is the
+    ``__name__`` of the ``main.py`` that exposes the pair."""
     path = Path(ontology_path)
 
     def init_context(context: Any) -> None:
-        _init_detector(context, path, "grounding-dino", segmenter=False)
+        _init_detector(context, path, "detector", segmenter=False)
 
     def detect(user_data: Any, event: Any) -> list[dict[str, Any]]:
         from serverless.convert.nuclio import to_detector_items
 
         image, threshold = parse_detector_request(event)
+        if user_data.masks:
+            return _shape_items(image, user_data.detector, None, user_data.ontology, threshold)
         detector: Detector = user_data.detector
         _checkpoint("detection")
         (det,) = detector.detect([image], threshold=threshold)
@@ -461,12 +479,16 @@ def grounding_dino_function(ontology_path: str | PathLike[str], *, module: str) 
     return _expose(module, init_context, handler)
 
 
+grounding_dino_function = detector_function
+"""The name older rendered ``main.py`` files import (the detector was Grounding DINO then)."""
+
+
 def grounded_sam_function(ontology_path: str | PathLike[str], *, module: str) -> tuple[InitContext, Handler]:
-    """The ``grounded-sam`` detector: the `Detector`'s boxes, then the `Segmenter`'s masks for
-    the boxes of ``polygon`` and ``mask`` labels (one embedding and one batched decode per
+    """A detector + segmenter function: the `Detector`'s boxes, then the `Segmenter`'s masks
+    for the boxes of ``polygon`` and ``mask`` labels (one embedding and one batched decode per
     frame). Items follow each label's type in the ontology: rectangles, polygons, or masks (raw
     bitmap of the inclusive box crop + box) with polygon ``points``. Thresholds as in
-    `grounding_dino_function`."""
+    `detector_function`."""
     path = Path(ontology_path)
 
     def init_context(context: Any) -> None:
@@ -474,10 +496,48 @@ def grounded_sam_function(ontology_path: str | PathLike[str], *, module: str) ->
 
     def detect(user_data: Any, event: Any) -> list[dict[str, Any]]:
         image, threshold = parse_detector_request(event)
-        return _grounded_items(image, user_data.detector, user_data.segmenter, user_data.ontology, threshold)
+        return _shape_items(image, user_data.detector, user_data.segmenter, user_data.ontology, threshold)
 
     def handler(context: Any, event: Any) -> Any:
         return _serve(context, event, detect)
+
+    return _expose(module, init_context, handler)
+
+
+# --------------------------------------------------------------------------- classifiers
+
+
+def classifier_function(ontology_path: str | PathLike[str], *, module: str) -> tuple[InitContext, Handler]:
+    """A detector function that answers tags: the configured `Classifier` (``AUTOLABEL_CLASSIFIER``,
+    else the ontology's ``models.classifier``, else CLIP) over the ``tag`` labels of the
+    ontology at ``ontology_path``. Replies are ``type: "tag"`` items (CVAT stores them as tags
+    on task labels of type ``tag`` or ``any``); ``threshold`` as in `detector_function`."""
+    path = Path(ontology_path)
+
+    def init_context(context: Any) -> None:
+        from serverless.models import registry
+
+        ontology = _load_ontology(path)
+        settings = _settings(context, ontology)
+        if settings.classifier is None:
+            raise RuntimeError("no classifier configured: set AUTOLABEL_CLASSIFIER or the ontology's models.classifier")
+        user_data = context.user_data
+        user_data.ontology = ontology.part("tags")
+        user_data.classifier = registry.load_classifier(settings.classifier, ontology, device=settings.device)
+        user_data.ready = True
+        _log_ready(context, "classifier", classifier=settings.classifier.text, labels=len(user_data.ontology.labels))
+
+    def classify(user_data: Any, event: Any) -> list[dict[str, Any]]:
+        from serverless.convert.nuclio import to_tag_items
+
+        image, threshold = parse_detector_request(event)
+        classifier: Classifier = user_data.classifier
+        _checkpoint("classification")
+        (tags,) = classifier.classify([image], threshold=threshold)
+        return to_tag_items(tags, score_attribute=user_data.ontology.score_attribute)
+
+    def handler(context: Any, event: Any) -> Any:
+        return _serve(context, event, classify)
 
     return _expose(module, init_context, handler)
 

@@ -6,6 +6,8 @@ All results are JSON-ready: plain ``dict``/``list``/``str``/``int``/``float`` on
 - Detector: `to_detector_items` → a list of items ``{label, type, points, mask?, confidence,
   attributes?}``. A detector ``mask`` is a raw bitmap (0/255) of the mask cropped to its
   **inclusive** box, followed by ``xtl, ytl, xbr, ybr``: not CVAT RLE.
+- Classifier: `to_tag_items` → ``{label, type: "tag", attributes, confidence}`` per tag
+  (CVAT stores them as tags on labels of type ``tag`` or ``any``: ``cvat_protocol.md``).
 - Interactor: `to_interactor_reply` → ``{mask: 2-D crop, bounds: [xtl, ytl, xbr, ybr]}``.
 - SAM encoder (browser decoder): `embedding_reply` → ``{blob: base64 float32}``.
 """
@@ -20,6 +22,7 @@ import numpy as np
 from serverless.convert.cvat_contract import SCORE_ATTRIBUTE
 from serverless.convert.polygons import check_mask, largest_ring, mask_bbox, mask_to_polygons
 from serverless.detections import Detections, plain_float
+from serverless.models.base import Tags
 
 __all__ = [
     "EMBEDDING_SHAPE",
@@ -28,6 +31,7 @@ __all__ = [
     "score_percent",
     "to_detector_items",
     "to_interactor_reply",
+    "to_tag_items",
 ]
 
 EMBEDDING_SHAPE = (1, 256, 64, 64)
@@ -130,6 +134,17 @@ def to_detector_items(
         if score_attribute:
             item["attributes"] = [{"name": SCORE_ATTRIBUTE, "value": score_percent(det.scores[i])}]
         items.append(item)
+    return items
+
+
+def to_tag_items(tags: Tags, *, score_attribute: bool = False) -> list[dict[str, Any]]:
+    """One CVAT detector item of ``type: "tag"`` per tag, in order: ``label``, ``attributes``
+    (the score attribute as an integer percent with ``score_attribute``, else ``[]``) and
+    ``confidence`` (ignored by CVAT, as for shapes)."""
+    items = []
+    for name, score in zip(tags.labels.tolist(), tags.scores.tolist(), strict=True):
+        attributes = [{"name": SCORE_ATTRIBUTE, "value": score_percent(score)}] if score_attribute else []
+        items.append({"label": str(name), "type": "tag", "attributes": attributes, "confidence": plain_float(score)})
     return items
 
 

@@ -126,6 +126,9 @@ class DetectorBackend(Backend):
     kind: ClassVar[Kind] = "detector"
     build: Callable[[str, WeightsSource, Ontology, str | None], Detector]
     """``(weights, source, ontology, device)`` → a `Detector` bound to the ontology."""
+    masks: bool = False
+    """True when its detections carry masks of their own (SAM 3): doors then deliver polygon
+    and mask labels without a segmenter, and a function's spec declares the labels' types."""
 
 
 @dataclass(frozen=True)
