@@ -128,8 +128,9 @@ def tune(
 ) -> None:
     """Choose a score threshold per class from the human corrections.
 
-    --write puts them into the ontology file (comments and layout kept) for the next pre-label
-    run and the next `autolabel functions render`."""
+    Tags (image-level labels) are tuned by best F1 whatever --by says. --write puts the
+    thresholds into the ontology file (comments and layout kept) for the next pre-label run
+    and the next `autolabel functions render`."""
     from sync.evaluate.table import fmt_threshold
 
     if by not in ("f1", "time"):
@@ -172,33 +173,52 @@ def _current_thresholds(evaluation: Any, write: Path | None) -> tuple[dict[str, 
             ontology = load_ontology(write)
         currents = {label.name: ontology.threshold_for(i) for i, label in enumerate(ontology.labels)}
         return currents, f"in {write.name}", {label.name for label in ontology.labels if label.threshold is None}
-    currents = {label: s.current for label, s in evaluation.sweeps.items() if s.current is not None}
+    sweeps = {**evaluation.sweeps, **evaluation.tag_sweeps}
+    currents = {label: s.current for label, s in sweeps.items() if s.current is not None}
     return currents, "of the run", set()
 
 
 def _tune_table(evaluation: Any, by: str, currents: dict[str, float], where: str) -> dict[str, float]:
-    """Print the tuning table; return the threshold chosen per label (the current one where it
-    is as good as the best: no evidence, no change)."""
+    """Print the tuning tables (shapes by ``by``; tags, if any, by best F1); return the
+    threshold chosen per label (the current one where it is as good as the best: no
+    evidence, no change)."""
+    chosen: dict[str, float] = {}
+    if evaluation.sweeps or not evaluation.tag_sweeps:
+        title = f"Thresholds for {evaluation.name} ({'best F1' if by == 'f1' else 'least annotator time'})"
+        chosen.update(_tune_rows(title, evaluation.sweeps, by, currents, where, seconds=True))
+    if evaluation.tag_sweeps:
+        title = f"Tag thresholds for {evaluation.name} (best F1)"
+        chosen.update(_tune_rows(title, evaluation.tag_sweeps, "f1", currents, where, seconds=False))
+        if by != "f1":
+            out.print(text("tags are tuned by best F1: there is no annotator-time estimate for tags"))
+    return chosen
+
+
+def _tune_rows(
+    title: str, sweeps: Any, by: str, currents: dict[str, float], where: str, *, seconds: bool
+) -> dict[str, float]:
+    """Print one tuning table over ``sweeps`` (``{label: ClassSweep}``); the chosen thresholds."""
     from rich.table import Table
 
     from sync.evaluate.table import fmt_metric, fmt_threshold
 
-    title = f"Thresholds for {evaluation.name} ({'best F1' if by == 'f1' else 'least annotator time'})"
     table = Table(title=text(title))
-    for column in ("label", f"current ({where})", "chosen", "precision", "recall", "F1", "est. seconds"):
+    columns = ("label", f"current ({where})", "chosen", "precision", "recall", "F1", "est. seconds")
+    for column in columns if seconds else columns[:-1]:
         table.add_column(text(column), justify="left" if column == "label" else "right")
     chosen: dict[str, float] = {}
-    for label, sweep in evaluation.sweeps.items():
+    for label, sweep in sweeps.items():
         choice = sweep.best_f1 if by == "f1" else sweep.min_time
         current = currents.get(label)
         if choice is None:
-            table.add_row(text(label), fmt_threshold(current), "unchanged", "-", "-", "-", "-")
+            table.add_row(text(label), fmt_threshold(current), "unchanged", "-", "-", *["-"] * (2 if seconds else 1))
             continue
         keep = current is not None and sweep.keeps(current, by)
         chosen[label] = float(current) if keep else choice.threshold
         table.add_row(
             text(label), fmt_threshold(current), "unchanged" if keep else fmt_threshold(chosen[label]),
-            fmt_metric(choice.precision), fmt_metric(choice.recall), fmt_metric(choice.f1), f"{choice.seconds:.0f}",
+            fmt_metric(choice.precision), fmt_metric(choice.recall), fmt_metric(choice.f1),
+            *((f"{choice.seconds:.0f}",) if seconds else ()),
         )
     out.print(table)
     return chosen
@@ -246,6 +266,8 @@ def select(
         ids, uris = [int(i) for i in data.sample_ids], list(data.uris)
         if by == "f1":
             values, ascending = hs.sample_f1(*evaluation.per_sample_counts()), True
+        elif evaluation.edits is None:
+            fail(f"run {evaluation.name!r} has only tags: --by edits counts shape edits; use --by f1")
         else:
             values, ascending = hs.sample_edits(evaluation.edits.per_sample), False
         run_name, truth_name = evaluation.name, data.truth_name

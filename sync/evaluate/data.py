@@ -3,22 +3,110 @@
 `EvalData` is the one input of every evaluation step (metrics, threshold sweep, edit
 breakdown, hard-sample selection). It is built from the store by `sync.evaluate.load`, or
 directly from `Detections` in tests and benchmarks.
+
+Image-level labels (CVAT tags, stored as rows of shape type ``tag`` with the whole frame as
+their box) are no shapes: `split_tags` is the one place that takes them out of the geometry,
+and `TagData` holds them as per-sample label sets (`EvalData.tags`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from serverless.detections import Detections
 
-__all__ = ["EvalData", "EvalError"]
+__all__ = ["TAG", "EvalData", "EvalError", "TagData", "split_tags"]
+
+TAG = "tag"
+"""The ``shape_type`` of an image-level label (a CVAT tag) in the store."""
 
 
 class EvalError(ValueError):
     """An evaluation cannot run: its message names the run, sample, label or option at fault."""
+
+
+def split_tags(det: Detections) -> tuple[Detections, Detections]:
+    """``(shapes, tags)`` of one sample's annotations: the rows whose ``data["shape_type"]`` is
+    `TAG` apart from the rest (annotations without that column are all shapes). Every reader of
+    the store in the evaluation splits here, so a tag never reaches box or mask metrics."""
+    kinds = det.data.get("shape_type")
+    if kinds is None or len(det) == 0:
+        return det, det[np.zeros(0, dtype=np.int64)]
+    is_tag = np.asarray(kinds).astype(str) == TAG
+    if not is_tag.any():
+        return det, det[np.zeros(0, dtype=np.int64)]
+    return det[~is_tag], det[is_tag]
+
+
+def _frozen(array: np.ndarray, dtype: type) -> np.ndarray:
+    array = np.array(array, dtype=dtype, copy=True)
+    array.setflags(write=False)
+    return array
+
+
+@dataclass(frozen=True, eq=False)
+class TagData:
+    """The image-level labels of a pre-label run and of the truth, as label sets per sample.
+
+    - ``labels``: the tag label names; column ``k`` is ``labels[k]``.
+    - ``truth``: bool (N, K): sample ``i`` carries tag ``k`` in the truth.
+    - ``scores``: float32 (N, K): the score of the run's tag ``k`` on sample ``i``, NaN where
+      the run gave no such tag (a tag stored twice counts once, at its highest score). A
+      tag the run stored is a tag it predicted: the run applied its thresholds already.
+
+    Rows are the samples of the `EvalData` that holds it, in its order.
+    """
+
+    labels: tuple[str, ...]
+    truth: np.ndarray
+    scores: np.ndarray
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "labels", tuple(str(label) for label in self.labels))
+        object.__setattr__(self, "truth", _frozen(self.truth, bool))
+        object.__setattr__(self, "scores", _frozen(self.scores, np.float32))
+        k = len(self.labels)
+        if self.truth.ndim != 2 or self.truth.shape[1] != k or self.scores.shape != self.truth.shape:
+            raise EvalError(
+                f"TagData: truth and scores must both have shape (samples, {k} labels), "
+                f"got {self.truth.shape} and {self.scores.shape}"
+            )
+        given = self.scores[~np.isnan(self.scores)]
+        if given.size and (given.min() < 0 or given.max() > 1):
+            raise EvalError("TagData: scores must lie in 0..1 (NaN: no tag)")
+
+    @property
+    def predicted(self) -> np.ndarray:
+        """bool (N, K): the run gave tag ``k`` on sample ``i``."""
+        return ~np.isnan(self.scores)
+
+    @classmethod
+    def from_detections(
+        cls, labels: Sequence[str], truth: Sequence[Detections], pred: Sequence[Detections]
+    ) -> TagData:
+        """Label sets from per-sample tag annotations (their ``labels`` and, for ``pred``, their
+        ``scores``). Labels missing from ``labels`` raise `EvalError` naming them."""
+        index = {name: k for k, name in enumerate(labels)}
+        if len(truth) != len(pred):
+            raise EvalError(f"TagData: {len(truth)} truth samples but {len(pred)} pred samples")
+        truth_sets = np.zeros((len(truth), len(index)), dtype=bool)
+        scores = np.full((len(pred), len(index)), np.nan, dtype=np.float32)
+        for i, (t, p) in enumerate(zip(truth, pred)):
+            for name in t.labels.tolist():
+                truth_sets[i, cls._column(index, name)] = True
+            for name, score in zip(p.labels.tolist(), p.scores.tolist()):
+                k = cls._column(index, name)
+                scores[i, k] = score if np.isnan(scores[i, k]) else max(scores[i, k], score)
+        return cls(labels=tuple(labels), truth=truth_sets, scores=scores)
+
+    @staticmethod
+    def _column(index: Mapping[str, int], name: object) -> int:
+        if str(name) not in index:
+            raise EvalError(f"TagData: tag {name!r} is not one of the labels {sorted(index)}")
+        return index[str(name)]
 
 
 @dataclass(frozen=True, eq=False)
@@ -34,9 +122,11 @@ class EvalData:
       ``pre_annotation_id`` (int64: the pred annotation it was corrected from, -1 when
       unknown) and ``iscrowd`` (bool: COCO crowd regions, never counted as misses).
       Human annotations without a score read as 1.0. ``masks`` (full-frame, bool) are
-      present on both sides only when loaded for mask evaluation.
+      present on both sides only when loaded for mask evaluation. Neither holds tags.
     - ``pred_thresholds``: the score threshold per label the run was made with (nothing below
-      it was kept, so a threshold sweep starts there), or None when unknown.
+      it was kept, so a threshold sweep starts there), or None when unknown; tag labels too.
+    - ``tags``: the image-level labels of both sides (`TagData`, one row per sample), or None
+      when neither side nor the run's ontology has any.
     """
 
     labels: tuple[str, ...]
@@ -53,6 +143,7 @@ class EvalData:
     pred_has_scores: bool = True
     """False when the pre-labels carry no scores (an import without them reads as 1.0
     everywhere): no threshold can be chosen, and mAP does not rank them."""
+    tags: TagData | None = None
 
     def __post_init__(self) -> None:
         n = len(self.sample_ids)
@@ -65,6 +156,13 @@ class EvalData:
                 ids = det.class_ids
                 if ids.size and (ids.min() < 0 or ids.max() >= k):
                     raise EvalError(f"{side} of sample {int(self.sample_ids[i])}: class_ids must index labels")
+        if self.tags is not None and self.tags.truth.shape[0] != n:
+            raise EvalError(f"tags must have one row per sample ({n}), got {self.tags.truth.shape[0]}")
+
+    @property
+    def has_shapes(self) -> bool:
+        """True when some sample has a shape (box, polygon or mask) on either side."""
+        return any(len(t) or len(p) for t, p in zip(self.truth, self.pred))
 
     @property
     def has_masks(self) -> bool:

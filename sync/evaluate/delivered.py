@@ -11,6 +11,9 @@ compares the truth with that, per pre-label of a ``prelabel`` run:
    (`serverless.convert.cvat_shapes.delivered_shape_dicts`, the rule push itself calls);
 3. a pre-label with nothing to show (an empty mask) is left out: nobody saw it.
 
+Tags (image-level labels) have no shape to show: they are split off first
+(`sync.evaluate.data.split_tags`) and returned as stored, in `Delivered.tags`.
+
 Either shape is then read as a pull reads CVAT's shapes
 (`serverless.convert.cvat_shapes.from_cvat_shapes`, whose output the store keeps exactly), so
 both sides of an unchanged shape come out of the same code with the same numbers. Runs whose pre-labels are
@@ -20,12 +23,13 @@ all boxes, and imported runs (which have no ontology), are evaluated as stored.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from serverless.detections import Detections
+from sync.evaluate.data import TAG, split_tags
 
 if TYPE_CHECKING:
     from sync.store import RunInfo, Store
@@ -38,14 +42,25 @@ _CHUNK = 64
 
 @dataclass(frozen=True)
 class Delivered:
-    """A run's pre-labels per sample as shown, and how many had nothing to show."""
+    """A run's pre-labels per sample as shown (no tags), how many had nothing to show, and
+    the run's tags per sample as stored."""
 
     detections: dict[int, Detections]
     left_out: int = 0
+    tags: dict[int, Detections] = field(default_factory=dict)
+
+
+def _split(parts: Mapping[int, Detections]) -> tuple[dict[int, Detections], dict[int, Detections]]:
+    """``(shapes, tags)`` per sample (`split_tags`)."""
+    shapes, tags = {}, {}
+    for sample_id, det in parts.items():
+        shapes[sample_id], tags[sample_id] = split_tags(det)
+    return shapes, tags
 
 
 def label_types(run: RunInfo) -> dict[str, str] | None:
-    """``{label: rectangle|polygon|mask}`` from the run's ontology (None without one)."""
+    """``{label: rectangle|polygon|mask}`` from the run's ontology (None without one); tag
+    labels are left out (they are no shapes)."""
     if run.kind != "prelabel" or not run.ontology_yaml:
         return None
     from serverless.ontology import OntologyError, parse_ontology
@@ -54,7 +69,7 @@ def label_types(run: RunInfo) -> dict[str, str] | None:
         ontology = parse_ontology(run.ontology_yaml, f"run {run.name}")
     except OntologyError:
         return None
-    return {label.name: label.type for label in ontology.labels}
+    return {label.name: label.type for label in ontology.labels if label.type != TAG}
 
 
 def _recorded(store: Store, truth: Mapping[int, RunInfo], parts: Mapping[int, Detections]) -> dict[int, tuple]:
@@ -122,16 +137,19 @@ def delivered_predictions(
     ``(width, height)``. Full-frame masks are kept only with ``masks``."""
     ids = list(sample_ids)
     types = label_types(run)
-    if types is None or set(types.values()) == {"rectangle"}:
-        return Delivered(store.annotations_of(run, sample_ids=ids, masks=masks))
+    if types is None or set(types.values()) <= {"rectangle"}:
+        shapes, tags = _split(store.annotations_of(run, sample_ids=ids, masks=masks))
+        return Delivered(shapes, tags=tags)
     result: dict[int, Detections] = {}
+    all_tags: dict[int, Detections] = {}
     left_out = 0
     for start in range(0, len(ids), _CHUNK):
         chunk = ids[start : start + _CHUNK]
-        parts = store.annotations_of(run, sample_ids=chunk, masks=True)
+        parts, tags = _split(store.annotations_of(run, sample_ids=chunk, masks=True))
+        all_tags.update(tags)
         recorded = _recorded(store, truth, parts)
         for sample_id, det in parts.items():
             shown, dropped = _sample(det, types, recorded, sizes[sample_id], masks)
             result[sample_id] = shown
             left_out += dropped
-    return Delivered(result, left_out)
+    return Delivered(result, left_out, all_tags)

@@ -12,12 +12,15 @@ several runs, the seconds per action assumed, the notes, then one section per ru
 first (runs after the first inside a collapsed ``<details>``): box metrics per class (and
 mask metrics when present), precision-recall curves, the F1-vs-threshold sweep with the
 current, best-F1 and least-time thresholds marked, the confusion matrix, the edit breakdown
-with the time estimate and a stacked bar chart, and the adjusted-IoU bands.
+with the time estimate and a stacked bar chart, and the adjusted-IoU bands; then, for a run
+with tags (image-level labels), their table (per tag, micro, macro), accuracy and top-1
+accuracy, and their F1-vs-threshold plot. A run of tags only has only that part.
 
 Plot ids: the best run's plots are ``pr-curves``, ``f1-threshold``, ``confusion`` and
 ``edits``; the run at position ``k`` (1-based, ``k > 1``) appends ``-run{k}``
-(``pr-curves-run2``). A plot with nothing to show (no class with truth, no sweep, no edit
-data) is replaced by a sentence saying so.
+(``pr-curves-run2``); the tags' plot is ``tag-f1-threshold`` (`TAG_PLOT_ID`), suffixed the
+same way. A plot with nothing to show (no class with truth, no sweep, no edit data) is
+replaced by a sentence saying so.
 """
 
 from __future__ import annotations
@@ -39,13 +42,17 @@ from sync.evaluate.table import (
     fmt_seconds_used,
     fmt_threshold,
     report_runs,
+    tag_summary,
     threshold_curve,
 )
 
-__all__ = ["PLOT_IDS", "render_html", "write_html"]
+__all__ = ["PLOT_IDS", "TAG_PLOT_ID", "render_html", "write_html"]
 
 PLOT_IDS = ("pr-curves", "f1-threshold", "confusion", "edits")
 """The ids of the best run's plots, in page order."""
+
+TAG_PLOT_ID = "tag-f1-threshold"
+"""The id of the best run's tag F1-vs-threshold plot (runs with tags)."""
 
 _ACTION_COLORS = {
     "accepted": "#2ca02c",
@@ -127,17 +134,24 @@ def _saved(time: Mapping[str, Any]) -> str:
 
 def _ranking(runs: Sequence[Mapping[str, Any]], rank_by: Any) -> str:
     rows = []
+    with_boxes = any(isinstance(run.get("overall"), Mapping) for run in runs)
+    with_tags = any(isinstance(run.get("tags"), Mapping) for run in runs)
     for i, run in enumerate(runs, start=1):
-        m = run["overall"]
+        m = run.get("overall") or {}
         time = (run.get("edits") or {}).get("time") or {}
+        tags = run.get("tags") or {}
+        boxes = [
+            fmt_metric(m.get("map")), fmt_metric(m.get("map50")), fmt_metric(m.get("precision")),
+            fmt_metric(m.get("recall")), fmt_metric(m.get("f1")), _saved(time),
+        ]
         rows.append([
-            fmt_count(run.get("rank", i)), str(run.get("name", "?")), fmt_metric(m.get("map")),
-            fmt_metric(m.get("map50")), fmt_metric(m.get("precision")), fmt_metric(m.get("recall")),
-            fmt_metric(m.get("f1")), _saved(time),
+            fmt_count(run.get("rank", i)), str(run.get("name", "?")), *(boxes if with_boxes else ()),
+            *((fmt_metric((tags.get("micro") or {}).get("f1")), fmt_metric(tags.get("accuracy"))) if with_tags else ()),
         ])
     caption = "Pre-label runs, best first" + (f" (by {rank_by})" if rank_by else "")
-    return _table(("rank", "run", "mAP", "mAP50", "P", "R", "F1", "est. time saved"), rows, caption=caption,
-                  numeric_from=2)
+    headers = ("rank", "run", *(("mAP", "mAP50", "P", "R", "F1", "est. time saved") if with_boxes else ()),
+               *(("tags F1", "tags acc.") if with_tags else ()))
+    return _table(headers, rows, caption=caption, numeric_from=2)
 
 
 def _threshold_table(thresholds: Mapping[str, Any]) -> str:
@@ -155,6 +169,49 @@ def _threshold_table(thresholds: Mapping[str, Any]) -> str:
         ("label", "floor", "current", "best-F1 thr", "F1", "P", "R", "min-time thr", "est. time"),
         rows, caption="Score thresholds per class",
     )
+
+
+def _tags_table(tags: Mapping[str, Any]) -> str:
+    thresholds = tags.get("thresholds") or {}
+
+    def cells(m: Mapping[str, Any]) -> list[str]:
+        return [
+            *(fmt_count(m.get(key)) for key in ("support", "predictions", "tp", "fp", "fn")),
+            *(fmt_metric(m.get(key)) for key in ("precision", "recall", "f1")),
+        ]
+
+    rows = []
+    for label, m in (tags.get("per_label") or {}).items():
+        sweep = thresholds.get(label) or {}
+        best = sweep.get("best_f1") or {}
+        rows.append([str(label), *cells(m or {}), fmt_threshold(sweep.get("current")), fmt_threshold(best),
+                     fmt_metric(best.get("f1"))])
+    rows.append(["micro", *cells(tags.get("micro") or {}), "", "", ""])
+    macro = tags.get("macro") or {}
+    rows.append(["macro", "", "", "", "", "", *(fmt_metric(macro.get(k)) for k in ("precision", "recall", "f1")),
+                 "", "", ""])
+    return _table(
+        ("tag", "support", "preds", "TP", "FP", "FN", "P", "R", "F1", "current", "best-F1 thr", "F1 there"),
+        rows, caption="Tags (image-level labels) per label, micro and macro averages",
+    )
+
+
+def _tags_part(run: Mapping[str, Any], suffix: str, plotter: _Plotter) -> str:
+    """The tags section of a run: table, accuracy sentences and the F1-vs-threshold plot."""
+    tags = run.get("tags")
+    if not isinstance(tags, Mapping):
+        return ""
+    name = str(run.get("name", "?"))
+    parts = ["<h3>Tags</h3>", _tags_table(tags)]
+    parts.extend(f'<p class="tag-accuracy">{_e(line)}</p>' for line in tag_summary(tags))
+    parts.append(_figure_html(
+        plotter.f1_threshold({"thresholds": tags.get("thresholds") or {}}), f"{TAG_PLOT_ID}{suffix}",
+        f"F1 against score threshold per tag of run {name}",
+        "F1 (black), precision and recall against the tag score threshold; star: best F1, dashed: the run's "
+        "current threshold, grey: below the run's threshold (never kept, not judged).",
+        "No tag threshold sweep in this report (the run carries no scores).",
+    ))
+    return "".join(parts)
 
 
 def _edits_table(edits: Mapping[str, Any]) -> str:
@@ -369,6 +426,18 @@ class _Plotter:
 
 def _run_section(run: Mapping[str, Any], position: int, plotter: _Plotter) -> str:
     suffix = "" if position == 1 else f"-run{position}"
+    rank = fmt_count(run.get("rank", position))
+    heading = f"Run {_e(run.get('name', '?'))} (rank {_e(rank)})"
+    body = (_box_parts(run, suffix, plotter) if isinstance(run.get("overall"), Mapping) else "") + _tags_part(
+        run, suffix, plotter
+    )
+    if position == 1:
+        return f'<section id="run-{position}"><h2>{heading}</h2>{body}</section>'
+    return f'<section id="run-{position}"><details><summary>{heading}</summary>{body}</details></section>'
+
+
+def _box_parts(run: Mapping[str, Any], suffix: str, plotter: _Plotter) -> str:
+    """A run's shapes: metrics, PR curves, threshold sweep, confusion matrix, edits and time."""
     name = str(run.get("name", "?"))
     parts: list[str] = []
     parts.append(_metrics_table(f"Box metrics of {name}", run["overall"], run.get("per_class") or {}))
@@ -422,13 +491,7 @@ def _run_section(run: Mapping[str, Any], position: int, plotter: _Plotter) -> st
         seconds = edits.get("seconds")
         if isinstance(seconds, Mapping) and seconds:
             parts.append(f'<p class="muted">{_e(fmt_seconds_used(seconds))}</p>')
-
-    rank = fmt_count(run.get("rank", position))
-    body = "".join(parts)
-    heading = f"Run {_e(name)} (rank {_e(rank)})"
-    if position == 1:
-        return f'<section id="run-{position}"><h2>{heading}</h2>{body}</section>'
-    return f'<section id="run-{position}"><details><summary>{heading}</summary>{body}</details></section>'
+    return "".join(parts)
 
 
 def render_html(report: dict) -> str:
@@ -456,13 +519,16 @@ def render_html(report: dict) -> str:
         ("truth", truth),
         ("runs" if len(runs) > 1 else "run", ", ".join(names)),
         ("samples", fmt_count(report.get("samples"))),
-        ("IoU", f"{fmt_metric(report.get('iou'), 2)} ({report.get('iou_type', 'bbox')})"),
-        ("time (best run)", f"{fmt_duration(best_time.get('manual_seconds'))} by hand, "
-                            f"{fmt_duration(best_time.get('with_prelabels_seconds'))} with pre-labels, "
-                            f"saved {_saved(best_time)}"),
     ]
+    with_boxes = isinstance(runs[0].get("edits"), Mapping)
+    if report.get("iou") is not None:
+        summary.append(("IoU", f"{fmt_metric(report.get('iou'), 2)} ({report.get('iou_type', 'bbox')})"))
+    if with_boxes:
+        summary.append(("time (best run)", f"{fmt_duration(best_time.get('manual_seconds'))} by hand, "
+                                           f"{fmt_duration(best_time.get('with_prelabels_seconds'))} with pre-labels, "
+                                           f"saved {_saved(best_time)}"))
     parts.append('<dl class="summary">' + "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in summary) + "</dl>")
-    if seconds:
+    if seconds and with_boxes:
         parts.append(f'<p id="seconds-used">{_e(fmt_seconds_used(seconds))}</p>')
     if len(runs) > 1:
         parts.append("<h2>Ranking</h2>")

@@ -11,6 +11,10 @@ Defaults (what ``autolabel eval`` does without ``--pred``/``--truth``):
 
 Samples are the ones covered by the truth and by every pred run, so several runs are
 compared on exactly the same samples.
+
+Tags (image-level labels, rows of shape type ``tag``) are split from the shapes as they are
+read (`sync.evaluate.data.split_tags`): shapes go to the box/mask evaluation, tags to
+`EvalData.tags` as label sets per sample, on the same samples.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import numpy as np
 
 from serverless.detections import Detections
 from sync.crowd import crowd_column
-from sync.evaluate.data import EvalData, EvalError
+from sync.evaluate.data import TAG, EvalData, EvalError, TagData, split_tags
 from sync.evaluate.delivered import delivered_predictions
 from sync.views import group_by_run, latest_runs_per_sample
 
@@ -121,15 +125,24 @@ def choose_runs(store: Store, dataset: str, *, preds: Sequence[str] = (), truth:
     )
 
 
-def _ontology_labels(run: RunInfo) -> list[str]:
+def _ontology_labels(run: RunInfo) -> tuple[list[str], list[str]]:
+    """``(shape labels, tag labels)`` of the run's ontology, in its order (an unreadable
+    ontology: the labels of the recorded thresholds, as shape labels)."""
     if not run.ontology_yaml:
-        return []
+        return [], []
     from serverless.ontology import OntologyError, parse_ontology
 
     try:
-        return list(parse_ontology(run.ontology_yaml, f"run {run.name}").label_names)
+        labels = parse_ontology(run.ontology_yaml, f"run {run.name}").labels
     except OntologyError:
-        return list(run.thresholds or {})
+        return list(run.thresholds or {}), []
+    return [label.name for label in labels if label.type != TAG], [label.name for label in labels if label.type == TAG]
+
+
+def _with_extra(labels: list[str], parts: Sequence[Mapping[int, Detections]]) -> list[str]:
+    """``labels`` followed by every other label found in ``parts`` (sorted)."""
+    extra = {str(v) for part in parts for det in part.values() for v in det.labels.tolist()}
+    return labels + sorted(extra - set(labels))
 
 
 def run_thresholds(run: RunInfo, labels: Sequence[str]) -> dict[str, float] | None:
@@ -226,26 +239,27 @@ def load_eval(store: Store, selection: Selection, *, masks: bool = False) -> lis
     """One `EvalData` per pred run of ``selection``, all on the same samples and labels.
 
     Labels: those of the first run's ontology in their order, then any other label found on
-    either side (sorted). With ``masks``, every annotation gets a full-frame mask. Pre-labels
-    are compared in the shape the annotators were shown (`sync.evaluate.delivered`)."""
+    either side (sorted); shape labels and tag labels apart. With ``masks``, every shape gets
+    a full-frame mask. Pre-labels are compared in the shape the annotators were shown
+    (`sync.evaluate.delivered`). ``EvalData.tags`` is None when neither side has a tag."""
     ids = list(selection.sample_ids)
     samples = store.samples(selection.dataset, ids=ids)
     by_id = {s.id: s for s in samples}
     truth_parts: dict[int, Detections] = {}
+    truth_tags: dict[int, Detections] = {}
     for run, run_ids in group_by_run(dict(selection.truth)):
-        truth_parts.update(store.annotations_of(run, sample_ids=run_ids, masks=masks))
+        for sample_id, det in store.annotations_of(run, sample_ids=run_ids, masks=masks).items():
+            truth_parts[sample_id], truth_tags[sample_id] = split_tags(det)
     sizes_of = {i: (by_id[i].width, by_id[i].height) for i in ids}
     shown = [delivered_predictions(store, run, ids, selection.truth, sizes_of, masks=masks) for run in selection.preds]
     gone, schema_notes = _deleted_labels(selection.truth)
     pred_parts = [_without(part.detections, gone) for part in shown]
-    labels = _ontology_labels(selection.preds[0])
-    seen = set(labels)
-    extra = set()
-    for part in (truth_parts, *pred_parts):
-        for det in part.values():
-            extra.update(str(v) for v in det.labels.tolist())
-    labels += sorted(extra - seen)
+    pred_tags = [_without(part.tags, gone) for part in shown]
+    shape_labels, tag_labels = _ontology_labels(selection.preds[0])
+    labels = _with_extra(shape_labels, [truth_parts, *pred_parts])
+    tag_labels = _with_extra(tag_labels, [truth_tags, *pred_tags])
     index = {name: i for i, name in enumerate(labels)}
+    any_tag = any(len(det) for part in (truth_tags, *pred_tags) for det in part.values())
 
     def indexed(det: Detections, sample: SampleInfo) -> Detections:
         class_ids = np.fromiter((index[str(v)] for v in det.labels.tolist()), dtype=np.int64, count=len(det))
@@ -256,7 +270,13 @@ def load_eval(store: Store, selection: Selection, *, masks: bool = False) -> lis
     uris = tuple(by_id[i].uri for i in ids)
     truth = tuple(_with_crowd(indexed(truth_parts[i], by_id[i])) for i in ids)
     result = []
-    for run, part, delivered in zip(selection.preds, pred_parts, shown):
+    for run, part, tags, delivered in zip(selection.preds, pred_parts, pred_tags, shown):
+        tag_data = None
+        if any_tag:
+            empty = Detections.empty()
+            tag_data = TagData.from_detections(
+                tag_labels, [truth_tags.get(i, empty) for i in ids], [tags.get(i, empty) for i in ids]
+            )
         result.append(
             EvalData(
                 labels=tuple(labels),
@@ -267,9 +287,10 @@ def load_eval(store: Store, selection: Selection, *, masks: bool = False) -> lis
                 pred=tuple(indexed(part[i], by_id[i]) for i in ids),
                 truth_name=selection.truth_description,
                 pred_name=run.name,
-                pred_thresholds=run_thresholds(run, labels),
+                pred_thresholds=run_thresholds(run, labels + tag_labels),
                 notes=selection.notes + schema_notes + _left_out_note(delivered.left_out),
                 pred_has_scores=has_scores(run),
+                tags=tag_data,
             )
         )
     return result

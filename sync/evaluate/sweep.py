@@ -31,7 +31,7 @@ from sync.evaluate.data import EvalError
 from sync.evaluate.metrics import DetectionMetrics
 from sync.evaluate.seconds import ActionSeconds
 
-__all__ = ["ClassSweep", "ThresholdChoice", "sweep_thresholds"]
+__all__ = ["ClassSweep", "ThresholdChoice", "sweep_scores", "sweep_thresholds"]
 
 
 def _opt(value: float) -> float | None:
@@ -289,6 +289,30 @@ def _sweep_class(
         best_f1_ties=f1_ties,
         min_time_ties=time_ties,
     )
+
+
+def sweep_scores(
+    label: str,
+    scores: np.ndarray,
+    tp: np.ndarray,
+    truth: int,
+    *,
+    current: float | None = None,
+    seconds: ActionSeconds = ActionSeconds(),
+) -> ClassSweep:
+    """The sweep of one label from its predictions alone: ``scores`` (float32 as stored) and
+    ``tp`` (bool: the prediction is right; every other one is a false positive), with
+    ``truth`` true items in all. For predictions whose rightness does not depend on which
+    others are kept, such as image-level tags (a tag is right when the image carries it).
+    The same rules as `sweep_thresholds`: ``current`` is the run's threshold (the floor)."""
+    scores = np.asarray(scores, dtype=np.float32).reshape(-1)
+    tp = np.asarray(tp, dtype=bool).reshape(-1)
+    if scores.shape != tp.shape:
+        raise EvalError(f"sweep of label {label!r}: scores and tp must have one value per prediction")
+    if isinstance(truth, bool) or not isinstance(truth, (int, np.integer)) or truth < int(tp.sum()):
+        raise EvalError(f"sweep of label {label!r}: truth must be a count >= the true positives, got {truth!r}")
+    floor = None if current is None else _check_floor(label, current)
+    return _sweep_class(label, scores, tp, ~tp, int(truth), seconds, floor)
 
 
 def sweep_thresholds(

@@ -3,7 +3,8 @@
 `print_report` reads the JSON-ready report dict of `sync.evaluate.report.build_report` (what
 ``autolabel eval --json`` writes): a ranking of the runs when there are several, then for the
 best run (``runs[0]``) the per-class metrics (boxes, and masks when present), the threshold
-choices, the edit breakdown and the time estimate with the seconds per action it assumed.
+choices, the edit breakdown and the time estimate with the seconds per action it assumed, and
+the tags (image-level labels) when the run has them: a run of tags only shows only those.
 Missing or undefined numbers (None, NaN) print as ``-``. Laid out to stay readable at 100
 columns. The small formatters here are shared with `sync.evaluate.html`.
 """
@@ -31,6 +32,7 @@ __all__ = [
     "fmt_threshold",
     "print_report",
     "report_runs",
+    "tag_summary",
     "threshold_curve",
 ]
 
@@ -114,9 +116,28 @@ def report_runs(report: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     if not isinstance(runs, Sequence) or isinstance(runs, str) or not runs:
         raise EvalError("the evaluation report has no runs (expected a non-empty 'runs' list)")
     for i, run in enumerate(runs):
-        if not isinstance(run, Mapping) or not isinstance(run.get("overall"), Mapping):
+        if not isinstance(run, Mapping) or not (
+            isinstance(run.get("overall"), Mapping) or isinstance(run.get("tags"), Mapping)
+        ):
             raise EvalError(f"runs[{i}] of the evaluation report lacks its 'overall' metrics")
     return list(runs)
+
+
+def tag_summary(tags: Mapping[str, Any]) -> list[str]:
+    """The sentences under a run's tag table: exact-match accuracy, and top-1 accuracy when
+    some sample has exactly one true tag."""
+    samples = fmt_count(tags.get("samples"))
+    lines = [
+        f"tag sets exactly right (accuracy): {fmt_metric(tags.get('accuracy'))} "
+        f"({fmt_count(tags.get('exact'))} of {samples} samples)"
+    ]
+    if _number(tags.get("top1_samples")):
+        lines.append(
+            f"top-1 accuracy: {fmt_metric(tags.get('top1_accuracy'))} (the run's highest-scored tag is the one true "
+            f"tag on {fmt_count(tags.get('top1_correct'))} of {fmt_count(tags.get('top1_samples'))} samples "
+            "with exactly one)"
+        )
+    return lines
 
 
 def threshold_curve(entry: Mapping[str, Any]) -> dict[str, list[float | None]]:
@@ -161,19 +182,53 @@ def _ranking_table(runs: Sequence[Mapping[str, Any]], rank_by: Any) -> Table:
     table = Table(title=f"Pre-label runs, best first{by}", title_justify="left")
     table.add_column("rank", justify="right")
     table.add_column("run", overflow="fold")
-    for column in ("mAP", "mAP50", "P", "R", "F1", "est. time saved"):
+    with_boxes = any(isinstance(run.get("overall"), Mapping) for run in runs)
+    with_tags = any(isinstance(run.get("tags"), Mapping) for run in runs)
+    box_columns = ("mAP", "mAP50", "P", "R", "F1", "est. time saved") if with_boxes else ()
+    for column in (*box_columns, *(("tags F1", "tags acc.") if with_tags else ())):
         table.add_column(column, justify="right")
     for i, run in enumerate(runs, start=1):
-        m = run["overall"]
+        m = run.get("overall") or {}
         time = ((run.get("edits") or {}).get("time")) or {}
         saved = fmt_duration(time.get("saved_seconds"))
         if _number(time.get("saved_fraction")) is not None:
             saved += f" ({fmt_fraction(time.get('saved_fraction'))})"
-        table.add_row(
-            fmt_count(run.get("rank", i)), Text(str(run.get("name", "?"))), fmt_metric(m.get("map")),
-            fmt_metric(m.get("map50")), fmt_metric(m.get("precision")), fmt_metric(m.get("recall")),
-            fmt_metric(m.get("f1")), saved,
+        tags = run.get("tags") or {}
+        boxes = (
+            fmt_metric(m.get("map")), fmt_metric(m.get("map50")), fmt_metric(m.get("precision")),
+            fmt_metric(m.get("recall")), fmt_metric(m.get("f1")), saved,
         )
+        table.add_row(
+            fmt_count(run.get("rank", i)), Text(str(run.get("name", "?"))), *(boxes if with_boxes else ()),
+            *((fmt_metric((tags.get("micro") or {}).get("f1")), fmt_metric(tags.get("accuracy"))) if with_tags else ()),
+        )
+    return table
+
+
+def _tags_table(title: str, tags: Mapping[str, Any]) -> Table:
+    table = Table(title=title, title_justify="left")
+    table.add_column("tag", overflow="fold")
+    for column in ("support", "preds", "TP", "FP", "FN", "P", "R", "F1", "current", "best-F1 thr", "F1 there"):
+        table.add_column(column, justify="right")
+    thresholds = tags.get("thresholds") or {}
+
+    def counts(m: Mapping[str, Any]) -> list[str]:
+        return [fmt_count(m.get(key)) for key in ("support", "predictions", "tp", "fp", "fn")]
+
+    def rates(m: Mapping[str, Any]) -> list[str]:
+        return [fmt_metric(m.get(key)) for key in ("precision", "recall", "f1")]
+
+    for label, m in (tags.get("per_label") or {}).items():
+        sweep = thresholds.get(label) or {}
+        best = sweep.get("best_f1") or {}
+        table.add_row(
+            Text(str(label)), *counts(m or {}), *rates(m or {}), fmt_threshold(sweep.get("current")),
+            fmt_threshold(best), fmt_metric(best.get("f1")),
+        )
+    table.add_section()
+    table.add_row(Text("micro", style="bold"), *counts(tags.get("micro") or {}), *rates(tags.get("micro") or {}),
+                  "", "", "")
+    table.add_row(Text("macro", style="bold"), "", "", "", "", "", *rates(tags.get("macro") or {}), "", "", "")
     return table
 
 
@@ -241,7 +296,9 @@ def print_report(report: dict, console: Console) -> None:
     """Print ``report`` (the dict of `sync.evaluate.report.build_report`) as rich tables.
 
     Several runs: a ranking table first. Then, for ``runs[0]`` (the best): per-class box
-    metrics with an ``all`` row, mask metrics when the run has them, the thresholds per class
+    metrics with an ``all`` row (runs with boxes), the tags with their micro and macro rows,
+    accuracy and best-F1 thresholds (runs with tags), mask metrics when the run has them, the
+    thresholds per class
     (current, best F1 and least-time choices), the edit breakdown with the time estimate, the
     adjusted-IoU bands, the seconds per action assumed, and the report's notes.
     Raises `EvalError` when the report has no runs.
@@ -249,17 +306,25 @@ def print_report(report: dict, console: Console) -> None:
     runs = report_runs(report)
     best = runs[0]
     truth = escape(str(report.get("truth", "?")))
+    iou = "" if report.get("iou") is None else (
+        f", IoU {fmt_metric(report.get('iou'), 2)} ({escape(str(report.get('iou_type', 'bbox')))})"
+    )
     console.print(
         f"[bold]Evaluation of [cyan]{escape(str(report.get('dataset', '?')))}[/cyan][/bold]: "
-        f"{fmt_count(report.get('samples'))} samples against {truth}, "
-        f"IoU {fmt_metric(report.get('iou'), 2)} ({escape(str(report.get('iou_type', 'bbox')))})"
+        f"{fmt_count(report.get('samples'))} samples against {truth}{iou}"
     )
     if len(runs) > 1:
         console.print(_ranking_table(runs, report.get("rank_by")))
         console.print(f"Details below: run [bold]{escape(str(best.get('name', '?')))}[/bold] (rank 1).")
 
     name = escape(str(best.get("name", "?")))
-    console.print(_metrics_table(f"Box metrics of {name}", best["overall"], best.get("per_class") or {}))
+    if isinstance(best.get("overall"), Mapping):
+        console.print(_metrics_table(f"Box metrics of {name}", best["overall"], best.get("per_class") or {}))
+    tags = best.get("tags")
+    if isinstance(tags, Mapping):
+        console.print(_tags_table(f"Tags (image-level labels) of {name}", tags))
+        for line in tag_summary(tags):
+            console.print(Text(line))
     masks = best.get("masks")
     if isinstance(masks, Mapping) and isinstance(masks.get("overall"), Mapping):
         console.print(_metrics_table(f"Mask metrics of {name}", masks["overall"], masks.get("per_class") or {}))
@@ -281,7 +346,7 @@ def print_report(report: dict, console: Console) -> None:
             console.print(
                 "pairs matched " + ", ".join(f"by {escape(str(k))}: {fmt_count(v)}" for k, v in matched.items())
             )
-    if seconds:
+    if seconds and isinstance(edits, Mapping):
         console.print(Text(fmt_seconds_used(seconds)))
     for note in report.get("notes") or ():
         console.print(Text(f"note: {note}", style="dim"))
