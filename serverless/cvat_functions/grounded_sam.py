@@ -49,7 +49,7 @@ class GroundedSamFunction(OntologyDetectionFunction):
     def __init__(
         self, ontology: Ontology, detector: Detector, segmenter: Segmenter, *, score_attribute: bool = False
     ) -> None:
-        super().__init__(ontology, lambda label: label.type, score_attribute=score_attribute)
+        super().__init__(ontology.part("objects"), lambda label: label.type, score_attribute=score_attribute)
         self.detector = detector
         self.segmenter = segmenter
 

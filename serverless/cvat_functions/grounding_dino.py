@@ -4,46 +4,24 @@
         --function-module serverless.cvat_functions.grounding_dino -p ontology=str:site.yaml \\
         [-p score_attribute=bool:true]
 
-Every ontology label is declared as a ``rectangle`` label (task labels of type ``rectangle``
-or ``any`` match it); use `serverless.cvat_functions.grounded_sam` for mask or polygon labels.
-``-p detector=str:SPEC`` runs another registered detector (`serverless.models.registry`).
+Every object label of the ontology is declared as a ``rectangle`` label (task labels of type
+``rectangle`` or ``any`` match it); use `serverless.cvat_functions.grounded_sam` for mask or
+polygon labels. ``-p detector=str:SPEC`` runs another registered detector: this module is
+`serverless.cvat_functions.detector` with Grounding DINO as the default.
 """
 
 from __future__ import annotations
 
 from os import PathLike
-from typing import TYPE_CHECKING
 
-from serverless.cvat_functions.common import (
-    OntologyDetectionFunction,
-    context_options,
-    resolve_ontology,
-    resolve_score_attribute,
-)
-from serverless.models.base import Detector
+from serverless.cvat_functions.detector import DetectorFunction
+from serverless.cvat_functions.detector import create as create_detector
 from serverless.ontology import Ontology
-
-if TYPE_CHECKING:
-    import PIL.Image
-    from cvat_sdk.api_client.models import LabeledShapeRequest
-    from cvat_sdk.auto_annotation import DetectionFunctionContext
 
 __all__ = ["GroundingDinoFunction", "create"]
 
-
-class GroundingDinoFunction(OntologyDetectionFunction):
-    """``spec`` from the ontology; ``detect`` runs the loaded `Detector` on one frame."""
-
-    def __init__(self, ontology: Ontology, detector: Detector, *, score_attribute: bool = False) -> None:
-        super().__init__(ontology, lambda label: "rectangle", score_attribute=score_attribute)
-        self.detector = detector
-
-    def detect(self, context: DetectionFunctionContext, image: PIL.Image.Image) -> list[LabeledShapeRequest]:
-        """Rectangles (``points = [x1, y1, x2, y2]`` in pixels) with scores at or above
-        ``context.conf_threshold`` when given, else each label's ontology threshold."""
-        conf_threshold, _ = context_options(context)
-        _, det = self.detections(self.detector, image, conf_threshold)
-        return self.shapes(det)
+GroundingDinoFunction = DetectorFunction
+"""The detection function class (its former name)."""
 
 
 def create(
@@ -52,7 +30,7 @@ def create(
     device: str | None = None,
     score_attribute: bool | None = None,
     detector: str | None = None,
-) -> GroundingDinoFunction:
+) -> DetectorFunction:
     """The function for ``ontology`` (a YAML path; default ``AUTOLABEL_ONTOLOGY``).
 
     ``detector`` is a model spec (``-p detector=str:grounding-dino:DIR``); ``gdino_model`` (hub
@@ -62,9 +40,6 @@ def create(
     ``score_attribute=True`` declares and fills the ``score`` attribute (the task's labels must
     have it; see `serverless.cvat_functions.common`).
     """
-    from serverless.pipeline import ModelSettings, load_detector
-
-    loaded = resolve_ontology(ontology)
-    with_score = resolve_score_attribute(score_attribute, loaded)
-    settings = ModelSettings.from_env(detector=detector, gdino_model=gdino_model, device=device, ontology=loaded)
-    return GroundingDinoFunction(loaded, load_detector(settings, loaded, masks=False), score_attribute=with_score)
+    return create_detector(
+        ontology, detector=detector, device=device, score_attribute=score_attribute, gdino_model=gdino_model
+    )
