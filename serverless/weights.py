@@ -6,6 +6,7 @@ Functions never download at request time: a container image runs this once while
 
     python -m serverless.weights fetch --dest /opt/weights \\
         [--gdino IDEA-Research/grounding-dino-tiny@<40-hex commit>] [--sam vit_h|vit_l|vit_b] \\
+        [--hf NAME=OWNER/REPO@<40-hex commit> ...] [--file NAME=URL#sha256=<64 hex> ...] \\
         [--manifest weights.json] [--strict] [--sam-url MIRROR_URL] [--hf-cache DIR]
     python -m serverless.weights pin --gdino REPO@REV [--from DIR] [--out weights.json]
     python -m serverless.weights verify --dest /opt/weights
@@ -16,6 +17,10 @@ Layout written under ``--dest``:
   **commit sha** (branch names are refused), the value for ``AUTOLABEL_GDINO_MODEL``.
 - ``sam/sam_<type>.pth``: the public segment-anything checkpoint of ``serverless.models.sam.
   SAM_CHECKPOINTS`` (URL and MD5), the value for ``AUTOLABEL_SAM_CHECKPOINT``.
+- ``NAME/``: a transformers snapshot of ``--hf NAME=OWNER/REPO@SHA`` (OWLv2, SAM 2.1, SAM 3,
+  CLIP, a YOLO-World text encoder ...), verified like Grounding DINO's.
+- ``NAME/<file>``: a checkpoint of ``--file NAME=URL#sha256=HEX`` (an ultralytics ``.pt``); the
+  sha256 is mandatory.
 - ``weights.lock.json``: what was fetched (sources, sizes, sha256 of every file), read by
   ``verify``.
 
@@ -52,10 +57,14 @@ __all__ = [
     "GDINO_DIR",
     "GDINO_PATTERNS",
     "LOCK_FILE",
+    "FileSource",
     "GdinoSource",
     "WeightsError",
     "fetch",
+    "fetch_file",
     "fetch_grounding_dino",
+    "fetch_pretrained",
+    "file_target",
     "fetch_sam",
     "load_manifest",
     "main",
@@ -70,7 +79,7 @@ GDINO_DIR = "grounding-dino"
 LOCK_FILE = "weights.lock.json"
 """File under ``--dest`` recording what was fetched."""
 
-GDINO_PATTERNS = ("*.json", "*.txt", "*.safetensors")
+GDINO_PATTERNS = ("*.json", "*.txt", "*.safetensors", "*.model")
 """Files of a snapshot that transformers needs (config, tokenizer, processor, safetensors
 weights); the duplicate ``pytorch_model.bin`` and the README are left out."""
 
@@ -91,14 +100,15 @@ class GdinoSource:
     revision: str
 
     @classmethod
-    def parse(cls, text: str) -> GdinoSource:
-        """``REPO@SHA``; a bare ``REPO`` is accepted only for the pinned default repository."""
+    def parse(cls, text: str, option: str = "--gdino") -> GdinoSource:
+        """``REPO@SHA``; a bare ``REPO`` is accepted only for the pinned default repository.
+        ``option`` names the option in messages (``--gdino``, ``--hf NAME``)."""
         repo_id, sep, revision = text.strip().partition("@")
         if not repo_id or repo_id.count("/") != 1:
-            raise WeightsError(f"--gdino must be OWNER/NAME@<commit sha>, got {text!r}")
+            raise WeightsError(f"{option} must be OWNER/NAME@<commit sha>, got {text!r}")
         if not sep:
             if repo_id != DEFAULT_GDINO.repo_id:
-                raise WeightsError(f"--gdino {repo_id} needs a pinned revision: {repo_id}@<40-hex commit sha>")
+                raise WeightsError(f"{option} {repo_id} needs a pinned revision: {repo_id}@<40-hex commit sha>")
             revision = DEFAULT_GDINO.revision
         return cls(repo_id, revision)
 
@@ -244,8 +254,10 @@ def fetch_grounding_dino(
     strict: bool = False,
     hf_cache: str | os.PathLike[str] | None = None,
     warn: Callable[[str], None] = lambda message: print(f"warning: {message}", file=sys.stderr),
+    subdir: str = GDINO_DIR,
 ) -> dict[str, Any]:
-    """Download ``source`` into ``<dest>/grounding-dino`` and verify it against ``manifest``.
+    """Download ``source`` into ``<dest>/<subdir>`` (``grounding-dino``; any transformers
+    snapshot: `fetch_pretrained`) and verify it against ``manifest``.
 
     ``hf_cache`` is a Hugging Face cache directory to download through (and to reuse; it is
     kept); by default a temporary cache under ``dest`` is used and removed. Returns the lock
@@ -261,7 +273,7 @@ def fetch_grounding_dino(
         warn(f"{source}: no manifest entry; file digests are recorded but not checked")
         expected = {}
 
-    partial = dest / f".{GDINO_DIR}.partial"
+    partial = dest / f".{subdir}.partial"
     own_cache = hf_cache is None
     cache = Path(tempfile.mkdtemp(prefix=".hf-cache-", dir=dest)) if own_cache else Path(hf_cache)
     shutil.rmtree(partial, ignore_errors=True)
@@ -293,12 +305,105 @@ def fetch_grounding_dino(
             raise WeightsError(f"{source}: the snapshot lacks files listed in the manifest: {missing}")
         if "config.json" not in files:
             raise WeightsError(f"{source}: the snapshot has no config.json; is it a transformers model?")
-        _replace_dir(partial, dest / GDINO_DIR)
+        _replace_dir(partial, dest / subdir)
     finally:
         shutil.rmtree(partial, ignore_errors=True)
         if own_cache:
             shutil.rmtree(cache, ignore_errors=True)
     return {"repo_id": source.repo_id, "revision": source.revision, "files": files}
+
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _check_name(name: str, option: str) -> str:
+    if not _NAME.match(name) or name in (GDINO_DIR, "sam") or name.startswith("."):
+        raise WeightsError(
+            f"{option}: {name!r} is not a usable directory name (lower-case letters, digits, '.', '_', '-'; "
+            f"not {GDINO_DIR!r} or 'sam', which --gdino and --sam use)"
+        )
+    return name
+
+
+def parse_pair(text: str, option: str) -> tuple[str, str]:
+    """``NAME=VALUE`` of ``--hf`` / ``--file``, with NAME checked as a directory name."""
+    name, sep, value = text.strip().partition("=")
+    if not sep or not value.strip():
+        raise WeightsError(f"{option} must be NAME=VALUE, got {text!r}")
+    return _check_name(name.strip(), option), value.strip()
+
+
+def fetch_pretrained(
+    dest: str | os.PathLike[str],
+    name: str,
+    source: GdinoSource,
+    *,
+    manifest: Mapping[str, Any] = BUILTIN_MANIFEST,
+    strict: bool = False,
+    hf_cache: str | os.PathLike[str] | None = None,
+) -> dict[str, Any]:
+    """Any transformers model (OWLv2, SAM 2.1, SAM 3, CLIP, ...) at a commit sha into
+    ``<dest>/<name>/``, verified exactly as Grounding DINO's snapshot (`fetch_grounding_dino`)."""
+    return fetch_grounding_dino(
+        dest, source, manifest=manifest, strict=strict, hf_cache=hf_cache, subdir=_check_name(name, "--hf")
+    )
+
+
+@dataclass(frozen=True)
+class FileSource:
+    """One checkpoint file at a URL with its sha256: ``URL#sha256=<64 hex>``."""
+
+    url: str
+    sha256: str
+
+    @classmethod
+    def parse(cls, text: str) -> FileSource:
+        url, sep, fragment = text.strip().rpartition("#sha256=")
+        digest = fragment.strip().lower()
+        if not sep or not url or not _SHA256.match(digest):
+            raise WeightsError(f"--file needs URL#sha256=<64 hex digits> (the checksum is mandatory), got {text!r}")
+        if not url.startswith(("https://", "http://", "file://")):
+            raise WeightsError(f"--file URL must be https://, http:// or file://, got {url!r}")
+        return cls(url, digest)
+
+    @property
+    def basename(self) -> str:
+        from urllib.parse import unquote, urlparse
+
+        base = Path(unquote(urlparse(self.url).path)).name
+        if not base or base.startswith("."):
+            raise WeightsError(f"--file URL {self.url!r} does not end in a file name")
+        return base
+
+
+def file_target(dest: str | os.PathLike[str], name: str, source: FileSource) -> Path:
+    """Where `fetch_file` puts a checkpoint: ``<dest>/<name>/<file name of the URL>``."""
+    return Path(dest) / name / source.basename
+
+
+def fetch_file(dest: str | os.PathLike[str], name: str, source: FileSource) -> dict[str, Any]:
+    """Download one checkpoint to `file_target` and check its sha256 (an existing file with the
+    right digest is kept). Returns the lock entry ``{url, sha256, size, file}``."""
+    target = file_target(dest, _check_name(name, "--file"), source)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    entry = {"url": source.url, "sha256": source.sha256, "file": target.name}
+    if target.is_file():
+        digest, size = _file_digest(target)
+        if digest == source.sha256:
+            return entry | {"size": size}
+    partial = target.with_name(f".{target.name}.partial")
+    try:
+        with _open_url(source.url) as response, partial.open("wb") as out:
+            digests, size = _hash_stream(response, out, ["sha256"])
+        if digests["sha256"] != source.sha256:
+            raise WeightsError(f"{source.url} has sha256 {digests['sha256']}, expected {source.sha256}")
+        partial.replace(target)
+    except OSError as err:
+        raise WeightsError(f"cannot download {source.url}: {err}") from err
+    finally:
+        partial.unlink(missing_ok=True)
+    return entry | {"size": size}
 
 
 def pin_grounding_dino(
@@ -406,11 +511,15 @@ def fetch(
     sam_url: str | None = None,
     hf_cache: str | os.PathLike[str] | None = None,
     checkpoints: Mapping[str, tuple[str, str]] = SAM_CHECKPOINTS,
+    pretrained: Mapping[str, GdinoSource] | None = None,
+    files: Mapping[str, FileSource] | None = None,
 ) -> dict[str, Any]:
     """Fetch the asked-for weights into ``dest`` and write ``weights.lock.json``; returns it.
 
-    Records of earlier fetches into ``dest`` (Grounding DINO, other SAM types) are kept in the
-    lock file. ``checkpoints`` is the SAM table (URL, MD5) of `fetch_sam`."""
+    ``pretrained``: directory name → transformers snapshot (`fetch_pretrained`); ``files``:
+    directory name → checkpoint file (`fetch_file`). Records of earlier fetches into ``dest``
+    (Grounding DINO, other SAM types, other names) are kept in the lock file. ``checkpoints``
+    is the SAM table (URL, MD5) of `fetch_sam`."""
     dest = Path(dest)
     sam = list(dict.fromkeys(sam))
     if sam_url and len(sam) != 1:
@@ -424,6 +533,13 @@ def fetch(
         lock["grounding_dino"] = fetch_grounding_dino(dest, gdino, manifest=manifest, strict=strict, hf_cache=hf_cache)
     if sam:
         lock["sam"] = [fetch_sam(dest, t, url=sam_url, checkpoints=checkpoints) for t in sam]
+    if pretrained:
+        lock["pretrained"] = {
+            name: fetch_pretrained(dest, name, source, manifest=manifest, strict=strict, hf_cache=hf_cache)
+            for name, source in pretrained.items()
+        }
+    if files:
+        lock["files"] = {name: fetch_file(dest, name, source) for name, source in files.items()}
     previous = dest / LOCK_FILE
     if previous.is_file():
         try:
@@ -437,6 +553,9 @@ def fetch(
             kept = [e for e in old.get("sam", []) if isinstance(e, dict) and e.get("model_type") not in fetched]
             if kept:
                 lock["sam"] = sorted([*kept, *lock.get("sam", [])], key=lambda entry: entry["model_type"])
+            for key in ("pretrained", "files"):
+                if isinstance(old.get(key), dict):
+                    lock[key] = {**old[key], **lock.get(key, {})}
     try:
         (dest / LOCK_FILE).write_text(json.dumps(lock, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     except OSError as err:
@@ -457,6 +576,10 @@ def verify(dest: str | os.PathLike[str]) -> list[str]:
         expected += [(dest / GDINO_DIR / name, info["sha256"]) for name, info in gdino["files"].items()]
     for entry in lock.get("sam", []):
         expected.append((sam_checkpoint_path(dest, entry["model_type"]), entry["sha256"]))
+    for name, entry in (lock.get("pretrained") or {}).items():
+        expected += [(dest / name / file, info["sha256"]) for file, info in entry["files"].items()]
+    for name, entry in (lock.get("files") or {}).items():
+        expected.append((dest / name / entry["file"], entry["sha256"]))
     problems = []
     for path, sha256 in expected:
         if not path.is_file():
@@ -489,6 +612,14 @@ def _parser() -> argparse.ArgumentParser:
         "--sam", action="append", default=[], choices=sorted(SAM_CHECKPOINTS), help="SAM checkpoint type (repeatable)"
     )
     fetch_cmd.add_argument("--sam-url", help="mirror URL of the --sam checkpoint (the MD5 is still checked)")
+    fetch_cmd.add_argument(
+        "--hf", action="append", default=[], metavar="NAME=OWNER/REPO@SHA",
+        help="a transformers snapshot at a commit sha into DEST/NAME (repeatable)",
+    )
+    fetch_cmd.add_argument(
+        "--file", action="append", default=[], metavar="NAME=URL#sha256=HEX",
+        help="one checkpoint file, its sha256 checked, into DEST/NAME/ (repeatable)",
+    )
     fetch_cmd.add_argument("--manifest", help="manifest JSON written by `pin` (default: the built-in one)")
     fetch_cmd.add_argument("--strict", action="store_true", help="refuse files without a manifest digest")
     fetch_cmd.add_argument("--hf-cache", help="Hugging Face cache directory to download through (kept)")
@@ -506,6 +637,17 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _pretrained_arg(text: str) -> tuple[str, GdinoSource]:
+    name, value = parse_pair(text, "--hf")
+    source = GdinoSource.parse(value, f"--hf {name}")
+    source.check_pinned()
+    return name, source
+
+
+def args_names(values: Sequence[str]) -> list[str]:
+    return [text.partition("=")[0].strip() for text in values]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m serverless.weights``; returns the exit code (2 on errors)."""
     args = _parser().parse_args(argv)
@@ -519,6 +661,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 strict=args.strict,
                 sam_url=args.sam_url,
                 hf_cache=args.hf_cache,
+                pretrained=dict(_pretrained_arg(text) for text in args.hf),
+                files={name: FileSource.parse(value) for name, value in (parse_pair(t, "--file") for t in args.file)},
             )
             parts = []
             if "grounding_dino" in lock:
@@ -526,6 +670,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"{Path(args.dest) / GDINO_DIR} ({lock['grounding_dino']['repo_id']}@{lock['grounding_dino']['revision'][:12]})"
                 )
             parts += [str(sam_checkpoint_path(args.dest, entry["model_type"])) for entry in lock.get("sam", [])]
+            parts += [str(Path(args.dest) / name) for name in args_names(args.hf)]
+            parts += [str(Path(args.dest) / name) for name in args_names(args.file)]
             print("fetched: " + ", ".join(parts) if parts else "nothing to fetch")
         elif args.command == "pin":
             manifest = pin_grounding_dino(GdinoSource.parse(args.gdino), from_dir=args.from_dir, hf_cache=args.hf_cache)

@@ -352,3 +352,58 @@ def test_python_dash_m_entry_point(tmp_path):
         check=False,
     ).stdout
     assert "--grounding-dino" in help_text and "--strict" in help_text
+
+
+# --------------------------------------------------------------------------- any transformers model, checkpoint files
+
+
+def test_hf_and_file_fetch_into_their_names_verify_and_are_kept_across_fetches(hf_cache, tmp_path, capsys):
+    dest = tmp_path / "weights"
+    checkpoint = tmp_path / "mirror" / "yolov8s-worldv2.pt"
+    checkpoint.parent.mkdir()
+    checkpoint.write_bytes(b"an ultralytics checkpoint stand-in with a known digest\n" * 500)
+    digest = sha256(checkpoint)
+    argv = ["fetch", "--dest", str(dest), "--no-gdino", "--hf-cache", str(hf_cache),
+            "--hf", f"owlv2=acme/detector@{OTHER_REVISION}", "--file", f"yolo-world={checkpoint.as_uri()}#sha256={digest}"]
+    assert main(argv) == 0
+    assert "owlv2" in capsys.readouterr().out
+    lock = json.loads((dest / LOCK_FILE).read_text())
+    assert lock["pretrained"]["owlv2"]["repo_id"] == "acme/detector"
+    assert (dest / "owlv2" / "config.json").is_file() and not (dest / "owlv2" / "README.md").exists()
+    assert lock["files"]["yolo-world"]["sha256"] == digest
+    assert (dest / "yolo-world" / "yolov8s-worldv2.pt").read_bytes() == checkpoint.read_bytes()
+    assert verify(dest) == []
+    assert main(["fetch", "--dest", str(dest), "--no-gdino", "--hf-cache", str(hf_cache),
+                 "--hf", f"clip=acme/detector@{OTHER_REVISION}"]) == 0
+    lock = json.loads((dest / LOCK_FILE).read_text())
+    assert set(lock["pretrained"]) == {"owlv2", "clip"} and "yolo-world" in lock["files"]
+    (dest / "yolo-world" / "yolov8s-worldv2.pt").write_bytes(b"tampered")
+    assert any("yolo-world" in problem for problem in verify(dest))
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--hf", "owlv2=google/owlv2-base-patch16-ensemble"], "--hf owlv2 google/owlv2-base-patch16-ensemble needs a pinned revision"),
+        (["--hf", "owlv2=google/owlv2@main"], "not a 40-hex commit sha"),
+        (["--hf", "owlv2"], "--hf must be NAME=VALUE"),
+        (["--hf", f"sam=acme/detector@{OTHER_REVISION}"], "not a usable directory name"),
+        (["--hf", f"../x=acme/detector@{OTHER_REVISION}"], "not a usable directory name"),
+        (["--file", "yolo-world=https://example.org/yolov8s-worldv2.pt"], "the checksum is mandatory"),
+        (["--file", f"yolo-world=ftp://example.org/w.pt#sha256={'a' * 64}"], "must be https://"),
+    ],
+)
+def test_bad_hf_and_file_arguments_are_one_line_errors(argv, message, tmp_path, capsys):
+    assert main(["fetch", "--dest", str(tmp_path / "w"), "--no-gdino", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "w" / LOCK_FILE).exists()
+
+
+def test_a_file_with_the_wrong_sha256_is_refused_and_leaves_nothing(tmp_path, capsys):
+    checkpoint = tmp_path / "w.pt"
+    checkpoint.write_bytes(b"bytes")
+    dest = tmp_path / "weights"
+    assert main(["fetch", "--dest", str(dest), "--no-gdino", "--file", f"yolo-world={checkpoint.as_uri()}#sha256={'0' * 64}"]) == 2
+    assert "expected " + "0" * 64 in capsys.readouterr().err
+    assert leftovers(dest / "yolo-world") == []
