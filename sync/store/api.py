@@ -33,6 +33,7 @@ from sqlalchemy import Text, cast, func, select
 from sqlalchemy.orm import Session
 
 from serverless.detections import Detections
+from serverless.models.base import Tags
 from sync.store.base import DEFAULT_SOURCE, dataset_info, run_info, sample_info
 from sync.store.bulk import insert_ignore
 from sync.store.checks import as_int, chunks, json_value, optional_text
@@ -301,21 +302,26 @@ class Store(CvatLinks):
         *,
         with_scores: bool = True,
         source: str | None = None,
+        tags: Mapping[int, Tags] | None = None,
     ) -> int:
         """Bulk-add `Detections` per sample id (an empty `Detections` marks a sample covered
-        with no annotation) to an open run; returns the number of annotations added.
+        with no annotation) and ``tags``, a classifier's `Tags` per sample id, to an open run;
+        returns the number of annotations added.
 
-        Rows are made by `sync.store.convert.detections_to_rows`; ``source`` defaults to
+        Rows are made by `sync.store.convert.detections_to_rows`, tags as whole-frame rows of
+        shape type ``tag`` (`sync.store.convert.tags_to_detections`); a sample's shapes and
+        tags come in the same call (a sample is covered once). ``source`` defaults to
         ``"auto"`` for pre-label runs and ``"file"`` for imports. Masks must have their
         sample's size. Same rules as `add_annotations`.
         """
+        tags = dict(tags or {})
         with self.session() as s:
             row = self._open_run(s, run)
-            values = self._detection_values(
-                s, row.dataset_id, detections, with_scores, source or DEFAULT_SOURCE[row.kind]
-            )
-            count = self._insert_values(s, row, values, detections.keys())
-            log.info("run %r: added %d annotations on %d samples", row.name, count, len(detections))
+            source = source or DEFAULT_SOURCE[row.kind]
+            values = self._detection_values(s, row.dataset_id, detections, with_scores, source)
+            values += self._tag_values(s, row.dataset_id, tags, with_scores, source)
+            count = self._insert_values(s, row, values, set(detections) | set(tags))
+            log.info("run %r: added %d annotations on %d samples", row.name, count, len(set(detections) | set(tags)))
             return count
 
     def _open_run(self, session: Session, run: RunInfo | int) -> Run:

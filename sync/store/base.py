@@ -15,7 +15,8 @@ from sqlalchemy.orm import Session
 from serverless.detections import Detections
 from sync.store.bulk import bulk_insert, fast_insert, first_line
 from sync.store.checks import as_int, chunks
-from sync.store.convert import detection_values
+from serverless.models.base import Tags
+from sync.store.convert import detection_values, split_tags, tags_to_detections
 from sync.store.errors import StoreError
 from sync.store.records import ANNOTATION_FIELDS, CvatJobInfo, CvatTaskInfo, DatasetInfo, RunInfo, SampleInfo
 from sync.store.schema import Annotation, CvatJob, CvatTask, Dataset, Run, RunSample, Sample
@@ -191,6 +192,38 @@ class StoreBase:
                 )
             values.extend(detection_values(sample_id, det, with_scores=with_scores, source=source))
         return values
+
+    @classmethod
+    def _tag_values(
+        cls,
+        session: Session,
+        dataset_id: int,
+        tags: Mapping[int, Tags | Detections],
+        with_scores: bool,
+        source: str,
+    ) -> list[tuple]:
+        """Insert-ready tuples of ``{sample_id: tags}``: `Tags` become whole-frame rows of their
+        sample (`sync.store.convert.tags_to_detections`); `Detections` must be such rows
+        already (pulled tags with their CVAT ids)."""
+        if not tags:
+            return []
+        sample_ids = [as_int(k, "sample id") for k in tags]
+        sizes: dict[int, tuple[int, int]] = {}
+        for chunk in chunks(sorted(set(sample_ids))):
+            query = select(Sample.id, Sample.width, Sample.height).where(
+                Sample.dataset_id == dataset_id, Sample.id.in_(chunk)
+            )
+            sizes.update({r.id: (r.width, r.height) for r in session.execute(query)})
+        rows: dict[int, Detections] = {}
+        for sample_id, value in zip(sample_ids, tags.values()):
+            if sample_id not in sizes:
+                raise StoreError(f"sample {sample_id} is not a sample of dataset id {dataset_id}")
+            if isinstance(value, Tags):
+                value = tags_to_detections(value, width=sizes[sample_id][0], height=sizes[sample_id][1])
+            elif not isinstance(value, Detections) or len(split_tags(value)[0]):
+                raise StoreError(f"sample {sample_id}: tags must be Tags or Detections of shape type 'tag' rows")
+            rows[sample_id] = value
+        return cls._detection_values(session, dataset_id, rows, with_scores, source)
 
     # ---------------------------------------------------------------------- the one writer of annotations
     def _insert_values(self, session: Session, run: Run, values: Sequence[tuple], cover: Iterable[int]) -> int:

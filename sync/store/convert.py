@@ -25,6 +25,12 @@ every column above is always present (filled with -1 / "" / None). ``class_ids``
 looked up by label name in ``label_index`` (-1 when absent or no index is given): the store
 keeps label names, not ontology positions.
 
+**Tags** (image-level labels, CVAT tags, a `serverless.models.base.Tags` row each) are rows
+of shape type ``tag`` whose box is the whole frame (``0, 0, width, height``), with no polygon
+or mask; ``cvat_shape_id`` holds the CVAT *tag* id (CVAT numbers tags apart from shapes).
+`tags_to_detections` makes them, `split_tags` takes them out of a sample's `Detections`.
+Read back with ``masks=True`` next to a mask, a tag's mask is the whole frame (its box).
+
 Masks go through the project's COCO mask codec (`serverless.convert.coco`: `encode_masks`,
 `decode_rle`; ``faster_coco_eval.core.mask`` underneath). It, and OpenCV for
 rasterizing polygons, are imported only inside the functions that need them.
@@ -42,6 +48,7 @@ import numpy as np
 
 from serverless.convert.coco import decode_rle, encode_masks
 from serverless.detections import Detections
+from serverless.models.base import Tags
 from sync.store.errors import StoreError
 from sync.store.records import ANNOTATION_FIELDS, AnnotationIn
 from sync.store.schema import SHAPE_TYPES
@@ -49,12 +56,18 @@ from sync.store.schema import SHAPE_TYPES
 __all__ = [
     "DATA_COLUMNS",
     "ROW_FIELDS",
+    "TAG",
     "AnnotationColumns",
     "detection_values",
     "detections_to_rows",
     "row_values",
     "rows_to_detections",
+    "split_tags",
+    "tags_to_detections",
 ]
+
+TAG = "tag"
+"""The ``shape_type`` of a tag row (an image-level label)."""
 
 DATA_COLUMNS = (
     "annotation_id",
@@ -65,6 +78,35 @@ DATA_COLUMNS = (
     "attributes",
 )
 """The ``data`` columns of Detections read from the store."""
+
+
+def tags_to_detections(
+    tags: Tags, *, width: int, height: int, data: Mapping[str, np.ndarray] | None = None
+) -> Detections:
+    """One image's tags as store rows: `Detections` whose boxes are the whole frame
+    (``0, 0, width, height``), ``data["shape_type"]`` `TAG`, scores and labels as given;
+    ``data`` adds columns (``cvat_id``, ``source``, ``attributes`` … of pulled tags)."""
+    if not isinstance(tags, Tags):
+        raise StoreError(f"expected Tags, got {type(tags).__name__}")
+    n = len(tags)
+    if isinstance(width, bool) or isinstance(height, bool) or int(width) <= 0 or int(height) <= 0:
+        raise StoreError(f"a tag's frame must have a positive size, got {width}x{height}")
+    columns = {**dict(data or {}), "shape_type": np.full(n, TAG)}
+    return Detections(
+        xyxy=np.tile(np.array([0, 0, width, height], dtype=np.float32), (n, 1)),
+        scores=tags.scores,
+        class_ids=tags.class_ids,
+        labels=tags.labels if n else np.zeros(0, dtype="<U1"),
+        data=columns,
+    )
+
+
+def split_tags(det: Detections) -> tuple[Detections, Detections]:
+    """``(shapes, tags)`` of one sample's rows: those of shape type `TAG` apart from the rest
+    (rows without a ``shape_type`` column are all shapes), each in its original order."""
+    kinds = det.data.get("shape_type")
+    is_tag = np.zeros(len(det), dtype=bool) if kinds is None else np.asarray(kinds).astype(str) == TAG
+    return det[~is_tag], det[is_tag]
 
 
 def _optional_ids(column: np.ndarray | None, n: int, name: str) -> list[int | None]:

@@ -21,14 +21,53 @@ from serverless.detections import Detections
 from sync.store.base import DEFAULT_SOURCE, StoreBase, job_info, run_info, task_info
 from sync.store.bulk import insert_ignore
 from sync.store.checks import as_aware, as_int, chunks, optional_text
+from sync.store.convert import TAG
 from sync.store.credentials import strip_credentials
 from sync.store.errors import StoreError
 from sync.store.records import CvatJobInfo, CvatTaskInfo, DatasetInfo, RunInfo
-from sync.store.schema import SHAPE_TYPES, Annotation, CvatFrame, CvatJob, CvatTask, PushedShape, Run, utc_now
+from sync.store.schema import (
+    PUSHED_KINDS,
+    SHAPE_TYPES,
+    Annotation,
+    CvatFrame,
+    CvatJob,
+    CvatTask,
+    PushedShape,
+    Run,
+    utc_now,
+)
 
 __all__ = ["CvatLinks"]
 
 log = logging.getLogger(__name__)
+
+
+def _kind(kind: str) -> str:
+    if kind not in PUSHED_KINDS:
+        raise StoreError(f"kind must be one of {list(PUSHED_KINDS)}, got {kind!r}")
+    return kind
+
+
+def _pushed_ids(shapes: Mapping[int, int], tags: Mapping[int, int]) -> dict[int, tuple[str, int]]:
+    """``{annotation id: (kind, CVAT id)}`` of the shapes and tags a push recorded, checked."""
+    wanted: dict[int, tuple[str, int]] = {}
+    for kind, given in (("shape", shapes), ("tag", tags)):
+        for ann, cvat_id in given.items():
+            ann = as_int(ann, "annotation id")
+            if ann in wanted:
+                raise StoreError(f"annotation {ann} cannot be pushed both as a CVAT shape and as a tag")
+            wanted[ann] = (kind, as_int(cvat_id, f"CVAT {kind} id", minimum=0))
+    if len(set(wanted.values())) != len(wanted):
+        raise StoreError("two annotations cannot map to the same CVAT shape (or tag) id")
+    return wanted
+
+
+def _linked(value: tuple, pushed: Mapping[str, Mapping[int, int]]) -> tuple:
+    """An insert-ready annotation tuple with ``pre_annotation_id`` set from the pushed ids of
+    its kind (a ``tag`` row's CVAT id is a tag id), unless it has one or was not pushed."""
+    cvat_id, pre_id = value[12], value[13]
+    linked = pushed["tag" if value[6] == TAG else "shape"].get(cvat_id) if cvat_id is not None else None
+    return value if pre_id is not None or linked is None else (*value[:13], linked)
 
 
 def _checked_geometry(
@@ -268,39 +307,35 @@ class CvatLinks(StoreBase):
         *,
         job_id: int | None = None,
         geometry: Mapping[int, tuple[str, Sequence[float]]] | None = None,
+        tags: Mapping[int, int] | None = None,
     ) -> None:
-        """Record ``{pre-label annotation id: CVAT shape id}`` for shapes created in a task
-        (idempotent), with ``geometry`` ``{annotation id: (CVAT shape type, points)}``: the shape
-        as it was sent. A shape id or annotation already mapped differently raises `StoreError`."""
-        wanted = {as_int(a, "annotation id"): as_int(sh, "CVAT shape id", minimum=0) for a, sh in shapes.items()}
+        """Record ``{pre-label annotation id: CVAT shape id}`` for shapes created in a task and
+        ``tags`` ``{annotation id: CVAT tag id}`` for tags (idempotent, one transaction), with
+        ``geometry`` ``{annotation id: (CVAT shape type, points)}``: what was sent (a tag's is
+        ``("tag", [])``). CVAT numbers shapes and tags apart, so a shape and a tag may share an
+        id; within a kind, an id already mapped to another annotation, or an annotation already
+        pushed as something else, raises `StoreError`."""
+        wanted = _pushed_ids(shapes, tags or {})
         sent = _checked_geometry(geometry or {})
-        if len(set(wanted.values())) != len(wanted):
-            raise StoreError("two annotations cannot map to the same CVAT shape id")
         with self.session() as s:
             task_row = self._task(s, task)
             where = f"CVAT task {task_row.task_id} on {task_row.server}"
-            ann_ids = sorted(wanted)
-            found: dict[int, int] = {}
-            for chunk in chunks(ann_ids):
-                for r in s.execute(
-                    select(Annotation.id, Run.dataset_id)
-                    .join(Run, Run.id == Annotation.run_id)
-                    .where(Annotation.id.in_(chunk))
-                ):
-                    found[r.id] = r.dataset_id
-            bad = [a for a in ann_ids if found.get(a) != task_row.dataset_id]
-            if bad:
-                raise StoreError(f"{where}: annotation ids {bad[:10]} are not annotations of the task's dataset")
-            stored = self._pushed(s, task_row.id)
-            stored_by_ann = {a: sh for sh, a in stored.items()}
-            for ann, shape in wanted.items():
-                if shape in stored and stored[shape] != ann:
+            self._check_annotations_of(s, task_row, sorted(wanted), where)
+            stored = {
+                (kind, cvat_id): ann
+                for kind in PUSHED_KINDS
+                for cvat_id, ann in self._pushed(s, task_row.id, kind).items()
+            }
+            stored_by_ann = {a: key for key, a in stored.items()}
+            for ann, key in wanted.items():
+                if key in stored and stored[key] != ann:
                     raise StoreError(
-                        f"{where}: CVAT shape {shape} is already mapped to annotation {stored[shape]}, not {ann}"
+                        f"{where}: CVAT {key[0]} {key[1]} is already mapped to annotation {stored[key]}, not {ann}"
                     )
-                if ann in stored_by_ann and stored_by_ann[ann] != shape:
+                if ann in stored_by_ann and stored_by_ann[ann] != key:
+                    was = stored_by_ann[ann]
                     raise StoreError(
-                        f"{where}: annotation {ann} was already pushed as CVAT shape {stored_by_ann[ann]}, not {shape}"
+                        f"{where}: annotation {ann} was already pushed as CVAT {was[0]} {was[1]}, not {key[0]} {key[1]}"
                     )
             insert_ignore(
                 s,
@@ -308,25 +343,41 @@ class CvatLinks(StoreBase):
                 [
                     {
                         "task_link_id": task_row.id,
-                        "cvat_shape_id": sh,
+                        "kind": kind,
+                        "cvat_shape_id": cvat_id,
                         "annotation_id": a,
                         "job_id": job_id,
                         "shape_type": sent.get(a, (None, None))[0],
                         "points": sent.get(a, (None, None))[1],
                     }
-                    for a, sh in wanted.items()
-                    if sh not in stored
+                    for a, (kind, cvat_id) in wanted.items()
+                    if (kind, cvat_id) not in stored
                 ],
-                ["task_link_id", "cvat_shape_id"],
+                ["task_link_id", "kind", "cvat_shape_id"],
             )
 
+    def _check_annotations_of(self, s: Session, task_row: CvatTask, ann_ids: list[int], where: str) -> None:
+        """`StoreError` unless every id is an annotation of the task's dataset."""
+        found: dict[int, int] = {}
+        for chunk in chunks(ann_ids):
+            for r in s.execute(
+                select(Annotation.id, Run.dataset_id)
+                .join(Run, Run.id == Annotation.run_id)
+                .where(Annotation.id.in_(chunk))
+            ):
+                found[r.id] = r.dataset_id
+        bad = [a for a in ann_ids if found.get(a) != task_row.dataset_id]
+        if bad:
+            raise StoreError(f"{where}: annotation ids {bad[:10]} are not annotations of the task's dataset")
+
     @staticmethod
-    def _pushed(session: Session, task_link_id: int) -> dict[int, int]:
+    def _pushed(session: Session, task_link_id: int, kind: str = "shape") -> dict[int, int]:
+        """``{CVAT id: annotation id}`` of one kind (``shape`` or ``tag``) pushed into a task."""
         return {
             r.cvat_shape_id: r.annotation_id
             for r in session.execute(
                 select(PushedShape.cvat_shape_id, PushedShape.annotation_id).where(
-                    PushedShape.task_link_id == task_link_id
+                    PushedShape.task_link_id == task_link_id, PushedShape.kind == kind
                 )
             )
         }
@@ -370,20 +421,25 @@ class CvatLinks(StoreBase):
             return None
         return {int(label_id): (entry["name"], entry["type"]) for label_id, entry in labels.items()}
 
-    def pushed_shapes(self, task: CvatTaskInfo | int) -> dict[int, int]:
-        """``{CVAT shape id: pre-label annotation id}`` of a task."""
+    def pushed_shapes(self, task: CvatTaskInfo | int, *, kind: str = "shape") -> dict[int, int]:
+        """``{CVAT shape id: pre-label annotation id}`` of a task; ``kind="tag"``: ``{CVAT tag
+        id: annotation id}`` of the tags pushed (CVAT numbers shapes and tags apart)."""
+        kind = _kind(kind)
         with self.session() as s:
-            return dict(sorted(self._pushed(s, self._task(s, task).id).items()))
+            return dict(sorted(self._pushed(s, self._task(s, task).id, kind).items()))
 
-    def forget_pushed_shapes(self, task: CvatTaskInfo | int, shape_ids: Iterable[int]) -> None:
-        """Drop the links of CVAT shapes that are about to be replaced (a forced push)."""
-        ids = [as_int(i, "CVAT shape id", minimum=0) for i in shape_ids]
+    def forget_pushed_shapes(self, task: CvatTaskInfo | int, shape_ids: Iterable[int], *, kind: str = "shape") -> None:
+        """Drop the links of CVAT shapes (``kind="tag"``: tags) about to be replaced (a forced push)."""
+        kind = _kind(kind)
+        ids = [as_int(i, f"CVAT {kind} id", minimum=0) for i in shape_ids]
         with self.session() as s:
             task_link_id = self._task(s, task).id
             for chunk in chunks(ids):
                 s.execute(
                     delete(PushedShape).where(
-                        PushedShape.task_link_id == task_link_id, PushedShape.cvat_shape_id.in_(chunk)
+                        PushedShape.task_link_id == task_link_id,
+                        PushedShape.kind == kind,
+                        PushedShape.cvat_shape_id.in_(chunk),
                     )
                 )
 
@@ -399,15 +455,18 @@ class CvatLinks(StoreBase):
         name: str | None = None,
         with_scores: bool = False,
         params: Mapping[str, object] | None = None,
+        tags: Mapping[int, Detections] | None = None,
     ) -> RunInfo:
         """Store what a CVAT job holds now as a new finished ``human`` run, in one transaction.
 
         ``detections`` maps sample ids to the job's `Detections` (``data`` columns
         ``cvat_id``, ``source``, ``shape_type``, ``attributes`` are kept; see
-        `sync.store.convert`). The revision covers these samples and every sample linked to a
-        frame in the job's range (frames without shapes are covered, empty). Annotations whose
-        CVAT shape id was pushed from a pre-label run get ``pre_annotation_id`` from
-        `record_pushed_shapes`. The run records the server (without credentials), task, job,
+        `sync.store.convert`), ``tags`` to its tags as rows of shape type ``tag``
+        (`sync.store.convert.tags_to_detections`, ``cvat_id`` the CVAT tag id). The revision
+        covers these samples and every sample linked to a frame in the job's range (frames
+        without shapes are covered, empty). Annotations whose CVAT shape id (tags: tag id) was
+        pushed from a pre-label run get ``pre_annotation_id`` from `record_pushed_shapes`;
+        shape and tag ids are never confused. The run records the server (without credentials), task, job,
         ``assignee``, ``stage``, ``state`` (each defaults to what `upsert_cvat_job` last saw)
         and ``updated_date``; its parent is the task's
         pre-label run; its name defaults to ``"job<job_id>-rev<n>"``. The job link's pull
@@ -428,9 +487,11 @@ class CvatLinks(StoreBase):
             where = f"CVAT job {job_row.job_id} of task {task_row.task_id} on {task_row.server}"
             frames = self._frames(s, task_row.id)
             in_range = {sid for f, sid in frames.items() if job_row.start_frame <= f <= job_row.stop_frame}
-            values = self._detection_values(s, task_row.dataset_id, detections, with_scores, DEFAULT_SOURCE["human"])
-            pushed = self._pushed(s, task_row.id)
-            values = [(*v[:13], pushed[v[12]]) if v[13] is None and v[12] in pushed else v for v in values]
+            source = DEFAULT_SOURCE["human"]
+            values = self._detection_values(s, task_row.dataset_id, detections, with_scores, source)
+            values += self._tag_values(s, task_row.dataset_id, dict(tags or {}), with_scores, source)
+            pushed = {kind: self._pushed(s, task_row.id, kind) for kind in PUSHED_KINDS}
+            values = [_linked(v, pushed) for v in values]
             name = self._revision_name(s, task_row, job_row, name, where)
             now = utc_now()
             run = Run(
@@ -451,7 +512,7 @@ class CvatLinks(StoreBase):
             )
             s.add(run)
             s.flush()
-            count = self._insert_values(s, run, values, set(detections) | in_range)
+            count = self._insert_values(s, run, values, set(detections) | set(tags or {}) | in_range)
             s.execute(
                 update(CvatJob)
                 .where(CvatJob.id == job_row.id)

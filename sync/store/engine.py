@@ -28,9 +28,11 @@ Passwords never appear in messages, logs or ``repr``: URLs are shown with
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from sqlalchemy import URL, Connection, Engine, create_engine, event, insert, inspect, make_url, text
@@ -210,7 +212,7 @@ def _prepare(engine: Engine, url: URL, *, create: bool, upgrade: bool) -> int | 
         version = _found_version(conn, shown)
     if not _check_version(version, shown, create=create, upgrade=upgrade):
         return version
-    with engine.connect() as conn:
+    with engine.connect() as conn, _foreign_keys_off(conn, version is not None):
         _lock_schema(conn)
         version = _found_version(conn, shown)
         if not _check_version(version, shown, create=create, upgrade=upgrade):
@@ -225,6 +227,25 @@ def _prepare(engine: Engine, url: URL, *, create: bool, upgrade: bool) -> int | 
             conn.commit()
             log.info("upgraded the store at %s from schema version %d to %d", shown, version, SCHEMA_VERSION)
     return version
+
+
+@contextlib.contextmanager
+def _foreign_keys_off(conn: Connection, upgrading: bool) -> Iterator[None]:
+    """SQLite, when ``upgrading``: foreign-key enforcement off on ``conn`` (before its
+    transaction begins: SQLite ignores the pragma inside one) and back on afterwards, so a
+    migration may rebuild a table others refer to; `sync.store.migrations.upgrade_schema`
+    checks the keys before committing. Anything else: nothing to do."""
+    if not upgrading or conn.dialect.name != "sqlite":
+        yield
+        return
+    conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+    try:
+        yield
+    finally:
+        if conn.in_transaction():
+            conn.rollback()
+        conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+        conn.commit()
 
 
 def _open(url_or_path: str | os.PathLike[str] | None, *, create: bool, upgrade: bool) -> tuple[Store, int | None]:

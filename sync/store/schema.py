@@ -35,7 +35,8 @@ Tables (``→`` is a foreign key):
 - ``cvat_frames`` → cvat_tasks, samples: which sample is which task frame.
 - ``pushed_shapes`` → cvat_tasks, annotations: the CVAT shape id each pushed pre-label
   annotation received (the local↔server id map), and the shape as it was sent (CVAT type and
-  ``points``), which is what the annotator saw.
+  ``points``), which is what the annotator saw. A pre-label of shape type ``tag`` became a
+  CVAT tag: ``kind`` ``tag``, its CVAT tag id (CVAT numbers tags apart from shapes).
 - ``store_meta``: key/value pairs, among them ``schema_version``.
 """
 
@@ -54,6 +55,7 @@ from sqlalchemy import (
     ForeignKeyConstraint,
     Index,
     Integer,
+    PrimaryKeyConstraint,
     String,
     Text,
     UniqueConstraint,
@@ -62,6 +64,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 __all__ = [
+    "PUSHED_KINDS",
     "RUN_KINDS",
     "SCHEMA_VERSION",
     "SHAPE_TYPES",
@@ -79,7 +82,7 @@ __all__ = [
     "utc_now",
 ]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """The schema version this code reads and writes."""
 
 RUN_KINDS = ("prelabel", "human", "import")
@@ -88,6 +91,11 @@ RUN_KINDS = ("prelabel", "human", "import")
 SHAPE_TYPES = ("rectangle", "polygon", "mask", "tag")
 """Values of ``annotations.shape_type``. A ``tag`` is an image-level label (a CVAT tag): its
 box is the whole frame and it has no polygon or mask."""
+
+PUSHED_KINDS = ("shape", "tag")
+"""Values of ``pushed_shapes.kind``: the CVAT collection a pushed pre-label went into. CVAT
+numbers shapes and tags in separate sequences (one per table), so a shape and a tag of one task
+may have the same id; the kind is part of the key."""
 
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 """64-bit ids on PostgreSQL; SQLite's INTEGER PRIMARY KEY is already 64-bit (and only that
@@ -299,15 +307,27 @@ class CvatFrame(Base):
 
 
 class PushedShape(Base):
-    """A pre-label annotation ↔ the CVAT shape id it became when pushed."""
+    """A pre-label annotation ↔ the CVAT shape (or tag) id it became when pushed.
+
+    The key is (task, ``kind``, CVAT id): CVAT's shape and tag ids are separate sequences
+    (schema version 3 added ``kind``; older rows are shapes)."""
 
     __tablename__ = "pushed_shapes"
-    __table_args__ = (UniqueConstraint("task_link_id", "annotation_id", name="uq_pushed_shapes_task_annotation"),)
-    task_link_id: Mapped[int] = mapped_column(ForeignKey("cvat_tasks.id"), primary_key=True)
-    cvat_shape_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    __table_args__ = (
+        PrimaryKeyConstraint("task_link_id", "kind", "cvat_shape_id"),
+        UniqueConstraint("task_link_id", "annotation_id", name="uq_pushed_shapes_task_annotation"),
+        CheckConstraint(
+            "kind IN (" + ", ".join(f"'{k}'" for k in PUSHED_KINDS) + ")", name="ck_pushed_shapes_kind"
+        ),
+    )
+    task_link_id: Mapped[int] = mapped_column(ForeignKey("cvat_tasks.id"))
+    cvat_shape_id: Mapped[int] = mapped_column(BigInteger)
+    """The CVAT id: a shape id, or a tag id for ``kind`` ``tag``."""
     annotation_id: Mapped[int] = mapped_column(ForeignKey("annotations.id"))
     job_id: Mapped[int | None] = mapped_column(BigInteger)
     shape_type: Mapped[str | None] = mapped_column(String(16))
     """The CVAT shape type sent (schema version 2; None for shapes pushed before)."""
     points: Mapped[list | None] = mapped_column(_json())
-    """The CVAT ``points`` sent (a mask's are CVAT RLE plus its inclusive box)."""
+    """The CVAT ``points`` sent (a mask's are CVAT RLE plus its inclusive box; a tag's are empty)."""
+    kind: Mapped[str] = mapped_column(String(8), server_default="shape")
+    """``shape`` or ``tag`` (`PUSHED_KINDS`): which of CVAT's id sequences ``cvat_shape_id`` is in."""
