@@ -39,12 +39,16 @@ from typing import Any
 from serverless.convert.cvat_contract import score_attribute_spec
 from serverless.files import write_text_atomic
 from serverless.models.grounding_dino import DEFAULT_GDINO_MODEL
+from serverless.models.registry import ModelSpec
 from serverless.models.sam import SAM_CHECKPOINTS
 from serverless.nuclio_adapter import BROWSER_SAM_ID
 from serverless.ontology import Ontology
 
 __all__ = [
     "BROWSER_SAM_ID",
+    "FunctionPlan",
+    "ImageWeights",
+    "ROLES",
     "CPU_BASE_IMAGE",
     "DETECTOR_KINDS",
     "GDINO_WEIGHTS",
@@ -69,9 +73,16 @@ __all__ = [
 ]
 
 KINDS = ("grounding-dino", "grounded-sam", "sam", "sam-interactor")
-"""Every function kind, in rendering order; also the directory names under ``out``."""
+"""The functions of the default models (Grounding DINO and SAM), in rendering order; also the
+directory names under ``out``. Other models give other names (`RenderOptions.plan`)."""
 DETECTOR_KINDS = ("grounding-dino", "grounded-sam")
-"""Kinds whose spec labels come from the ontology (and whose directory holds ontology.yaml)."""
+"""Default-model kinds whose spec labels come from the ontology (and whose directory holds ontology.yaml)."""
+ROLES = ("detector", "pipeline", "browser-sam", "interactor", "classifier")
+"""What a function does: a detector's boxes (or masks, SAM 3), a detector + segmenter pipeline,
+the SAM encoder for CVAT's browser decoder, a segmenter's clicks → mask, a classifier's tags."""
+_ROLE_ALIASES = {"grounding-dino": "detector", "grounded-sam": "pipeline", "sam": "browser-sam",
+                 "sam-interactor": "interactor"}
+_ONTOLOGY_ROLES = ("detector", "pipeline", "classifier")
 
 SAM_MODEL_TYPES = tuple(SAM_CHECKPOINTS)
 """SAM sizes the server-side functions can be rendered for."""
@@ -96,20 +107,60 @@ EVENT_TIMEOUT = "120s"
 READINESS_TIMEOUT_SECONDS = 300
 """init_context loads the weights before the worker is ready."""
 
+_FILE_BACKENDS = {"yolo-world": "yolo-world-clip"}
+"""Backends whose weights are a checkpoint file (``--weights NAME=URL#sha256=HEX``) plus a
+transformers text encoder (``--weights <the value>=OWNER/REPO@SHA``)."""
+
+
 class RenderError(ValueError):
     """Function directories cannot be rendered as asked (unknown kind, bad option, unwritable
     output); the message names the culprit."""
 
 
 @dataclass(frozen=True)
+class FunctionPlan:
+    """One function to render: its directory name (the function id before the ontology's
+    prefix), what it does and the backends it runs."""
+
+    kind: str
+    role: str
+    detector: str | None = None
+    segmenter: str | None = None
+    classifier: str | None = None
+
+
+@dataclass(frozen=True)
+class ImageWeights:
+    """What an image needs for its models: variables for the function, fetch arguments for
+    its build, lines for the header."""
+
+    env: tuple[tuple[str, str], ...]
+    fetch: tuple[str, ...]
+    notes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class RenderOptions:
-    """Which weights the rendered images fetch and load."""
+    """Which models the rendered functions run and which pinned weights their images fetch.
+
+    ``detector`` / ``segmenter`` / ``classifier`` are model specs (default: the ontology's
+    ``models``, else Grounding DINO and SAM; a classifier only for ontologies with ``tag``
+    labels). Grounding DINO's weights are `gdino_model`, SAM's size `sam_model_type`; any
+    other backend's weights must be pinned for the build: a transformers model as
+    ``OWNER/REPO@<commit sha>`` (in its spec, ``owlv2:google/owlv2-base-patch16-ensemble@SHA``,
+    or in ``weights``), YOLO-World as a checkpoint ``URL#sha256=HEX`` (``weights["yolo-world"]``)
+    plus its CLIP text encoder (``weights["yolo-world-clip"]``)."""
 
     gdino_model: str = DEFAULT_GDINO_MODEL
     """Grounding DINO fetched at build time into `GDINO_WEIGHTS`: ``OWNER/NAME@<40-hex commit
     sha>``, or the bare default repository (whose revision ``serverless.weights`` pins)."""
     sam_model_type: str = "vit_h"
-    """SAM size of ``grounded-sam`` and ``sam-interactor`` (the browser SAM is always vit_h)."""
+    """SAM size of pipelines and the interactor (the browser SAM is always vit_h)."""
+    detector: str | None = None
+    segmenter: str | None = None
+    classifier: str | None = None
+    weights: tuple[tuple[str, str], ...] = ()
+    """Pinned weights by fetch name (``--weights NAME=SOURCE``)."""
 
     def __post_init__(self) -> None:
         from serverless.weights import GdinoSource, WeightsError
@@ -131,6 +182,109 @@ class RenderOptions:
             raise RenderError(
                 f"sam_model_type must be one of {', '.join(SAM_MODEL_TYPES)}, got {self.sam_model_type!r}"
             )
+        object.__setattr__(self, "weights", tuple((str(k), str(v)) for k, v in dict(self.weights).items()))
+
+    # ----------------------------------------------------------------- models
+    def spec(self, ontology: Ontology, kind: str) -> ModelSpec | None:
+        """The model spec of ``kind`` (detector, segmenter, classifier) for ``ontology``."""
+        from serverless.models.registry import ModelSpecError, parse_spec
+
+        given = getattr(self, kind) or getattr(ontology.models, kind)
+        if given is None:
+            if kind == "classifier":
+                return parse_spec("clip", kind, {}) if ontology.has_tags else None
+            given = "grounding-dino" if kind == "detector" else "sam"
+        try:
+            return parse_spec(given, kind, {})  # type: ignore[arg-type]
+        except ModelSpecError as err:
+            raise RenderError(str(err)) from None
+
+    def plan(self, ontology: Ontology) -> list[FunctionPlan]:
+        """Every function these models give for ``ontology``, in rendering order."""
+        from serverless.models.registry import backend
+
+        plans: list[FunctionPlan] = []
+        if ontology.has_objects:
+            detector = self.spec(ontology, "detector").backend  # type: ignore[union-attr]
+            segmenter = self.spec(ontology, "segmenter").backend  # type: ignore[union-attr]
+            plans.append(FunctionPlan(detector, "detector", detector=detector))
+            if not getattr(backend(detector), "masks", False):
+                pipeline = "grounded-sam" if (detector, segmenter) == ("grounding-dino", "sam") else f"{detector}-{segmenter}"
+                plans.append(FunctionPlan(pipeline, "pipeline", detector=detector, segmenter=segmenter))
+            if segmenter == "sam":
+                plans.append(FunctionPlan("sam", "browser-sam", segmenter="sam"))
+            plans.append(FunctionPlan(f"{segmenter}-interactor", "interactor", segmenter=segmenter))
+        classifier = self.spec(ontology, "classifier")
+        if classifier is not None:
+            plans.append(FunctionPlan(classifier.backend, "classifier", classifier=classifier.backend))
+        return plans
+
+    def pinned(self, name: str, spec_weights: str = "") -> str:
+        """The pinned source of fetch name ``name``: ``weights[name]``, else a spec's weights
+        that are already pinned (``OWNER/REPO@SHA``); `RenderError` saying how to pin one."""
+        found = dict(self.weights).get(name) or (spec_weights if "@" in spec_weights else "")
+        if not found:
+            what = spec_weights or "its weights"
+            raise RenderError(
+                f"{name}: the image build fetches pinned weights only; give --weights {name}=OWNER/REPO@<commit sha> "
+                f"(or a spec such as {name}:OWNER/REPO@<commit sha>) for {what}; "
+                "`python -m serverless.weights pin` resolves a commit online"
+            )
+        return found
+
+    def image_weights(self, ontology: Ontology, plan: FunctionPlan) -> ImageWeights:
+        """The variables, fetch arguments and header notes of ``plan``'s models."""
+        env: list[tuple[str, str]] = []
+        fetch: list[str] = []
+        notes: list[str] = []
+        if plan.detector == "grounding-dino":
+            env.append(("AUTOLABEL_GDINO_MODEL", GDINO_WEIGHTS))
+            fetch.append(f"--grounding-dino {self.gdino_model}")
+            notes.append(f"  {GDINO_WEIGHTS}  save_pretrained directory of {self.gdino_model}")
+        elif plan.detector is not None:
+            self._other(ontology, "detector", plan.detector, env, fetch, notes)
+        if plan.segmenter == "sam":
+            model_type = "vit_h" if plan.role == "browser-sam" else self.sam_model_type
+            env += [("AUTOLABEL_SAM_CHECKPOINT", sam_weights_path(model_type)), ("AUTOLABEL_SAM_MODEL_TYPE", model_type)]
+            fetch.append(f"--sam {model_type}")
+            notes.append(f"  {sam_weights_path(model_type)}  segment-anything {model_type} checkpoint")
+        elif plan.segmenter is not None:
+            self._other(ontology, "segmenter", plan.segmenter, env, fetch, notes)
+        if plan.classifier is not None:
+            self._other(ontology, "classifier", plan.classifier, env, fetch, notes)
+        if plan.detector != "grounding-dino":
+            fetch.insert(0, "--no-gdino")  # the fetcher takes Grounding DINO unless told not to
+        return ImageWeights(tuple(env), tuple(fetch), tuple(notes))
+
+    def _other(self, ontology: Ontology, kind: str, name: str, env: list, fetch: list, notes: list) -> None:
+        spec = self.spec(ontology, kind)
+        weights = spec.weights if spec is not None and spec.backend == name else ""
+        variable = f"AUTOLABEL_{kind.upper()}"
+        if name in _FILE_BACKENDS:
+            from serverless.weights import FileSource, WeightsError
+
+            clip_name = _FILE_BACKENDS[name]
+            try:
+                checkpoint = FileSource.parse(self.pinned(name))
+            except WeightsError as err:
+                raise RenderError(f"--weights {name}: {err}") from None
+            text_encoder = self.pinned(clip_name)
+            target = f"{WEIGHTS_ROOT}/{name}/{checkpoint.basename}"
+            env.append((variable, f"{name}:{target}:{WEIGHTS_ROOT}/{clip_name}"))
+            fetch += [f"--file {name}={checkpoint.url}#sha256={checkpoint.sha256}", f"--hf {clip_name}={text_encoder}"]
+            notes += [f"  {target}  {name} checkpoint (sha256 {checkpoint.sha256[:12]})",
+                      f"  {WEIGHTS_ROOT}/{clip_name}  save_pretrained directory of {text_encoder}"]
+            return
+        source = self.pinned(name, weights)
+        from serverless.weights import GdinoSource, WeightsError
+
+        try:
+            GdinoSource.parse(source, f"--weights {name}").check_pinned()
+        except WeightsError as err:
+            raise RenderError(str(err)) from None
+        env.append((variable, f"{name}:{WEIGHTS_ROOT}/{name}"))
+        fetch.append(f"--hf {name}={source}")
+        notes.append(f"  {WEIGHTS_ROOT}/{name}  save_pretrained directory of {source}")
 
 
 @dataclass(frozen=True)
@@ -147,43 +301,59 @@ def sam_weights_path(model_type: str) -> str:
     return f"{WEIGHTS_ROOT}/sam/sam_{model_type}.pth"
 
 
+def _plan_of(ontology: Ontology, kind: str, options: RenderOptions) -> FunctionPlan:
+    plans = options.plan(ontology)
+    for plan in plans:
+        if plan.kind == kind:
+            return plan
+    role = _ROLE_ALIASES.get(kind, kind)
+    for plan in plans:
+        if plan.role == role:
+            return plan
+    known = ", ".join(dict.fromkeys([p.kind for p in plans] + [p.role for p in plans]))
+    raise RenderError(f"unknown function kind {kind!r} for these models and this ontology; expected one of {known}")
+
+
 def _check_kind(kind: str) -> str:
     if kind not in KINDS:
         raise RenderError(f"unknown function kind {kind!r}; expected one of {', '.join(KINDS)}")
     return kind
 
 
-def function_name(ontology: Ontology, kind: str) -> str:
+def function_name(ontology: Ontology, kind: str, options: RenderOptions | None = None) -> str:
     """The Nuclio/CVAT function id of a kind for this ontology."""
-    _check_kind(kind)
-    return BROWSER_SAM_ID if kind == "sam" else ontology.function_name(kind)
-
-
-def _sam_type(kind: str, options: RenderOptions) -> str:
-    return "vit_h" if kind == "sam" else options.sam_model_type
+    plan = _plan_of(ontology, kind, options or RenderOptions())
+    return BROWSER_SAM_ID if plan.role == "browser-sam" else ontology.function_name(plan.kind)
 
 
 # --------------------------------------------------------------------------- spec
 
 
-def spec_labels(ontology: Ontology, kind: str) -> list[dict[str, Any]]:
-    """CVAT spec labels of a function: one per ontology label for detectors (``[]`` for SAM).
+def spec_labels(ontology: Ontology, kind: str, options: RenderOptions | None = None) -> list[dict[str, Any]]:
+    """CVAT spec labels of a function (``[]`` for interactors).
 
-    ``grounding-dino`` returns boxes only, so all its labels are ``rectangle``;
-    ``grounded-sam`` answers each label with its ontology type. With
-    `Ontology.score_attribute` each label carries the ``score`` number attribute
+    A box detector (``grounding-dino``, ``owlv2``, ...) declares every object label as
+    ``rectangle``; a pipeline or a masking detector (SAM 3) each object label with its
+    ontology type; a classifier each ``tag`` label as ``tag``. With `Ontology.score_attribute`
+    each label carries the ``score`` number attribute
     (`serverless.convert.cvat_contract.score_attribute_spec`).
     """
-    _check_kind(kind)
-    if kind not in DETECTOR_KINDS:
+    from serverless.models.registry import backend
+
+    plan = _plan_of(ontology, kind, options or RenderOptions())
+    if plan.role in ("browser-sam", "interactor"):
         return []
+    part = ontology.part("tags" if plan.role == "classifier" else "objects")
+    keep_types = plan.role == "pipeline" or (
+        plan.role == "detector" and bool(getattr(backend(plan.detector or ""), "masks", False))
+    )
     labels = []
-    for i, label in enumerate(ontology.labels):
+    for i, label in enumerate(part.labels):
         labels.append(
             {
                 "id": i,
                 "name": label.name,
-                "type": "rectangle" if kind == "grounding-dino" else label.type,
+                "type": label.type if keep_types or plan.role == "classifier" else "rectangle",
                 "attributes": [score_attribute_spec()] if ontology.score_attribute else [],
             }
         )
@@ -201,14 +371,8 @@ def spec_json(labels: Sequence[dict[str, Any]]) -> str:
 # --------------------------------------------------------------------------- function.yaml
 
 
-def _env(kind: str, gpu: bool, options: RenderOptions) -> list[dict[str, str]]:
-    env: list[tuple[str, str]] = []
-    if kind in DETECTOR_KINDS:
-        env.append(("AUTOLABEL_GDINO_MODEL", GDINO_WEIGHTS))
-    if kind != "grounding-dino":
-        model_type = _sam_type(kind, options)
-        env.append(("AUTOLABEL_SAM_CHECKPOINT", sam_weights_path(model_type)))
-        env.append(("AUTOLABEL_SAM_MODEL_TYPE", model_type))
+def _env(weights: ImageWeights, gpu: bool) -> list[dict[str, str]]:
+    env = list(weights.env)
     env.append(("AUTOLABEL_DEVICE", "cuda" if gpu else "cpu"))
     env.append(("HF_HUB_OFFLINE", "1"))
     env.append(("TOKENIZERS_PARALLELISM", "false"))
@@ -218,18 +382,11 @@ def _env(kind: str, gpu: bool, options: RenderOptions) -> list[dict[str, str]]:
     return [{"name": name, "value": value} for name, value in env]
 
 
-def _fetch_command(kind: str, options: RenderOptions) -> str:
-    parts = ["python -m serverless.weights fetch", f"--dest {WEIGHTS_ROOT}"]
-    if kind in DETECTOR_KINDS:
-        parts.append(f"--grounding-dino {options.gdino_model}")
-    else:
-        parts.append("--no-gdino")  # the fetcher takes Grounding DINO unless told not to
-    if kind != "grounding-dino":
-        parts.append(f"--sam {_sam_type(kind, options)}")
-    return " ".join(parts)
+def _fetch_command(weights: ImageWeights) -> str:
+    return " ".join(["python -m serverless.weights fetch", f"--dest {WEIGHTS_ROOT}", *weights.fetch])
 
 
-def _directives(kind: str, gpu: bool, options: RenderOptions) -> dict[str, list[dict[str, str]]]:
+def _directives(weights: ImageWeights, gpu: bool) -> dict[str, list[dict[str, str]]]:
     pre = [
         {
             "kind": "RUN",
@@ -243,63 +400,86 @@ def _directives(kind: str, gpu: bool, options: RenderOptions) -> dict[str, list[
         {
             "kind": "RUN",
             "value": f"pip install --no-cache-dir --find-links {WHEELS_DIR} "
+            f'"$(echo {WHEELS_DIR}/autolabel_cvat-*.whl)[models,yolo]"'
+            if any("--file " in arg for arg in weights.fetch)
+            else f"pip install --no-cache-dir --find-links {WHEELS_DIR} "
             f'"$(echo {WHEELS_DIR}/autolabel_cvat-*.whl)[models]"',
         },
-        {"kind": "RUN", "value": _fetch_command(kind, options)},
+        {"kind": "RUN", "value": _fetch_command(weights)},
     ]
     return {"preCopy": pre, "postCopy": post}
 
 
-_DISPLAY = {
-    "grounding-dino": "Grounding DINO",
-    "grounded-sam": "Grounded-SAM",
-    "sam": "Segment Anything (browser decoder)",
-    "sam-interactor": "Segment Anything",
-}
+_DISPLAY = {"grounding-dino": "Grounding DINO", "sam": "Segment Anything"}
 
 
-def _display_name(ontology: Ontology, kind: str, options: RenderOptions) -> str:
-    name = _DISPLAY[kind]
-    if kind == "sam-interactor":
-        name += f" {options.sam_model_type} (server)"
-    if kind in DETECTOR_KINDS and ontology.name is not None:
+def _model_title(name: str) -> str:
+    """A backend's display name: the part of its registry summary before `` (``."""
+    if name in _DISPLAY:
+        return _DISPLAY[name]
+    from serverless.models.registry import backend
+
+    return backend(name).summary.split(" (")[0].split(":")[0].strip()
+
+
+def _display_name(ontology: Ontology, plan: FunctionPlan, options: RenderOptions) -> str:
+    if plan.kind == "grounded-sam":
+        name = "Grounded-SAM"
+    elif plan.role == "browser-sam":
+        name = "Segment Anything (browser decoder)"
+    elif plan.role == "interactor":
+        size = f" {options.sam_model_type}" if plan.segmenter == "sam" else ""
+        name = f"{_model_title(plan.segmenter or '')}{size} (server)"
+    elif plan.role == "pipeline":
+        name = f"{_model_title(plan.detector or '')} + {_model_title(plan.segmenter or '')}"
+    else:
+        name = _model_title(plan.detector or plan.classifier or "")
+    if plan.role in _ONTOLOGY_ROLES and ontology.name is not None:
         name += f" ({ontology.name})"
     return name
 
 
-def _description(ontology: Ontology, kind: str, options: RenderOptions) -> str:
+def _description(ontology: Ontology, plan: FunctionPlan, options: RenderOptions) -> str:
     digest = ontology.content_hash[:12]
-    count = len(ontology.labels)
-    if kind == "grounding-dino":
-        return (
-            f"Open-vocabulary boxes for {count} labels with Grounding DINO ({options.gdino_model}); "
-            f"prompts and per-label thresholds from ontology.yaml (sha256 {digest})"
-        )
-    if kind == "grounded-sam":
+    source = f"prompts and per-label thresholds from ontology.yaml (sha256 {digest})"
+    if plan.role == "classifier":
+        count = len(ontology.part("tags").labels)
+        return f"Zero-shot image tags for {count} labels with {_model_title(plan.classifier or '')}; {source}"
+    count = len(ontology.part("objects").labels) if ontology.has_objects else 0
+    if plan.kind == "grounding-dino":
+        return f"Open-vocabulary boxes for {count} labels with Grounding DINO ({options.gdino_model}); {source}"
+    if plan.kind == "grounded-sam":
         return (
             f"Grounding DINO ({options.gdino_model}) boxes refined by SAM {options.sam_model_type} "
-            f"into masks and polygons for {count} labels; prompts and per-label thresholds from "
-            f"ontology.yaml (sha256 {digest})"
+            f"into masks and polygons for {count} labels; {source}"
         )
-    if kind == "sam":
+    if plan.role == "detector":
+        return f"{_model_title(plan.detector or '')} for {count} labels; {source}"
+    if plan.role == "pipeline":
+        return (
+            f"{_model_title(plan.detector or '')} boxes refined by {_model_title(plan.segmenter or '')} "
+            f"into masks and polygons for {count} labels; {source}"
+        )
+    if plan.role == "browser-sam":
         return (
             "Segment Anything vit_h image encoder for CVAT's browser decoder: returns the frame "
             "embedding, the clicks are decoded in the browser"
         )
+    size = f" {options.sam_model_type}" if plan.segmenter == "sam" else ""
     return (
-        f"Segment Anything {options.sam_model_type} interactor on the server: positive and "
+        f"{_model_title(plan.segmenter or '')}{size} interactor on the server: positive and "
         "negative clicks and an optional box to a mask; one embedding per frame, cached"
     )
 
 
-def _annotations(ontology: Ontology, kind: str, options: RenderOptions) -> dict[str, str]:
+def _annotations(ontology: Ontology, plan: FunctionPlan, options: RenderOptions) -> dict[str, str]:
     annotations = {
-        "name": _display_name(ontology, kind, options),
-        "type": "detector" if kind in DETECTOR_KINDS else "interactor",
+        "name": _display_name(ontology, plan, options),
+        "type": "interactor" if plan.role in ("browser-sam", "interactor") else "detector",
         "framework": "pytorch",
-        "spec": spec_json(spec_labels(ontology, kind)),
+        "spec": spec_json(spec_labels(ontology, plan.kind, options)),
     }
-    if kind in ("sam", "sam-interactor"):
+    if plan.role in ("browser-sam", "interactor"):
         annotations.update(
             {
                 "version": "2",
@@ -317,18 +497,20 @@ def function_config(
 ) -> dict[str, Any]:
     """The content of ``function.yaml`` (``gpu=False``) or ``function-gpu.yaml`` as plain data."""
     options = options or RenderOptions()
-    name = function_name(ontology, kind)
+    plan = _plan_of(ontology, kind, options)
+    weights = options.image_weights(ontology, plan)
+    name = function_name(ontology, plan.kind, options)
     spec: dict[str, Any] = {
-        "description": _description(ontology, kind, options),
+        "description": _description(ontology, plan, options),
         "runtime": RUNTIME,
         "handler": "main:handler",
         "eventTimeout": EVENT_TIMEOUT,
         "readinessTimeoutSeconds": READINESS_TIMEOUT_SECONDS,
-        "env": _env(kind, gpu, options),
+        "env": _env(weights, gpu),
         "build": {
             "image": f"cvat.autolabel.{name}" + ("-gpu" if gpu else ""),
             "baseImage": GPU_BASE_IMAGE if gpu else CPU_BASE_IMAGE,
-            "directives": _directives(kind, gpu, options),
+            "directives": _directives(weights, gpu),
         },
         "triggers": {
             "myHttpTrigger": {
@@ -348,28 +530,24 @@ def function_config(
         }
     }
     return {
-        "metadata": {"name": name, "namespace": "cvat", "annotations": _annotations(ontology, kind, options)},
+        "metadata": {"name": name, "namespace": "cvat", "annotations": _annotations(ontology, plan, options)},
         "spec": spec,
     }
 
 
-def _header(ontology: Ontology, kind: str, gpu: bool, options: RenderOptions) -> str:
+def _header(ontology: Ontology, plan: FunctionPlan, gpu: bool, options: RenderOptions) -> str:
     file_name = "function-gpu.yaml" if gpu else "function.yaml"
     lines = [
         "Rendered by `autolabel functions render`: edit the ontology and render again, not this file.",
     ]
-    if kind in DETECTOR_KINDS:
+    if plan.role in _ONTOLOGY_ROLES:
         lines.append(f"Spec labels from ontology.yaml (sha256 {ontology.content_hash[:12]}), which main.py loads.")
     lines += [
         f"Deploy: nuctl deploy --project-name cvat --path <this directory> --file {file_name} --platform local",
         "Build: the directory is copied to /opt/nuclio; wheels/ must hold the project wheel",
         "(autolabel_cvat-*.whl). Weights are fetched at build time:",
+        *options.image_weights(ontology, plan).notes,
     ]
-    if kind in DETECTOR_KINDS:
-        lines.append(f"  {GDINO_WEIGHTS}  save_pretrained directory of {options.gdino_model}")
-    if kind != "grounding-dino":
-        model_type = _sam_type(kind, options)
-        lines.append(f"  {sam_weights_path(model_type)}  segment-anything {model_type} checkpoint")
     return "".join(f"# {line}\n" for line in lines)
 
 
@@ -396,18 +574,21 @@ def dump_function_yaml(config: dict[str, Any], header: str = "") -> str:
 # --------------------------------------------------------------------------- main.py
 
 _FACTORIES = {
-    "grounding-dino": "grounding_dino_function",
-    "grounded-sam": "grounded_sam_function",
-    "sam": "sam_embedding_function",
-    "sam-interactor": "sam_interactor_function",
+    "detector": "detector_function",
+    "pipeline": "grounded_sam_function",
+    "browser-sam": "sam_embedding_function",
+    "interactor": "sam_interactor_function",
+    "classifier": "classifier_function",
 }
 
 
-def main_source(kind: str) -> str:
-    """The ``main.py`` of a function: the Nuclio entry points from its factory."""
-    _check_kind(kind)
-    factory = _FACTORIES[kind]
-    if kind in DETECTOR_KINDS:
+def main_source(kind: str, role: str | None = None) -> str:
+    """The ``main.py`` of a function: the Nuclio entry points from its role's factory
+    (``role`` defaults to that of the default models' ``kind``)."""
+    if role is None:
+        role = _ROLE_ALIASES[_check_kind(kind)]
+    factory = "grounding_dino_function" if kind == "grounding-dino" else _FACTORIES[role]
+    if role in _ONTOLOGY_ROLES:
         call = f'{factory}(Path(__file__).with_name("ontology.yaml"), module=__name__)'
         imports = "from pathlib import Path\n\n"
     else:
@@ -433,40 +614,44 @@ def _ontology_text(ontology: Ontology) -> str:
     return yaml.safe_dump(ontology.to_dict(), sort_keys=False, allow_unicode=True)
 
 
-def _parse_kinds(kinds: Iterable[str]) -> tuple[str, ...]:
+def _parse_kinds(ontology: Ontology, kinds: Iterable[str] | str | None, options: RenderOptions) -> list[FunctionPlan]:
+    if kinds is None:
+        return options.plan(ontology)
     if isinstance(kinds, str):
         kinds = [part.strip() for part in kinds.split(",") if part.strip()]
-    chosen = []
+    chosen: list[FunctionPlan] = []
     for kind in kinds:
-        _check_kind(kind)
-        if kind not in chosen:
-            chosen.append(kind)
+        plan = _plan_of(ontology, kind, options)
+        if plan not in chosen:
+            chosen.append(plan)
     if not chosen:
-        raise RenderError(f"no function kind given; expected some of {', '.join(KINDS)}")
-    return tuple(chosen)
+        known = ", ".join(p.kind for p in options.plan(ontology))
+        raise RenderError(f"no function kind given; expected some of {known}")
+    return chosen
 
 
 def render(
-    ontology: Ontology, kinds: Iterable[str] | str = KINDS, options: RenderOptions | None = None
+    ontology: Ontology, kinds: Iterable[str] | str | None = None, options: RenderOptions | None = None
 ) -> list[RenderedFunction]:
-    """Every file of the asked function kinds (a list, or a comma-separated string), in memory."""
+    """Every file of the asked function kinds (a list, or a comma-separated string; None: every
+    function of the models, `RenderOptions.plan`), in memory."""
     if not isinstance(ontology, Ontology):
         raise RenderError(f"ontology must be an Ontology, got {type(ontology).__name__}")
     options = options or RenderOptions()
     rendered = []
-    for kind in _parse_kinds(kinds):
+    for plan in _parse_kinds(ontology, kinds, options):
         files = {
             "function.yaml": dump_function_yaml(
-                function_config(ontology, kind, gpu=False, options=options), _header(ontology, kind, False, options)
+                function_config(ontology, plan.kind, gpu=False, options=options), _header(ontology, plan, False, options)
             ),
             "function-gpu.yaml": dump_function_yaml(
-                function_config(ontology, kind, gpu=True, options=options), _header(ontology, kind, True, options)
+                function_config(ontology, plan.kind, gpu=True, options=options), _header(ontology, plan, True, options)
             ),
-            "main.py": main_source(kind),
+            "main.py": main_source(plan.kind, plan.role),
         }
-        if kind in DETECTOR_KINDS:
+        if plan.role in _ONTOLOGY_ROLES:
             files["ontology.yaml"] = _ontology_text(ontology)
-        rendered.append(RenderedFunction(kind=kind, name=function_name(ontology, kind), files=files))
+        rendered.append(RenderedFunction(kind=plan.kind, name=function_name(ontology, plan.kind, options), files=files))
     return rendered
 
 
@@ -490,7 +675,7 @@ def write_functions(rendered: Sequence[RenderedFunction], out: str | os.PathLike
 def render_functions(
     ontology: Ontology,
     out: str | os.PathLike[str],
-    kinds: Iterable[str] | str = KINDS,
+    kinds: Iterable[str] | str | None = None,
     options: RenderOptions | None = None,
 ) -> list[Path]:
     """Render the asked kinds for ``ontology`` and write them under ``out``; returns the

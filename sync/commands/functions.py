@@ -45,8 +45,31 @@ def render(
     ontology: Annotated[Path, typer.Option("--ontology", help="Ontology YAML file (labels, prompts, thresholds).")],
     out: Annotated[Path, typer.Option("--out", help="Directory to write <kind>/ function directories into.")],
     kinds: Annotated[
-        str, typer.Option("--kinds", help=f"Comma-separated function kinds out of {ALL_KINDS}.")
-    ] = ALL_KINDS,
+        str | None,
+        typer.Option(
+            "--kinds",
+            help=f"Comma-separated function kinds (default: every function of the models; for Grounding DINO and SAM "
+            f"{ALL_KINDS}; also by role: detector, pipeline, browser-sam, interactor, classifier).",
+        ),
+    ] = None,
+    detector: Annotated[
+        str | None, typer.Option("--detector", help="Detector spec (default: the ontology's models, else grounding-dino).")
+    ] = None,
+    segmenter: Annotated[
+        str | None, typer.Option("--segmenter", help="Segmenter spec (default: the ontology's models, else sam).")
+    ] = None,
+    classifier: Annotated[
+        str | None, typer.Option("--classifier", help="Classifier spec for tag labels (default: the ontology's, else clip).")
+    ] = None,
+    weights: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--weights",
+            help="Pinned weights the image build fetches, NAME=OWNER/REPO@<commit sha> (transformers models, e.g. "
+            "owlv2=google/owlv2-base-patch16-ensemble@SHA) or NAME=URL#sha256=HEX (yolo-world's checkpoint; its text "
+            "encoder is yolo-world-clip=OWNER/REPO@SHA). Repeatable.",
+        ),
+    ] = None,
     gdino_model: Annotated[
         str, typer.Option("--gdino-model", help="Hugging Face id of Grounding DINO fetched at image build time.")
     ] = "IDEA-Research/grounding-dino-tiny",
@@ -57,13 +80,22 @@ def render(
         ),
     ] = "vit_h",
 ) -> None:
-    """Write deployable Nuclio function directories for one ontology."""
+    """Write deployable Nuclio function directories for one ontology: one per function of its models."""
     from serverless.ontology import OntologyError, load_ontology
     from serverless.render import RenderError, RenderOptions, render_functions
 
+    pins = []
+    for text in weights or []:
+        name, sep, value = text.partition("=")
+        if not sep or not name.strip() or not value.strip():
+            _fail(f"--weights must be NAME=SOURCE, got {text!r}")
+        pins.append((name.strip(), value.strip()))
     try:
         parsed = load_ontology(ontology)
-        options = RenderOptions(gdino_model=gdino_model, sam_model_type=sam_model_type)
+        options = RenderOptions(
+            gdino_model=gdino_model, sam_model_type=sam_model_type, detector=detector, segmenter=segmenter,
+            classifier=classifier, weights=tuple(pins),
+        )
         written = render_functions(parsed, out, kinds, options)
     except (OntologyError, RenderError) as error:
         _fail(str(error))
