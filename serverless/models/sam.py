@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 import threading
-from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from serverless.models.embedding_cache import EmbeddingCache, image_hash
 from serverless.models.registry import (
     ModelLoadError,
     SegmenterBackend,
@@ -52,13 +52,6 @@ SAM_CHECKPOINTS = {
 BROWSER_DECODER = "sam-vit-h"
 """The browser-side decoder CVAT's SAM plugin ships: it reads SAM vit_h embeddings."""
 _CONFIG_KEYS = {"encoder_embed_dim", "encoder_depth", "encoder_num_heads", "encoder_global_attn_indexes"}
-
-
-def image_hash(image: np.ndarray) -> str:
-    """Content hash of a decoded image (pixels and shape)."""
-    digest = hashlib.sha256(np.ascontiguousarray(image).tobytes())
-    digest.update(repr(image.shape).encode())
-    return digest.hexdigest()
 
 
 def build_sam_model(model_type: str, checkpoint: str | os.PathLike[str] | None) -> Any:
@@ -174,9 +167,8 @@ class SamSegmenter:
         self.model_id = model_id
         self.model_type = model_type
         self._predictor = SamPredictor(self.model)
-        self._cache: OrderedDict[str, SamEmbedding] = OrderedDict()
-        self._cache_size = cache_size
-        self._lock = threading.RLock()
+        self._cache: EmbeddingCache[SamEmbedding] = EmbeddingCache(cache_size)
+        self._lock = threading.RLock()  # the predictor holds one frame's state at a time
 
     @classmethod
     def load(cls, model_type: str, checkpoint: str | None, *, device: str | None = None) -> SamSegmenter:
@@ -202,28 +194,20 @@ class SamSegmenter:
     # ----------------------------------------------------------------- encoder
     def embed(self, image: np.ndarray) -> SamEmbedding:
         """Embed an RGB uint8 (H, W, 3) frame; a frame seen before costs a dictionary look-up."""
-        key = image_hash(image)
-        with self._lock:
-            cached = self._cache.get(key)
-            if cached is not None:
-                self._cache.move_to_end(key)
-                return cached
-            with inference_context(self.device):
-                self._predictor.set_image(np.ascontiguousarray(image), image_format="RGB")
-            embedding = SamEmbedding(
+        return self._cache.get(image, lambda key: self._encode(image, key))
+
+    def _encode(self, image: np.ndarray, key: str) -> SamEmbedding:
+        with self._lock, inference_context(self.device):
+            self._predictor.set_image(np.ascontiguousarray(image), image_format="RGB")
+            return SamEmbedding(
                 features=self._predictor.features,
                 original_size=tuple(self._predictor.original_size),
                 input_size=tuple(self._predictor.input_size),
                 image_hash=key,
             )
-            self._cache[key] = embedding
-            while len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
-            return embedding
 
     def cached(self, image: np.ndarray) -> bool:
-        with self._lock:
-            return image_hash(image) in self._cache
+        return image in self._cache
 
     def _use(self, embedding: SamEmbedding) -> Any:
         predictor = self._predictor
