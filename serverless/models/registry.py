@@ -65,8 +65,12 @@ __all__ = [
 
 BACKEND_MODULES: dict[str, str] = {
     "grounding-dino": "serverless.models.grounding_dino",
+    "owlv2": "serverless.models.owlv2",
+    "mm-grounding-dino": "serverless.models.mm_grounding_dino",
+    "sam3": "serverless.models.sam3",
     "sam": "serverless.models.sam",
     "sam2": "serverless.models.sam2",
+    "clip": "serverless.models.clip",
 }
 """Backend name → the module defining its ``BACKEND``, in the order `backends()` lists them."""
 
