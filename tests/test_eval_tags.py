@@ -1,6 +1,5 @@
-"""Evaluation of image-level labels (tags): `sync.evaluate.data.split_tags` / `TagData`, the
-metrics and sweep of `sync.evaluate.tags`, and the tags section of the report, table and
-HTML page.
+"""Evaluation of image-level labels (tags): `sync.evaluate.data.TagData`, the metrics and
+sweep of `sync.evaluate.tags`, and the tags section of the report, table and HTML page.
 
 Expected numbers are counted by hand in the comments and re-counted here with Python sets
 (`set_oracle`), never read from the code under test.
@@ -18,7 +17,7 @@ from hypothesis import strategies as st
 from rich.console import Console
 
 from serverless.detections import Detections
-from sync.evaluate.data import EvalData, EvalError, TagData, split_tags
+from sync.evaluate.data import EvalData, EvalError, TagData
 from sync.evaluate.html import TAG_PLOT_ID, render_html
 from sync.evaluate.report import build_report, evaluate_run, rank_runs
 from sync.evaluate.table import print_report
@@ -126,22 +125,6 @@ def test_tag_data_keeps_the_highest_of_a_tag_given_twice_and_refuses_unknown_lab
         TagData.from_detections(("cat",), [tags({"dog": 1.0}, truth=True)], [Detections.empty()])
     with pytest.raises(EvalError, match="shape"):
         TagData(labels=("cat",), truth=np.zeros((2, 2), bool), scores=np.zeros((2, 2), np.float32))
-
-
-def test_split_tags_takes_tag_rows_out_of_the_shapes():
-    shapes = Detections(
-        xyxy=np.array([[1, 1, 5, 5], [0, 0, 40, 30], [2, 2, 9, 9]], np.float32),
-        scores=np.array([0.9, 0.8, 0.7], np.float32), class_ids=np.zeros(3, np.int64),
-        labels=np.array(["cat", "indoor", "dog"]),
-        data={"shape_type": np.array(["rectangle", "tag", "polygon"])},
-    )
-    boxes, found = split_tags(shapes)
-    assert boxes.labels.tolist() == ["cat", "dog"] and found.labels.tolist() == ["indoor"]
-    assert found.scores.tolist() == [pytest.approx(0.8)]
-    plain = Detections(xyxy=np.zeros((1, 4), np.float32), scores=np.ones(1, np.float32),
-                       class_ids=np.zeros(1, np.int64), labels=np.array(["cat"]))
-    boxes, found = split_tags(plain)  # no shape_type column: all shapes
-    assert len(boxes) == 1 and len(found) == 0
 
 
 # ---------------------------------------------------------------------------- property

@@ -5,8 +5,9 @@ breakdown, hard-sample selection). It is built from the store by `sync.evaluate.
 directly from `Detections` in tests and benchmarks.
 
 Image-level labels (CVAT tags, stored as rows of shape type ``tag`` with the whole frame as
-their box) are no shapes: `split_tags` is the one place that takes them out of the geometry,
-and `TagData` holds them as per-sample label sets (`EvalData.tags`).
+their box) are no shapes: every store read of the evaluation takes them out of the geometry
+with the store's `sync.store.convert.split_tags`, and `TagData` holds them as per-sample
+label sets (`EvalData.tags`).
 """
 
 from __future__ import annotations
@@ -18,27 +19,11 @@ import numpy as np
 
 from serverless.detections import Detections
 
-__all__ = ["TAG", "EvalData", "EvalError", "TagData", "split_tags"]
-
-TAG = "tag"
-"""The ``shape_type`` of an image-level label (a CVAT tag) in the store."""
+__all__ = ["EvalData", "EvalError", "TagData"]
 
 
 class EvalError(ValueError):
     """An evaluation cannot run: its message names the run, sample, label or option at fault."""
-
-
-def split_tags(det: Detections) -> tuple[Detections, Detections]:
-    """``(shapes, tags)`` of one sample's annotations: the rows whose ``data["shape_type"]`` is
-    `TAG` apart from the rest (annotations without that column are all shapes). Every reader of
-    the store in the evaluation splits here, so a tag never reaches box or mask metrics."""
-    kinds = det.data.get("shape_type")
-    if kinds is None or len(det) == 0:
-        return det, det[np.zeros(0, dtype=np.int64)]
-    is_tag = np.asarray(kinds).astype(str) == TAG
-    if not is_tag.any():
-        return det, det[np.zeros(0, dtype=np.int64)]
-    return det[~is_tag], det[is_tag]
 
 
 def _frozen(array: np.ndarray, dtype: type) -> np.ndarray:

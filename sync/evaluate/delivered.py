@@ -12,7 +12,7 @@ compares the truth with that, per pre-label of a ``prelabel`` run:
 3. a pre-label with nothing to show (an empty mask) is left out: nobody saw it.
 
 Tags (image-level labels) have no shape to show: they are split off first
-(`sync.evaluate.data.split_tags`) and returned as stored, in `Delivered.tags`.
+(`sync.store.convert.split_tags`) and returned as stored, in `Delivered.tags`.
 
 Either shape is then read as a pull reads CVAT's shapes
 (`serverless.convert.cvat_shapes.from_cvat_shapes`, whose output the store keeps exactly), so
@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from serverless.detections import Detections
-from sync.evaluate.data import TAG, split_tags
+from sync.store.convert import TAG, split_tags
 
 if TYPE_CHECKING:
     from sync.store import RunInfo, Store

@@ -13,7 +13,7 @@ Samples are the ones covered by the truth and by every pred run, so several runs
 compared on exactly the same samples.
 
 Tags (image-level labels, rows of shape type ``tag``) are split from the shapes as they are
-read (`sync.evaluate.data.split_tags`): shapes go to the box/mask evaluation, tags to
+read (`sync.store.convert.split_tags`): shapes go to the box/mask evaluation, tags to
 `EvalData.tags` as label sets per sample, on the same samples.
 """
 
@@ -27,8 +27,9 @@ import numpy as np
 
 from serverless.detections import Detections
 from sync.crowd import crowd_column
-from sync.evaluate.data import TAG, EvalData, EvalError, TagData, split_tags
+from sync.evaluate.data import EvalData, EvalError, TagData
 from sync.evaluate.delivered import delivered_predictions
+from sync.store.convert import TAG, split_tags
 from sync.views import group_by_run, latest_runs_per_sample
 
 if TYPE_CHECKING:
