@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from serverless.models import registry
+from serverless.models.base import KINDS
 from serverless.models.registry import ModelLoadError, ModelSpecError, parse_spec
 from serverless.ontology import parse_ontology
 from serverless.pipeline import ModelSettings
@@ -77,9 +78,13 @@ def test_sam_weights_round_trip(model_type, checkpoint):
 
 
 def test_the_registry_lists_each_backend_once_detectors_first():
-    names = [(b.name, b.kind) for b in registry.backends()]
-    assert names == [("grounding-dino", "detector"), ("sam", "segmenter")]
-    assert [b.name for b in registry.backends("segmenter")] == ["sam"]
+    found = registry.backends()
+    names = [b.name for b in found]
+    assert len(set(names)) == len(names) == len(registry.BACKEND_MODULES)
+    assert [b.kind for b in found] == sorted((b.kind for b in found), key=KINDS.index), "detectors first"
+    assert names[0] == "grounding-dino" and {"sam", "clip"} <= set(names)
+    assert [b.name for b in registry.backends("segmenter")][0] == "sam"
+    assert all(b.kind == "classifier" for b in registry.backends("classifier"))
     with pytest.raises(ModelSpecError, match="unknown model backend 'nope'"):
         registry.backend("nope")
 
@@ -182,9 +187,9 @@ def test_models_list_shows_backends_defaults_and_disk_without_torch(tiny_models,
     plain = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env, check=False)
     assert "HEAVY []" in plain.stdout, plain.stdout + plain.stderr
     assert f"grounding-dino:{GDINO}" in plain.stdout and "sam:vit_h" in plain.stdout
-    assert plain.stdout.count("no (fetched on first use") == 2
+    assert plain.stdout.count("no (fetched on first use") == len(registry.backends())
     tiny = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=False,
                           env={**env, **tiny_models.environment(), "COLUMNS": "80"})
     # readable at 80 columns: the specs and paths a user copies are never cut or wrapped
     assert str(tiny_models.gdino_dir) in tiny.stdout and str(tiny_models.sam_checkpoint) in tiny.stdout
-    assert "no (fetched" not in tiny.stdout
+    assert tiny.stdout.count("no (fetched") == len(registry.backends()) - 2  # all but the two made tiny
