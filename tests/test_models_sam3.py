@@ -263,3 +263,11 @@ def test_missing_weights_are_a_one_line_model_load_error(tmp_path, monkeypatch):
         message = str(caught.value)
         assert "SAM 3" in message and "\n" not in message
     assert "AUTOLABEL_SAM3_MODEL" in str(pytest.raises(registry.ModelLoadError, cases[1]).value)
+
+
+def test_the_tiny_weights_hold_no_denormal_floats(sam3):
+    """Denormals make random-weight models orders of magnitude slower on CPU (ENVIRONMENT.md)."""
+    smallest = torch.finfo(torch.float32).tiny
+    for name, value in sam3.model.state_dict().items():
+        if value.is_floating_point():
+            assert not torch.any((value != 0) & (value.abs() < smallest)), name
