@@ -30,9 +30,12 @@ from serverless.ontology import MAX_PROMPT_TOKENS, Ontology, PromptChunk, chunk_
 __all__ = [
     "BACKEND",
     "DEFAULT_GDINO_MODEL",
+    "GROUNDING_DINO",
+    "GroundingArchitecture",
     "GroundingDino",
     "GroundingDinoDetector",
     "decode_grounding",
+    "grounded_detections",
     "locate_weights",
     "token_phrase_index",
 ]
@@ -102,8 +105,26 @@ class _EncodedChunk:
     token_phrase: np.ndarray
 
 
+@dataclass(frozen=True)
+class GroundingArchitecture:
+    """A model of the Grounding DINO family: the same processor (BERT captions of phrases
+    joined by " . ", DETR-style images) and the same outputs (token logits, cxcywh boxes), so
+    one `GroundingDino` runs any of them; only the transformers model class differs."""
+
+    model_type: str
+    """The ``model_type`` of its ``config.json`` (``grounding-dino``); also its load key."""
+    model_class: str
+    """The transformers class that loads it (``GroundingDinoForObjectDetection``)."""
+    display: str
+    """Its name in messages (``Grounding DINO``)."""
+
+
+GROUNDING_DINO = GroundingArchitecture("grounding-dino", "GroundingDinoForObjectDetection", "Grounding DINO")
+
+
 class GroundingDino:
-    """A loaded Grounding DINO (open vocabulary: the weights serve any ontology).
+    """A loaded Grounding DINO or a sibling (`GroundingArchitecture`; open vocabulary: the
+    weights serve any ontology).
 
     ``detect(images, ontology)`` prompts it with an ontology; `bind` gives the `Detector`
     for one ontology, which is what every door holds.
@@ -118,21 +139,31 @@ class GroundingDino:
         self._chunks: dict[str, list[_EncodedChunk]] = {}
 
     @classmethod
-    def load(cls, model_id: str, *, device: str | None = None) -> GroundingDino:
-        """Load from a hub id or a local ``save_pretrained`` directory, once per process
-        (which weights a spec or the environment means is the registry's business: `BACKEND`)."""
+    def load(
+        cls, model_id: str, *, device: str | None = None, architecture: GroundingArchitecture = GROUNDING_DINO
+    ) -> GroundingDino:
+        """Load ``architecture`` from a hub id or a local ``save_pretrained`` directory, once
+        per process (which weights a spec or the environment means is the registry's business:
+        `BACKEND`)."""
         device = select_device(device)
-        return load_once(("grounding-dino", model_id, device), lambda: cls._from_pretrained(model_id, device))
+        return load_once(
+            (architecture.model_type, model_id, device), lambda: cls._from_pretrained(model_id, device, architecture)
+        )
 
     @classmethod
-    def _from_pretrained(cls, model_id: str, device: str) -> GroundingDino:
-        from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
+    def _from_pretrained(cls, model_id: str, device: str, architecture: GroundingArchitecture) -> GroundingDino:
+        import transformers
 
         try:
-            processor = AutoProcessor.from_pretrained(model_id)
-            model = AutoModelForZeroShotObjectDetection.from_pretrained(model_id)
+            # A named model class loads any checkpoint with missing weights left random (a
+            # warning only), so the checkpoint's own model type is checked first.
+            config = transformers.AutoConfig.from_pretrained(model_id)
+            if config.model_type != architecture.model_type:
+                raise ValueError(f"it holds a {config.model_type!r} model, not {architecture.model_type!r}")
+            processor = transformers.AutoProcessor.from_pretrained(model_id)
+            model = getattr(transformers, architecture.model_class).from_pretrained(model_id, config=config)
         except (OSError, ValueError) as err:
-            raise load_error("Grounding DINO", model_id, err) from err
+            raise load_error(architecture.display, model_id, err) from err
         return cls(model, processor, device=device, model_id=model_id)
 
     def bind(self, ontology: Ontology) -> GroundingDinoDetector:
@@ -212,9 +243,7 @@ class GroundingDino:
         if not images:
             return []
         encoded_chunks = self.encode_ontology(ontology)
-        per_label = ontology.thresholds if threshold is None else np.full(len(ontology.labels), threshold, np.float32)
-        names = np.asarray(ontology.label_names, dtype=str)
-        parts: list[list[Detections]] = [[] for _ in images]
+        outputs: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in images]
         # Padding a batch to its largest image changes a DETR backbone's features, so only
         # images of one size share a forward pass: results never depend on the batch size.
         by_size: dict[tuple[int, ...], list[int]] = {}
@@ -224,24 +253,51 @@ class GroundingDino:
             pixels = self.preprocess([images[i] for i in members])
             for encoded in encoded_chunks:
                 probs, boxes = self.forward(pixels, encoded)
-                label_of_phrase = np.asarray(encoded.chunk.label_ids, dtype=np.int64)
                 for row, i in enumerate(members):
-                    xyxy, scores, phrase = decode_grounding(
-                        probs[row],
-                        boxes[row],
-                        encoded.token_phrase,
-                        image_size=(images[i].shape[1], images[i].shape[0]),
-                        box_threshold=float(per_label.min()),
-                        text_threshold=ontology.defaults.text_threshold,
-                    )
-                    class_ids = label_of_phrase[phrase]
-                    keep = scores >= per_label[class_ids]
-                    kept = class_ids[keep]
-                    parts[i].append(Detections(xyxy=xyxy[keep], scores=scores[keep], class_ids=kept, labels=names[kept]))
-        iou = ontology.defaults.nms_iou
-        agnostic = ontology.defaults.class_agnostic_nms
-        keep = ontology.defaults.max_detections
-        return [Detections.concatenate(p).nms(iou, class_agnostic=agnostic)[:keep] for p in parts]
+                    outputs[i].append((probs[row], boxes[row]))
+        sizes = [(image.shape[1], image.shape[0]) for image in images]
+        return [
+            grounded_detections(found, encoded_chunks, ontology, image_size=size, threshold=threshold)
+            for found, size in zip(outputs, sizes, strict=True)
+        ]
+
+
+def grounded_detections(
+    outputs: Sequence[tuple[np.ndarray, np.ndarray]],
+    chunks: Sequence[_EncodedChunk],
+    ontology: Ontology,
+    *,
+    image_size: tuple[int, int],
+    threshold: float | None = None,
+) -> Detections:
+    """One image's detections from the model's outputs for each caption (pure: no model).
+
+    ``outputs[k]`` is (probs (Q, T), boxes (Q, 4) cxcywh relative to the image) under
+    ``chunks[k]`` (`GroundingDino.encode_ontology`); ``image_size`` = (width, height). A box
+    takes the label of its best phrase (`decode_grounding`) and is kept at or above that
+    label's threshold, or ``threshold`` for every label when given. The captions' boxes are
+    merged by NMS (class-wise unless ``defaults.class_agnostic_nms``), in descending score
+    order, cut to ``defaults.max_detections``.
+    """
+    per_label = ontology.thresholds if threshold is None else np.full(len(ontology.labels), threshold, np.float32)
+    names = np.asarray(ontology.label_names, dtype=str)
+    parts = []
+    for (probs, boxes), encoded in zip(outputs, chunks, strict=True):
+        xyxy, scores, phrase = decode_grounding(
+            probs,
+            boxes,
+            encoded.token_phrase,
+            image_size=image_size,
+            box_threshold=float(per_label.min()),
+            text_threshold=ontology.defaults.text_threshold,
+        )
+        class_ids = np.asarray(encoded.chunk.label_ids, dtype=np.int64)[phrase]
+        keep = scores >= per_label[class_ids]
+        kept = class_ids[keep]
+        parts.append(Detections(xyxy=xyxy[keep], scores=scores[keep], class_ids=kept, labels=names[kept]))
+    defaults = ontology.defaults
+    merged = Detections.concatenate(parts).nms(defaults.nms_iou, class_agnostic=defaults.class_agnostic_nms)
+    return merged[: defaults.max_detections]
 
 
 class GroundingDinoDetector:
