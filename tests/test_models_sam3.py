@@ -220,7 +220,7 @@ def test_the_tiny_model_loads_through_the_registry_and_gives_frame_sized_masks(t
 
 
 def test_vision_features_once_per_frame_and_text_once_per_ontology(sam3, frames):
-    prompts = [f"thing {i}" for i in range(PROMPT_BATCH + 4)]  # two prompt batches
+    prompts = [f"thing {i}" for i in range(PROMPT_BATCH + 1)]  # two batches of prompts
     ontology = parse_ontology(
         "labels:\n" + "".join(f"  - {{name: label-{i}, prompts: ['{p}']}}\n" for i, p in enumerate(prompts))
     )
@@ -231,7 +231,7 @@ def test_vision_features_once_per_frame_and_text_once_per_ontology(sam3, frames)
         assert calls == [0, 1, 0]  # the prompts' text, once for the ontology
         detector.detect(frames, threshold=0.0)
     vision, text, decoder = calls
-    assert vision == len(frames)  # once per frame for all 20 prompts
+    assert vision == len(frames)  # once per frame for all the prompts
     assert decoder == 2 * len(frames)  # two batches of prompts per frame
     assert text == 1
 
