@@ -11,6 +11,10 @@ job's annotations, so a rerun after a crash starts clean) and later chunks are `
 action=create``; a failed ``PATCH`` is reconciled by reading the job back before it is
 retried, so a chunk that reached the server before its answer was lost is never sent twice.
 The server's id for each uploaded shape is returned in the input order.
+
+Tags (image-level labels) go with the first request (they are small: a frame, a label and a
+few attributes each) and get their server ids back the same way; CVAT numbers tags apart from
+shapes.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import defaultdict, deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from cvat_bridge import transport
@@ -34,6 +38,8 @@ __all__ = [
     "job_annotations",
     "shape_key",
     "shape_type",
+    "tag_key",
+    "upload_job_annotations",
     "upload_job_shapes",
 ]
 
@@ -78,6 +84,12 @@ def shape_key(shape: Any) -> tuple[Any, ...]:
     return int(data["frame"]), int(data["label_id"]), shape_type(data), key
 
 
+def tag_key(tag: Any) -> tuple[int, int]:
+    """What identifies a tag's content: its frame and label (a relabelled tag differs)."""
+    data = _as_dict(tag)
+    return int(data["frame"]), int(data["label_id"])
+
+
 def chunk_shapes(shapes: Sequence[Any], max_bytes: int) -> list[list[Any]]:
     """Consecutive chunks whose JSON stays under ``max_bytes`` (a single larger shape is alone)."""
     chunks: list[list[Any]] = []
@@ -95,27 +107,30 @@ def chunk_shapes(shapes: Sequence[Any], max_bytes: int) -> list[list[Any]]:
     return chunks
 
 
-def _match_ids(sent: Sequence[Any], returned: Sequence[Any]) -> list[int]:
+def _match_ids(
+    sent: Sequence[Any], returned: Sequence[Any], key: Callable[[Any], tuple[Any, ...]] = shape_key, what: str = "shape"
+) -> list[int]:
     pool: dict[tuple[Any, ...], deque[int]] = defaultdict(deque)
-    for shape in returned:
-        pool[shape_key(shape)].append(int(shape["id"]))
+    for item in returned:
+        pool[key(item)].append(int(item["id"]))
     ids = []
-    for shape in sent:
-        bucket = pool.get(shape_key(shape))
+    for item in sent:
+        bucket = pool.get(key(item))
         if not bucket:
-            raise CvatError(f"the server's answer lacks an uploaded shape {shape_key(shape)[:3]}")
+            raise CvatError(f"the server's answer lacks an uploaded {what} {key(item)[:3]}")
         ids.append(bucket.popleft())
     return ids
 
 
-def _body(endpoint: Any, shapes: Sequence[Any]) -> dict[str, Any]:
+def _body(endpoint: Any, shapes: Sequence[Any], tags: Sequence[Any] = ()) -> dict[str, Any]:
     """The body argument of an annotation endpoint: its request model, built without the
     per-value type checks (its name and class differ between SDK versions: 2.17's PUT takes
     ``job_annotations_update_request``, 2.8x's ``labeled_data_request``)."""
     (name,) = [p for p in endpoint.params_map["all"] if p.endswith("_request")]
     model = endpoint.openapi_types[name][0]
     shapes = [dict(_as_dict(s)) for s in shapes]
-    return {name: model(shapes=shapes, tags=[], tracks=[], _check_type=False)}
+    tags = [dict(_as_dict(t)) for t in tags]
+    return {name: model(shapes=shapes, tags=tags, tracks=[], _check_type=False)}
 
 
 def job_annotations(session: CvatSession, job_id: int) -> JobAnnotations:
@@ -141,9 +156,23 @@ def upload_job_shapes(
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
 ) -> tuple[list[int], int]:
     """Replace the job's annotations with ``shapes`` (dicts or SDK models); return (server
-    ids in input order, number of requests that carried shapes). The first chunk's ``PUT`` is
-    retried by the transport; each later chunk is sent as often (`cvat_bridge.transport.sends`),
-    reconciled."""
+    ids in input order, number of requests that carried shapes). See `upload_job_annotations`."""
+    ids, _, requests = upload_job_annotations(session, job_id, shapes, max_request_bytes=max_request_bytes)
+    return ids, requests
+
+
+def upload_job_annotations(
+    session: CvatSession,
+    job_id: int,
+    shapes: Sequence[Any],
+    tags: Sequence[Any] = (),
+    *,
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+) -> tuple[list[int], list[int], int]:
+    """Replace the job's annotations with ``shapes`` and ``tags`` (dicts or SDK models);
+    return (server shape ids and server tag ids, each in input order, number of requests
+    sent). The first chunk's ``PUT`` carries every tag and is retried by the transport; each
+    later chunk of shapes is sent as often (`cvat_bridge.transport.sends`), reconciled."""
     api = session.sdk.api_client.jobs_api
     chunks = chunk_shapes(shapes, max_request_bytes) or [[]]
     first = chunks[0]
@@ -152,15 +181,16 @@ def upload_job_shapes(
         session.host,
         api.update_annotations,
         job_id,
-        **_body(api.update_annotations_endpoint, first),
+        **_body(api.update_annotations_endpoint, first, tags),
     )
     ids = _match_ids(first, answer.get("shapes") or [])
+    tag_ids = _match_ids(tags, answer.get("tags") or [], tag_key, "tag")
     known = set(ids)
     for chunk in chunks[1:]:
         new_ids = _add_chunk(session, job_id, chunk, known)
         ids.extend(new_ids)
         known.update(new_ids)
-    return ids, len(chunks)
+    return ids, tag_ids, len(chunks)
 
 
 def _add_chunk(session: CvatSession, job_id: int, chunk: Sequence[Any], known: set[int]) -> list[int]:

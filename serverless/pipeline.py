@@ -1,8 +1,11 @@
 """The bulk pre-labeler: which models to run (`ModelSettings`), loading them as one
-`Detector` (`load_detector`) and batched runs over image files (`prelabel_files`).
+`Detector` (`load_detector`) and a `Classifier` (`load_classifier`; both: `load_pipeline`),
+and batched runs over image files (`prelabel_files`).
 
-The pre-labeler holds a `Detector`, never a model class: any registered backend serves it, as
-it serves the Nuclio functions and the cvat-sdk function modules.
+The pre-labeler holds a `Detector` and a `Classifier`, never a model class: any registered
+backend serves it, as it serves the Nuclio functions and the cvat-sdk function modules. The
+ontology decides what runs: its object labels (rectangle, polygon, mask) go to the detector,
+its ``tag`` labels (image-level) to the classifier; an ontology of tags alone runs no detector.
 """
 
 from __future__ import annotations
@@ -18,21 +21,30 @@ import numpy as np
 
 from serverless.detections import Detections
 from serverless.images import ImageError, read_image
-from serverless.models.base import Detector, Kind, Segmenter
+from serverless.models.base import Classifier, Detector, Kind, Segmenter, Tags
 from serverless.models.registry import ModelSpec, ModelSpecError, parse_spec
 
 if TYPE_CHECKING:
     from serverless.ontology import Ontology
 
 __all__ = [
+    "DEFAULT_CLASSIFIER",
+    "Classifier",
     "Detector",
     "FrameResult",
     "ModelSettings",
     "ModelSpecError",
+    "load_classifier",
     "load_detector",
     "load_models",
+    "label_batch",
+    "load_pipeline",
     "prelabel_files",
 ]
+
+DEFAULT_CLASSIFIER = "clip"
+"""The classifier of an ontology with ``tag`` labels when none is named (the ``clip``
+backend's default weights)."""
 
 
 def _shorthand_segmenter(model_type: str | None, checkpoint: str | None) -> str:
@@ -57,6 +69,33 @@ def _one_of(spec: str | None, shorthand: str | None, names: str) -> str | None:
     return spec or shorthand
 
 
+def _classifier(given: str | None, environ: Mapping[str, str], ontology: Ontology | None) -> ModelSpec | None:
+    """The classifier of `ModelSettings.from_env`: given → ``AUTOLABEL_CLASSIFIER`` → the
+    ontology's ``models.classifier`` → `DEFAULT_CLASSIFIER` when the ontology has tag labels.
+    With an ontology without tag labels there is none: a classifier given or named by the
+    ontology is then an error naming it (the environment's, a default for every ontology,
+    is left unused)."""
+    named = ontology.models.classifier if ontology is not None else None
+    candidates = [
+        ("given", given),
+        ("AUTOLABEL_CLASSIFIER", environ.get("AUTOLABEL_CLASSIFIER")),
+        ("the ontology's models.classifier", named),
+    ]
+    if ontology is not None and not ontology.has_tags:
+        for origin, text in (candidates[0], candidates[2]):
+            if text:
+                raise ModelSpecError(
+                    f"classifier {text!r} (from {origin}) was named, but the ontology has no tag labels "
+                    "(image-level labels, type: tag) for it to give"
+                )
+        return None
+    if ontology is not None:
+        candidates.append(("the default", DEFAULT_CLASSIFIER))
+    if not any(text for _, text in candidates):
+        return None
+    return _choose("classifier", candidates, environ)
+
+
 @dataclass(frozen=True, init=False)
 class ModelSettings:
     """Which models a door runs, as parsed spec strings (`serverless.models.registry`).
@@ -68,7 +107,8 @@ class ModelSettings:
     ``AUTOLABEL_SAM_MODEL_TYPE`` / ``AUTOLABEL_SAM_CHECKPOINT``) → the ontology's
     ``models: {detector, segmenter}`` → the defaults ``grounding-dino`` and ``sam`` (vit_h).
     The classifier (for ``tag`` labels) resolves the same way (``--classifier`` →
-    ``AUTOLABEL_CLASSIFIER`` → ``models.classifier``).
+    ``AUTOLABEL_CLASSIFIER`` → ``models.classifier`` → ``clip``), for an ontology that has tag
+    labels only: naming one for an ontology without any is an error.
     """
 
     detector: ModelSpec
@@ -153,20 +193,7 @@ class ModelSettings:
             ],
             env,
         )
-        classifier_text = classifier or env.get("AUTOLABEL_CLASSIFIER") or (models.classifier if models else None)
-        classifier_spec = (
-            _choose(
-                "classifier",
-                [
-                    ("given", classifier),
-                    ("AUTOLABEL_CLASSIFIER", env.get("AUTOLABEL_CLASSIFIER")),
-                    ("the ontology's models.classifier", models.classifier if models else None),
-                ],
-                env,
-            )
-            if classifier_text
-            else None
-        )
+        classifier_spec = _classifier(classifier, env, ontology)
         return cls(
             detector_spec, segmenter_spec, device or env.get("AUTOLABEL_DEVICE") or None, classifier=classifier_spec
         )
@@ -190,6 +217,20 @@ class ModelSettings:
         from serverless.models.sam import split_weights
 
         return split_weights(self.segmenter.weights)[1] if self.segmenter.backend == "sam" else None
+
+    def classifier_for(self, ontology: Ontology) -> ModelSpec | None:
+        """The classifier that serves ``ontology``'s tag labels: the one set, else
+        `DEFAULT_CLASSIFIER`; None when the ontology has no tag labels."""
+        if not ontology.has_tags:
+            return None
+        return self.classifier or parse_spec(DEFAULT_CLASSIFIER, "classifier")
+
+    def model_id(self, ontology: Ontology) -> str:
+        """The model a pre-label run of ``ontology`` records (its provenance ``model_id``): the
+        detector's (`gdino_model`) when the ontology has object labels, else the classifier's
+        spec (an ontology of tags alone runs no detector)."""
+        classifier = self.classifier_for(ontology)
+        return classifier.text if not ontology.has_objects and classifier is not None else self.gdino_model
 
     @property
     def tiny(self) -> bool:
@@ -233,29 +274,87 @@ def load_detector(settings: ModelSettings, ontology: Ontology, *, masks: bool) -
     return GroundedSam(detector, segmenter)
 
 
+def load_classifier(settings: ModelSettings, ontology: Ontology) -> Classifier:
+    """The classifier of ``settings`` for ``ontology``'s tag labels (`ModelSettings.classifier_for`),
+    loaded once per process; `OntologyError` when the ontology has no tag labels. The weights
+    are located first (`serverless.models.registry.locate`): missing ones fail in seconds."""
+    from serverless.models import registry
+
+    ontology.part("tags")  # OntologyError naming what is missing
+    spec = settings.classifier_for(ontology)
+    return registry.load_classifier(spec, ontology, device=settings.device, source=registry.locate(spec))
+
+
+def load_pipeline(
+    settings: ModelSettings, ontology: Ontology, *, masks: bool
+) -> tuple[Detector | None, Classifier | None]:
+    """What pre-labelling ``ontology`` runs: the detector (`load_detector`) when it has object
+    labels, the classifier (`load_classifier`) when it has tag labels, else None for each.
+    Every model's weights are located before any is loaded."""
+    from serverless.models import registry
+
+    classifier_spec = settings.classifier_for(ontology)
+    classifier_source = registry.locate(classifier_spec) if classifier_spec is not None else None
+    detector = load_detector(settings, ontology, masks=masks) if ontology.has_objects else None
+    classifier = None
+    if classifier_spec is not None:
+        classifier = registry.load_classifier(
+            classifier_spec, ontology, device=settings.device, source=classifier_source
+        )
+    return detector, classifier
+
+
 @dataclass(frozen=True)
 class FrameResult:
-    """One input file: its detections, or the reason it was skipped."""
+    """One input file: its detections and tags, or the reason it was skipped."""
 
     path: Path
     width: int = 0
     height: int = 0
     detections: Detections | None = None
+    """The detector's (empty when none ran)."""
     error: str | None = None
     seconds: float = field(default=0.0, compare=False)
+    tags: Tags | None = None
+    """The classifier's image-level labels, or None when no classifier ran."""
+
+
+def label_batch(
+    images: Sequence[np.ndarray],
+    detector: Detector | None,
+    classifier: Classifier | None,
+    *,
+    threshold: float | None = None,
+) -> tuple[list[Detections], list[Tags | None]]:
+    """One batch through the pre-labeler's models: per image, the detector's `Detections`
+    (empty when there is no detector) and the classifier's `Tags` (None when there is none);
+    ``threshold`` replaces every label's own in both."""
+    if detector is None and classifier is None:
+        raise ValueError("give a detector, a classifier or both")
+    outputs = detector.detect(images, threshold=threshold) if detector is not None else None
+    tags = classifier.classify(images, threshold=threshold) if classifier is not None else None
+    return (
+        list(outputs) if outputs is not None else [Detections.empty() for _ in images],
+        list(tags) if tags is not None else [None] * len(images),
+    )
 
 
 def prelabel_files(
     files: Sequence[Path],
-    detector: Detector,
+    detector: Detector | None,
     *,
+    classifier: Classifier | None = None,
     threshold: float | None = None,
     batch_size: int = 4,
     on_result: Callable[[FrameResult], None] | None = None,
 ) -> Iterator[FrameResult]:
-    """Run ``detector`` over ``files`` in batches; unreadable files are reported, not fatal."""
+    """Run ``detector`` and ``classifier`` (either may be None, not both) over ``files`` in
+    batches; ``threshold`` replaces every label's own in both. Unreadable files are reported,
+    not fatal."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if detector is None and classifier is None:
+        raise ValueError("give a detector, a classifier or both")
     for start in range(0, len(files), batch_size):
         batch = files[start : start + batch_size]
         images: list[np.ndarray] = []
@@ -272,10 +371,10 @@ def prelabel_files(
         if not images:
             continue
         began = time.perf_counter()
-        outputs = detector.detect(images, threshold=threshold)
+        outputs, tags = label_batch(images, detector, classifier, threshold=threshold)
         per_image = (time.perf_counter() - began) / len(images)
-        for path, image, det in zip(readable, images, outputs, strict=True):
-            result = FrameResult(path, image.shape[1], image.shape[0], det, seconds=per_image)
+        for path, image, det, image_tags in zip(readable, images, outputs, tags, strict=True):
+            result = FrameResult(path, image.shape[1], image.shape[0], det, seconds=per_image, tags=image_tags)
             if on_result:
                 on_result(result)
             yield result

@@ -15,6 +15,7 @@ import typer
 
 from sync.console import TINY_NOTICE, CliError, domain_errors, err, fail, out, print_error, quiet_libraries, text
 from sync.options import (
+    ClassifierOption,
     DetectorOption,
     DeviceOption,
     GdinoModelOption,
@@ -121,11 +122,11 @@ def _detect_all(files: list[Path], ontology, settings, *, masks: bool, threshold
 
     from serverless.models.registry import ModelLoadError
     from serverless.ontology import OntologyError
-    from serverless.pipeline import load_detector, prelabel_files
+    from serverless.pipeline import load_pipeline, prelabel_files
 
     began = time.perf_counter()
     try:
-        detector = load_detector(settings, ontology, masks=masks)
+        detector, classifier = load_pipeline(settings, ontology, masks=masks)
     except (ModelLoadError, OntologyError) as error:
         fail(str(error))
     load_seconds = time.perf_counter() - began
@@ -134,23 +135,27 @@ def _detect_all(files: list[Path], ontology, settings, *, masks: bool, threshold
         TextColumn("pre-labelling"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err
     ) as progress:
         task = progress.add_task("prelabel", total=len(files))
-        for result in prelabel_files(files, detector, threshold=threshold, batch_size=batch_size):
+        frames = prelabel_files(files, detector, classifier=classifier, threshold=threshold, batch_size=batch_size)
+        for result in frames:
             if result.error:
                 progress.console.print(text("skipped ", "yellow") + text(result.error))
             elif recorder is not None:
                 with domain_errors():
-                    recorder.record(result.path, result.width, result.height, result.detections)
+                    recorder.record(result.path, result.width, result.height, result.detections, result.tags)
             results.append(result)
             progress.advance(task)
     return results, load_seconds
 
 
 def _write_coco(out_file: Path, results, ontology, settings, *, masks: bool, root: Path) -> None:
+    """The COCO file of ``--out``; tags (an ontology with tag labels) on each image entry
+    (`serverless.convert.coco`)."""
     from serverless.convert.coco import CocoImage, to_coco, write_coco
     from sync.paths import coco_file_name
 
     done = [r for r in results if r.error is None]
     coco_images = [CocoImage(i, coco_file_name(r.path, root), r.width, r.height) for i, r in enumerate(done, start=1)]
+    classifier = settings.classifier_for(ontology)
     data = to_coco(
         coco_images,
         [r.detections for r in done],
@@ -158,16 +163,29 @@ def _write_coco(out_file: Path, results, ontology, settings, *, masks: bool, roo
         info={
             "description": "autolabel pre-labels",
             "images_root": str(root),
-            "model": settings.gdino_model,
-            "detector": settings.detector.text,
-            "segmenter": settings.segmenter.text if masks else None,
-            "sam_checkpoint": settings.sam_checkpoint if masks else None,
+            "model": settings.model_id(ontology),
+            "detector": settings.detector.text if ontology.has_objects else None,
+            "segmenter": settings.segmenter.text if masks and ontology.has_objects else None,
+            "sam_checkpoint": settings.sam_checkpoint if masks and ontology.has_objects else None,
+            "classifier": classifier.text if classifier is not None else None,
             "ontology_hash": ontology.content_hash,
             "tiny_models": settings.tiny,
         },
+        tags=[r.tags for r in done] if ontology.has_tags else None,
     )
     out_file.parent.mkdir(parents=True, exist_ok=True)
     write_coco(out_file, data)
+
+
+def _run_params(ontology, settings, *, masks: bool, threshold: float | None, batch_size: int) -> dict:
+    """A run's recorded parameters: what a resumed run must share (`sync.prelabel_store.run_differences`)."""
+    classifier = settings.classifier_for(ontology)
+    return {
+        "threshold": threshold, "masks": masks, "batch_size": batch_size,
+        "sam_model_type": settings.sam_model_type if masks else None,
+        "sam_checkpoint": settings.sam_checkpoint if masks else None, "tiny_models": settings.tiny,
+        "classifier": classifier.text if classifier is not None else None,
+    }
 
 
 def _run_prelabel(
@@ -194,9 +212,7 @@ def _run_prelabel(
     recorder = None
     todo = files
     if dataset is not None:
-        params = {"threshold": threshold, "masks": masks, "batch_size": batch_size,
-                  "sam_model_type": settings.sam_model_type if masks else None,
-                  "sam_checkpoint": settings.sam_checkpoint if masks else None, "tiny_models": settings.tiny}
+        params = _run_params(ontology, settings, masks=masks, threshold=threshold, batch_size=batch_size)
         recorder = _open_run(dataset, run_name, ontology, settings, params, files)
         todo = recorder.pending(files)
         if not todo:
@@ -232,8 +248,9 @@ def _run_prelabel(
 def _print_summary(
     ontology, results, out_file: Path | None, seconds: float, load_seconds: float, skipped_before: int = 0
 ) -> None:
-    """The per-label table and one line of totals; ``skipped_before``: arguments skipped before
-    the run (missing files and folders), counted with the files that could not be read."""
+    """The per-label table (a tag label counts its tags) and one line of totals;
+    ``skipped_before``: arguments skipped before the run (missing files and folders), counted
+    with the files that could not be read."""
     import numpy as np
     from rich.table import Table
 
@@ -243,19 +260,30 @@ def _print_summary(
     table.add_column("detections", justify="right")
     table.add_column("images", justify="right")
     table.add_column("mean score", justify="right")
+    per_image = [_labelled(r) for r in done]
     for label in ontology.label_names:
-        scores = [s for r in done for s, name in zip(r.detections.scores, r.detections.labels) if name == label]
-        images = sum(1 for r in done if label in set(r.detections.labels.tolist()))
+        scores = [s for pairs in per_image for name, s in pairs if name == label]
+        images = sum(1 for pairs in per_image if any(name == label for name, _ in pairs))
         table.add_row(text(label), str(len(scores)), str(images), f"{np.mean(scores):.3f}" if scores else "-")
     out.print(table)
     total = sum(len(r.detections) for r in done)
+    tags = sum(len(r.tags) for r in done if r.tags is not None)
     skipped = len(results) - len(done) + skipped_before
     infer = sum(r.seconds for r in done)
     rate = f"{len(done) / infer:.2f} images/s" if infer > 0 else "-"
+    tagged = f", {tags} tags" if ontology.has_tags else ""
     out.print(
-        f"{len(done)} images, {total} detections, {skipped} skipped; "
+        f"{len(done)} images, {total} detections{tagged}, {skipped} skipped; "
         f"{seconds:.1f} s in all ({load_seconds:.1f} s loading models, {rate} inference)"
     )
+
+
+def _labelled(result) -> list[tuple[str, float]]:
+    """``(label, score)`` of an image's detections and tags."""
+    pairs = list(zip(result.detections.labels.tolist(), result.detections.scores.tolist()))
+    if result.tags is not None:
+        pairs += list(zip(result.tags.labels.tolist(), result.tags.scores.tolist()))
+    return pairs
 
 
 @app.command()
@@ -268,10 +296,13 @@ def prelabel(
     ontology: Annotated[Path | None, typer.Option(help="Ontology YAML file.")] = None,
     prompt: Annotated[str | None, typer.Option(help="Labels as a prompt instead: 'person. ladder'.")] = None,
     masks: Annotated[bool, typer.Option("--masks", help="Add SAM masks (Grounded-SAM).")] = False,
-    threshold: Annotated[float | None, typer.Option(help="One box threshold for every label (0..1).")] = None,
+    threshold: Annotated[
+        float | None, typer.Option(help="One score threshold for every label, boxes and tags (0..1).")
+    ] = None,
     batch_size: Annotated[int, typer.Option(help="Images per model call.")] = 4,
     detector: DetectorOption = None,
     segmenter: SegmenterOption = None,
+    classifier: ClassifierOption = None,
     gdino_model: GdinoModelOption = None,
     sam_checkpoint: SamCheckpointOption = None,
     sam_model_type: SamModelTypeOption = None,
@@ -285,11 +316,15 @@ def prelabel(
                      "the newest with the same ontology, model and options whose images are among these."),
     ] = None,
 ) -> None:
-    """Pre-label images into COCO JSON and/or a pre-label run in the store."""
+    """Pre-label images into COCO JSON and/or a pre-label run in the store.
+
+    Object labels (rectangle, polygon, mask) go to the detector; tag labels (image-level) to the
+    classifier, which runs only for an ontology that has them (an ontology of tags alone runs no
+    detector). In COCO output an image's tags are its entry's "tags" list."""
     onto = _load_ontology(ontology, prompt)
     settings = _model_settings(
-        onto, detector=detector, segmenter=segmenter, gdino_model=gdino_model, sam_checkpoint=sam_checkpoint,
-        sam_model_type=sam_model_type, device=device,
+        onto, detector=detector, segmenter=segmenter, classifier=classifier, gdino_model=gdino_model,
+        sam_checkpoint=sam_checkpoint, sam_model_type=sam_model_type, device=device,
     )
     _run_prelabel(
         images, onto, settings, masks=masks, threshold=threshold, batch_size=batch_size, out_file=out_file,

@@ -15,6 +15,10 @@ images folder and stores the labels as a run of kind ``"import"``:
   COCO's mask code rasterizes from them), an RLE annotation as a ``mask`` row, an annotation with an
   empty ``segmentation`` as a ``rectangle``. ``iscrowd=1`` annotations get the attributes
   ``{"iscrowd": true}``.
+- Tags (image-level labels: an image entry's ``"tags"``, as ``autolabel prelabel --out`` and
+  ``autolabel export`` write them, `serverless.convert.coco`) are stored as rows of shape type
+  ``tag`` (the whole image as their box, `sync.store.convert.tags_to_detections`), scored as
+  the annotations are.
 - Every COCO image is covered by the run (an image without annotations is an empty sample).
 - Only files inside the images folder are read: a ``file_name`` that resolves (``..``, an
   absolute path, symlinks followed) to a path outside it is refused.
@@ -215,6 +219,25 @@ def _rows(det: Any, segmentations: list[Any], *, with_scores: bool) -> list[Anno
     return [replace(row, mask_rle=None) if row.shape_type == "rectangle" else row for row in rows]
 
 
+def _read_tags(coco_file: Path, data: dict[str, Any]) -> list[Any]:
+    """The images' tags (`serverless.convert.coco.from_coco_tags`), checked."""
+    from serverless.convert.coco import CocoFormatError, from_coco_tags
+
+    try:
+        return from_coco_tags(data, source=str(coco_file))
+    except CocoFormatError as err:
+        raise CocoImportError(str(err)) from err
+
+
+def _tag_rows(tags: Any, image: Any, *, with_scores: bool) -> list[AnnotationIn]:
+    """Annotation rows of one image's tags (sample id 0; set when the samples are registered)."""
+    from sync.store import detections_to_rows
+    from sync.store.convert import tags_to_detections
+
+    det = tags_to_detections(tags, width=image.width, height=image.height)
+    return detections_to_rows(0, det, with_scores=with_scores, source="file")
+
+
 @dataclass(frozen=True)
 class _Checked:
     """A COCO file read and checked in full, ready to be written."""
@@ -249,7 +272,13 @@ def _check(coco_file: Path, images_dir: Path, role: str) -> _Checked:
     per_image: list[list[int]] = [[] for _ in images]
     for k, ann in enumerate(raw_annotations):
         per_image[position[ann["image_id"]]].append(k)
-    with_scores = role == "prediction" and any(ann.get("score") is not None for ann in raw_annotations)
+    image_tags = _read_tags(coco_file, data)
+    scored = any(ann.get("score") is not None for ann in raw_annotations) or any(
+        isinstance(tag, dict) and tag.get("score") is not None
+        for entry in data["images"]
+        for tag in (entry.get("tags") or [])
+    )
+    with_scores = role == "prediction" and scored
 
     rows_per_image: list[list[AnnotationIn]] = []
     for i, det in enumerate(box_dets):
@@ -262,7 +291,7 @@ def _check(coco_file: Path, images_dir: Path, role: str) -> _Checked:
                 row_values(row, f"annotations[{per_image[i][j]}]")
             except StoreError as err:
                 raise CocoImportError(f"{coco_file}: {err}") from err
-        rows_per_image.append(rows)
+        rows_per_image.append(rows + _tag_rows(image_tags[i], images[i], with_scores=with_scores))
 
     params = {
         "role": role,
@@ -270,8 +299,9 @@ def _check(coco_file: Path, images_dir: Path, role: str) -> _Checked:
         "source_sha256": file_sha256(coco_file).removeprefix("sha256:"),
         "images_dir": str(images_dir.resolve()),
         "images": len(files),
-        "annotations": sum(len(rows) for rows in rows_per_image),
+        "annotations": sum(row.shape_type != "tag" for rows in rows_per_image for row in rows),
         "crowd_annotations": sum(1 for rows in rows_per_image for row in rows if row.attributes),
+        "tags": sum(len(tags) for tags in image_tags),
         "with_scores": with_scores,
         "categories": list(categories),
     }

@@ -4,8 +4,10 @@ Flow: read the task, its labels (every ontology label must be one of them, by na
 frame sizes; register each frame as a sample ``cvat://<host[:port]>/tasks/<id>/frames/<n>``
 (the server's public URL, never credentials) linked to its frame; run the detector over the
 frames the run does not cover yet, in batches, storing each batch; upload a job as soon as all
-its frames are covered (`cvat_bridge.annotations.upload_job_shapes`) and record the shape ids,
-so ``autolabel cvat pull --task ID`` works on the task afterwards.
+its frames are covered (`cvat_bridge.annotations.upload_job_annotations`) and record the shape
+and tag ids, so ``autolabel cvat pull --task ID`` works on the task afterwards. The ontology's
+object labels go to the detector, its tag labels to the classifier (`serverless.pipeline`):
+tags are uploaded as job tags with the shapes, or alone for an ontology of tags.
 
 Resumable: the task's link in the store holds its pre-label run. A rerun resumes that run
 and must use the ontology, model and options it was made with (anything else is refused
@@ -25,16 +27,16 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from cvat_bridge.annotations import JobAnnotations, job_annotations, shape_key
+from cvat_bridge.annotations import JobAnnotations, job_annotations, shape_key, tag_key
 from cvat_bridge.client import CvatError, CvatSession, public_url
 from cvat_bridge.jobs import JobInfo, list_jobs
 from cvat_bridge.tasks import LabelInfo, TaskInfo, TaskMeta, frame_bytes, read_task, task_labels, task_meta
 from sync.pull import store_job
-from sync.push import job_shapes, job_state, upload_job
+from sync.push import JobPrelabels, forget_pushed, job_prelabels, job_state, upload_job
 from sync.store import Provenance, SampleIn, StoreError
 
 if TYPE_CHECKING:
@@ -60,6 +62,7 @@ RUN_OPTIONS = {
     "threshold": "--threshold",
     "sam_model_type": "--sam-model-type",
     "sam_checkpoint": "--sam-checkpoint",
+    "classifier": "--classifier",
 }
 
 
@@ -104,6 +107,8 @@ class TaskPrelabelResult:
     """Jobs whose pre-labels were uploaded by this call."""
     shapes: int
     """Shapes uploaded by this call."""
+    tags: int
+    """Tags uploaded by this call."""
     already_uploaded_jobs: tuple[int, ...]
     """Jobs whose pre-labels an earlier call uploaded (never uploaded twice)."""
     empty_jobs: tuple[int, ...]
@@ -152,15 +157,16 @@ def prelabel_task(
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     server = session.server
     task, labels, frame_sizes = _read_task(session, task_id, ontology, server)
-    params = _run_params(settings, server, task, masks=masks, threshold=threshold, batch_size=batch_size)
+    params = _run_params(settings, ontology, server, task, masks=masks, threshold=threshold, batch_size=batch_size)
     jobs = list_jobs(session, task_id=task.id)
     job_frames = {j.id: [f for f in range(j.start_frame, j.stop_frame + 1) if f in frame_sizes] for j in jobs}
     link = store.get_cvat_task(server, task.id)
     pushed = dict(store.pushed_shapes(link)) if link is not None else {}
+    pushed_tags = dict(store.pushed_shapes(link, kind="tag")) if link is not None else {}
     covered_now = set() if _replaces_run(store, link, run_name) else _covered_frames(store, link)
-    foreign = {} if force else _taken_jobs(session, jobs, job_frames, covered_now, pushed)
+    foreign = {} if force else _taken_jobs(session, jobs, job_frames, covered_now, pushed, pushed_tags)
     if foreign and len(foreign) == len(jobs):
-        raise CvatError(_nothing_to_do(server, task, foreign, pushed))
+        raise CvatError(_nothing_to_do(server, task, foreign, pushed, pushed_tags))
 
     ds, run, link, previous = _open_run(store, server, task, ontology, settings, params, dataset, run_name)
     if previous is not None:
@@ -176,11 +182,11 @@ def prelabel_task(
 
     uploader = _JobUploader(
         store=store, session=session, run=run, link=link, ontology=ontology, labels=labels,
-        force=force, report=report, pushed=pushed, previous=previous,
+        force=force, report=report, pushed=pushed, pushed_tags=pushed_tags, previous=previous,
     )
     for job in jobs:
         if job.id in foreign:
-            uploader.leave(job, describe_job_content(foreign[job.id], pushed) or "annotations")
+            uploader.leave(job, describe_job_content(foreign[job.id], pushed, pushed_tags=pushed_tags) or "annotations")
     sizes = {sample.id: (sample.width, sample.height) for sample in store.samples(ds, ids=list(sample_of.values()))}
     frames = _FrameRunner(session, task, store, run, ontology, sample_of, sizes, covered, jobs, job_frames, uploader)
     processed, failed = frames.run_frames(pending, settings, masks=masks, threshold=threshold, batch_size=batch_size,
@@ -227,10 +233,19 @@ def _frames_to_run(
 
 
 def _run_params(
-    settings: ModelSettings, server: str, task: TaskInfo, *, masks: bool, threshold: float | None, batch_size: int
+    settings: ModelSettings,
+    ontology: Ontology,
+    server: str,
+    task: TaskInfo,
+    *,
+    masks: bool,
+    threshold: float | None,
+    batch_size: int,
 ) -> dict[str, Any]:
     """The run's recorded parameters (`RUN_OPTIONS` among them)."""
+    classifier = settings.classifier_for(ontology)
     return {
+        "classifier": classifier.text if classifier is not None else None,
         "masks": masks,
         "threshold": threshold,
         "batch_size": batch_size,
@@ -274,6 +289,7 @@ def _taken_jobs(
     job_frames: Mapping[int, list[int]],
     covered: set[int],
     pushed: Mapping[int, int],
+    pushed_tags: Mapping[int, int],
 ) -> dict[int, JobAnnotations]:
     """``{job id: its annotations}`` for the jobs still to pre-label (a frame not covered yet)
     that already hold annotations this store did not upload: a human's, or another tool's.
@@ -285,19 +301,27 @@ def _taken_jobs(
         if all(frame in covered for frame in job_frames[job.id]):
             continue
         content = job_annotations(session, job.id)
-        if describe_job_content(content, pushed) is not None:
+        if describe_job_content(content, pushed, pushed_tags=pushed_tags) is not None:
             taken[job.id] = content
     return taken
 
 
-def _nothing_to_do(server: str, task: TaskInfo, taken: Mapping[int, JobAnnotations], pushed: Mapping[int, int]) -> str:
+def _nothing_to_do(
+    server: str,
+    task: TaskInfo,
+    taken: Mapping[int, JobAnnotations],
+    pushed: Mapping[int, int],
+    pushed_tags: Mapping[int, int],
+) -> str:
     """The one-line refusal when every job of the task already holds others' annotations."""
     held: dict[str, dict[Any, Any]] = {"shapes": {}, "tags": {}, "tracks": {}}
     for content in taken.values():
         for key, items in held.items():  # a track may reach into several jobs: count it once
             items.update((item.get("id", id(item)), item) for item in content[key])
     what = describe_job_content(
-        JobAnnotations(version=0, **{key: list(items.values()) for key, items in held.items()}), pushed
+        JobAnnotations(version=0, **{key: list(items.values()) for key, items in held.items()}),
+        pushed,
+        pushed_tags=pushed_tags,
     )
     return (
         f"{server}: task {task.id} ({task.name!r}) already holds {what or 'annotations'} in every job "
@@ -314,14 +338,21 @@ _SOURCES = {
 
 
 def describe_job_content(
-    current: JobAnnotations, pushed: Mapping[int, int], expected: Mapping[int, Any] | None = None
+    current: JobAnnotations,
+    pushed: Mapping[int, int],
+    expected: Mapping[int, Any] | None = None,
+    *,
+    pushed_tags: Mapping[int, int] | None = None,
+    expected_tags: Mapping[int, Any] | None = None,
 ) -> str | None:
     """What a job holds that this store did not upload, in words, or None when there is
     nothing of the kind: ``"17 shapes this store did not upload (12 made by another tool (source
-    auto), 5 drawn by hand), 2 tags"``. ``current`` is `job_annotations` JSON, ``pushed`` the
-    store's ``{CVAT shape id: annotation id}`` of the task; with ``expected`` (``{annotation
-    id: shape_key}`` of the pre-labels the job should hold) the uploaded ones that were
-    changed or deleted are counted too."""
+    auto), 5 drawn by hand), 2 tags"``. ``current`` is `job_annotations` JSON, ``pushed`` and
+    ``pushed_tags`` the store's ``{CVAT shape (tag) id: annotation id}`` of the task; with
+    ``expected`` / ``expected_tags`` (``{annotation id: shape_key / tag_key}`` of the
+    pre-labels the job should hold) the uploaded ones that were changed or deleted are
+    counted too."""
+    tags_pushed = pushed_tags or {}
     parts = []
     others = [s for s in current["shapes"] if int(s["id"]) not in pushed]
     if others:
@@ -330,18 +361,26 @@ def describe_job_content(
             f"{count} {_SOURCES.get(source, f'with source {source}')}" for source, count in sources.most_common()
         )
         parts.append(f"{_count(len(others), 'shape')} this store did not upload ({detail})")
-    for key in ("tags", "tracks"):
-        if current[key]:
-            parts.append(_count(len(current[key]), key[:-1]))
-    if expected is not None:
-        now = {int(s["id"]): s for s in current["shapes"]}
-        recorded = {sid: ann for sid, ann in pushed.items() if ann in expected}
-        deleted = sum(sid not in now for sid in recorded)
-        changed = sum(sid in now and shape_key(now[sid]) != expected[ann] for sid, ann in recorded.items())
-        if changed:
-            parts.append(f"{_count(changed, 'pre-label')} changed by a human")
-        if deleted:
-            parts.append(f"{_count(deleted, 'pre-label')} deleted by a human")
+    other_tags = [t for t in current["tags"] if int(t["id"]) not in tags_pushed]
+    if other_tags:
+        parts.append(_count(len(other_tags), "tag"))
+    if current["tracks"]:
+        parts.append(_count(len(current["tracks"]), "track"))
+    changed = deleted = 0
+    for items, ids, wanted, key in (
+        (current["shapes"], pushed, expected, shape_key),
+        (current["tags"], tags_pushed, expected_tags, tag_key),
+    ):
+        if wanted is None:
+            continue
+        now = {int(item["id"]): item for item in items}
+        recorded = {cvat_id: ann for cvat_id, ann in ids.items() if ann in wanted}
+        deleted += sum(cvat_id not in now for cvat_id in recorded)
+        changed += sum(cvat_id in now and key(now[cvat_id]) != wanted[ann] for cvat_id, ann in recorded.items())
+    if changed:
+        parts.append(f"{_count(changed, 'pre-label')} changed by a human")
+    if deleted:
+        parts.append(f"{_count(deleted, 'pre-label')} deleted by a human")
     return ", ".join(parts) or None
 
 
@@ -394,11 +433,11 @@ class _FrameRunner:
         progress: Callable[[int, int], None],
     ) -> tuple[list[int], list[FrameFailure]]:
         """Frames run and frames that failed; uploads the jobs that become complete."""
-        from serverless.pipeline import load_detector
+        from serverless.pipeline import label_batch, load_pipeline
 
         processed: list[int] = []
         failed: list[FrameFailure] = []
-        detector = load_detector(settings, self.ontology, masks=masks) if pending else None
+        detector, classifier = load_pipeline(settings, self.ontology, masks=masks) if pending else (None, None)
         progress(0, len(pending))
         for start in range(0, len(pending), batch_size):
             batch = pending[start : start + batch_size]
@@ -412,9 +451,11 @@ class _FrameRunner:
                 images.append(image)
                 readable.append(frame)
             if images:
-                outputs = detector.detect(images, threshold=threshold)
+                outputs, tags = label_batch(images, detector, classifier, threshold=threshold)
                 self.store.add_detections(
-                    self.run, {self.sample_of[f]: det for f, det in zip(readable, outputs, strict=True)}
+                    self.run,
+                    {self.sample_of[f]: det for f, det in zip(readable, outputs, strict=True)},
+                    tags={self.sample_of[f]: t for f, t in zip(readable, tags, strict=True) if t is not None},
                 )
                 self.covered.update(self.sample_of[f] for f in readable)
                 processed.extend(readable)
@@ -471,7 +512,7 @@ def _open_run(
     if link is not None and link.run_id is not None:
         run = store.run_by_id(link.run_id)
         if run_name is not None and run_name != run.name:
-            if run.ontology_hash == ontology.content_hash and not _option_differences(run, settings, params):
+            if run.ontology_hash == ontology.content_hash and not _option_differences(run, settings, params, ontology):
                 raise StoreError(
                     f"task {task.id} on {server} holds pre-label run {run.name!r} of dataset {ds.name!r}, made with "
                     f"these options, not {run_name!r}: pass --run {run.name} or leave it out (a new run takes a task "
@@ -487,7 +528,7 @@ def _open_run(
             )
         run = existing
     if run is None:
-        provenance = Provenance.from_ontology(ontology, model_id=settings.gdino_model, params=params)
+        provenance = Provenance.from_ontology(ontology, model_id=settings.model_id(ontology), params=params)
         run = store.create_run(ds, "prelabel", name=run_name, provenance=provenance)
     elif run.ontology_hash != ontology.content_hash:
         raise StoreError(
@@ -496,7 +537,7 @@ def _open_run(
             f"{_NEW_RUN_HINT}"
         )
     else:
-        _check_same_options(run, task, settings, params)
+        _check_same_options(run, task, settings, params, ontology)
     link = store.link_cvat_task(
         ds, server, task.id, name=task.name, project_id=task.project_id, run=run, replace_run=previous is not None
     )
@@ -509,8 +550,11 @@ _NEW_RUN_HINT = (
 )
 
 
-def _option_differences(run: RunInfo, settings: ModelSettings, params: dict[str, Any]) -> list[str]:
-    """How the model and options given differ from those ``run`` was made with, in words."""
+def _option_differences(
+    run: RunInfo, settings: ModelSettings, params: dict[str, Any], ontology: Ontology
+) -> list[str]:
+    """How the model and options given differ from those ``run`` was made with, in words: the
+    one rule of ``cvat prelabel``'s resume (the classifier among `RUN_OPTIONS`)."""
     stored = dict(run.params or {})
     different = []
     for key, option in RUN_OPTIONS.items():
@@ -518,16 +562,22 @@ def _option_differences(run: RunInfo, settings: ModelSettings, params: dict[str,
             continue  # --masks itself is reported
         if stored.get(key) != params[key]:
             different.append(f"{option} {_shown(stored.get(key))} (this time {_shown(params[key])})")
-    if run.model_id is not None and run.model_id != settings.gdino_model:
-        option = "--gdino-model" if settings.detector.backend == "grounding-dino" else "--detector"
-        different.append(f"{option} {run.model_id!r} (this time {settings.gdino_model!r})")
-    return different
+    model = settings.model_id(ontology)
+    if run.model_id is not None and run.model_id != model:
+        if not ontology.has_objects:
+            option = "--classifier"  # an ontology of tags runs the classifier alone
+        else:
+            option = "--gdino-model" if settings.detector.backend == "grounding-dino" else "--detector"
+        different.append(f"{option} {run.model_id!r} (this time {model!r})")
+    return list(dict.fromkeys(different))  # a tags-only run's model is its classifier: said once
 
 
-def _check_same_options(run: RunInfo, task: TaskInfo, settings: ModelSettings, params: dict[str, Any]) -> None:
+def _check_same_options(
+    run: RunInfo, task: TaskInfo, settings: ModelSettings, params: dict[str, Any], ontology: Ontology
+) -> None:
     """A task's run goes on (or is checked again) only with the model and options it was made
     with; `StoreError` naming each difference otherwise."""
-    different = _option_differences(run, settings, params)
+    different = _option_differences(run, settings, params, ontology)
     if different:
         raise StoreError(
             f"task {task.id} was pre-labelled by run {run.name!r} with {', '.join(different)}: a rerun resumes "
@@ -589,6 +639,8 @@ class _JobUploader:
     report: Callable[[str], None]
     pushed: dict[int, int]
     """The store's ``{CVAT shape id: annotation id}`` of the task."""
+    pushed_tags: dict[int, int] = field(default_factory=dict)
+    """The store's ``{CVAT tag id: annotation id}`` of the task."""
     previous: RunInfo | None = None
     """The run this one takes the task over from (``--run NEW``), or None."""
 
@@ -599,6 +651,7 @@ class _JobUploader:
         self.empty: list[int] = []
         self.skipped: list[int] = []
         self.shapes = 0
+        self.tags = 0
         self._previous_ontology: Ontology | None = None
 
     def _holds_previous_untouched(self, current: JobAnnotations, samples: dict[int, int]) -> bool:
@@ -612,14 +665,15 @@ class _JobUploader:
             from serverless.ontology import parse_ontology
 
             self._previous_ontology = parse_ontology(self.previous.ontology_yaml, f"run {self.previous.name}")
-        shapes, annotation_ids = job_shapes(dets, samples, self._previous_ontology, self.labels)
-        return job_state(current, shapes, annotation_ids, self.pushed) == "pushed"
+        prelabels = job_prelabels(dets, samples, self._previous_ontology, self.labels)
+        return job_state(current, prelabels, self.pushed, self.pushed_tags) == "pushed"
 
     def outcome(self) -> dict[str, Any]:
         """What the uploads did, as `TaskPrelabelResult` fields."""
         return {
             "uploaded_jobs": tuple(self.uploaded),
             "shapes": self.shapes,
+            "tags": self.tags,
             "already_uploaded_jobs": tuple(self.already),
             "empty_jobs": tuple(self.empty),
             "skipped_jobs": tuple(self.skipped),
@@ -631,6 +685,23 @@ class _JobUploader:
         self.skipped.append(job.id)
         self.report(f"job {job.id}: holds {holds}; not pre-labelled (use --force to replace them)")
 
+    def _forget_previous(self, current: JobAnnotations) -> None:
+        """Drop the links of what the job holds now: the run taken over's untouched pre-labels."""
+        for kind, ids, items in (("shape", self.pushed, current["shapes"]), ("tag", self.pushed_tags, current["tags"])):
+            replaced = [int(item["id"]) for item in items]
+            self.store.forget_pushed_shapes(self.link, replaced, kind=kind)
+            for cvat_id in replaced:
+                ids.pop(cvat_id, None)
+
+    def _holds(self, current: JobAnnotations, prelabels: JobPrelabels) -> str:
+        """What a job a human has changed holds, in words (`describe_job_content`)."""
+        expected = {a: shape_key(x) for a, x in zip(prelabels.shape_annotations, prelabels.shapes, strict=True)}
+        expected_tags = {a: tag_key(x) for a, x in zip(prelabels.tag_annotations, prelabels.tags, strict=True)}
+        found = describe_job_content(
+            current, self.pushed, expected, pushed_tags=self.pushed_tags, expected_tags=expected_tags
+        )
+        return found or "changes"
+
     def upload(self, job: JobInfo, samples: dict[int, int]) -> None:
         """Upload the pre-labels of ``samples`` (``{frame: sample id}``, all covered) to ``job``."""
         self.handled.add(job.id)
@@ -639,34 +710,28 @@ class _JobUploader:
             self.report(f"job {job.id}: no pre-labels")  # nothing to send, and a human's work stays
             self.empty.append(job.id)
             return
-        shapes, annotation_ids = job_shapes(dets, samples, self.ontology, self.labels)
+        prelabels = job_prelabels(dets, samples, self.ontology, self.labels)
         current = job_annotations(self.session, job.id)
-        state = job_state(current, shapes, annotation_ids, self.pushed)
+        state = job_state(current, prelabels, self.pushed, self.pushed_tags)
         if state == "pushed":
             self.report(f"job {job.id}: already uploaded")
             self.already.append(job.id)
             return
         if state == "human" and self._holds_previous_untouched(current, samples):
             self.report(f"job {job.id}: replacing the untouched pre-labels of run {self.previous.name!r}")
-            replaced = [int(shape["id"]) for shape in current["shapes"]]
-            self.store.forget_pushed_shapes(self.link, replaced)
-            for shape_id in replaced:
-                self.pushed.pop(shape_id, None)
+            self._forget_previous(current)
             state = "partial"
         if state == "human":
-            expected = {ann: shape_key(shape) for ann, shape in zip(annotation_ids, shapes, strict=True)}
-            holds = describe_job_content(current, self.pushed, expected) or "changes"
+            holds = self._holds(current, prelabels)
             if not self.force:
                 self.leave(job, holds)
                 return
-            wanted = set(annotation_ids)
-            replaced = [shape_id for shape_id, ann in self.pushed.items() if ann in wanted]
-            self.store.forget_pushed_shapes(self.link, replaced)
-            for shape_id in replaced:
-                del self.pushed[shape_id]
+            forget_pushed(self.store, self.link, prelabels, self.pushed, self.pushed_tags)
             self.report(f"job {job.id}: holds {holds}; replacing them (--force)")
-        ids, requests = upload_job(self.store, self.session, self.link, job.id, shapes, annotation_ids)
-        self.pushed.update(zip(ids, annotation_ids, strict=True))
+        ids, tag_ids, requests = upload_job(self.store, self.session, self.link, job.id, prelabels)
+        self.pushed.update(zip(ids, prelabels.shape_annotations, strict=True))
+        self.pushed_tags.update(zip(tag_ids, prelabels.tag_annotations, strict=True))
         self.uploaded.append(job.id)
         self.shapes += len(ids)
-        self.report(f"job {job.id}: {len(ids)} pre-labels in {requests} request(s)")
+        self.tags += len(tag_ids)
+        self.report(f"job {job.id}: {len(ids) + len(tag_ids)} pre-labels in {requests} request(s)")

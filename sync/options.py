@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 __all__ = [
+    "ClassifierOption",
     "DetectorOption",
     "DeviceOption",
     "GdinoModelOption",
@@ -27,6 +28,13 @@ SegmenterOption = Annotated[
     typer.Option(
         help="Segmenter spec for --masks, e.g. sam:vit_b or sam:vit_b:FILE.pth "
         "\\[env AUTOLABEL_SEGMENTER; else the ontology's models.segmenter]."
+    ),
+]
+ClassifierOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Classifier spec for the ontology's tag labels, e.g. clip:DIR or clip:OWNER/NAME "
+        "\\[env AUTOLABEL_CLASSIFIER; else the ontology's models.classifier; else clip].",
     ),
 ]
 GdinoModelOption = Annotated[

@@ -14,6 +14,7 @@ from sync.store.credentials import strip_credentials
 
 if TYPE_CHECKING:
     from serverless.detections import Detections
+    from serverless.models.base import Tags
     from serverless.ontology import Ontology
     from serverless.pipeline import ModelSettings
     from sync.store import Store
@@ -50,7 +51,9 @@ def _shown(value: object) -> str:
 
 def run_differences(run: RunInfo, provenance: Provenance) -> list[str]:
     """What differs between an existing run and a new one's ``provenance``: the ontology, the
-    model and each parameter (``"threshold 0.3 (now 0.5)"``); empty when the run can be resumed."""
+    model and each parameter (``"threshold 0.3 (now 0.5)"``, ``"classifier clip:a (now
+    clip:b)"``); empty when the run can be resumed. The one rule of ``autolabel prelabel``'s
+    resume (``autolabel cvat prelabel`` has its own: `sync.cvat_prelabel`)."""
     found = []
     if run.ontology_hash != provenance.ontology_hash:
         found.append("another ontology")
@@ -66,7 +69,8 @@ def run_differences(run: RunInfo, provenance: Provenance) -> list[str]:
 
 
 class RunRecorder:
-    """Creates (or resumes) a ``prelabel`` run and stores each image's detections as they come.
+    """Creates (or resumes) a ``prelabel`` run and stores each image's detections and tags as
+    they come.
 
     With ``run_name``: a run of that name that exists and is not finished is resumed (its
     ontology, model and parameters must match); a finished one is an error (runs are never
@@ -90,7 +94,9 @@ class RunRecorder:
     ) -> None:
         self.store = store
         self.dataset = store.get_or_create_dataset(dataset)
-        provenance = prelabel_provenance(ontology, settings.gdino_model, params)
+        # ModelSettings.model_id: the detector's, or an ontology of tags alone its classifier's
+        model_id = settings.gdino_model if ontology.has_objects else settings.model_id(ontology)
+        provenance = prelabel_provenance(ontology, model_id, params)
         self.note: str | None = None
         if run_name is not None:
             run = self._named(run_name, provenance)
@@ -141,10 +147,11 @@ class RunRecorder:
     def pending(self, files: Sequence[Path]) -> list[Path]:
         return [f for f in files if sample_uri(f) not in self.done_uris]
 
-    def record(self, path: Path, width: int, height: int, detections: Detections) -> None:
+    def record(self, path: Path, width: int, height: int, detections: Detections, tags: Tags | None = None) -> None:
+        """Store one image's detections and tags (the classifier's, when one ran) together."""
         sample = SampleIn(sample_uri(path), width, height, file_sha256(path))
         (sample_id,) = self.store.add_samples(self.dataset, [sample])
-        self.store.add_detections(self.run, {sample_id: detections})
+        self.store.add_detections(self.run, {sample_id: detections}, tags=None if tags is None else {sample_id: tags})
         self.done_uris.add(sample.uri)
 
     def finish(self) -> RunInfo:

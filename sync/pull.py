@@ -4,9 +4,12 @@ Incremental: the jobs are listed (one paged request) and a job's annotations are
 only when its ``updated_date`` moved since its last pull, so a pull with nothing new sends no
 annotation request. Each job is stored in one transaction (`Store.record_human_revision`),
 so an interrupted pull (even ``kill -9``) loses nothing and a rerun finishes the remaining
-jobs. Shapes of type rectangle, polygon and mask are kept (with their attributes); tags,
-tracks and other shape types are not pulled. Labels renamed, deleted or added in CVAT since the
-push are told apart by their ids, reported, and recorded with each revision (`sync.label_changes`).
+jobs. Shapes of type rectangle, polygon and mask and the job's tags (image-level labels,
+stored as rows of shape type ``tag``, `sync.store.convert.tags_to_detections`) are kept with
+their attributes; tracks and other shape types are not pulled. A tag or shape left as it was
+pushed links to its pre-label by its CVAT id (tags and shapes are numbered apart). Labels
+renamed, deleted or added in CVAT since the push are told apart by their ids, reported, and
+recorded with each revision (`sync.label_changes`), for shapes and tags alike.
 """
 
 from __future__ import annotations
@@ -26,18 +29,19 @@ if TYPE_CHECKING:
     from serverless.detections import Detections
     from sync.store import CvatJobInfo, CvatTaskInfo, Store
 
-__all__ = ["PullResult", "job_detections", "pull_jobs", "store_job", "task_gone"]
+__all__ = ["PullResult", "job_detections", "job_tags", "pull_jobs", "store_job", "task_gone"]
 
 
 @dataclass(frozen=True)
 class PullResult:
     """Jobs pulled into new revisions, jobs unchanged since their last pull, the revision
-    names and the number of shapes stored."""
+    names and the number of shapes and of tags stored."""
 
     pulled: tuple[int, ...]
     unchanged: tuple[int, ...]
     revisions: tuple[str, ...]
     shapes: int
+    tags: int = 0
 
 
 @dataclass(frozen=True)
@@ -93,6 +97,44 @@ def job_detections(
     return result, count
 
 
+def job_tags(
+    annotations: JobAnnotations,
+    labels: Mapping[str, LabelInfo],
+    frames: Mapping[int, int],
+    sizes: Mapping[int, tuple[int, int]],
+    *,
+    job_id: int,
+    names: Mapping[int, str] | None = None,
+) -> tuple[dict[int, Detections], int]:
+    """A job's tags (``job_annotations`` JSON) as store rows per sample id: whole-frame rows
+    of shape type ``tag`` (`sync.store.convert.tags_to_detections`) with ``cvat_id`` (the CVAT
+    tag id), ``source`` and ``attributes``; ``names`` as in `job_detections`."""
+    import numpy as np
+
+    from serverless.convert.cvat_shapes import from_cvat_tags
+    from sync.store.convert import tags_to_detections
+
+    label_names = dict(names) if names is not None else {info.id: name for name, info in labels.items()}
+    attribute_names = {spec: attr for info in labels.values() for attr, spec in info.attributes.items()}
+    by_frame: dict[int, list[Any]] = defaultdict(list)
+    for tag in annotations["tags"]:
+        by_frame[int(tag["frame"])].append(tag)
+    result = {}
+    for frame, tags in sorted(by_frame.items()):
+        if frame not in frames:
+            raise CvatError(f"job {job_id}: frame {frame} is not linked to a sample of the store")
+        try:
+            found, columns = from_cvat_tags(tags, label_names)
+        except ValueError as err:
+            raise CvatError(f"job {job_id}, frame {frame}: {err}") from None
+        attributes = np.empty(len(tags), dtype=object)
+        attributes[:] = [_attributes(t, attribute_names) for t in tags]
+        width, height = sizes[frames[frame]]
+        columns = {"cvat_id": columns["cvat_id"], "source": columns["source"], "attributes": attributes}
+        result[frames[frame]] = tags_to_detections(found, width=width, height=height, data=columns)
+    return result, len(annotations["tags"])
+
+
 def pull_jobs(
     store: Store,
     session: CvatSession,
@@ -115,7 +157,7 @@ def pull_jobs(
     pulled: list[int] = []
     unchanged: list[int] = []
     revisions: list[str] = []
-    shapes = 0
+    shapes = tag_total = 0
     links: dict[int, CvatTaskInfo] = {}
     contexts: dict[int, _TaskContext] = {}
     for job in jobs:
@@ -135,12 +177,13 @@ def pull_jobs(
                 report(line)
         context = contexts[job.task_id]
         annotations = job_annotations(session, job.id)
-        detections, count = job_detections(
-            annotations, context.labels, context.frames, context.sizes, job_id=job.id, names=context.changes.names
-        )
+        where = (context.labels, context.frames, context.sizes)
+        detections, count = job_detections(annotations, *where, job_id=job.id, names=context.changes.names)
+        tags, tag_count = job_tags(annotations, *where, job_id=job.id, names=context.changes.names)
         revision = store.record_human_revision(
             job_link,
             detections,
+            tags=tags,
             updated_date=job.updated_date,
             assignee=job.assignee,
             stage=job.stage,
@@ -150,8 +193,10 @@ def pull_jobs(
         pulled.append(job.id)
         revisions.append(revision.name)
         shapes += count
-        report(f"job {job.id}: {count} shapes → revision {revision.name}")
-    return PullResult(tuple(pulled), tuple(unchanged), tuple(revisions), shapes)
+        tag_total += tag_count
+        tagged = f" and {tag_count} tags" if tag_count else ""
+        report(f"job {job.id}: {count} shapes{tagged} → revision {revision.name}")
+    return PullResult(tuple(pulled), tuple(unchanged), tuple(revisions), shapes, tag_total)
 
 
 def task_gone(store: Store, link: CvatTaskInfo) -> str:

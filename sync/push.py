@@ -5,8 +5,13 @@ Idempotent by construction: the task is found by name before one is created, fra
 jobs are upserted, a job that holds exactly what was pushed is left alone, and a job whose
 upload was interrupted (it holds nothing, or only some of this run's shapes, and the store
 recorded none of them) is simply rewritten with a ``PUT``. A job a human has touched — a
-pushed shape moved, relabelled or deleted, a shape added, any tag or track — is refused
-unless ``force``.
+pushed shape moved, relabelled or deleted, a shape added, a pushed tag relabelled or deleted, a
+tag added, any track — is refused unless ``force``.
+
+A run's tags (rows of shape type ``tag``: image-level labels) go to CVAT as job tags with the
+shapes (`serverless.convert.cvat_shapes.to_cvat_tag_dicts`: the label, source ``auto``, the
+score in the label's ``score`` attribute when it has one), and each is recorded by its CVAT tag
+id (`sync.store.Store.record_pushed_shapes` ``tags=``).
 """
 
 from __future__ import annotations
@@ -23,7 +28,8 @@ from cvat_bridge.annotations import (
     JobAnnotations,
     job_annotations,
     shape_key,
-    upload_job_shapes,
+    tag_key,
+    upload_job_annotations,
 )
 from cvat_bridge.client import CvatError, CvatSession
 from cvat_bridge.jobs import JobInfo, assign_jobs, list_jobs, plan_assignments, user_ids
@@ -37,13 +43,16 @@ if TYPE_CHECKING:
     from sync.store import CvatTaskInfo, RunInfo, Store
 
 __all__ = [
+    "JobPrelabels",
     "PushResult",
-    "job_shapes",
+    "forget_pushed",
+    "job_prelabels",
     "job_state",
     "push_run",
     "pushed_geometry",
     "resources_for",
     "shapes_for_frame",
+    "tags_for_frame",
     "upload_job",
 ]
 
@@ -63,6 +72,8 @@ class PushResult:
     skipped_jobs: tuple[int, ...] = ()
     assignments: Mapping[int, str] = field(default_factory=dict)
     forced_jobs: tuple[int, ...] = ()
+    tags: int = 0
+    """The pre-label tags now in CVAT (``shapes`` counts the shapes)."""
 
 
 def resources_for(uris: Sequence[str]) -> Resources:
@@ -132,20 +143,57 @@ def shapes_for_frame(
     return shapes, [int(annotation_ids[i]) for i in origin]
 
 
-def job_shapes(
-    dets: Mapping[int, Detections], frames: Mapping[int, int], ontology: Ontology, labels: Mapping[str, LabelInfo]
+def tags_for_frame(
+    det: Detections, frame: int, labels: Mapping[str, LabelInfo]
 ) -> tuple[list[dict[str, Any]], list[int]]:
-    """A job's shapes, frame by frame (`shapes_for_frame`), and the store annotation id of each.
+    """CVAT tags (JSON dicts) for one frame's tag rows (shape type ``tag``), and the store
+    annotation id of each (`serverless.convert.cvat_shapes.to_cvat_tag_dicts`)."""
+    from serverless.convert.cvat_shapes import to_cvat_tag_dicts
+    from serverless.models.base import Tags
+
+    unknown = sorted(set(det.labels.tolist()) - set(labels))
+    if unknown:
+        raise CvatError(f"labels {unknown} are not labels of the CVAT task")
+    tags = Tags(class_ids=det.class_ids, scores=det.scores, labels=det.labels)
+    made = to_cvat_tag_dicts(
+        tags,
+        {name: info.id for name, info in labels.items()},
+        frame=frame,
+        score_spec_ids={name: info.attributes.get(SCORE_ATTRIBUTE) for name, info in labels.items()},
+    )
+    return made, [int(a) for a in det.data["annotation_id"].tolist()]
+
+
+@dataclass(frozen=True)
+class JobPrelabels:
+    """What a push puts into one job: CVAT shapes and tags (JSON dicts) and the store
+    annotation id of each, frame by frame."""
+
+    shapes: list[dict[str, Any]]
+    shape_annotations: list[int]
+    tags: list[dict[str, Any]] = field(default_factory=list)
+    tag_annotations: list[int] = field(default_factory=list)
+
+
+def job_prelabels(
+    dets: Mapping[int, Detections], frames: Mapping[int, int], ontology: Ontology, labels: Mapping[str, LabelInfo]
+) -> JobPrelabels:
+    """A job's shapes (`shapes_for_frame`) and tags (`tags_for_frame`), frame by frame.
 
     ``frames`` is the job's ``{frame: sample id}``, ``dets`` the run's `Detections` (with
-    masks) of each of those samples."""
-    shapes: list[dict[str, Any]] = []
-    annotation_ids: list[int] = []
+    masks) of each of those samples, tags among them (`sync.store.convert.split_tags`)."""
+    from sync.store.convert import split_tags
+
+    made = JobPrelabels([], [], [], [])
     for frame, sample_id in sorted(frames.items()):
-        made, ids = shapes_for_frame(dets[sample_id], frame, ontology, labels)
-        shapes.extend(made)
-        annotation_ids.extend(ids)
-    return shapes, annotation_ids
+        shapes, tags = split_tags(dets[sample_id])
+        sent, ids = shapes_for_frame(shapes, frame, ontology, labels)
+        made.shapes.extend(sent)
+        made.shape_annotations.extend(ids)
+        sent, ids = tags_for_frame(tags, frame, labels)
+        made.tags.extend(sent)
+        made.tag_annotations.extend(ids)
+    return made
 
 
 def pushed_geometry(
@@ -161,60 +209,87 @@ def upload_job(
     session: CvatSession,
     link: CvatTaskInfo,
     job_id: int,
-    shapes: Sequence[Mapping[str, Any]],
-    annotation_ids: Sequence[int],
+    prelabels: JobPrelabels,
     *,
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
-) -> tuple[list[int], int]:
-    """Replace the job's annotations with ``shapes`` (`upload_job_shapes`) and record in the
-    store the CVAT shape id each pre-label got and the geometry sent (`pushed_geometry`);
-    the server's shape ids (in ``shapes`` order) and the number of requests sent."""
-    ids, sent = upload_job_shapes(session, job_id, shapes, max_request_bytes=max_request_bytes)
+) -> tuple[list[int], list[int], int]:
+    """Replace the job's annotations with ``prelabels`` (`upload_job_annotations`) and record
+    in the store the CVAT shape id each pre-label shape got with the geometry sent
+    (`pushed_geometry`), and the CVAT tag id each tag got (what was sent: ``("tag", [])``);
+    the server's shape ids and tag ids (in input order) and the number of requests sent."""
+    ids, tag_ids, sent = upload_job_annotations(
+        session, job_id, prelabels.shapes, prelabels.tags, max_request_bytes=max_request_bytes
+    )
+    geometry = pushed_geometry(prelabels.shape_annotations, prelabels.shapes)
+    geometry.update({int(a): ("tag", []) for a in prelabels.tag_annotations})
     store.record_pushed_shapes(
         link,
-        dict(zip(annotation_ids, ids, strict=True)),
+        dict(zip(prelabels.shape_annotations, ids, strict=True)),
         job_id=job_id,
-        geometry=pushed_geometry(annotation_ids, shapes),
+        geometry=geometry,
+        tags=dict(zip(prelabels.tag_annotations, tag_ids, strict=True)),
     )
-    return ids, sent
+    return ids, tag_ids, sent
+
+
+def _kind_state(
+    now: Mapping[int, Mapping[str, Any]],
+    sent: Sequence[Mapping[str, Any]],
+    annotation_ids: Sequence[int],
+    pushed: Mapping[int, int],
+    key: Callable[[Any], tuple[Any, ...]],
+) -> tuple[str, bool]:
+    """`job_state` for one kind (shapes or tags): the state, and whether the store recorded
+    any of this run's ids of that kind in the job."""
+    wanted = set(annotation_ids)
+    recorded = {cvat_id: ann for cvat_id, ann in pushed.items() if ann in wanted}
+    if recorded:
+        if set(now) != set(recorded):
+            return "human", True  # a pushed one was deleted, or one was added
+        expected = {ann: key(item) for ann, item in zip(annotation_ids, sent)}
+        if any(key(now[cvat_id]) != expected[ann] for cvat_id, ann in recorded.items()):
+            return "human", True  # moved, reshaped or relabelled
+        return "pushed", True
+    if not now:
+        return ("pushed" if not sent else "partial"), False
+    if any(str(item.get("source") or "") != "auto" for item in now.values()):
+        return "human", False
+    left = Counter(key(item) for item in sent)
+    for item in now.values():
+        if left[key(item)] <= 0:
+            return "human", False
+        left[key(item)] -= 1
+    return "partial", False
 
 
 def job_state(
     current: JobAnnotations,
-    shapes: Sequence[Mapping[str, Any]],
-    annotation_ids: Sequence[int],
+    prelabels: JobPrelabels,
     pushed: Mapping[int, int],
+    pushed_tags: Mapping[int, int] | None = None,
 ) -> str:
     """What a job holds compared with what this run puts there.
 
-    ``"pushed"``: exactly the shapes recorded as pushed, unchanged (nothing to do).
-    ``"partial"``: nothing, or only some of this run's shapes with none recorded in the store
-    (an interrupted upload: safe to rewrite). ``"human"``: anything else (someone edited it).
-    ``pushed`` is the store's ``{CVAT shape id: annotation id}`` of the task.
+    ``"pushed"``: exactly the shapes and tags recorded as pushed, unchanged (nothing to do).
+    ``"partial"``: nothing, or only some of this run's pre-labels with none recorded in the
+    store (an interrupted upload: safe to rewrite). ``"human"``: anything else (someone edited
+    it, or added a track). ``pushed`` and ``pushed_tags`` are the store's ``{CVAT shape id:
+    annotation id}`` and ``{CVAT tag id: annotation id}`` of the task.
     """
-    wanted = set(annotation_ids)
-    recorded = {shape_id: ann for shape_id, ann in pushed.items() if ann in wanted}
-    if current["tags"] or current["tracks"]:
+    if current["tracks"]:
         return "human"
-    now = {int(s["id"]): s for s in current["shapes"]}
-    if recorded:
-        if set(now) != set(recorded):
-            return "human"  # a pushed shape was deleted, or a shape was added
-        expected = {ann: shape_key(shape) for ann, shape in zip(annotation_ids, shapes)}
-        if any(shape_key(now[shape_id]) != expected[ann] for shape_id, ann in recorded.items()):
-            return "human"  # moved, reshaped or relabelled
+    shapes = _kind_state(
+        {int(s["id"]): s for s in current["shapes"]}, prelabels.shapes, prelabels.shape_annotations, pushed, shape_key
+    )
+    now_tags = {int(t["id"]): t for t in current["tags"]}
+    tags = _kind_state(now_tags, prelabels.tags, prelabels.tag_annotations, pushed_tags or {}, tag_key)
+    states = {shapes[0], tags[0]}
+    if "human" in states:
+        return "human"
+    if states == {"pushed"}:
         return "pushed"
-    if not now:
-        return "pushed" if not shapes else "partial"
-    if any(str(s.get("source") or "") != "auto" for s in now.values()):
-        return "human"
-    left = Counter(shape_key(s) for s in shapes)
-    for shape in now.values():
-        key = shape_key(shape)
-        if left[key] <= 0:
-            return "human"
-        left[key] -= 1
-    return "partial"
+    # some not there yet: a rewrite is safe only when the store recorded none of this run's ids
+    return "human" if shapes[1] or tags[1] else "partial"
 
 
 def push_run(
@@ -265,7 +340,8 @@ def push_run(
 
     pusher = _JobPusher(
         store=store, session=session, link=link, run=run, ontology=ontology, labels=labels, frame_of=frame_of,
-        pushed=store.pushed_shapes(link), force=force, max_request_bytes=max_request_bytes, report=report,
+        pushed=store.pushed_shapes(link), pushed_tags=store.pushed_shapes(link, kind="tag"), force=force,
+        max_request_bytes=max_request_bytes, report=report,
     )
     jobs = list_jobs(session, task_id=task.id)
     for job in jobs:
@@ -289,6 +365,7 @@ def push_run(
         skipped_jobs=tuple(pusher.skipped),
         assignments=applied,
         forced_jobs=tuple(pusher.forced),
+        tags=pusher.tags,
     )
 
 
@@ -333,12 +410,15 @@ class _JobPusher:
     ontology: Ontology
     labels: Mapping[str, LabelInfo]
     frame_of: Mapping[int, int]
-    pushed: Mapping[int, int]
+    pushed: dict[int, int]
     """The store's ``{CVAT shape id: annotation id}`` of the task."""
+    pushed_tags: dict[int, int]
+    """The store's ``{CVAT tag id: annotation id}`` of the task."""
     force: bool
     max_request_bytes: int
     report: Callable[[str], None]
     shapes: int = 0
+    tags: int = 0
     requests: int = 0
     skipped: list[int] = field(default_factory=list)
     forced: list[int] = field(default_factory=list)
@@ -347,24 +427,46 @@ class _JobPusher:
         """Push the pre-labels of ``job_samples`` (the job's frames' samples) to ``job``."""
         dets = self.store.annotations_of(self.run, sample_ids=job_samples, masks=True)
         frames = {self.frame_of[sample_id]: sample_id for sample_id in job_samples}
-        shapes, annotation_ids = job_shapes(dets, frames, self.ontology, self.labels)
-        state = job_state(job_annotations(self.session, job.id), shapes, annotation_ids, self.pushed)
+        prelabels = job_prelabels(dets, frames, self.ontology, self.labels)
+        current = job_annotations(self.session, job.id)
+        state = job_state(current, prelabels, self.pushed, self.pushed_tags)
         if state == "pushed":
-            self.report(f"job {job.id}: already pushed ({len(shapes)} shapes)")
-            self.shapes += len(shapes)
+            self.report(f"job {job.id}: already pushed ({_counted(len(prelabels.shapes), len(prelabels.tags))})")
+            self.shapes += len(prelabels.shapes)
+            self.tags += len(prelabels.tags)
             return
         if state == "human":
             if not self.force:
                 self.report(f"job {job.id}: a human has changed it; not overwritten (use --force)")
                 self.skipped.append(job.id)
                 return
-            wanted = set(annotation_ids)
-            self.store.forget_pushed_shapes(self.link, [sid for sid, ann in self.pushed.items() if ann in wanted])
+            forget_pushed(self.store, self.link, prelabels, self.pushed, self.pushed_tags)
             self.forced.append(job.id)
             self.report(f"job {job.id}: a human has changed it; overwriting (--force)")
-        ids, sent = upload_job(
-            self.store, self.session, self.link, job.id, shapes, annotation_ids, max_request_bytes=self.max_request_bytes
+        ids, tag_ids, sent = upload_job(
+            self.store, self.session, self.link, job.id, prelabels, max_request_bytes=self.max_request_bytes
         )
         self.requests += sent
         self.shapes += len(ids)
-        self.report(f"job {job.id}: {len(ids)} shapes in {sent} request(s)")
+        self.tags += len(tag_ids)
+        self.report(f"job {job.id}: {_counted(len(ids), len(tag_ids))} in {sent} request(s)")
+
+
+def forget_pushed(
+    store: Store, link: CvatTaskInfo, prelabels: JobPrelabels, pushed: dict[int, int], pushed_tags: dict[int, int]
+) -> None:
+    """Drop the links of a job's pre-labels (shapes and tags) before they are replaced
+    (``--force``), in the store and in ``pushed`` / ``pushed_tags`` (its maps of the task)."""
+    for kind, ids, annotations in (
+        ("shape", pushed, set(prelabels.shape_annotations)),
+        ("tag", pushed_tags, set(prelabels.tag_annotations)),
+    ):
+        replaced = [cvat_id for cvat_id, ann in ids.items() if ann in annotations]
+        store.forget_pushed_shapes(link, replaced, kind=kind)
+        for cvat_id in replaced:
+            del ids[cvat_id]
+
+
+def _counted(shapes: int, tags: int) -> str:
+    """``"5 shapes"``, or ``"5 shapes and 2 tags"`` when there are tags."""
+    return f"{shapes} shapes" + (f" and {tags} tag{'' if tags == 1 else 's'}" if tags else "")

@@ -13,6 +13,15 @@ Conventions:
 - Masks read from COCO are rasterized by COCO's mask code; a box-only annotation in an image
   that has masks becomes the pixels whose centre lies inside its box (`box_mask`).
 
+- **Tags** (image-level labels, CVAT tags; `serverless.models.base.Tags`) are written on the
+  image entry, not as annotations: ``"tags": [{"category_id": 3, "score": 0.87}, ...]``
+  (`image_tags`; ``score`` left out for human tags), their labels listed in ``categories``
+  like any other. COCO readers (pycocotools, faster-coco-eval, CVAT's and Datumaro's
+  importers) read the image fields they know and ignore the others, so a file with tags reads
+  there as the same instances file without them; an annotation without a ``bbox`` (the other
+  way to say "this image is a cat") would break pycocotools' ``loadRes`` and bbox evaluation.
+  `from_coco_tags` reads them back (``autolabel import``).
+
 - Values read are checked to fit what they become: ids are 64-bit integers, image sizes
   32-bit, coordinates (``bbox`` corners, polygon vertices) finite and within
   ±`MAX_COORDINATE` pixels (float32 holds every whole pixel up to there), scores in 0..1.
@@ -41,6 +50,7 @@ import numpy as np
 
 from serverless.detections import Detections, plain_float
 from serverless.files import write_text_atomic
+from serverless.models.base import Tags
 
 __all__ = [
     "MAX_COORDINATE",
@@ -50,6 +60,8 @@ __all__ = [
     "decode_rle",
     "encode_masks",
     "from_coco",
+    "from_coco_tags",
+    "image_tags",
     "read_coco",
     "to_coco",
     "write_coco",
@@ -176,6 +188,7 @@ def to_coco(
     categories: Sequence[str],
     *,
     info: dict | None = None,
+    tags: Sequence[Tags] | None = None,
 ) -> dict[str, Any]:
     """A COCO dict (``info, licenses, images, annotations, categories``), JSON-ready.
 
@@ -188,27 +201,51 @@ def to_coco(
     - else a ``polygons`` entry with rings: flat polygons, ``area`` = their rasterized area
       (as COCO computes it);
     - else ``[]`` and ``area`` = box area.
+
+    ``tags[i]``, when given, are the image-level labels of ``images[i]``: its entry gets
+    ``"tags"`` (`image_tags`, scores kept; ``[]`` for none).
     """
     images, detections = list(images), list(detections)
     categories = [str(name) for name in categories]
     category_ids = _check_export(images, detections, categories)
+    if tags is not None and len(tags) != len(images):
+        raise ValueError(f"images and tags must align, got {len(images)} images and {len(tags)} tags")
     annotations: list[dict[str, Any]] = []
     for image, det in zip(images, detections):
         annotations.extend(_image_annotations(image, det, category_ids, first_id=len(annotations) + 1))
-
+    entries = [
+        {"id": int(im.id), "file_name": str(im.file_name), "width": int(im.width), "height": int(im.height)}
+        for im in images
+    ]
+    for entry, given in zip(entries, tags or ()):
+        entry["tags"] = image_tags(given, category_ids)
     return {
         "info": dict(info or {}),
         "licenses": [],
-        "images": [
-            {"id": int(im.id), "file_name": str(im.file_name), "width": int(im.width),
-             "height": int(im.height)}
-            for im in images
-        ],
+        "images": entries,
         "annotations": annotations,
         "categories": [
             {"id": i + 1, "name": name, "supercategory": ""} for i, name in enumerate(categories)
         ],
     }
+
+
+def image_tags(tags: Tags, category_ids: Mapping[str, int], *, scores: bool = True) -> list[dict[str, Any]]:
+    """An image's tags as its COCO entry's ``"tags"``: ``{"category_id", "score"}`` each, in
+    order (``score`` left out when not ``scores``: human tags). A label missing from
+    ``category_ids`` raises ValueError."""
+    if not isinstance(tags, Tags):
+        raise ValueError(f"expected Tags, got {type(tags).__name__}")
+    unknown = sorted({str(name) for name in tags.labels} - set(category_ids))
+    if unknown:
+        raise ValueError(f"tag labels not in categories: {unknown}")
+    entries = []
+    for name, score in zip(tags.labels.tolist(), tags.scores.tolist()):
+        entry: dict[str, Any] = {"category_id": int(category_ids[str(name)])}
+        if scores:
+            entry["score"] = plain_float(score)
+        entries.append(entry)
+    return entries
 
 
 def _check_export(images: list[CocoImage], detections: list[Detections], categories: list[str]) -> dict[str, int]:
@@ -425,6 +462,42 @@ def from_coco(
 
     detections = [_image_detections(rows, image) for rows, image in zip(per_image, images)]
     return images, [category_names[c] for c in sorted_ids], detections
+
+
+def from_coco_tags(data: Any, *, source: str = "<coco>") -> list[Tags]:
+    """The image-level labels of a COCO dict, one `Tags` per image in file order (images
+    without ``"tags"`` have none): ``class_ids`` index the category list `from_coco` returns
+    (sorted by id), ``scores`` come from ``score`` (1.0 when absent). Raises `CocoFormatError`
+    naming the path (``images[2].tags[0].category_id: unknown category id 9``)."""
+    check = _Checker(source)
+    if not isinstance(data, dict):
+        raise CocoFormatError(f"{source}: expected a JSON object at top level, got {type(data).__name__}")
+    _read_images(data, check)
+    category_names = _read_categories(data, check)
+    class_of = {c: i for i, c in enumerate(sorted(category_names))}
+    found = []
+    for i, entry in enumerate(data["images"]):
+        rows = []
+        for j, raw in enumerate(check.as_list(entry.get("tags", []), f"images[{i}].tags")):
+            path = f"images[{i}].tags[{j}]"
+            tag = check.as_object(raw, path)
+            category_id = check.as_int(tag.get("category_id"), f"{path}.category_id")
+            if category_id not in category_names:
+                raise check.fail(f"{path}.category_id", f"unknown category id {category_id}")
+            score = 1.0
+            if tag.get("score") is not None:
+                score = check.as_number(tag["score"], f"{path}.score")
+                if not 0.0 <= score <= 1.0:
+                    raise check.fail(f"{path}.score", f"expected a number in 0..1, got {_shown(tag['score'])}")
+            rows.append((class_of[category_id], score, category_names[category_id]))
+        found.append(
+            Tags(
+                class_ids=np.asarray([r[0] for r in rows], dtype=np.int64),
+                scores=np.asarray([r[1] for r in rows], dtype=np.float32),
+                labels=np.asarray([r[2] for r in rows], dtype=str) if rows else np.zeros(0, dtype="<U1"),
+            )
+        )
+    return found
 
 
 def _read_images(data: dict, check: _Checker) -> list[CocoImage]:

@@ -17,6 +17,12 @@ spec, the Nuclio detector replies and the cvat-sdk detection function modules.
   ``mask`` labels need a segmenter (`needs_mask`).
 - **SDK capability** (`sdk_shapes_have_score`): cvat-sdk >= 2.2x has a ``score`` field on
   ``LabeledShapeRequest`` (2.17 has none); shapes carry the score there only when it exists.
+- **Tags** (`TAG_TYPE`): a label typed ``tag`` is an image-level label (a classifier's): CVAT
+  holds it as a *tag* of a frame (``LabeledImageRequest``: ``frame``, ``label_id``,
+  ``attributes``, and ``source`` outside cvat-sdk's auto-annotation driver), never as a
+  shape. No cvat-sdk (2.17 to 2.80) has a ``score`` field on tags, so a tag's score travels
+  only in its label's ``score`` attribute (`tag_score_field`). CVAT numbers tags apart from
+  shapes: a tag id and a shape id of one task may be equal.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ __all__ = [
     "SCORE_DEFAULT",
     "SCORE_VALUES",
     "SHAPE_TYPES",
+    "TAG_TYPE",
     "needs_mask",
     "score_attribute_request",
     "score_attribute_spec",
@@ -41,6 +48,7 @@ __all__ = [
     "sdk_shapes_have_score",
     "shape_type_for",
     "shape_types_for",
+    "tag_score_field",
 ]
 
 SCORE_ATTRIBUTE = "score"
@@ -57,7 +65,10 @@ SCORE_ATTRIBUTE_ID = 0
 (cvat-sdk's driver remaps it to the task's attribute id)."""
 
 SHAPE_TYPES = ("rectangle", "polygon", "mask")
-"""The label types detections are delivered as (the ontology's ``LABEL_TYPES``)."""
+"""The label types detections are delivered as (the ontology's object label types)."""
+
+TAG_TYPE = "tag"
+"""The label type of image-level labels, delivered as CVAT tags (the task label's type too)."""
 
 
 def score_attribute_spec() -> dict[str, Any]:
@@ -91,6 +102,15 @@ def sdk_shapes_have_score() -> bool:
     from cvat_sdk.api_client import models
 
     return "score" in models.LabeledShapeRequest.attribute_map
+
+
+@functools.cache
+def tag_score_field() -> bool:
+    """Whether the installed cvat-sdk's ``LabeledImageRequest`` (a tag) has a ``score`` field:
+    none so far (2.17 to 2.80), so tags carry their score in the ``score`` attribute only."""
+    from cvat_sdk.api_client import models
+
+    return "score" in models.LabeledImageRequest.attribute_map
 
 
 @functools.cache

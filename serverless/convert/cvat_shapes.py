@@ -10,6 +10,10 @@ there, `encode_mask` / `decode_mask` fall back to a small implementation of the 
 
 Rectangle ``points`` are ``[xtl, ytl, xbr, ybr]`` in continuous pixel coordinates, which is
 exactly the exclusive ``xyxy`` of `Detections`, so boxes pass through unchanged.
+
+Tags (image-level labels, `serverless.models.base.Tags`) are CVAT *tags*, not shapes
+(`serverless.convert.cvat_contract`): `to_cvat_tag_dicts` / `to_cvat_tags` make them (push,
+``cvat prelabel`` and the cvat-sdk function modules), `from_cvat_tags` reads them back.
 """
 
 from __future__ import annotations
@@ -22,10 +26,16 @@ import numpy as np
 from cvat_sdk import models
 
 from serverless.convert.coco import box_mask
-from serverless.convert.cvat_contract import SHAPE_TYPES, sdk_shapes_have_score, shape_types_for
+from serverless.convert.cvat_contract import (
+    SHAPE_TYPES,
+    sdk_shapes_have_score,
+    shape_types_for,
+    tag_score_field,
+)
 from serverless.convert.nuclio import plain_float, score_percent
 from serverless.convert.polygons import largest_ring, mask_bbox, mask_to_polygons, polygons_to_mask
 from serverless.detections import Detections
+from serverless.models.base import Tags
 
 try:
     from cvat_sdk import masks as _sdk_masks
@@ -39,9 +49,13 @@ __all__ = [
     "delivered_types",
     "encode_mask",
     "from_cvat_shapes",
+    "from_cvat_tags",
     "shape_requests",
+    "tag_requests",
     "to_cvat_shape_dicts",
     "to_cvat_shapes",
+    "to_cvat_tag_dicts",
+    "to_cvat_tags",
 ]
 
 SUPPORTED_SHAPE_TYPES = frozenset(SHAPE_TYPES)
@@ -446,3 +460,102 @@ def from_cvat_shapes(
             "shape_type": np.asarray(kinds, dtype=str) if n else np.zeros(0, dtype="<U1"),
         },
     )
+
+
+# ----------------------------------------------------------------------------- tags
+def to_cvat_tag_dicts(
+    tags: Tags,
+    label_ids: Mapping[str, int],
+    *,
+    frame: int,
+    score_spec_ids: Mapping[str, int | None] | None = None,
+    source: str | None = "auto",
+) -> list[dict[str, Any]]:
+    """One image's tags as CVAT tag request bodies (the JSON of ``LabeledImageRequest``), in
+    order: ``frame``, ``label_id`` (``label_ids``: label name → CVAT id; a name missing from it
+    raises ValueError), ``attributes`` (the score as an integer percent in the label's
+    ``score`` attribute when ``score_spec_ids`` gives its id) and ``source`` (None leaves it
+    out, as cvat-sdk's auto-annotation driver wants). The one rule for tags going to CVAT."""
+    if not isinstance(tags, Tags):
+        raise ValueError(f"expected Tags, got {type(tags).__name__}")
+    missing = sorted({str(name) for name in tags.labels} - set(label_ids))
+    if missing:
+        raise ValueError(f"labels missing from label_ids: {missing}")
+    if isinstance(frame, bool) or not isinstance(frame, (int, np.integer)) or frame < 0:
+        raise ValueError(f"frame must be a non-negative integer, got {frame!r}")
+    spec_ids = dict(score_spec_ids or {})
+    with_score = tag_score_field()
+    made = []
+    for name, value in zip(tags.labels.tolist(), tags.scores.tolist()):
+        score = plain_float(value)
+        spec_id = spec_ids.get(str(name))
+        tag: dict[str, Any] = {
+            "frame": int(frame),
+            "label_id": int(label_ids[str(name)]),
+            "attributes": [] if spec_id is None else [{"spec_id": int(spec_id), "value": score_percent(score)}],
+        }
+        if source is not None:
+            tag["source"] = source
+        if with_score:  # no cvat-sdk has it yet (cvat_contract.tag_score_field)
+            tag["score"] = score
+        made.append(tag)
+    return made
+
+
+def tag_requests(tags: Iterable[Mapping[str, Any]]) -> list[models.LabeledImageRequest]:
+    """cvat-sdk ``LabeledImageRequest`` models of tag dicts (`to_cvat_tag_dicts`), in order."""
+    return [
+        models.LabeledImageRequest(
+            **{**tag, "attributes": [models.AttributeValRequest(**a) for a in tag["attributes"]]}
+        )
+        for tag in tags
+    ]
+
+
+def to_cvat_tags(
+    tags: Tags,
+    label_ids: Mapping[str, int],
+    *,
+    frame: int = 0,
+    score_spec_ids: Mapping[str, int | None] | None = None,
+    source: str | None = None,
+) -> list[models.LabeledImageRequest]:
+    """`to_cvat_tag_dicts` as cvat-sdk ``LabeledImageRequest`` models. The defaults are what a
+    cvat-sdk detection function returns: ``frame`` 0, ``label_ids`` the function spec's ids,
+    no ``source`` (the driver sets it), the score attribute where the spec declares it
+    (``score_spec_ids``: label name → the attribute's spec id)."""
+    return tag_requests(
+        to_cvat_tag_dicts(tags, label_ids, frame=frame, score_spec_ids=score_spec_ids, source=source)
+    )
+
+
+def from_cvat_tags(
+    tags: Iterable[Any], label_names: Mapping[int, str], *, label_index: Mapping[str, int] | None = None
+) -> tuple[Tags, dict[str, np.ndarray]]:
+    """CVAT tags (``LabeledImage`` models or dicts, in input order) as `Tags` and their
+    columns: ``cvat_id`` (int64, the CVAT tag id, -1 when missing), ``source`` (str) and
+    ``frame`` (int64, -1 when missing). Scores are 1.0 (CVAT keeps none on tags);
+    ``class_ids`` come from ``label_index`` by name (-1 when absent). An unknown ``label_id``
+    raises ValueError naming the tag's index."""
+    names, ids, sources, frames = [], [], [], []
+    for index, raw in enumerate(tags):
+        tag = _as_dict(raw, index)
+        label_id = tag.get("label_id")
+        if label_id not in label_names:
+            raise ValueError(f"tags[{index}]: label_id {label_id!r} is not in label_names")
+        names.append(str(label_names[label_id]))
+        ids.append(-1 if tag.get("id") is None else int(tag["id"]))
+        sources.append(str(tag.get("source") or ""))
+        frames.append(-1 if tag.get("frame") is None else int(tag["frame"]))
+    n = len(names)
+    found = Tags(
+        class_ids=np.asarray([-1 if label_index is None else int(label_index.get(n, -1)) for n in names], np.int64),
+        scores=np.ones(n, dtype=np.float32),
+        labels=np.asarray(names, dtype=str) if n else np.zeros(0, dtype="<U1"),
+    )
+    columns = {
+        "cvat_id": np.asarray(ids, dtype=np.int64),
+        "source": np.asarray(sources, dtype=str) if n else np.zeros(0, dtype="<U1"),
+        "frame": np.asarray(frames, dtype=np.int64),
+    }
+    return found, columns

@@ -13,6 +13,7 @@ import typer
 from sync.commands.cvat import CaCertOption, InsecureOption, OrgOption, UrlOption, _connect, _store
 from sync.console import domain_errors, err, fail, out
 from sync.options import (
+    ClassifierOption,
     DetectorOption,
     DeviceOption,
     GdinoModelOption,
@@ -31,7 +32,9 @@ def prelabel(
     task: Annotated[int, typer.Argument(help="CVAT task id.")],
     ontology: Annotated[Path, typer.Option(help="Ontology YAML; each of its labels must be a label of the task.")],
     masks: Annotated[bool, typer.Option("--masks", help="Add SAM masks (Grounded-SAM).")] = False,
-    threshold: Annotated[float | None, typer.Option(help="One box threshold for every label (0..1).")] = None,
+    threshold: Annotated[
+        float | None, typer.Option(help="One score threshold for every label, boxes and tags (0..1).")
+    ] = None,
     batch_size: Annotated[int, typer.Option(help="Frames per model call.")] = 4,
     dataset: Annotated[
         str | None, typer.Option(help="Store dataset (default: the task's, else cvat-task-<TASK>).")
@@ -42,6 +45,7 @@ def prelabel(
     force: Annotated[bool, typer.Option(help="Overwrite jobs a human has already changed.")] = False,
     detector: DetectorOption = None,
     segmenter: SegmenterOption = None,
+    classifier: ClassifierOption = None,
     gdino_model: GdinoModelOption = None,
     sam_checkpoint: SamCheckpointOption = None,
     sam_model_type: SamModelTypeOption = None,
@@ -52,6 +56,9 @@ def prelabel(
     ca_cert: CaCertOption = None,
 ) -> None:
     """Pre-label an existing CVAT task: read its frames, run the models here, upload per job.
+
+    Object labels go to the detector, tag labels (image-level) to the classifier; tags are uploaded
+    as job tags.
 
     Jobs holding annotations this store did not upload (a human's, or another tool's), or a human's
     changes to the pre-labels, are left alone unless --force; when that is every job, nothing is run.
@@ -75,8 +82,8 @@ def prelabel(
         onto = load_ontology(ontology)
     try:
         settings = ModelSettings.from_env(
-            detector=detector, segmenter=segmenter, gdino_model=gdino_model, sam_checkpoint=sam_checkpoint,
-            sam_model_type=sam_model_type, device=device, ontology=onto,
+            detector=detector, segmenter=segmenter, classifier=classifier, gdino_model=gdino_model,
+            sam_checkpoint=sam_checkpoint, sam_model_type=sam_model_type, device=device, ontology=onto,
         )
     except ModelSpecError as error:
         fail(str(error))
@@ -120,7 +127,8 @@ def _print_result(result: TaskPrelabelResult) -> None:
     out.print(
         f"task {result.task_id}: {len(result.processed)} of {result.frames} frames pre-labelled now"
         + (f" ({result.resumed} before)" if result.resumed else "")
-        + f", {result.shapes} pre-labels uploaded to jobs {list(result.uploaded_jobs)}"
+        + f", {result.shapes + result.tags} pre-labels uploaded to jobs {list(result.uploaded_jobs)}"
+        + (f" ({result.tags} of them tags)" if result.tags else "")
         + (f", jobs {list(result.already_uploaded_jobs)} already uploaded" if result.already_uploaded_jobs else "")
         + f"; run {result.run!r} of dataset {result.dataset!r}"
         + (" (finished)" if result.finished else ""),

@@ -6,8 +6,12 @@ that module's: ``bbox`` is ``[x1, y1, x2 - x1, y2 - y1]`` of the exclusive boxes
 - ``images``: one per exported sample, ascending sample id; ``id`` is the store's sample id,
   ``file_name`` the sample's URI (the absolute path for local files). Extra keys
   ``autolabel_run`` (the run name the labels come from) and ``autolabel_source`` (`source_of`).
-- ``categories``: the union of the exported label names in **sorted** order, ids ``1..K``
-  (the YOLO export sorts its names the same way).
+- ``categories``: the union of the exported label names (tags' among them) in **sorted**
+  order, ids ``1..K`` (the YOLO export sorts its names the same way).
+- tags (rows of shape type ``tag``: image-level labels) go on their image entry as
+  ``"tags": [{"category_id", "score"}]``, as `serverless.convert.coco.image_tags` writes them
+  (``score`` on the same terms as annotations'), never as annotations; ``autolabel import``
+  reads them back.
 - ``annotations``: ``segmentation`` is a compressed RLE for ``mask`` rows, the polygons for
   ``polygon`` rows and ``[]`` for rectangles; ``iscrowd`` is 1 for rows with the attribute
   ``iscrowd`` (COCO imports); ``score`` only for runs whose scores mean something (pre-label
@@ -74,7 +78,9 @@ def export_coco(
     `ExportError` when ``out`` exists (unless ``overwrite``) or nothing can be exported;
     `sync.store.StoreError` for a missing dataset or run.
     """
-    from serverless.convert.coco import CocoImage, write_coco
+    from serverless.convert.coco import CocoImage, image_tags, write_coco
+    from serverless.models.base import Tags
+    from sync.store.convert import split_tags
 
     out = Path(out)
     _check_out(out, overwrite)
@@ -82,8 +88,9 @@ def export_coco(
     choice.require_samples()
     exported_at = datetime.now(UTC)
 
-    per_sample: dict[int, tuple[dict[str, Any], list[dict[str, Any]]]] = {}
-    for chosen, det in iter_labels(store, choice, masks=True):
+    per_sample: dict[int, tuple[dict[str, Any], list[dict[str, Any]], Any, bool]] = {}
+    for chosen, labelled in iter_labels(store, choice, masks=True):
+        det, tags = split_tags(labelled)
         sample = chosen.sample
         image = CocoImage(id=sample.id, file_name=sample.uri, width=sample.width, height=sample.height)
         entry = {
@@ -94,13 +101,18 @@ def export_coco(
             "autolabel_run": chosen.run.name,
             "autolabel_source": chosen.source,
         }
-        per_sample[sample.id] = (entry, _annotations(image, det, chosen.source in SCORED_SOURCES))
+        scored = chosen.source in SCORED_SOURCES
+        per_sample[sample.id] = (entry, _annotations(image, det, scored), tags, scored)
 
-    categories = sorted({ann["category_id"] for _, anns in per_sample.values() for ann in anns})
+    names = {ann["category_id"] for _, anns, _, _ in per_sample.values() for ann in anns}
+    names |= {name for _, _, tags, _ in per_sample.values() for name in tags.labels.tolist()}
+    categories = sorted(names)
     category_id = {name: i + 1 for i, name in enumerate(categories)}
     images, annotations = [], []
     for sample_id in sorted(per_sample):
-        entry, anns = per_sample[sample_id]
+        entry, anns, tags, scored = per_sample[sample_id]
+        if len(tags):
+            entry["tags"] = image_tags(Tags(tags.class_ids, tags.scores, tags.labels), category_id, scores=scored)
         images.append(entry)
         for ann in anns:
             ann["id"] = len(annotations) + 1

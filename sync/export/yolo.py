@@ -20,9 +20,13 @@ Label lines (coordinates normalized by the sample's width and height, clipped to
   files that mix box and segment lines).
 
 Crowd regions (attribute ``iscrowd``, from COCO imports) are not written (YOLO has no crowd
-concept; counted). Only local files are exported: a chosen sample whose URI is not an
-absolute path of an existing file, whose format ultralytics does not read, or whose content
-no longer matches its stored sha256 is skipped and listed with the reason.
+concept; counted). Tags (rows of shape type ``tag``: image-level labels) are not written either:
+a YOLO detection dataset has no image-level labels (counted as "tags (image-level labels)"
+among the dropped annotations; a tag's label is a class only if some box uses it).
+
+Only local files are exported: a chosen sample whose URI is not an absolute path of an existing
+file, whose format ultralytics does not read, or whose content no longer matches its stored
+sha256 is skipped and listed with the reason.
 
 Images keep their file name unless its stem (case-insensitively: the label file is
 ``STEM.txt``) is taken by an earlier sample (ascending sample id), in which case the name
@@ -50,6 +54,7 @@ import numpy as np
 from sync.crowd import crowd_column
 from sync.export.choice import ExportChoice, ExportError, ExportSummary, SampleChoice, choose_runs, iter_labels
 from sync.store import Store
+from sync.store.convert import split_tags
 
 __all__ = ["METADATA_FILE", "YOLO_SUFFIXES", "export_yolo", "label_lines", "split_of"]
 
@@ -291,7 +296,10 @@ def _write_samples(
     lines_of: dict[int, list[tuple[str, list[float]]]] = {}
     labels: set[str] = set()
     dropped: Counter = Counter()
-    for chosen, det in iter_labels(store, choice, masks=segments):
+    for chosen, labelled in iter_labels(store, choice, masks=segments):
+        det, tags = split_tags(labelled)
+        if len(tags):
+            dropped["tags (image-level labels)"] += len(tags)
         sample = chosen.sample
         labels.update(det.labels.tolist())
         lines, lost = label_lines(det, sample.width, sample.height, segments=segments)
