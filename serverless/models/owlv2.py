@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -33,6 +33,7 @@ from serverless.ontology import Ontology, OntologyError, prompt_phrases
 
 if TYPE_CHECKING:
     import torch
+    from transformers import CLIPTokenizer, Owlv2ForObjectDetection, Owlv2Processor
 
 __all__ = [
     "BACKEND",
@@ -97,8 +98,8 @@ def decode_owl(
 class _Queries:
     """An ontology's text queries: normalised embeddings (Q, D) and each one's label id (Q,)."""
 
-    embeds: Any
-    label_ids: Any
+    embeds: torch.Tensor
+    label_ids: torch.Tensor
     n_labels: int
 
 
@@ -109,7 +110,9 @@ class Owlv2:
     one ontology, which is what every door holds.
     """
 
-    def __init__(self, model: Any, processor: Any, *, device: str, model_id: str) -> None:
+    def __init__(
+        self, model: Owlv2ForObjectDetection, processor: Owlv2Processor, *, device: str, model_id: str
+    ) -> None:
         self.model = model.to(device).eval()
         self.processor = processor
         self.tokenizer = processor.tokenizer
@@ -184,7 +187,7 @@ class Owlv2:
         return self._queries[key]
 
     # ----------------------------------------------------------------- stages
-    def preprocess(self, images: Sequence[np.ndarray]) -> Any:
+    def preprocess(self, images: Sequence[np.ndarray]) -> torch.Tensor:
         """Pad to a square, resize and normalise RGB uint8 images: (B, 3, S, S) pixels."""
         # Frames are always (H, W, 3); without the hint, 1- or 3-pixel-high frames are misread.
         batch = self.processor.image_processor(
@@ -192,7 +195,7 @@ class Owlv2:
         )
         return batch["pixel_values"].to(self.device)
 
-    def forward(self, pixels: Any, queries: _Queries) -> tuple[np.ndarray, np.ndarray]:
+    def forward(self, pixels: torch.Tensor, queries: _Queries) -> tuple[np.ndarray, np.ndarray]:
         """The image features once, scored against every query: (probs (B, P, L) per label,
         boxes (B, P, 4) cxcywh relative to the padded square)."""
         import torch
@@ -287,7 +290,7 @@ def locate_weights(model: str, download: bool = True) -> WeightsSource:
     return locate_pretrained(model, download, display="OWLv2", example=DEFAULT_OWLV2_MODEL, hint=_HINT)
 
 
-def _tiny_clip_tokenizer() -> Any:
+def _tiny_clip_tokenizer() -> CLIPTokenizer:
     """A CLIP byte-level BPE tokenizer in OWLv2's layout: the 256 byte symbols (``"!"``, the
     padding token, is id 0), the same with ``</w>``, merges for `_TINY_WORDS`, and the start
     and end tokens last: the text encoder pools at the highest id, which must be the end token."""
@@ -334,7 +337,14 @@ def write_tiny(directory: Path, seed: int = 0) -> Path:
         projection_dim=32,  # the class head compares projected text with text_config.hidden_size features
     )
     torch.manual_seed(seed)
-    Owlv2ForObjectDetection(config).eval().save_pretrained(str(directory))
+    model = Owlv2ForObjectDetection(config).eval()
+    # transformers leaves the box head's layers at std ~1, which saturates every random box
+    # into a line or the whole square; at std 0.2 the boxes spread around their patches.
+    with torch.no_grad():
+        for layer in (model.box_head.dense0, model.box_head.dense1, model.box_head.dense2):
+            torch.nn.init.normal_(layer.weight, std=0.2)
+            torch.nn.init.zeros_(layer.bias)
+    model.save_pretrained(str(directory))
     image_processor = Owlv2ImageProcessor(size={"height": size, "width": size})
     Owlv2Processor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(str(directory))
     (directory / TINY_MARKER).write_text("random weights: outputs are meaningless\n")
