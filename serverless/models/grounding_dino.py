@@ -17,7 +17,7 @@ import numpy as np
 
 from serverless.detections import Detections
 from serverless.models.base import check_threshold
-from serverless.models.hub import load_error, locate_pretrained, pretrained_on_disk
+from serverless.models.hub import checked_config, load_error, locate_pretrained, pretrained_on_disk
 from serverless.models.registry import (
     DetectorBackend,
     WeightsSource,
@@ -155,11 +155,7 @@ class GroundingDino:
         import transformers
 
         try:
-            # A named model class loads any checkpoint with missing weights left random (a
-            # warning only), so the checkpoint's own model type is checked first.
-            config = transformers.AutoConfig.from_pretrained(model_id)
-            if config.model_type != architecture.model_type:
-                raise ValueError(f"it holds a {config.model_type!r} model, not {architecture.model_type!r}")
+            config = checked_config(model_id, architecture.model_type)
             processor = transformers.AutoProcessor.from_pretrained(model_id)
             model = getattr(transformers, architecture.model_class).from_pretrained(model_id, config=config)
         except (OSError, ValueError) as err:

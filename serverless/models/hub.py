@@ -12,10 +12,18 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from serverless.models.registry import ModelLoadError, WeightsSource, url_problem
 
-__all__ = ["cached_snapshot", "load_error", "locate_pretrained", "looks_like_path", "pretrained_on_disk"]
+__all__ = [
+    "cached_snapshot",
+    "checked_config",
+    "load_error",
+    "locate_pretrained",
+    "looks_like_path",
+    "pretrained_on_disk",
+]
 
 
 def looks_like_path(value: str) -> bool:
@@ -102,3 +110,16 @@ def load_error(display: str, model: str, err: BaseException) -> ModelLoadError:
     """A `ModelLoadError` in one line for a ``from_pretrained`` failure (``raise ... from err``)."""
     first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     return ModelLoadError(f"cannot load {display} from {model!r}: {first}")
+
+
+def checked_config(model_id: str, model_type: str) -> Any:
+    """The ``AutoConfig`` of ``model_id``, refused (ValueError, for `load_error`) unless its
+    ``model_type`` is ``model_type``. A named transformers class "loads" another model's
+    checkpoint with only a warning, leaving the weights it lacks random; so the checkpoint's own
+    type is checked before any weights are read, and the config is passed on to the model."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(model_id)
+    if config.model_type != model_type:
+        raise ValueError(f"it holds a {config.model_type!r} model, not {model_type!r}")
+    return config

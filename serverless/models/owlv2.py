@@ -26,7 +26,7 @@ import numpy as np
 
 from serverless.detections import Detections
 from serverless.models.base import check_threshold
-from serverless.models.hub import load_error, locate_pretrained, pretrained_on_disk
+from serverless.models.hub import checked_config, load_error, locate_pretrained, pretrained_on_disk
 from serverless.models.registry import DetectorBackend, WeightsSource, inference_context, load_once, select_device
 from serverless.models.tiny import TINY_MARKER
 from serverless.ontology import Ontology, OntologyError, prompt_phrases
@@ -129,14 +129,10 @@ class Owlv2:
 
     @classmethod
     def _from_pretrained(cls, model_id: str, device: str) -> Owlv2:
-        from transformers import AutoConfig, Owlv2ForObjectDetection, Owlv2Processor
+        from transformers import Owlv2ForObjectDetection, Owlv2Processor
 
         try:
-            # Owlv2ForObjectDetection loads any checkpoint, leaving what is missing random (a
-            # warning only): the checkpoint's own model type is checked first.
-            config = AutoConfig.from_pretrained(model_id)
-            if config.model_type != "owlv2":
-                raise ValueError(f"it holds a {config.model_type!r} model, not 'owlv2'")
+            config = checked_config(model_id, "owlv2")
             processor = Owlv2Processor.from_pretrained(model_id)
             model = Owlv2ForObjectDetection.from_pretrained(model_id, config=config)
         except (OSError, ValueError) as err:
