@@ -97,7 +97,7 @@ def test_a_mixed_ontology_gets_a_function_per_role_with_the_labels_each_can_give
     assert all(label["attributes"][0]["name"] == "score" for label in spec["clip"])
     assert spec["sam2-interactor"] == []
     names = {kind: config(f)["metadata"]["name"] for kind, f in functions.items()}
-    assert names == {"owlv2": "yard-owlv2", "owlv2-sam2": "yard-owlv2-sam2", "sam2-interactor": "sam2-interactor",
+    assert names == {"owlv2": "yard-owlv2", "owlv2-sam2": "yard-owlv2-sam2", "sam2-interactor": "yard-sam2-interactor",
                      "clip": "yard-clip"}
     assert "classifier_function" in functions["clip"].files["main.py"] and "ontology.yaml" in functions["clip"].files
     assert "detector_function" in functions["owlv2"].files["main.py"]
