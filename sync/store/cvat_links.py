@@ -487,11 +487,7 @@ class CvatLinks(StoreBase):
             where = f"CVAT job {job_row.job_id} of task {task_row.task_id} on {task_row.server}"
             frames = self._frames(s, task_row.id)
             in_range = {sid for f, sid in frames.items() if job_row.start_frame <= f <= job_row.stop_frame}
-            source = DEFAULT_SOURCE["human"]
-            values = self._detection_values(s, task_row.dataset_id, detections, with_scores, source)
-            values += self._tag_values(s, task_row.dataset_id, dict(tags or {}), with_scores, source)
-            pushed = {kind: self._pushed(s, task_row.id, kind) for kind in PUSHED_KINDS}
-            values = [_linked(v, pushed) for v in values]
+            values = self._revision_values(s, task_row, detections, dict(tags or {}), with_scores)
             name = self._revision_name(s, task_row, job_row, name, where)
             now = utc_now()
             run = Run(
@@ -528,6 +524,22 @@ class CvatLinks(StoreBase):
             )
             log.info("%s: recorded revision %r with %d annotations", where, name, count)
             return run_info(run)
+
+    def _revision_values(
+        self,
+        s: Session,
+        task_row: CvatTask,
+        detections: Mapping[int, Detections],
+        tags: Mapping[int, Detections],
+        with_scores: bool,
+    ) -> list[tuple]:
+        """Insert-ready rows of a revision's shapes and tags, each linked to the pre-label it was
+        pushed as (by kind: a tag's CVAT id is a tag id)."""
+        source = DEFAULT_SOURCE["human"]
+        values = self._detection_values(s, task_row.dataset_id, detections, with_scores, source)
+        values += self._tag_values(s, task_row.dataset_id, tags, with_scores, source)
+        pushed = {kind: self._pushed(s, task_row.id, kind) for kind in PUSHED_KINDS}
+        return [_linked(v, pushed) for v in values]
 
     def _revision_name(self, s: Session, task_row: CvatTask, job_row: CvatJob, name: str | None, where: str) -> str:
         """``name`` if the dataset has no run of that name, else `StoreError`; without a name,
