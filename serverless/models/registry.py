@@ -67,6 +67,7 @@ BACKEND_MODULES: dict[str, str] = {
     "grounding-dino": "serverless.models.grounding_dino",
     "owlv2": "serverless.models.owlv2",
     "mm-grounding-dino": "serverless.models.mm_grounding_dino",
+    "yolo-world": "serverless.models.yolo_world",
     "sam3": "serverless.models.sam3",
     "sam": "serverless.models.sam",
     "sam2": "serverless.models.sam2",

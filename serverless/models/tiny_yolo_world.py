@@ -1,0 +1,184 @@
+"""A tiny random-init YOLO-World in the real on-disk formats the ``yolo-world`` backend loads
+(`serverless.models.yolo_world`), written offline.
+
+`write_tiny_yolo_world(directory)` writes:
+
+- ``yolo-world-tiny.yaml``: an ultralytics model yaml, yolov8-worldv2's layer list with a few
+  channels per layer, one repeat per block and ``reg_max: 4`` (the box branch's width follows
+  it), so a 640x640 input costs about 0.8 GFLOPs instead of yolov8s-worldv2's 51;
+- ``yolo-world-tiny.pt``: a checkpoint in the layout ultralytics writes (``model`` is the
+  pickled half-precision `WorldModel`, ``train_args`` holds ``imgsz``), which
+  ``ultralytics.YOLOWorld(path)`` and the backend's restricted loader read;
+- ``clip/``: a transformers `CLIPModel` ``save_pretrained`` directory with a byte-level BPE
+  `CLIPTokenizer` built here (the 512 byte symbols with and without ``</w>``, merges for a few
+  words, then ``<|startoftext|>`` and ``<|endoftext|>``, as in openai/clip-vit-base-patch32) and
+  a `CLIPProcessor`. Its text projection is 512 wide, the text embedding width of the yaml's
+  ``C2fAttn`` guides and ``WorldDetect`` head (ultralytics' `WorldModel` also builds with a
+  512-wide placeholder text embedding, so any other width fails when the model is built).
+
+Their outputs are meaningless: they exist so tests and offline demos run the real code path.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from serverless.models.tiny import TINY_MARKER
+
+__all__ = ["CHECKPOINT_NAME", "CLIP_DIR", "TEXT_DIM", "TINY_YAML", "write_tiny_clip", "write_tiny_yolo_world"]
+
+CHECKPOINT_NAME = "yolo-world-tiny.pt"
+CLIP_DIR = "clip"
+TEXT_DIM = 512
+"""Text embedding width: the tiny CLIP's ``projection_dim`` and the yaml's guide/embed width."""
+IMGSZ = 640
+
+TINY_YAML = f"""\
+# yolov8-worldv2 (ultralytics/cfg/models/v8/yolov8-worldv2.yaml) scaled down for tests
+nc: 4
+reg_max: 4
+depth_multiple: 1.0
+width_multiple: 1.0
+backbone:
+  - [-1, 1, Conv, [8, 3, 2]] # 0-P1/2
+  - [-1, 1, Conv, [16, 3, 2]] # 1-P2/4
+  - [-1, 1, C2f, [16, True]]
+  - [-1, 1, Conv, [16, 3, 2]] # 3-P3/8
+  - [-1, 1, C2f, [16, True]]
+  - [-1, 1, Conv, [32, 3, 2]] # 5-P4/16
+  - [-1, 1, C2f, [32, True]]
+  - [-1, 1, Conv, [32, 3, 2]] # 7-P5/32
+  - [-1, 1, C2f, [32, True]]
+  - [-1, 1, SPPF, [32, 5]] # 9
+head:
+  - [-1, 1, nn.Upsample, [None, 2, "nearest"]]
+  - [[-1, 6], 1, Concat, [1]]
+  - [-1, 1, C2fAttn, [32, 16, 1, {TEXT_DIM}]] # 12: [c2, embed (set to c2/2), heads, text width]
+  - [-1, 1, nn.Upsample, [None, 2, "nearest"]]
+  - [[-1, 4], 1, Concat, [1]]
+  - [-1, 1, C2fAttn, [16, 8, 1, {TEXT_DIM}]] # 15 (P3/8)
+  - [15, 1, Conv, [16, 3, 2]]
+  - [[-1, 12], 1, Concat, [1]]
+  - [-1, 1, C2fAttn, [32, 16, 1, {TEXT_DIM}]] # 18 (P4/16)
+  - [-1, 1, Conv, [32, 3, 2]]
+  - [[-1, 9], 1, Concat, [1]]
+  - [-1, 1, C2fAttn, [32, 16, 1, {TEXT_DIM}]] # 21 (P5/32)
+  - [[15, 18, 21], 1, WorldDetect, [nc, {TEXT_DIM}, True]] # WorldDetect(P3, P4, P5)
+"""
+"""The tiny architecture (ultralytics model yaml); ``nc`` is only the class count the model
+is built with: the backend gives the head one class per ontology prompt."""
+
+_WORDS = (
+    "a an the of with on in person worker people man woman cat dog cup coffee mug car truck bus "
+    "bicycle chair table bottle hard hat helmet vest tree sky road rocket astronaut sunny day"
+).split()
+
+
+def write_tiny_clip(directory: Path, seed: int = 0) -> Path:
+    """A tiny random `CLIPModel` (``projection_dim`` `TEXT_DIM`) with its tokenizer and
+    processor, as ``save_pretrained`` writes them, in ``directory`` (reused when there)."""
+    if (directory / TINY_MARKER).exists():
+        return directory
+    import torch
+    from tokenizers.pre_tokenizers import ByteLevel
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
+
+    directory.mkdir(parents=True, exist_ok=True)
+    alphabet = sorted(ByteLevel.alphabet())
+    merges: dict[tuple[str, str], None] = {}
+    for word in _WORDS:  # join each word's symbols left to right: "c a", "ca t</w>"
+        symbols = [*word[:-1], word[-1] + "</w>"]
+        joined = symbols[0]
+        for symbol in symbols[1:]:
+            merges.setdefault((joined, symbol), None)
+            joined += symbol
+    tokens = [*alphabet, *(c + "</w>" for c in alphabet), *(a + b for a, b in merges)]
+    tokens += ["<|startoftext|>", "<|endoftext|>"]
+    vocab = {token: i for i, token in enumerate(dict.fromkeys(tokens))}
+    tokenizer = CLIPTokenizer(vocab=vocab, merges=list(merges), model_max_length=77)
+    text = {
+        "vocab_size": len(vocab), "hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 1,
+        "num_attention_heads": 2, "max_position_embeddings": 77, "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id,
+    }  # fmt: skip
+    vision = {"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 1, "num_attention_heads": 2,
+              "image_size": 32, "patch_size": 8}  # fmt: skip
+    torch.manual_seed(seed)
+    model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=TEXT_DIM)).eval()
+    model.save_pretrained(str(directory))
+    image_processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(str(directory))
+    (directory / TINY_MARKER).write_text("random weights: outputs are meaningless\n")
+    return directory
+
+
+def _calibrate(model: Any, seed: int) -> None:
+    """Make a random `WorldModel`'s scores vary with the image. At random init every layer
+    shrinks its input (the head then sees a constant) and the contrastive heads start at a bias
+    of -10 (every score about 0). Each BatchNorm takes its statistics from one pass over smooth
+    random images, as a trained model's reflect its data, and the heads start at bias 0 and
+    logit scale e^-2: scores then spread over 0..1 without saturating."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    smooth = torch.nn.functional.interpolate(torch.rand(4, 3, 8, 8, generator=generator), size=(256, 256), mode="bilinear")
+    images = 0.8 * smooth + 0.2 * torch.rand(4, 3, 256, 256, generator=generator)
+    text = torch.nn.functional.normalize(torch.randn(1, 4, TEXT_DIM, generator=generator), dim=-1)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    momentum = [m.momentum for m in norms]
+    for norm in norms:
+        norm.momentum = 1.0  # running statistics := this batch's
+    model.train()
+    with torch.no_grad():
+        model.predict(images, txt_feats=text)
+    for norm, value in zip(norms, momentum, strict=True):
+        norm.momentum = value
+    model.eval()
+    for head in model.model[-1].cv4:
+        head.bias.data.zero_()
+        head.logit_scale.data.fill_(-2.0)
+
+
+def _write_checkpoint(directory: Path, seed: int) -> Path:
+    import torch
+    import ultralytics
+    from ultralytics.nn.tasks import WorldModel
+
+    config = directory / "yolo-world-tiny.yaml"
+    config.write_text(TINY_YAML, encoding="utf-8")
+    torch.manual_seed(seed)
+    # nc is passed as well as written in the yaml: WorldModel sizes its placeholder text
+    # embedding from the argument (80 when None) and runs it through the head while building.
+    model = WorldModel(str(config), nc=4, verbose=False)
+    _calibrate(model, seed)
+    checkpoint = directory / CHECKPOINT_NAME
+    # The keys and half precision of ultralytics' Model.save, which builds from a yaml only
+    # with nc 80 (a head four times the cost here).
+    torch.save(
+        {
+            "model": model.half(),
+            "ema": None,
+            "train_args": {"imgsz": IMGSZ, "task": "detect", "model": config.name},
+            "date": datetime.now(timezone.utc).isoformat(),
+            "version": ultralytics.__version__,
+        },
+        checkpoint,
+    )
+    return checkpoint
+
+
+def write_tiny_yolo_world(directory: Path, seed: int = 0) -> tuple[Path, Path]:
+    """``(checkpoint, CLIP directory)`` of a tiny YOLO-World written under ``directory``
+    (reused when already there)."""
+    from serverless.models.yolo_world import ultralytics_environment
+
+    clip = write_tiny_clip(directory / CLIP_DIR, seed)
+    checkpoint = directory / CHECKPOINT_NAME
+    if not (directory / TINY_MARKER).exists():
+        directory.mkdir(parents=True, exist_ok=True)
+        ultralytics_environment()
+        _write_checkpoint(directory, seed)
+        (directory / TINY_MARKER).write_text("random weights: outputs are meaningless\n")
+    return checkpoint, clip
