@@ -142,7 +142,8 @@ def test_text_embeddings_are_clips_normalised_text_features(world):
     from transformers import AutoTokenizer, CLIPModel
 
     clip = CLIPModel.from_pretrained(world.clip.model_id).eval()
-    tokens = AutoTokenizer.from_pretrained(world.clip.model_id)(["person", "coffee mug"], padding=True, return_tensors="pt")
+    tokenizer = AutoTokenizer.from_pretrained(world.clip.model_id)
+    tokens = tokenizer(["person", "coffee mug"], padding=True, return_tensors="pt")
     with torch.inference_mode():
         reference = clip.get_text_features(**tokens).pooler_output
     reference = reference / reference.norm(dim=-1, keepdim=True)
@@ -162,7 +163,9 @@ def test_prompts_are_embedded_once_per_ontology_not_per_frame(world, frames, mon
 
 
 def test_two_ontologies_bound_from_one_model_do_not_interfere(world, frames):
-    other = parse_ontology("defaults: {threshold: 0.3}\nlabels: [{name: dog}, {name: helmet, prompts: [helmet, hard hat]}]\n")
+    other = parse_ontology(
+        "defaults: {threshold: 0.3}\nlabels: [{name: dog}, {name: helmet, prompts: [helmet, hard hat]}]\n"
+    )
     first, second = world.bind(ONTOLOGY), world.bind(other)
     images = frames[:2]
     before = first.detect(images)
@@ -325,6 +328,7 @@ def test_public_checkpoints_download_once_and_a_wrong_digest_is_refused(tmp_path
         download_once(PublicCheckpoint(source.as_uri(), "0" * 64), target, display="X", hint="set Y")
     assert "expected " + "0" * 64 in one_line(caught)
     assert list(target.parent.iterdir()) == [], "nothing is kept of a download with the wrong digest"
-    assert download_once(PublicCheckpoint(source.as_uri(), digest), target, display="X", hint="").read_bytes() == b"weights"
+    fetched = download_once(PublicCheckpoint(source.as_uri(), digest), target, display="X", hint="")
+    assert fetched == target and target.read_bytes() == b"weights"
     source.unlink()  # cached now: never fetched again
     assert download_once(PublicCheckpoint(source.as_uri(), digest), target, display="X", hint="") == target

@@ -66,7 +66,9 @@ def download_once(checkpoint: PublicCheckpoint, target: Path, *, display: str, h
     if target.is_file():
         return target
     if downloads_off():
-        raise ModelLoadError(f"{display} weights are not cached at {target} and downloads are off (offline mode); {hint}")
+        raise ModelLoadError(
+            f"{display} weights are not cached at {target} and downloads are off (offline mode); {hint}"
+        )
     import torch.hub
 
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -80,6 +82,8 @@ def download_once(checkpoint: PublicCheckpoint, target: Path, *, display: str, h
         digest = _sha256(partial)
         if digest != checkpoint.sha256:
             partial.unlink(missing_ok=True)
-            raise ModelLoadError(f"{display} download from {checkpoint.url} has SHA-256 {digest}, expected {checkpoint.sha256}")
+            raise ModelLoadError(
+                f"{display} download from {checkpoint.url} has SHA-256 {digest}, expected {checkpoint.sha256}"
+            )
     partial.replace(target)
     return target

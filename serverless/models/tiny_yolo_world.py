@@ -23,9 +23,12 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from serverless.models.tiny import TINY_MARKER
+
+if TYPE_CHECKING:
+    from ultralytics.nn.tasks import WorldModel
 
 __all__ = ["CHECKPOINT_NAME", "CLIP_DIR", "TEXT_DIM", "TINY_YAML", "write_tiny_clip", "write_tiny_yolo_world"]
 
@@ -114,7 +117,7 @@ def write_tiny_clip(directory: Path, seed: int = 0) -> Path:
     return directory
 
 
-def _calibrate(model: Any, seed: int) -> None:
+def _calibrate(model: WorldModel, seed: int) -> None:
     """Make a random `WorldModel`'s scores vary with the image. At random init every layer
     shrinks its input (the head then sees a constant) and the contrastive heads start at a bias
     of -10 (every score about 0). Each BatchNorm takes its statistics from one pass over smooth
@@ -123,7 +126,8 @@ def _calibrate(model: Any, seed: int) -> None:
     import torch
 
     generator = torch.Generator().manual_seed(seed)
-    smooth = torch.nn.functional.interpolate(torch.rand(4, 3, 8, 8, generator=generator), size=(256, 256), mode="bilinear")
+    blobs = torch.rand(4, 3, 8, 8, generator=generator)
+    smooth = torch.nn.functional.interpolate(blobs, size=(256, 256), mode="bilinear")
     images = 0.8 * smooth + 0.2 * torch.rand(4, 3, 256, 256, generator=generator)
     text = torch.nn.functional.normalize(torch.randn(1, 4, TEXT_DIM, generator=generator), dim=-1)
     norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]

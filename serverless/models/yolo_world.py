@@ -52,7 +52,7 @@ import os
 import pickle
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -73,6 +73,8 @@ from serverless.ontology import Ontology, OntologyError, prompt_phrases
 
 if TYPE_CHECKING:
     import torch
+    from transformers import CLIPTextModelWithProjection, PreTrainedTokenizerBase
+    from ultralytics.nn.tasks import WorldModel
 
 __all__ = [
     "BACKEND",
@@ -199,7 +201,7 @@ def world_detections(
 
 
 @functools.cache
-def _text_tower() -> type:
+def _text_tower() -> type[CLIPTextModelWithProjection]:
     """transformers' ``CLIPTextModelWithProjection``, told that a ``CLIPModel`` checkpoint's
     vision weights are expected to be left unread (not a load report of every one of them)."""
     from transformers import CLIPTextModelWithProjection
@@ -214,7 +216,9 @@ class ClipText:
     """The text tower of a transformers CLIP (``CLIPTextModelWithProjection``, which loads the
     text half of a ``CLIPModel`` checkpoint): L2-normalised prompt embeddings."""
 
-    def __init__(self, model: Any, tokenizer: Any, *, device: str, model_id: str) -> None:
+    def __init__(
+        self, model: CLIPTextModelWithProjection, tokenizer: PreTrainedTokenizerBase, *, device: str, model_id: str
+    ) -> None:
         self.model = model.to(device).eval()
         self.tokenizer = tokenizer
         self.device = device
@@ -281,7 +285,7 @@ class ClipText:
 # --------------------------------------------------------------------------- network
 
 
-def load_world_checkpoint(path: str) -> tuple[Any, int]:
+def load_world_checkpoint(path: str) -> tuple[WorldModel, int]:
     """``(WorldModel in eval mode, fused, float32 on the CPU, input size)`` from an
     ultralytics checkpoint, read with ultralytics' restricted unpickler (``weights_only`` with
     an allow-list of its model classes). `ModelLoadError` in one line otherwise."""
@@ -307,7 +311,7 @@ def load_world_checkpoint(path: str) -> tuple[Any, int]:
     return model.float().eval().fuse(verbose=False), imgsz
 
 
-def _text_widths(model: Any) -> set[int]:
+def _text_widths(model: WorldModel) -> set[int]:
     """The text embedding widths the network reads: the ``C2fAttn`` guides and the head."""
     from ultralytics.nn.modules.block import MaxSigmoidAttnBlock
 
@@ -315,7 +319,7 @@ def _text_widths(model: Any) -> set[int]:
     return widths | {int(model.model[-1].cv3[0][-1].out_channels)}
 
 
-def bound_network(model: Any, n_classes: int) -> Any:
+def bound_network(model: WorldModel, n_classes: int) -> WorldModel:
     """A view of ``model`` (a `WorldModel`) for ``n_classes`` text classes: a shallow copy of
     its ``WorldDetect`` head with its own ``nc``/``no`` and anchor cache, in a shallow copy of
     the model whose layer list ends with that head. Every layer, parameter and buffer is the
@@ -337,7 +341,7 @@ class YoloWorld:
     serve any ontology). `bind` gives the `Detector` for one ontology, which is what every
     door holds; nothing here changes once loaded."""
 
-    def __init__(self, model: Any, clip: ClipText, *, device: str, checkpoint: str, imgsz: int = 640) -> None:
+    def __init__(self, model: WorldModel, clip: ClipText, *, device: str, checkpoint: str, imgsz: int = 640) -> None:
         ultralytics_environment()
         from ultralytics.data.augment import LetterBox
 
@@ -383,7 +387,7 @@ class YoloWorld:
         frames = np.stack([self._letterbox(image=np.ascontiguousarray(image)) for image in images])
         return torch.from_numpy(frames).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
 
-    def forward(self, pixels: torch.Tensor, network: Any, text: torch.Tensor) -> np.ndarray:
+    def forward(self, pixels: torch.Tensor, network: WorldModel, text: torch.Tensor) -> np.ndarray:
         """(B, 4 + P, A) float32: the decoded head output of ``network`` (a `bound_network`)
         for text features ``text`` (1, P, D)."""
         with inference_context(self.device):
@@ -396,7 +400,7 @@ class YoloWorldDetector:
     ontology's text features and its own network view; shares the weights."""
 
     def __init__(
-        self, model: YoloWorld, ontology: Ontology, text: torch.Tensor, prompt_label: np.ndarray, network: Any
+        self, model: YoloWorld, ontology: Ontology, text: torch.Tensor, prompt_label: np.ndarray, network: WorldModel
     ) -> None:
         self.model = model
         self.ontology = ontology
@@ -423,8 +427,9 @@ class YoloWorldDetector:
             chunk = images[start : start + BATCH]
             raw = self.model.forward(self.model.preprocess(chunk), self._network, self.text)
             for pred, image in zip(raw, chunk, strict=True):
+                shape = image.shape[:2]
                 found.append(
-                    world_detections(pred, self.prompt_label, ontology, per_label, input_shape=size, image_shape=image.shape[:2])
+                    world_detections(pred, self.prompt_label, ontology, per_label, input_shape=size, image_shape=shape)
                 )
         return found
 
@@ -531,7 +536,7 @@ def _build(weights: str, source: WeightsSource, ontology: Ontology, device: str 
 
 BACKEND = DetectorBackend(
     name="yolo-world",
-    summary="YOLO-World (ultralytics) with a transformers CLIP text encoder: open-vocabulary boxes, one class per prompt",
+    summary="YOLO-World (ultralytics, text from transformers' CLIP): open-vocabulary boxes, one class per prompt",
     parse=_parse,
     locate=locate_weights,
     on_disk=_on_disk,
