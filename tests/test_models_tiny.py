@@ -196,3 +196,34 @@ def test_the_load_time_token_bound_never_exceeds_the_tokenizer(gdino, text):
     phrase = normalize_phrase(text)
     if phrase and "." not in phrase:
         assert prompt_tokens_at_least(phrase) <= gdino.count_tokens(phrase + " .")
+
+
+# --------------------------------------------------------------------------- tiny tokenizers
+
+
+def test_the_tiny_clip_tokenizer_makes_each_word_one_token_and_ends_at_the_highest_id():
+    from serverless.models.tiny_tokenizers import CLIP_END, CLIP_START, tiny_clip_tokenizer
+
+    tokenizer = tiny_clip_tokenizer(["cat", "coffee", "hard", "hat"], model_max_length=16, pad_token="!")
+    start, end = tokenizer.convert_tokens_to_ids([CLIP_START, CLIP_END])
+    assert (start, end) == (len(tokenizer) - 2, len(tokenizer) - 1)  # OWL pools at argmax(input_ids)
+    assert tokenizer.bos_token_id == start and tokenizer.eos_token_id == end
+    assert tokenizer.pad_token_id == 0 and tokenizer.model_max_length == 16
+    ids = tokenizer("cat hard hat coffee")["input_ids"]
+    assert len(ids) == 6 and ids[0] == start and ids[-1] == end
+    assert tokenizer.decode(ids, skip_special_tokens=True) == "cat hard hat coffee"
+    spelled = tokenizer("zq ünï")["input_ids"]  # unknown words: one token per byte, never [UNK]
+    assert len(spelled) == 2 + 2 + len("ünï".encode())
+    assert tokenizer.decode(spelled, skip_special_tokens=True) == "zq ünï"
+    clip = tiny_clip_tokenizer(["cat"], model_max_length=77)
+    padded = clip(["cat"], padding="max_length", max_length=5)["input_ids"][0]
+    assert padded[-2:] == [clip.eos_token_id] * 2 == [len(clip) - 1] * 2  # CLIP pads with its end token
+
+
+def test_the_tiny_siglip_tokenizer_makes_each_word_one_token():
+    from serverless.models.tiny_tokenizers import tiny_siglip_tokenizer
+
+    tokenizer = tiny_siglip_tokenizer(["person", "sky"], model_max_length=64)
+    tokens = tokenizer.convert_ids_to_tokens(tokenizer("a person under the sky")["input_ids"])
+    assert "▁person" in tokens and "▁sky" in tokens and "<unk>" not in tokens
+    assert tokenizer.model_max_length == 64

@@ -29,11 +29,12 @@ from serverless.models.base import check_threshold
 from serverless.models.hub import checked_config, load_error, locate_pretrained, pretrained_on_disk
 from serverless.models.registry import DetectorBackend, WeightsSource, inference_context, load_once, select_device
 from serverless.models.tiny import TINY_MARKER
+from serverless.models.tiny_tokenizers import tiny_clip_tokenizer
 from serverless.ontology import Ontology, OntologyError, prompt_phrases
 
 if TYPE_CHECKING:
     import torch
-    from transformers import CLIPTokenizer, Owlv2ForObjectDetection, Owlv2Processor
+    from transformers import Owlv2ForObjectDetection, Owlv2Processor
 
 __all__ = [
     "BACKEND",
@@ -286,28 +287,6 @@ def locate_weights(model: str, download: bool = True) -> WeightsSource:
     return locate_pretrained(model, download, display="OWLv2", example=DEFAULT_OWLV2_MODEL, hint=_HINT)
 
 
-def _tiny_clip_tokenizer() -> CLIPTokenizer:
-    """A CLIP byte-level BPE tokenizer in OWLv2's layout: the 256 byte symbols (``"!"``, the
-    padding token, is id 0), the same with ``</w>``, merges for `_TINY_WORDS`, and the start
-    and end tokens last: the text encoder pools at the highest id, which must be the end token."""
-    from transformers import CLIPTokenizer
-    from transformers.convert_slow_tokenizer import bytes_to_unicode
-
-    symbols = list(bytes_to_unicode().values())
-    vocab = {token: i for i, token in enumerate([*symbols, *(s + "</w>" for s in symbols)])}
-    merges = []
-    for word in _TINY_WORDS:
-        pieces = [*word[:-1], word[-1] + "</w>"]
-        done = pieces[0]
-        for piece in pieces[1:]:
-            merges.append((done, piece))
-            done += piece
-            vocab.setdefault(done, len(vocab))
-    vocab["<|startoftext|>"] = len(vocab)
-    vocab["<|endoftext|>"] = len(vocab)
-    return CLIPTokenizer(vocab=vocab, merges=merges, pad_token="!", model_max_length=16)
-
-
 def write_tiny(directory: Path, seed: int = 0) -> Path:
     """A tiny random OWLv2 as ``save_pretrained`` writes it (config, safetensors, a CLIP
     tokenizer, OWLv2's processor at a 96-pixel input) in ``directory`` (reused when already
@@ -318,7 +297,9 @@ def write_tiny(directory: Path, seed: int = 0) -> Path:
     from transformers import Owlv2Config, Owlv2ForObjectDetection, Owlv2ImageProcessor, Owlv2Processor
 
     directory.mkdir(parents=True, exist_ok=True)
-    tokenizer = _tiny_clip_tokenizer()
+    # OWL's text encoder pools at the highest id (the end token, last in this vocabulary) and
+    # its checkpoints pad with "!" (id 0), as openai's CLIP tokenizer lays them out.
+    tokenizer = tiny_clip_tokenizer(_TINY_WORDS, model_max_length=16, pad_token="!")
     size = 96  # the processor's output size must be the vision config's image_size
     config = Owlv2Config(
         text_config={

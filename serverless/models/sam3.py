@@ -38,6 +38,7 @@ from serverless.models.registry import (
     load_once,
     select_device,
 )
+from serverless.models.tiny_tokenizers import tiny_clip_tokenizer
 from serverless.ontology import Defaults, Ontology, OntologyError, prompt_phrases
 
 if TYPE_CHECKING:
@@ -359,32 +360,7 @@ _TINY_WORDS = (
 ).split()
 
 
-def _tiny_tokenizer() -> CLIPTokenizer:
-    """A CLIP BPE tokenizer over the 256 byte-level symbols plus whole-word merges for a few
-    words (facebook/sam3 uses CLIP's 49,408-token vocabulary)."""
-    from tokenizers.pre_tokenizers import ByteLevel
-    from transformers import CLIPTokenizer
-
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
-    alphabet = sorted(ByteLevel.alphabet())
-    for symbol in [*alphabet, *(s + "</w>" for s in alphabet)]:
-        vocab.setdefault(symbol, len(vocab))
-    merges: list[tuple[str, str]] = []
-    for word in _TINY_WORDS:
-        parts = [*word[:-1], word[-1] + "</w>"]
-        while len(parts) > 1:
-            pair = (parts[0], parts[1])
-            if pair not in merges:
-                merges.append(pair)
-            parts = [parts[0] + parts[1], *parts[2:]]
-            vocab.setdefault(parts[0], len(vocab))
-    tokenizer = CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=32)
-    if len(tokenizer("a person")["input_ids"]) != 4:
-        raise RuntimeError("tiny SAM 3 tokenizer does not merge whole words")
-    return tokenizer
-
-
-def _tiny_config(vocab_size: int) -> Sam3Config:
+def _tiny_config(tokenizer: CLIPTokenizer) -> Sam3Config:
     """SAM 3's structure at toy sizes: 4 FPN scales, windowed + global ViT layers, 20 queries.
     ``initializer_range`` 0.02 everywhere (random weights must not be denormal floats)."""
     from transformers import (
@@ -408,8 +384,9 @@ def _tiny_config(vocab_size: int) -> Sam3Config:
         backbone_feature_sizes=[[patches * 4] * 2, [patches * 2] * 2, [patches] * 2], initializer_range=0.02,
     )
     text = {
-        **small, "vocab_size": vocab_size, "intermediate_size": 64, "projection_dim": 32, "num_hidden_layers": 1,
-        "max_position_embeddings": 32, "hidden_act": "gelu", "bos_token_id": 0, "eos_token_id": 1, "pad_token_id": 1,
+        **small, "vocab_size": len(tokenizer), "intermediate_size": 64, "projection_dim": 32, "num_hidden_layers": 1,
+        "max_position_embeddings": 32, "hidden_act": "gelu", "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id,
     }
     return Sam3Config(
         vision_config=vision,
@@ -434,9 +411,10 @@ def write_tiny_sam3(directory: str | Path, seed: int = 0) -> Path:
     if (directory / TINY_MARKER).exists():
         return directory
     directory.mkdir(parents=True, exist_ok=True)
-    tokenizer = _tiny_tokenizer()
+    # facebook/sam3 reads CLIP's tokenizer (49,408 tokens); this one has a few whole words.
+    tokenizer = tiny_clip_tokenizer(_TINY_WORDS, model_max_length=32)
     torch.manual_seed(seed)
-    Sam3Model(_tiny_config(len(tokenizer))).eval().save_pretrained(str(directory))
+    Sam3Model(_tiny_config(tokenizer)).eval().save_pretrained(str(directory))
     side = _TINY_IMAGE // 14 * 4
     image_processor = Sam3ImageProcessor(
         size={"height": _TINY_IMAGE, "width": _TINY_IMAGE}, mask_size={"height": side, "width": side}

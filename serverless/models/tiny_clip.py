@@ -2,29 +2,33 @@
 backend loads (`serverless.models.clip`): config, safetensors weights, image processor and a
 tokenizer, all written offline.
 
-- ``clip``: a `CLIPModel` with a byte-level BPE `CLIPTokenizer` whose vocabulary and merges are
-  built here (the 512 byte symbols with and without ``</w>``, merges for a few words, then
-  ``<|startoftext|>`` and ``<|endoftext|>``, as in openai/clip-vit-base-patch32's layout); text
-  context 77 tokens as the real one.
+- ``clip``: a `CLIPModel` with a byte-level BPE `CLIPTokenizer` in openai/clip-vit-base-patch32's
+  layout (`serverless.models.tiny_tokenizers.tiny_clip_tokenizer`); text context 77 tokens as
+  the real one.
 - ``siglip``: a `SiglipModel`. Real SigLIP checkpoints ship a sentencepiece ``spiece.model`` read
   by `SiglipTokenizer`, which needs the ``sentencepiece`` package (not a dependency here, and a
   model file cannot be written without it); this one carries a `Siglip2Tokenizer` instead (the
-  Gemma-style BPE of SigLIP 2 checkpoints, a ``tokenizer.json`` written with ``tokenizers``),
-  which `SiglipProcessor` accepts. Text context 64 tokens as the real one; ``logit_scale`` and
-  ``logit_bias`` are set to SigLIP-like values (random init zeroes them).
+  Gemma-style BPE of SigLIP 2 checkpoints, a ``tokenizer.json`` written with ``tokenizers``:
+  `serverless.models.tiny_tokenizers.tiny_siglip_tokenizer`), which `SiglipProcessor` accepts.
+  Text context 64 tokens as the real one; ``logit_scale`` and ``logit_bias`` are set to
+  SigLIP-like values (random init zeroes them).
+
+`write_tiny_clip` writes one in a given directory (YOLO-World's tiny text tower is one, with
+512-wide embeddings); `make_tiny_clip` where the ``clip`` backend's tiny weights live.
 
 Their outputs are meaningless: they exist so tests and offline demos run the real code path.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
 from serverless.models.tiny import TINY_MARKER
+from serverless.models.tiny_tokenizers import tiny_clip_tokenizer, tiny_siglip_tokenizer
 
-__all__ = ["TINY_FAMILIES", "TinyFamily", "make_tiny_clip"]
+__all__ = ["TINY_FAMILIES", "TinyFamily", "make_tiny_clip", "write_tiny_clip"]
 
 TinyFamily = Literal["clip", "siglip"]
 TINY_FAMILIES: tuple[TinyFamily, ...] = ("clip", "siglip")
@@ -39,59 +43,31 @@ _TEXT = {"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 1, "nu
 _VISION = {**_TEXT, "image_size": _IMAGE_SIZE, "patch_size": 8}
 
 
-def _chain_merges(words: Iterable[Sequence[str]]) -> list[tuple[str, str]]:
-    """BPE merges that join each word's symbols left to right (``c a``, ``ca t</w>``), no repeats."""
-    merges: dict[tuple[str, str], None] = {}
-    for symbols in words:
-        joined = symbols[0]
-        for symbol in symbols[1:]:
-            merges.setdefault((joined, symbol), None)
-            joined += symbol
-    return list(merges)
-
-
-def _vocabulary(base: Iterable[str], merges: Sequence[tuple[str, str]], specials: Sequence[str]) -> dict[str, int]:
-    tokens = list(dict.fromkeys([*base, *(a + b for a, b in merges), *specials]))
-    return {token: i for i, token in enumerate(tokens)}
-
-
-def _clip_tokenizer(directory: Path):  # -> CLIPTokenizer
-    from tokenizers.pre_tokenizers import ByteLevel
-    from transformers import CLIPTokenizer
-
-    alphabet = sorted(ByteLevel.alphabet())
-    merges = _chain_merges([*word[:-1], word[-1] + "</w>"] for word in _WORDS)
-    specials = ["<|startoftext|>", "<|endoftext|>"]
-    vocab = _vocabulary([*alphabet, *(c + "</w>" for c in alphabet)], merges, specials)
-    tokenizer = CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
-    tokenizer.save_pretrained(str(directory))
-    return tokenizer
-
-
-def _siglip_tokenizer(directory: Path):  # -> Siglip2Tokenizer
-    from transformers import Siglip2Tokenizer
-
-    specials = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"]
-    byte_fallback = [f"<0x{i:02X}>" for i in range(256)]
-    characters = sorted(set("▁abcdefghijklmnopqrstuvwxyz0123456789.,;:!?'\"()-/&+{}"))
-    merges = _chain_merges(["▁", *word] for word in _WORDS)
-    vocab = _vocabulary([*specials, *byte_fallback, *characters], merges, [])
-    tokenizer = Siglip2Tokenizer(vocab=vocab, merges=merges, model_max_length=64)
-    tokenizer.save_pretrained(str(directory))
-    return tokenizer
-
-
-def _write(directory: Path, family: TinyFamily, seed: int) -> None:
+def write_tiny_clip(
+    directory: Path,
+    *,
+    seed: int = 0,
+    family: TinyFamily = "clip",
+    projection_dim: int = 16,
+    words: Sequence[str] = _WORDS,
+) -> Path:
+    """Write (once; an existing one is reused) a tiny ``family`` model in ``directory`` and
+    return it: ``projection_dim`` is the width of its image and text embeddings, each of
+    ``words`` is one token of its tokenizer (`serverless.models.tiny_tokenizers`)."""
+    if family not in TINY_FAMILIES:
+        raise ValueError(f"family must be one of {', '.join(TINY_FAMILIES)}, got {family!r}")
+    if (directory / TINY_MARKER).exists():
+        return directory
     import torch
 
     directory.mkdir(parents=True, exist_ok=True)
     if family == "clip":
         from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
 
-        tokenizer = _clip_tokenizer(directory)
+        tokenizer = tiny_clip_tokenizer(words, model_max_length=77)
         ids = {k: getattr(tokenizer, k) for k in ("pad_token_id", "bos_token_id", "eos_token_id")}
         text = {**_TEXT, **ids, "vocab_size": len(tokenizer), "max_position_embeddings": 77}
-        config = CLIPConfig(text_config=text, vision_config=_VISION, projection_dim=16)
+        config = CLIPConfig(text_config=text, vision_config=_VISION, projection_dim=projection_dim)
         torch.manual_seed(seed)
         model = CLIPModel(config).eval()
         size = {"shortest_edge": _IMAGE_SIZE}
@@ -100,10 +76,11 @@ def _write(directory: Path, family: TinyFamily, seed: int) -> None:
     else:
         from transformers import SiglipConfig, SiglipImageProcessor, SiglipModel, SiglipProcessor
 
-        tokenizer = _siglip_tokenizer(directory)
+        tokenizer = tiny_siglip_tokenizer(words, model_max_length=64)
         ids = {k: getattr(tokenizer, k) for k in ("pad_token_id", "bos_token_id", "eos_token_id")}
-        text = {**_TEXT, **ids, "vocab_size": len(tokenizer), "max_position_embeddings": 64, "projection_size": 16}
-        vision = {**_VISION, "hidden_size": 16, "intermediate_size": 24}
+        text = {**_TEXT, **ids, "vocab_size": len(tokenizer), "max_position_embeddings": 64,
+                "projection_size": projection_dim}  # fmt: skip
+        vision = {**_VISION, "hidden_size": projection_dim, "intermediate_size": 24}
         config = SiglipConfig(text_config=text, vision_config=vision)
         torch.manual_seed(seed)
         model = SiglipModel(config).eval()
@@ -115,14 +92,10 @@ def _write(directory: Path, family: TinyFamily, seed: int) -> None:
     model.save_pretrained(str(directory))
     processor.save_pretrained(str(directory))
     (directory / TINY_MARKER).write_text("random weights: outputs are meaningless\n")
+    return directory
 
 
 def make_tiny_clip(directory: str | Path, *, seed: int = 0, family: TinyFamily = "clip") -> Path:
     """Write (once; an existing one is reused) a tiny ``family`` model under
     ``directory/clip/<family>-tiny/`` and return that directory, a ``clip`` backend weights value."""
-    if family not in TINY_FAMILIES:
-        raise ValueError(f"family must be one of {', '.join(TINY_FAMILIES)}, got {family!r}")
-    target = Path(directory).resolve() / "clip" / f"{family}-tiny"
-    if not (target / TINY_MARKER).exists():
-        _write(target, family, seed)
-    return target
+    return write_tiny_clip(Path(directory).resolve() / "clip" / f"{family}-tiny", seed=seed, family=family)

@@ -9,12 +9,11 @@
 - ``yolo-world-tiny.pt``: a checkpoint in the layout ultralytics writes (``model`` is the
   pickled half-precision `WorldModel`, ``train_args`` holds ``imgsz``), which
   ``ultralytics.YOLOWorld(path)`` and the backend's restricted loader read;
-- ``clip/``: a transformers `CLIPModel` ``save_pretrained`` directory with a byte-level BPE
-  `CLIPTokenizer` built here (the 512 byte symbols with and without ``</w>``, merges for a few
-  words, then ``<|startoftext|>`` and ``<|endoftext|>``, as in openai/clip-vit-base-patch32) and
-  a `CLIPProcessor`. Its text projection is 512 wide, the text embedding width of the yaml's
-  ``C2fAttn`` guides and ``WorldDetect`` head (ultralytics' `WorldModel` also builds with a
-  512-wide placeholder text embedding, so any other width fails when the model is built).
+- ``clip/``: the tiny transformers CLIP of `serverless.models.tiny_clip.write_tiny_clip`, with
+  whole-word tokens for the prompts of its tests (`_WORDS`). Its projection is 512 wide, the text embedding width
+  of the yaml's ``C2fAttn`` guides and ``WorldDetect`` head (ultralytics' `WorldModel` also
+  builds with a 512-wide placeholder text embedding, so any other width fails when the model
+  is built).
 
 Their outputs are meaningless: they exist so tests and offline demos run the real code path.
 """
@@ -26,11 +25,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from serverless.models.tiny import TINY_MARKER
+from serverless.models.tiny_clip import write_tiny_clip
 
 if TYPE_CHECKING:
     from ultralytics.nn.tasks import WorldModel
 
-__all__ = ["CHECKPOINT_NAME", "CLIP_DIR", "TEXT_DIM", "TINY_YAML", "write_tiny_clip", "write_tiny_yolo_world"]
+__all__ = ["CHECKPOINT_NAME", "CLIP_DIR", "TEXT_DIM", "TINY_YAML", "write_tiny_yolo_world"]
 
 CHECKPOINT_NAME = "yolo-world-tiny.pt"
 CLIP_DIR = "clip"
@@ -73,48 +73,11 @@ head:
 """The tiny architecture (ultralytics model yaml); ``nc`` is only the class count the model
 is built with: the backend gives the head one class per ontology prompt."""
 
+# Whole-word tokens of the tiny CLIP's tokenizer (anything else is spelled byte by byte).
 _WORDS = (
     "a an the of with on in person worker people man woman cat dog cup coffee mug car truck bus "
     "bicycle chair table bottle hard hat helmet vest tree sky road rocket astronaut sunny day"
 ).split()
-
-
-def write_tiny_clip(directory: Path, seed: int = 0) -> Path:
-    """A tiny random `CLIPModel` (``projection_dim`` `TEXT_DIM`) with its tokenizer and
-    processor, as ``save_pretrained`` writes them, in ``directory`` (reused when there)."""
-    if (directory / TINY_MARKER).exists():
-        return directory
-    import torch
-    from tokenizers.pre_tokenizers import ByteLevel
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
-
-    directory.mkdir(parents=True, exist_ok=True)
-    alphabet = sorted(ByteLevel.alphabet())
-    merges: dict[tuple[str, str], None] = {}
-    for word in _WORDS:  # join each word's symbols left to right: "c a", "ca t</w>"
-        symbols = [*word[:-1], word[-1] + "</w>"]
-        joined = symbols[0]
-        for symbol in symbols[1:]:
-            merges.setdefault((joined, symbol), None)
-            joined += symbol
-    tokens = [*alphabet, *(c + "</w>" for c in alphabet), *(a + b for a, b in merges)]
-    tokens += ["<|startoftext|>", "<|endoftext|>"]
-    vocab = {token: i for i, token in enumerate(dict.fromkeys(tokens))}
-    tokenizer = CLIPTokenizer(vocab=vocab, merges=list(merges), model_max_length=77)
-    text = {
-        "vocab_size": len(vocab), "hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 1,
-        "num_attention_heads": 2, "max_position_embeddings": 77, "bos_token_id": tokenizer.bos_token_id,
-        "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id,
-    }  # fmt: skip
-    vision = {"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 1, "num_attention_heads": 2,
-              "image_size": 32, "patch_size": 8}  # fmt: skip
-    torch.manual_seed(seed)
-    model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=TEXT_DIM)).eval()
-    model.save_pretrained(str(directory))
-    image_processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
-    CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(str(directory))
-    (directory / TINY_MARKER).write_text("random weights: outputs are meaningless\n")
-    return directory
 
 
 def _calibrate(model: WorldModel, seed: int) -> None:
@@ -178,7 +141,7 @@ def write_tiny_yolo_world(directory: Path, seed: int = 0) -> tuple[Path, Path]:
     (reused when already there)."""
     from serverless.models.yolo_world import ultralytics_environment
 
-    clip = write_tiny_clip(directory / CLIP_DIR, seed)
+    clip = write_tiny_clip(directory / CLIP_DIR, seed=seed, projection_dim=TEXT_DIM, words=_WORDS)
     checkpoint = directory / CHECKPOINT_NAME
     if not (directory / TINY_MARKER).exists():
         directory.mkdir(parents=True, exist_ok=True)
