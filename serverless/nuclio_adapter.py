@@ -515,17 +515,16 @@ def classifier_function(ontology_path: str | PathLike[str], *, module: str) -> t
     path = Path(ontology_path)
 
     def init_context(context: Any) -> None:
-        from serverless.models import registry
+        from serverless.pipeline import load_classifier
 
         ontology = _load_ontology(path)
         settings = _settings(context, ontology)
-        if settings.classifier is None:
-            raise RuntimeError("no classifier configured: set AUTOLABEL_CLASSIFIER or the ontology's models.classifier")
         user_data = context.user_data
         user_data.ontology = ontology.part("tags")
-        user_data.classifier = registry.load_classifier(settings.classifier, ontology, device=settings.device)
+        user_data.classifier = load_classifier(settings, ontology)
         user_data.ready = True
-        _log_ready(context, "classifier", classifier=settings.classifier.text, labels=len(user_data.ontology.labels))
+        spec = settings.classifier_for(ontology)
+        _log_ready(context, "classifier", classifier=spec.text if spec else "", labels=len(user_data.ontology.labels))
 
     def classify(user_data: Any, event: Any) -> list[dict[str, Any]]:
         from serverless.convert.nuclio import to_tag_items

@@ -248,7 +248,8 @@ def load_models(settings: ModelSettings, ontology: Ontology, *, masks: Literal[T
 def load_models(settings: ModelSettings, ontology: Ontology, *, masks: bool) -> tuple[Detector, Segmenter | None]: ...
 def load_models(settings: ModelSettings, ontology: Ontology, *, masks: bool) -> tuple[Detector, Segmenter | None]:
     """The settings' detector bound to ``ontology`` and, when ``masks`` is asked for, its
-    segmenter (else None), each loaded once per process.
+    segmenter (else None), each loaded once per process. A detector whose detections carry
+    masks of their own (SAM 3: `DetectorBackend.masks`) needs no segmenter: none is loaded.
 
     Where every model comes from is settled first (`serverless.models.registry.locate`), so
     missing weights fail in seconds with one line, before anything heavy is loaded.
@@ -256,7 +257,8 @@ def load_models(settings: ModelSettings, ontology: Ontology, *, masks: bool) -> 
     from serverless.models import registry
 
     detector_source = registry.locate(settings.detector)
-    segmenter_source = registry.locate(settings.segmenter) if masks else None
+    own_masks = bool(getattr(registry.backend(settings.detector.backend), "masks", False))
+    segmenter_source = registry.locate(settings.segmenter) if masks and not own_masks else None
     detector = registry.load_detector(settings.detector, ontology, device=settings.device, source=detector_source)
     if segmenter_source is None:
         return detector, None
@@ -264,8 +266,8 @@ def load_models(settings: ModelSettings, ontology: Ontology, *, masks: bool) -> 
 
 
 def load_detector(settings: ModelSettings, ontology: Ontology, *, masks: bool) -> Detector:
-    """`load_models` as one `Detector`: the detector alone, or with the segmenter's masks
-    (`GroundedSam`) when ``masks`` is asked for."""
+    """`load_models` as one `Detector`: the detector alone (a masking detector's masks are its
+    own), or with the segmenter's masks (`GroundedSam`) when ``masks`` is asked for."""
     detector, segmenter = load_models(settings, ontology, masks=masks)
     if segmenter is None:
         return detector

@@ -5,6 +5,7 @@ over real HTTP, called as CVAT's lambda manager calls it. (The cvat-sdk modules:
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -132,6 +133,10 @@ def test_each_detector_function_answers_cvat_with_its_labels(served, backend):
     assert len(items) <= 4
     bad = invoke(served, name, image="not base64 at all!", threshold=0.0)
     assert bad.status == 400 and "error" in bad.json()
+    # bytes that are not an image: 422 from every function of the process, whichever libraries
+    # the others imported (ultralytics patches PIL.Image.open process-wide)
+    not_image = invoke(served, name, image=base64.b64encode(b"GIF89a but not really" * 8).decode(), threshold=0.0)
+    assert not_image.status == 422 and "error" in not_image.json()
 
 
 @pytest.mark.parametrize("segmenter", SEGMENTERS, ids=[b.name for b in SEGMENTERS])

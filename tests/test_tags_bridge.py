@@ -246,3 +246,19 @@ def test_cvat_prelabel_uploads_tags_and_refuses_another_classifier(tmp_path, fak
         other = ModelSettings.from_env(classifier=f"clip:{tmp_path / 'other-clip'}", ontology=ontology, environ={})
         with pytest.raises(StoreError, match=r"--classifier 'clip:.*tiny.*' \(this time 'clip:.*other-clip'\)"):
             prelabel_task(store, session, task.id, ontology, other)
+
+
+def test_cvat_push_and_pull_report_their_tags(prelabelled, fake, tmp_path):
+    """``autolabel cvat push`` / ``pull`` as a user runs them: the summaries count the tags."""
+    from tests.bridge_support import cvat_env
+
+    copy_sqlite(prelabelled, tmp_path / "store.db")
+    env = cvat_env(fake, f"sqlite:///{tmp_path / 'store.db'}")
+    pushed = CliRunner().invoke(app, ["cvat", "push", "--dataset", "scenes", "--run", "scenes", "--task-name", "t"],
+                                env=env)
+    assert pushed.exit_code == 0, pushed.output
+    assert "0 pre-labels and 4 tags" in pushed.output
+    (task,) = fake.db.tasks.values()
+    pulled = CliRunner().invoke(app, ["cvat", "pull", "--task", str(task.id)], env=env)
+    assert pulled.exit_code == 0, pulled.output
+    assert "(0 shapes, 4 tags)" in pulled.output

@@ -69,15 +69,11 @@ def create(
     ``AUTOLABEL_CLASSIFIER``, then the ontology's ``models.classifier``, else ``clip``
     (`ModelSettings.from_env`). Loaded once per process. ``score_attribute=True`` declares and
     fills the ``score`` attribute (the task's labels must have it)."""
-    from serverless.models import registry
-    from serverless.pipeline import ModelSettings
+    from serverless.pipeline import ModelSettings, load_classifier
 
     loaded = resolve_ontology(ontology)
     if not loaded.has_tags:
         raise FunctionConfigError("ontology: it has no tag labels (type: tag) for a classifier to answer")
     with_score = resolve_score_attribute(score_attribute, loaded)
     settings = ModelSettings.from_env(classifier=classifier, device=device, ontology=loaded)
-    spec = settings.classifier or registry.parse_spec("clip", "classifier")
-    located = registry.locate(spec)
-    model = registry.load_classifier(spec, loaded, device=settings.device, source=located)
-    return ClassifierFunction(loaded, model, score_attribute=with_score)
+    return ClassifierFunction(loaded, load_classifier(settings, loaded), score_attribute=with_score)

@@ -12,7 +12,8 @@ Each label is declared with its ontology ``type`` and answered with that shape:
 - ``rectangle``: the box (SAM is not run for it).
 
 The segmenter decodes all boxes of a frame that need a mask in one batched call after one
-embedding. The models are Grounding DINO and SAM unless ``-p detector=str:SPEC`` /
+embedding. A detector whose detections carry masks (SAM 3) needs no segmenter: its own masks
+are used and none is loaded. The models are Grounding DINO and SAM unless ``-p detector=str:SPEC`` /
 ``-p segmenter=str:SPEC``, the environment or the ontology's ``models`` name others.
 """
 
@@ -47,7 +48,7 @@ class GroundedSamFunction(OntologyDetectionFunction):
     `Segmenter` for the boxes of mask and polygon labels."""
 
     def __init__(
-        self, ontology: Ontology, detector: Detector, segmenter: Segmenter, *, score_attribute: bool = False
+        self, ontology: Ontology, detector: Detector, segmenter: Segmenter | None, *, score_attribute: bool = False
     ) -> None:
         super().__init__(ontology.part("objects"), lambda label: label.type, score_attribute=score_attribute)
         self.detector = detector
@@ -60,6 +61,8 @@ class GroundedSamFunction(OntologyDetectionFunction):
         ontology threshold; detections whose mask is empty are dropped."""
         conf_threshold, conv_mask_to_poly = context_options(context)
         array, det = self.detections(self.detector, image, conf_threshold)
+        if self.segmenter is None:  # a detector with masks of its own (SAM 3)
+            return self.shapes(det, conv_mask_to_poly=conv_mask_to_poly)
         segment = np.array([needs_mask(self.label_types[name]) for name in det.labels.tolist()], dtype=bool)
         return self.shapes(add_masks(self.segmenter, array, det, only=segment), conv_mask_to_poly=conv_mask_to_poly)
 

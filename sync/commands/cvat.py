@@ -138,7 +138,8 @@ def push(
             sample_ids=sample_ids,
         )
     out.print(
-        f"task {result.task_id}: {len(result.jobs)} jobs, {result.shapes} pre-labels "
+        f"task {result.task_id}: {len(result.jobs)} jobs, {result.shapes} pre-labels"
+        + (f" and {result.tags} tags" if result.tags else "") + " "
         f"({result.annotation_requests} annotation requests)"
         + (f"; skipped human-edited jobs {list(result.skipped_jobs)}" if result.skipped_jobs else "")
         + (f"; overwrote human-edited jobs {list(result.forced_jobs)}" if result.forced_jobs else "")
@@ -177,7 +178,8 @@ def pull(
                                report=lambda m: err.print(m, markup=False, highlight=False))
     except ValueError as error:
         fail(str(error))
-    out.print(f"pulled {len(result.pulled)} jobs ({result.shapes} shapes), {len(result.unchanged)} unchanged")
+    tags = f", {result.tags} tags" if result.tags else ""
+    out.print(f"pulled {len(result.pulled)} jobs ({result.shapes} shapes{tags}), {len(result.unchanged)} unchanged")
 
 
 @app.command()
