@@ -626,7 +626,12 @@ def _parser() -> argparse.ArgumentParser:
 
     pin_cmd = commands.add_parser("pin", help="record sha256 digests of a snapshot (maintainers, online)")
     pin_cmd.add_argument(
-        "--gdino", default=str(DEFAULT_GDINO), help="REPO@REVISION (a branch is resolved to its commit)"
+        "--gdino",
+        "--hf",
+        dest="gdino",
+        default=str(DEFAULT_GDINO),
+        help="REPO@REVISION of any transformers model (a branch is resolved to its commit); the manifest serves "
+        "--gdino and --hf alike",
     )
     pin_cmd.add_argument("--from", dest="from_dir", help="hash a local copy of the revision instead of downloading")
     pin_cmd.add_argument("--hf-cache", help="Hugging Face cache directory to download through")
