@@ -160,6 +160,43 @@ def test_bad_checkpoint_and_model_errors(tmp_path, tiny_settings):
         GroundingDino.load(str(tmp_path / "nowhere"), device="cpu")
 
 
+def test_sams_public_checkpoint_downloads_once_into_the_cache_md5_checked(tmp_path, monkeypatch):
+    import hashlib
+
+    from huggingface_hub import constants
+
+    from serverless.models import sam
+    from serverless.models.registry import ModelLoadError
+
+    source = tmp_path / "served" / "sam_vit_b_test.pth"
+    source.parent.mkdir()
+    source.write_bytes(b"sam weights")
+    md5 = hashlib.md5(b"sam weights").hexdigest()
+    monkeypatch.setenv("AUTOLABEL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("AUTOLABEL_OFFLINE", raising=False)
+    monkeypatch.setitem(sam.SAM_CHECKPOINTS, "vit_b", (source.as_uri(), "0" * 32))
+    target = tmp_path / "cache" / "sam" / "sam_vit_b_test.pth"
+    assert sam.sam_cache_path("vit_b") == target
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    offline = r"^SAM vit_b weights are not cached at .*sam_vit_b_test.pth and downloads are off \(offline mode\); set AUTO"
+    with pytest.raises(ModelLoadError, match=offline):
+        sam.resolve_sam_checkpoint("vit_b", None)
+    with pytest.raises(ModelLoadError, match=offline):
+        sam.locate_weights("vit_b")
+    with pytest.raises(ModelLoadError, match="not cached at .* and downloads are off; set AUTOLABEL_SAM_CHECKPOINT"):
+        sam.locate_weights("vit_b", download=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    with pytest.raises(ModelLoadError, match=f"^SAM vit_b download from file:.* has MD5 {md5}, expected 0{{32}}$"):
+        sam.resolve_sam_checkpoint("vit_b", None)
+    assert list(target.parent.iterdir()) == [], "nothing is kept of a download with the wrong MD5"
+    monkeypatch.setitem(sam.SAM_CHECKPOINTS, "vit_b", (source.as_uri(), md5))
+    assert sam.resolve_sam_checkpoint("vit_b", None) == str(target) and target.read_bytes() == b"sam weights"
+    source.unlink()  # cached now: found there, never fetched again
+    assert sam.resolve_sam_checkpoint("vit_b", None) == str(target)
+    assert sam.locate_weights("vit_b").load_from == str(target)
+    assert sam.resolve_sam_checkpoint("vit_b", "/given.pth") == "/given.pth"
+
+
 @pytest.mark.parametrize("shape", [(3, 2, 3), (1, 1, 3), (3, 40, 3)])
 def test_tiny_frames_are_read_channels_last(gdino, sample_ontology, shape):
     image = np.full(shape, 128, np.uint8)

@@ -7,7 +7,6 @@ hash; ``segment_boxes`` decodes all boxes of a frame in one batched ``predict_to
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import threading
@@ -18,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from serverless.models.downloads import PublicCheckpoint, download_once, locate_public
 from serverless.models.embedding_cache import EmbeddingCache, image_hash
 from serverless.models.registry import (
     ModelLoadError,
@@ -26,7 +26,6 @@ from serverless.models.registry import (
     inference_context,
     load_once,
     select_device,
-    url_problem,
 )
 
 __all__ = [
@@ -51,6 +50,7 @@ SAM_CHECKPOINTS = {
 }
 BROWSER_DECODER = "sam-vit-h"
 """The browser-side decoder CVAT's SAM plugin ships: it reads SAM vit_h embeddings."""
+_CACHE_FOLDER = "sam"
 _CONFIG_KEYS = {"encoder_embed_dim", "encoder_depth", "encoder_num_heads", "encoder_global_attn_indexes"}
 
 
@@ -95,48 +95,26 @@ def build_sam_model(model_type: str, checkpoint: str | os.PathLike[str] | None) 
     return model.eval()
 
 
+def _public(model_type: str) -> PublicCheckpoint:
+    url, md5 = SAM_CHECKPOINTS[model_type]
+    return PublicCheckpoint(url, md5=md5)
+
+
 def sam_cache_path(model_type: str) -> Path:
     """Where the public checkpoint of ``model_type`` is kept once downloaded:
     ``$AUTOLABEL_CACHE/sam/<file>`` (default ``~/.cache/autolabel``)."""
-    url = SAM_CHECKPOINTS[model_type][0]
-    cache = Path(os.environ.get("AUTOLABEL_CACHE", Path.home() / ".cache" / "autolabel")) / "sam"
-    return cache / url.rsplit("/", 1)[1]
-
-
-def _downloads_off() -> bool:
-    """Offline mode: ``HF_HUB_OFFLINE`` as huggingface_hub reads it, or ``AUTOLABEL_OFFLINE=1``."""
-    from huggingface_hub import constants
-
-    return constants.is_offline_mode() or os.environ.get("AUTOLABEL_OFFLINE") == "1"
+    return _public(model_type).cache_path(_CACHE_FOLDER)
 
 
 def resolve_sam_checkpoint(model_type: str, checkpoint: str | None) -> str:
-    """The configured checkpoint, else the public one for ``model_type`` (downloaded once, MD5-checked)."""
+    """The configured checkpoint, else the public one for ``model_type``, downloaded once and
+    MD5-checked (`serverless.models.downloads.download_once`)."""
     if checkpoint:
         return checkpoint
     if model_type not in SAM_CHECKPOINTS:
         raise ModelLoadError(f"no SAM checkpoint configured for model type {model_type!r} (set AUTOLABEL_SAM_CHECKPOINT)")
-    url, md5 = SAM_CHECKPOINTS[model_type]
     target = sam_cache_path(model_type)
-    cache = target.parent
-    if target.is_file():
-        return str(target)
-    if _downloads_off():
-        raise ModelLoadError(f"SAM {model_type} weights are not cached at {target} and downloads are off (offline mode)")
-    import torch.hub
-
-    cache.mkdir(parents=True, exist_ok=True)
-    partial = target.with_suffix(".partial")
-    try:
-        torch.hub.download_url_to_file(url, str(partial), progress=True)
-    except OSError as err:
-        raise ModelLoadError(f"cannot download SAM {model_type} weights from {url}: {err}") from err
-    digest = hashlib.md5(partial.read_bytes()).hexdigest()
-    if digest != md5:
-        partial.unlink(missing_ok=True)
-        raise ModelLoadError(f"SAM {model_type} download has MD5 {digest}, expected {md5}")
-    partial.rename(target)
-    return str(target)
+    return str(download_once(_public(model_type), target, display=f"SAM {model_type}", hint=_HINT))
 
 
 @dataclass(frozen=True, eq=False)
@@ -305,8 +283,8 @@ def _parse(weights: str, environ: Mapping[str, str]) -> str:
 def locate_weights(weights: str, download: bool = True) -> WeightsSource:
     """Where SAM ``TYPE[:CHECKPOINT]`` loads from: the checkpoint (which must exist), else the
     public checkpoint for the type from the autolabel cache, else (``download``) from its URL
-    when a bounded probe reaches it. `ModelLoadError` in one line otherwise, before anything
-    loads."""
+    when a bounded probe reaches it (`serverless.models.downloads.locate_public`).
+    `ModelLoadError` in one line otherwise, before anything loads."""
     model_type, checkpoint = split_weights(weights)
     if checkpoint:
         path = Path(checkpoint).expanduser()
@@ -320,19 +298,7 @@ def locate_weights(weights: str, download: bool = True) -> WeightsSource:
         raise ModelLoadError(
             f"no SAM checkpoint configured for model type {model_type!r} (set AUTOLABEL_SAM_CHECKPOINT)"
         )
-    cached = sam_cache_path(model_type)
-    if cached.is_file():
-        return WeightsSource(str(cached), f"SAM {model_type} from {cached}")
-    missing = f"SAM {model_type} weights are not cached at {cached}"
-    if not download:
-        raise ModelLoadError(f"{missing}; set AUTOLABEL_SAM_CHECKPOINT for masks")
-    if _downloads_off():
-        raise ModelLoadError(f"{missing} and downloads are off (offline mode); {_HINT}")
-    url = SAM_CHECKPOINTS[model_type][0]
-    problem = url_problem(url)
-    if problem is not None:
-        raise ModelLoadError(f"{missing} and {url} cannot be reached ({problem}); {_HINT}")
-    return WeightsSource(None, f"SAM {model_type} (downloading {url} once)")
+    return locate_public(_public(model_type), _CACHE_FOLDER, display=f"SAM {model_type}", download=download, hint=_HINT)
 
 
 def _on_disk(weights: str) -> str | None:

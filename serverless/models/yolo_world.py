@@ -50,6 +50,7 @@ import copy
 import functools
 import os
 import pickle
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -58,7 +59,7 @@ import numpy as np
 
 from serverless.detections import Detections
 from serverless.models.base import check_threshold
-from serverless.models.downloads import PublicCheckpoint, download_once, downloads_off
+from serverless.models.downloads import PublicCheckpoint, download_once, locate_public
 from serverless.models.hub import load_error, locate_pretrained, pretrained_on_disk
 from serverless.models.registry import (
     DetectorBackend,
@@ -67,7 +68,6 @@ from serverless.models.registry import (
     inference_context,
     load_once,
     select_device,
-    url_problem,
 )
 from serverless.ontology import Ontology, OntologyError, prompt_phrases
 
@@ -121,9 +121,23 @@ def ultralytics_environment() -> None:
     """Defaults for ultralytics' switches, set before it is imported (it reads them then): no
     pip installs (``YOLO_AUTOINSTALL``) and no network probe or telemetry (``YOLO_OFFLINE``).
     autolabel uses ultralytics to build and run the network only; every download is its own.
-    A value already in the environment is kept."""
+    A value already in the environment is kept.
+
+    Importing ultralytics replaces ``PIL.Image.open`` for the whole process with a wrapper that,
+    on a file PIL cannot identify, imports ``pi_heif`` (not installed): every other model and
+    door in the process (``autolabel serve`` hosts several functions) would then answer a
+    request with bytes that are not an image with a 500 instead of a 422. PIL's own opener is
+    put back after ultralytics is first imported here; autolabel never opens files through
+    ultralytics."""
     os.environ.setdefault("YOLO_AUTOINSTALL", "false")
     os.environ.setdefault("YOLO_OFFLINE", "1")
+    if "ultralytics" not in sys.modules:
+        from PIL import Image
+
+        opener = Image.open
+        import ultralytics  # noqa: F401 - imported here, once, to undo its patch of PIL
+
+        Image.open = opener
 
 
 # --------------------------------------------------------------------------- decoding
@@ -467,8 +481,8 @@ def _parse(weights: str, environ: Mapping[str, str]) -> str:
 
 
 def _locate_checkpoint(checkpoint: str, download: bool) -> WeightsSource:
-    """Where the checkpoint loads from: an existing path, the public file in the cache, or
-    (None) its URL when downloads are allowed and it answers a bounded probe."""
+    """Where the checkpoint loads from: an existing path, else the public file in the cache or
+    (None) its URL (`serverless.models.downloads.locate_public`)."""
     public = YOLO_WORLD_CHECKPOINTS.get(checkpoint)
     if public is None:
         path = Path(checkpoint).expanduser()
@@ -477,18 +491,7 @@ def _locate_checkpoint(checkpoint: str, download: bool) -> WeightsSource:
             also = f" (for the public checkpoint write yolo-world:{named})" if named else ""
             raise ModelLoadError(f"YOLO-World checkpoint {checkpoint!r} does not exist{also}; {_HINT}")
         return WeightsSource(str(path), f"YOLO-World checkpoint {checkpoint}")
-    cached = public.cache_path(_CACHE_FOLDER)
-    if cached.is_file():
-        return WeightsSource(str(cached), f"YOLO-World {checkpoint} from {cached}")
-    missing = f"YOLO-World {checkpoint} weights are not cached at {cached}"
-    if not download:
-        raise ModelLoadError(f"{missing} and downloads are off; {_HINT}")
-    if downloads_off():
-        raise ModelLoadError(f"{missing} and downloads are off (offline mode); {_HINT}")
-    problem = url_problem(public.url)
-    if problem is not None:
-        raise ModelLoadError(f"{missing} and {public.url} cannot be reached ({problem}); {_HINT}")
-    return WeightsSource(None, f"YOLO-World {checkpoint} (downloading {public.url} once)")
+    return locate_public(public, _CACHE_FOLDER, display=f"YOLO-World {checkpoint}", download=download, hint=_HINT)
 
 
 def _locate_clip(clip: str, download: bool) -> WeightsSource:
