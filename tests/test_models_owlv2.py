@@ -54,6 +54,18 @@ def test_label_scores_take_the_best_prompt_of_each_label(seed):
     assert torch.isneginf(out[..., 3]).all(), "a label without prompts never scores"
 
 
+def test_label_scores_reduce_any_axis_in_any_prompt_order():
+    scores = torch.tensor([[0.1, 0.9], [0.7, 0.2], [0.3, 0.3], [0.5, 0.4]])  # 4 prompts (dim 0), 2 boxes
+    got = label_scores(scores, torch.tensor([2, 0, 2, 0]), 4, dim=0)
+    assert got.shape == (4, 2)
+    np.testing.assert_allclose(got[0].numpy(), [0.7, 0.4])
+    np.testing.assert_allclose(got[2].numpy(), [0.3, 0.9])
+    assert torch.isneginf(got[[1, 3]]).all(), "a label without prompts never wins"
+    batch = torch.from_numpy(np.random.default_rng(4).normal(size=(3, 5, 11)).astype(np.float32))  # (B, P, A)
+    along = label_scores(batch, QUERY_LABEL, 3, dim=1)
+    np.testing.assert_array_equal(along.numpy(), label_scores(batch.transpose(1, 2), QUERY_LABEL, 3).transpose(1, 2))
+
+
 def _square_outputs(boxes: list[list[float]], label_probs: list[list[float]]) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(label_probs, np.float32), np.asarray(boxes, np.float32)
 

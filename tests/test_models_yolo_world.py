@@ -25,7 +25,6 @@ from serverless.models.yolo_world import (
     ClipText,
     YoloWorld,
     decode_world,
-    label_scores,
     load_world_checkpoint,
     locate_weights,
     world_detections,
@@ -46,9 +45,10 @@ PROMPT_LABEL = np.array([0, 0, 1, 2, 2])  # person, worker | cat | cup, coffee m
 SQUARE = (640, 640)
 
 
-def head_output(boxes_xywh, prompt_scores) -> np.ndarray:
-    """A head output (4 + P, A) from A boxes (cx, cy, w, h in input pixels) and (A, P) scores."""
-    return np.concatenate([np.asarray(boxes_xywh, np.float32).T, np.asarray(prompt_scores, np.float32).T])
+def head_output(boxes_xywh, label_scores) -> np.ndarray:
+    """A head output (4 + L, A), as `YoloWorld.forward` gives it, from A boxes (cx, cy, w, h
+    in input pixels) and (A, L) label scores."""
+    return np.concatenate([np.asarray(boxes_xywh, np.float32).T, np.asarray(label_scores, np.float32).T])
 
 
 @pytest.fixture(scope="module")
@@ -72,31 +72,25 @@ def frames() -> list[np.ndarray]:
 # --------------------------------------------------------------------------- post-processing
 
 
-def test_label_scores_take_each_labels_best_prompt_in_any_prompt_order():
-    scores = np.array([[0.1, 0.9], [0.7, 0.2], [0.3, 0.3], [0.5, 0.4]], np.float32)  # 4 prompts, 2 boxes
-    got = label_scores(scores, np.array([2, 0, 2, 0]), 4)
-    np.testing.assert_allclose(got[0], [0.7, 0.4])
-    np.testing.assert_allclose(got[2], [0.3, 0.9])
-    assert np.all(np.isneginf(got[[1, 3]])), "a label without prompts never wins"
-
-
-def test_decode_maps_prompts_to_labels_with_each_labels_threshold():
+def test_decode_keeps_each_box_at_its_best_labels_threshold():
     boxes = [[100, 100, 20, 20]] * 5
-    scores = [
-        [0.1, 0.6, 0.0, 0.0, 0.0],  # worker 0.6: person (threshold 0.5)
-        [0.45, 0.4, 0.3, 0.0, 0.0],  # person 0.45 beats cat 0.3 but misses person's 0.5: dropped
-        [0.0, 0.0, 0.25, 0.1, 0.2],  # cat 0.25 >= default 0.2
-        [0.0, 0.0, 0.1, 0.15, 0.35],  # coffee mug 0.35: cup
-        [0.0, 0.0, 0.19, 0.0, 0.0],  # cat under 0.2
+    scores = [  # person (threshold 0.5), cat, cup (default 0.2)
+        [0.6, 0.0, 0.0],  # person
+        [0.45, 0.3, 0.0],  # person 0.45 beats cat 0.3 but misses person's 0.5: dropped
+        [0.0, 0.25, 0.2],  # cat 0.25 >= default 0.2
+        [0.0, 0.15, 0.35],  # cup
+        [0.0, 0.19, 0.0],  # cat under 0.2
     ]
     pred = head_output(boxes, scores)
-    xyxy, got, ids = decode_world(pred, PROMPT_LABEL, ONTOLOGY.thresholds, input_shape=SQUARE, image_shape=SQUARE)
+    xyxy, got, ids = decode_world(pred, ONTOLOGY.thresholds, input_shape=SQUARE, image_shape=SQUARE)
     assert ids.tolist() == [0, 1, 2]
     np.testing.assert_allclose(got, [0.6, 0.25, 0.35])
     np.testing.assert_allclose(xyxy, [[90, 90, 110, 110]] * 3)
     everyone = np.full(3, 0.1, np.float32)  # the threshold argument replaces every label's own
-    _, got, ids = decode_world(pred, PROMPT_LABEL, everyone, input_shape=SQUARE, image_shape=SQUARE)
+    _, got, ids = decode_world(pred, everyone, input_shape=SQUARE, image_shape=SQUARE)
     assert ids.tolist() == [0, 0, 1, 2, 1] and got[1] == pytest.approx(0.45)
+    with pytest.raises(ValueError, match=r"4 \+ 2 rows .* got 7"):
+        decode_world(pred, everyone[:2], input_shape=SQUARE, image_shape=SQUARE)
 
 
 def test_decode_undoes_the_letterbox_of_a_non_square_image():
@@ -107,8 +101,8 @@ def test_decode_undoes_the_letterbox_of_a_non_square_image():
         [620, 200, 60, 40],  # runs past the right edge: clipped
         [320, 60, 100, 40],  # all in the top padding: no area left, dropped
     ]
-    pred = head_output(boxes, np.full((3, 5), 0.9))
-    xyxy, scores, _ = decode_world(pred, PROMPT_LABEL, ONTOLOGY.thresholds, input_shape=SQUARE, image_shape=(300, 600))
+    pred = head_output(boxes, np.full((3, 3), 0.9))
+    xyxy, scores, _ = decode_world(pred, ONTOLOGY.thresholds, input_shape=SQUARE, image_shape=(300, 600))
     expected = [
         [288 / gain, (304 - 160) / gain, 352 / gain, (336 - 160) / gain],
         [590 / gain, (180 - 160) / gain, 600, (220 - 160) / gain],
@@ -120,17 +114,17 @@ def test_decode_undoes_the_letterbox_of_a_non_square_image():
 def test_detections_are_nms_merged_on_labels_cut_and_in_descending_order():
     rng = np.random.default_rng(0)
     boxes = [[100, 100, 40, 40], [102, 101, 40, 40], [104, 100, 40, 40], [300, 300, 30, 30], [500, 500, 20, 20]]
-    scores = np.zeros((5, 5), np.float32)
-    scores[0, 0], scores[1, 1] = 0.9, 0.8  # person and worker on one spot: one person survives NMS
-    scores[2, 2] = 0.7  # a cat on the same spot: another label, kept by class-wise NMS
-    scores[3, 3], scores[4, 4] = 0.6, 0.95  # two cups apart
-    noise = rng.uniform(0, 0.05, (20, 5))  # seeded clutter under every threshold
+    scores = np.zeros((5, 3), np.float32)
+    scores[0, 0], scores[1, 0] = 0.9, 0.8  # two persons on one spot: one survives NMS
+    scores[2, 1] = 0.7  # a cat on the same spot: another label, kept by class-wise NMS
+    scores[3, 2], scores[4, 2] = 0.6, 0.95  # two cups apart
+    noise = rng.uniform(0, 0.05, (20, 3))  # seeded clutter under every threshold
     pred = head_output(boxes + [[50, 50, 10, 10]] * 20, np.concatenate([scores, noise]))
-    det = world_detections(pred, PROMPT_LABEL, ONTOLOGY, ONTOLOGY.thresholds, input_shape=SQUARE, image_shape=SQUARE)
+    det = world_detections(pred, ONTOLOGY, ONTOLOGY.thresholds, input_shape=SQUARE, image_shape=SQUARE)
     assert det.labels.tolist() == ["cup", "person", "cat"]  # the 0.6 cup is cut: max_detections 3
     np.testing.assert_allclose(det.scores, [0.95, 0.9, 0.7])
     agnostic = parse_ontology(ONTOLOGY.source.replace("max_detections: 3", "class_agnostic_nms: true"))
-    det = world_detections(pred, PROMPT_LABEL, agnostic, agnostic.thresholds, input_shape=SQUARE, image_shape=SQUARE)
+    det = world_detections(pred, agnostic, agnostic.thresholds, input_shape=SQUARE, image_shape=SQUARE)
     assert det.labels.tolist() == ["cup", "person", "cup"]
 
 
@@ -148,6 +142,23 @@ def test_text_embeddings_are_clips_normalised_text_features(world):
         reference = clip.get_text_features(**tokens).pooler_output
     reference = reference / reference.norm(dim=-1, keepdim=True)
     torch.testing.assert_close(world.clip.encode(["person", "coffee mug"]), reference)
+
+
+def test_the_forward_pass_scores_each_label_by_its_best_prompt(world, frames):
+    import torch
+
+    detector = world.bind(ONTOLOGY)
+    assert detector.prompt_label.tolist() == PROMPT_LABEL.tolist()
+    pixels = world.preprocess(frames[:2])
+    got = world.forward(pixels, detector._network, detector.text, detector.prompt_label, 3)
+    with torch.inference_mode():
+        raw = detector._network.predict(pixels, txt_feats=detector.text)
+    raw = (raw[0] if isinstance(raw, tuple) else raw).float().numpy()  # (B, 4 + 5 prompts, A)
+    assert got.shape == (2, 4 + 3, raw.shape[2])
+    np.testing.assert_array_equal(got[:, :4], raw[:, :4])
+    for label in range(3):
+        best = raw[:, 4 + np.flatnonzero(PROMPT_LABEL == label)].max(axis=1)
+        np.testing.assert_array_equal(got[:, 4 + label], best)
 
 
 def test_prompts_are_embedded_once_per_ontology_not_per_frame(world, frames, monkeypatch):

@@ -58,15 +58,24 @@ SCORE_BATCH = 1024
 logits of a large ontology; the image features are computed once regardless)."""
 
 
-def label_scores(query_scores: torch.Tensor, query_label: torch.Tensor, n_labels: int) -> torch.Tensor:
-    """``(..., Q)`` scores of Q queries → ``(..., n_labels)``: each label's highest score over
-    its queries (``query_label[q]`` is the label of query q; a label with no query gets -inf)."""
+def label_scores(
+    query_scores: torch.Tensor, query_label: torch.Tensor, n_labels: int, *, dim: int = -1
+) -> torch.Tensor:
+    """Scores of Q queries (prompts) along ``dim`` → scores of ``n_labels`` labels along it:
+    each label's highest score over its queries (``query_label[q]`` is the label of query q; a
+    label with no query gets -inf). Runs on the scores' device, so a forward pass reduces its
+    outputs before they leave the GPU. The one place of this rule: OWLv2's queries and
+    YOLO-World's prompts (`serverless.models.yolo_world`) both go through it."""
     import torch
 
-    shape = (*query_scores.shape[:-1], n_labels)
+    dim = dim % query_scores.ndim
+    shape = list(query_scores.shape)
+    shape[dim] = n_labels
     out = torch.full(shape, float("-inf"), dtype=query_scores.dtype, device=query_scores.device)
-    index = query_label.to(query_scores.device).expand(query_scores.shape)
-    return out.scatter_reduce(-1, index, query_scores, reduce="amax")
+    along = [1] * query_scores.ndim
+    along[dim] = -1
+    index = query_label.to(query_scores.device).view(along).expand(query_scores.shape)
+    return out.scatter_reduce(dim, index, query_scores, reduce="amax")
 
 
 def decode_owl(

@@ -37,10 +37,12 @@ process.
 to the checkpoint's square input size (``imgsz`` of its ``train_args``, 640 by default), so
 every image gives the same input shape and results do not depend on batching. Frames arrive
 RGB, the channel order the network reads (ultralytics flips the BGR it reads from files).
-`decode_world` maps the head's output back: a label's score is its best prompt's, each box
-takes its best label and is kept at that label's threshold, boxes are scaled back to pixels
-(ultralytics' ``scale_boxes``), clipped, and dropped when nothing of them is left in the image;
-then class-wise NMS on labels at ``defaults.nms_iou``, descending scores, at most
+The forward pass reduces the prompts' scores to the labels' before they leave the device (a
+label's score is its best prompt's: `serverless.models.owlv2.label_scores`, the one owner of
+that rule). `decode_world` maps the head's output back: each box takes its best label and is
+kept at that label's threshold, boxes are scaled back to pixels (ultralytics'
+``scale_boxes``), clipped, and dropped when nothing of them is left in the image; then
+class-wise NMS on labels at ``defaults.nms_iou``, descending scores, at most
 ``defaults.max_detections``.
 """
 
@@ -61,6 +63,7 @@ from serverless.detections import Detections
 from serverless.models.base import check_threshold
 from serverless.models.downloads import PublicCheckpoint, download_once, locate_public
 from serverless.models.hub import load_error, locate_pretrained, pretrained_on_disk
+from serverless.models.owlv2 import label_scores
 from serverless.models.registry import (
     DetectorBackend,
     ModelLoadError,
@@ -88,7 +91,6 @@ __all__ = [
     "YoloWorldDetector",
     "bound_network",
     "decode_world",
-    "label_scores",
     "load_world_checkpoint",
     "locate_weights",
     "split_weights",
@@ -143,25 +145,8 @@ def ultralytics_environment() -> None:
 # --------------------------------------------------------------------------- decoding
 
 
-def label_scores(prompt_scores: np.ndarray, prompt_label: np.ndarray, n_labels: int) -> np.ndarray:
-    """``(P, A)`` scores of P prompts for A boxes → ``(n_labels, A)``: each label's best score
-    over its prompts (``prompt_label[p]`` is the label of prompt p; a label without prompts
-    gets -inf)."""
-    prompt_scores = np.asarray(prompt_scores, dtype=np.float32)
-    prompt_label = np.asarray(prompt_label, dtype=np.int64)
-    out = np.full((n_labels, prompt_scores.shape[1]), -np.inf, dtype=np.float32)
-    if len(prompt_label) == 0:
-        return out
-    order = np.argsort(prompt_label, kind="stable")
-    grouped = prompt_label[order]
-    starts = np.flatnonzero(np.r_[True, grouped[1:] != grouped[:-1]])
-    out[grouped[starts]] = np.maximum.reduceat(prompt_scores[order], starts, axis=0)
-    return out
-
-
 def decode_world(
     pred: np.ndarray,
-    prompt_label: np.ndarray,
     thresholds: np.ndarray,
     *,
     input_shape: tuple[int, int],
@@ -169,20 +154,22 @@ def decode_world(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Turn one image's head output into (xyxy pixels, scores, label ids).
 
-    ``pred`` (4 + P, A): ultralytics' decoded ``WorldDetect`` output for A anchors, ``cx, cy,
-    w, h`` in pixels of the letterboxed input of ``input_shape`` (h, w), then the sigmoid
-    scores of the P prompts; ``prompt_label`` (P,) the label of each prompt; ``thresholds``
-    (L,) per label; ``image_shape`` (h, w) of the original image. A box takes its best label
-    and is kept when it scores at least that label's threshold and keeps some area once mapped
-    back to the image and clipped to it.
+    ``pred`` (4 + L, A), as `YoloWorld.forward` gives it: ultralytics' decoded ``WorldDetect``
+    output for A anchors, ``cx, cy, w, h`` in pixels of the letterboxed input of
+    ``input_shape`` (h, w), then the L labels' scores (each its best prompt's sigmoid score);
+    ``thresholds`` (L,) per label; ``image_shape`` (h, w) of the original image. A box takes
+    its best label and is kept when it scores at least that label's threshold and keeps some
+    area once mapped back to the image and clipped to it.
     """
     ultralytics_environment()
     from ultralytics.utils.ops import scale_boxes, xywh2xyxy
 
     pred = np.asarray(pred, dtype=np.float32)
     thresholds = np.asarray(thresholds, dtype=np.float32)
-    scores = label_scores(pred[4:], prompt_label, len(thresholds))
-    if scores.shape[1] == 0 or len(prompt_label) == 0:
+    scores = pred[4:]
+    if scores.shape[0] != len(thresholds):
+        raise ValueError(f"pred must have 4 + {len(thresholds)} rows (boxes, then one per label), got {len(pred)}")
+    if scores.size == 0:
         return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)
     best = scores.argmax(axis=0)
     best_score = scores[best, np.arange(scores.shape[1])]
@@ -194,7 +181,6 @@ def decode_world(
 
 def world_detections(
     pred: np.ndarray,
-    prompt_label: np.ndarray,
     ontology: Ontology,
     thresholds: np.ndarray,
     *,
@@ -204,7 +190,7 @@ def world_detections(
     """One image's `Detections` from its head output (`decode_world`): class-wise NMS on
     labels at ``defaults.nms_iou`` (class-agnostic when the ontology says so), descending
     scores, at most ``defaults.max_detections``."""
-    xyxy, scores, ids = decode_world(pred, prompt_label, thresholds, input_shape=input_shape, image_shape=image_shape)
+    xyxy, scores, ids = decode_world(pred, thresholds, input_shape=input_shape, image_shape=image_shape)
     names = np.asarray(ontology.label_names, dtype=str)
     boxes = Detections(xyxy=xyxy, scores=scores, class_ids=ids, labels=names[ids])
     defaults = ontology.defaults
@@ -388,10 +374,12 @@ class YoloWorld:
     def bind(self, ontology: Ontology) -> YoloWorldDetector:
         """This model as the `Detector` of ``ontology``'s labels: its prompts are embedded now
         (a prompt CLIP cannot read whole is an `OntologyError` here, not at the first frame)."""
+        import torch
+
         self.clip.check_prompts(ontology)
         phrases = prompt_phrases(ontology)
         text = self.clip.encode([phrase for phrase, _ in phrases])[None]  # (1, P, D), as get_text_pe
-        prompt_label = np.array([label for _, label in phrases], dtype=np.int64)
+        prompt_label = torch.tensor([label for _, label in phrases], dtype=torch.int64, device=self.device)
         return YoloWorldDetector(self, ontology, text, prompt_label, bound_network(self.model, len(phrases)))
 
     def preprocess(self, images: Sequence[np.ndarray]) -> torch.Tensor:
@@ -401,20 +389,29 @@ class YoloWorld:
         frames = np.stack([self._letterbox(image=np.ascontiguousarray(image)) for image in images])
         return torch.from_numpy(frames).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
 
-    def forward(self, pixels: torch.Tensor, network: WorldModel, text: torch.Tensor) -> np.ndarray:
-        """(B, 4 + P, A) float32: the decoded head output of ``network`` (a `bound_network`)
-        for text features ``text`` (1, P, D)."""
+    def forward(
+        self, pixels: torch.Tensor, network: WorldModel, text: torch.Tensor, prompt_label: torch.Tensor, n_labels: int
+    ) -> np.ndarray:
+        """(B, 4 + L, A) float32: the decoded head output of ``network`` (a `bound_network`)
+        for text features ``text`` (1, P, D), boxes then the scores of the ``n_labels`` labels
+        (``prompt_label`` (P,) is each prompt's label; a label scores its best prompt's score,
+        `label_scores`, reduced on the device before the output leaves it)."""
+        import torch
+
         with inference_context(self.device):
             out = network.predict(pixels, txt_feats=text)
-        return (out[0] if isinstance(out, tuple) else out).float().cpu().numpy()
+            out = (out[0] if isinstance(out, tuple) else out).float()
+            labels = label_scores(out[:, 4:], prompt_label, n_labels, dim=1)
+            return torch.cat([out[:, :4], labels], dim=1).cpu().numpy()
 
 
 class YoloWorldDetector:
     """YOLO-World bound to an ontology: a `serverless.models.base.Detector`. Holds the
-    ontology's text features and its own network view; shares the weights."""
+    ontology's text features (1, P, D), each prompt's label id (P,) on the device and its own
+    network view; shares the weights."""
 
     def __init__(
-        self, model: YoloWorld, ontology: Ontology, text: torch.Tensor, prompt_label: np.ndarray, network: WorldModel
+        self, model: YoloWorld, ontology: Ontology, text: torch.Tensor, prompt_label: torch.Tensor, network: WorldModel
     ) -> None:
         self.model = model
         self.ontology = ontology
@@ -439,12 +436,10 @@ class YoloWorldDetector:
         found: list[Detections] = []
         for start in range(0, len(images), BATCH):
             chunk = images[start : start + BATCH]
-            raw = self.model.forward(self.model.preprocess(chunk), self._network, self.text)
+            pixels = self.model.preprocess(chunk)
+            raw = self.model.forward(pixels, self._network, self.text, self.prompt_label, len(ontology.labels))
             for pred, image in zip(raw, chunk, strict=True):
-                shape = image.shape[:2]
-                found.append(
-                    world_detections(pred, self.prompt_label, ontology, per_label, input_shape=size, image_shape=shape)
-                )
+                found.append(world_detections(pred, ontology, per_label, input_shape=size, image_shape=image.shape[:2]))
         return found
 
 
