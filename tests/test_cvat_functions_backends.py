@@ -143,3 +143,23 @@ def test_annotate_task_with_the_classifier_and_a_masking_detector(fake_cvat, tmp
         assert plain(shape.type) == types[names[shape.label_id]] or plain(shape.type) == "rectangle"
         if plain(shape.type) == "mask":
             assert decode_mask(shape.points, image_width=160, image_height=120).any()
+
+
+@pytest.mark.parametrize("weights", ["", "  ", 3])
+def test_a_backend_module_names_bad_weights(weights, ontology_file):
+    with pytest.raises(FunctionConfigError, match="weights must be a non-empty string"):
+        FunctionLoader("serverless.cvat_functions.owlv2", None, {"ontology": str(ontology_file), "weights": weights}).load()
+
+
+def test_importing_every_function_module_imports_no_model_library():
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    modules = ["detector", "classifier", "grounded_sam", "grounding_dino", "owlv2", "yolo_world", "mm_grounding_dino",
+               "sam3", "clip", "sam"]
+    code = "; ".join(f"import serverless.cvat_functions.{m}" for m in modules)
+    code += "; import sys; print(sorted(m for m in ('torch', 'transformers', 'ultralytics') if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=False)
+    assert result.stdout.strip() == "[]", result.stderr

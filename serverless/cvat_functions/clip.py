@@ -14,7 +14,7 @@ from os import PathLike
 
 from serverless.cvat_functions.classifier import ClassifierFunction
 from serverless.cvat_functions.classifier import create as create_classifier
-from serverless.cvat_functions.common import FunctionConfigError
+from serverless.cvat_functions.detector import spec_for
 from serverless.ontology import Ontology
 
 __all__ = ["create"]
@@ -28,7 +28,4 @@ def create(
 ) -> ClassifierFunction:
     """The function for ``ontology`` (default ``AUTOLABEL_ONTOLOGY``) over ``clip:<weights>``
     (default: ``AUTOLABEL_CLIP_MODEL``, else ``openai/clip-vit-base-patch32``)."""
-    if weights is not None and (not isinstance(weights, str) or not weights.strip()):
-        raise FunctionConfigError(f"weights must be a non-empty string (-p weights=str:...), got {weights!r}")
-    spec = f"clip:{weights.strip()}" if weights else "clip"
-    return create_classifier(ontology, classifier=spec, device=device, score_attribute=score_attribute)
+    return create_classifier(ontology, classifier=spec_for("clip", weights), device=device, score_attribute=score_attribute)

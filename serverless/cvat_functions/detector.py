@@ -20,6 +20,7 @@ fixed: ``-p weights=str:...`` then names only its weights.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from os import PathLike
 from typing import TYPE_CHECKING
 
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
     from cvat_sdk.api_client.models import LabeledShapeRequest
     from cvat_sdk.auto_annotation import DetectionFunctionContext
 
-__all__ = ["DetectorFunction", "create", "create_for_backend"]
+__all__ = ["DetectorFunction", "create", "create_for_backend", "spec_for"]
 
 
 class DetectorFunction(OntologyDetectionFunction):
@@ -91,19 +92,31 @@ def create(
     )
 
 
-def create_for_backend(
-    name: str,
-    ontology: str | PathLike[str] | Ontology | None,
-    weights: str | None,
-    device: str | None,
-    score_attribute: bool | None,
-) -> DetectorFunction:
-    """`create` with the detector backend fixed to ``name``: ``weights`` (``-p weights=str:...``)
-    completes its spec; without them the backend's default weights (its ``AUTOLABEL_*``
-    variable, else the public ones)."""
+def create_for_backend(name: str) -> Callable[..., DetectorFunction]:
+    """The ``create`` of a per-backend module: `create` with the detector backend fixed to
+    ``name``; ``weights`` (``-p weights=str:...``) completes its spec, and without them the
+    backend's default weights apply (its ``AUTOLABEL_*`` variable, else the public ones)."""
+
+    def create_backend(
+        ontology: str | PathLike[str] | Ontology | None = None,
+        weights: str | None = None,
+        device: str | None = None,
+        score_attribute: bool | None = None,
+    ) -> DetectorFunction:
+        return create(ontology, detector=spec_for(name, weights), device=device, score_attribute=score_attribute)
+
+    create_backend.__doc__ = (
+        f"The function for ``ontology`` (default ``AUTOLABEL_ONTOLOGY``) over ``{name}:<weights>`` "
+        "(default: the backend's default weights)."
+    )
+    return create_backend
+
+
+def spec_for(name: str, weights: str | None) -> str:
+    """``name:weights``, or the bare backend ``name`` without weights; `FunctionConfigError`
+    for weights that are not a non-empty string."""
     from serverless.cvat_functions.common import FunctionConfigError
 
     if weights is not None and (not isinstance(weights, str) or not weights.strip()):
         raise FunctionConfigError(f"weights must be a non-empty string (-p weights=str:...), got {weights!r}")
-    spec = f"{name}:{weights.strip()}" if weights else name
-    return create(ontology, detector=spec, device=device, score_attribute=score_attribute)
+    return f"{name}:{weights.strip()}" if weights else name

@@ -8,22 +8,8 @@
 the labels declared and the shapes returned.
 """
 
-from __future__ import annotations
-
-from os import PathLike
-
-from serverless.cvat_functions.detector import DetectorFunction, create_for_backend
-from serverless.ontology import Ontology
+from serverless.cvat_functions.detector import create_for_backend
 
 __all__ = ["create"]
 
-
-def create(
-    ontology: str | PathLike[str] | Ontology | None = None,
-    weights: str | None = None,
-    device: str | None = None,
-    score_attribute: bool | None = None,
-) -> DetectorFunction:
-    """The function for ``ontology`` (default ``AUTOLABEL_ONTOLOGY``) over ``sam3:<weights>``
-    (default: the backend's default weights)."""
-    return create_for_backend("sam3", ontology, weights, device, score_attribute)
+create = create_for_backend("sam3")
