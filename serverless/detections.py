@@ -21,9 +21,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from serverless.ontology import Defaults
 
 __all__ = ["Detections", "DetectionsError", "plain_float"]
 
@@ -262,3 +265,10 @@ class Detections:
         else:
             keep = batched_nms(boxes, scores, torch.from_numpy(self.class_ids.copy()), iou_threshold)
         return self[keep.numpy()]
+
+    def suppressed(self, defaults: Defaults) -> Detections:
+        """A frame's detections as every detector delivers them: NMS at ``defaults.nms_iou``
+        (within each label, or across labels with ``class_agnostic_nms``), descending score, at
+        most ``defaults.max_detections``."""
+        kept = self.nms(defaults.nms_iou, class_agnostic=defaults.class_agnostic_nms)
+        return kept[: defaults.max_detections]

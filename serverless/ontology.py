@@ -490,6 +490,14 @@ class Ontology:
         """float32 (L,) box score thresholds indexed by label id (a fresh array)."""
         return np.array([self.threshold_for(i) for i in range(len(self.labels))], dtype=np.float32)
 
+    def thresholds_or(self, threshold: float | None) -> np.ndarray:
+        """float32 (L,) thresholds a model applies: each label's own (`thresholds`) when
+        ``threshold`` is None, else ``threshold`` for every label (the one override a door or
+        a request gives; checked by the caller with `serverless.models.base.check_threshold`)."""
+        if threshold is None:
+            return self.thresholds
+        return np.full(len(self.labels), threshold, dtype=np.float32)
+
     def to_dict(self) -> dict[str, Any]:
         """A canonical plain-data form (dicts, lists, str, float, bool): every default
         spelled out, prompts normalized, ``threshold`` omitted when the label has none,

@@ -22,14 +22,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
 from serverless.detections import Detections
 
+if TYPE_CHECKING:
+    from serverless.ontology import Ontology
+
 __all__ = [
     "KINDS",
+    "BoundClassifier",
+    "BoundDetector",
     "Classifier",
     "Detector",
     "Embedding",
@@ -179,3 +184,50 @@ class Classifier(Protocol):
         `Detector.detect` (None: each label's own)."""
         ...
 
+
+
+# --------------------------------------------------------------------------- binding
+
+
+class _PromptedDetector(Protocol):
+    def detect(
+        self, images: Sequence[np.ndarray], ontology: Ontology, *, threshold: float | None = None
+    ) -> list[Detections]: ...
+
+
+class _PromptedClassifier(Protocol):
+    def classify(self, images: Sequence[np.ndarray], ontology: Ontology, *, threshold: float | None = None) -> list[Tags]: ...
+
+
+class BoundDetector:
+    """An open-vocabulary model (loaded once, prompted with any ontology) bound to one
+    ontology: the `Detector` every door holds. The model's per-ontology work (text encodings,
+    caption chunks) is cached by the model itself, keyed by the ontology."""
+
+    def __init__(self, model: _PromptedDetector, ontology: Ontology) -> None:
+        self.model = model
+        self.ontology = ontology
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.ontology.label_names
+
+    def detect(self, images: Sequence[np.ndarray], *, threshold: float | None = None) -> list[Detections]:
+        """The model's ``detect`` with the bound ontology."""
+        return self.model.detect(images, self.ontology, threshold=threshold)
+
+
+class BoundClassifier:
+    """A zero-shot classifier bound to one ontology's tag labels: a `Classifier`."""
+
+    def __init__(self, model: _PromptedClassifier, ontology: Ontology) -> None:
+        self.model = model
+        self.ontology = ontology
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.ontology.label_names
+
+    def classify(self, images: Sequence[np.ndarray], *, threshold: float | None = None) -> list[Tags]:
+        """The model's ``classify`` with the bound ontology."""
+        return self.model.classify(images, self.ontology, threshold=threshold)

@@ -53,7 +53,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from serverless.models.base import Tags, check_threshold
+from serverless.models.base import BoundClassifier, Tags, check_threshold
 from serverless.models.hub import load_error, locate_pretrained, pretrained_on_disk
 from serverless.models.registry import (
     ClassifierBackend,
@@ -316,28 +316,14 @@ class ClipModel:
             logit_scale=self.logit_scale,
             logit_bias=self.logit_bias,
         )
-        per_label = ontology.thresholds if threshold is None else np.full(len(ontology.labels), threshold, np.float32)
+        per_label = ontology.thresholds_or(threshold)
         cap = ontology.defaults.max_detections
         return [select_tags(row, per_label, ontology.label_names, cap) for row in scores]
 
 
-class ClipClassifier:
+class ClipClassifier(BoundClassifier):
     """CLIP / SigLIP bound to an ontology's tag labels: a `serverless.models.base.Classifier`."""
 
-    def __init__(self, model: ClipModel, ontology: Ontology) -> None:
-        self.model = model
-        self.ontology = ontology
-
-    @property
-    def labels(self) -> tuple[str, ...]:
-        return self.ontology.label_names
-
-    def classify(self, images: Sequence[np.ndarray], *, threshold: float | None = None) -> list[Tags]:
-        """`ClipModel.classify` with the bound ontology."""
-        return self.model.classify(images, self.ontology, threshold=threshold)
-
-
-# --------------------------------------------------------------------------- weights
 
 _HINT = (
     "set AUTOLABEL_CLIP_MODEL (or give clip:DIRECTORY) to a local directory written by save_pretrained, "

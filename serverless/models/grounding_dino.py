@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from serverless.detections import Detections
-from serverless.models.base import check_threshold
+from serverless.models.base import BoundDetector, check_threshold
 from serverless.models.hub import checked_config, load_error, locate_pretrained, pretrained_on_disk
 from serverless.models.registry import (
     DetectorBackend,
@@ -275,7 +275,7 @@ def grounded_detections(
     merged by NMS (class-wise unless ``defaults.class_agnostic_nms``), in descending score
     order, cut to ``defaults.max_detections``.
     """
-    per_label = ontology.thresholds if threshold is None else np.full(len(ontology.labels), threshold, np.float32)
+    per_label = ontology.thresholds_or(threshold)
     names = np.asarray(ontology.label_names, dtype=str)
     parts = []
     for (probs, boxes), encoded in zip(outputs, chunks, strict=True):
@@ -292,27 +292,12 @@ def grounded_detections(
         kept = class_ids[keep]
         parts.append(Detections(xyxy=xyxy[keep], scores=scores[keep], class_ids=kept, labels=names[kept]))
     defaults = ontology.defaults
-    merged = Detections.concatenate(parts).nms(defaults.nms_iou, class_agnostic=defaults.class_agnostic_nms)
-    return merged[: defaults.max_detections]
+    return Detections.concatenate(parts).suppressed(defaults)
 
 
-class GroundingDinoDetector:
-    """Grounding DINO bound to an ontology: a `serverless.models.base.Detector`."""
+class GroundingDinoDetector(BoundDetector):
+    """Grounding DINO (or MM-Grounding-DINO) bound to an ontology: a `serverless.models.base.Detector`."""
 
-    def __init__(self, model: GroundingDino, ontology: Ontology) -> None:
-        self.model = model
-        self.ontology = ontology
-
-    @property
-    def labels(self) -> tuple[str, ...]:
-        return self.ontology.label_names
-
-    def detect(self, images: Sequence[np.ndarray], *, threshold: float | None = None) -> list[Detections]:
-        """`GroundingDino.detect` with the bound ontology."""
-        return self.model.detect(images, self.ontology, threshold=threshold)
-
-
-# --------------------------------------------------------------------------- weights
 
 _HINT = (
     "set AUTOLABEL_GDINO_MODEL (or --gdino-model) to a local directory written by save_pretrained "

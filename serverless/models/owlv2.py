@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from serverless.detections import Detections
-from serverless.models.base import check_threshold
+from serverless.models.base import BoundDetector, check_threshold
 from serverless.models.hub import checked_config, load_error, locate_pretrained, pretrained_on_disk
 from serverless.models.registry import DetectorBackend, WeightsSource, inference_context, load_once, select_device
 from serverless.models.tiny import TINY_MARKER
@@ -257,31 +257,17 @@ def owl_detections(
     Each label's own threshold applies, or ``threshold`` for every label when given (`decode_owl`);
     then NMS (class-wise unless ``defaults.class_agnostic_nms``), in descending score order,
     cut to ``defaults.max_detections``."""
-    per_label = ontology.thresholds if threshold is None else np.full(len(ontology.labels), threshold, np.float32)
+    per_label = ontology.thresholds_or(threshold)
     xyxy, scores, class_ids = decode_owl(probs, boxes_cxcywh, image_size=image_size, thresholds=per_label)
     names = np.asarray(ontology.label_names, dtype=str)
     found = Detections(xyxy=xyxy, scores=scores, class_ids=class_ids, labels=names[class_ids])
     defaults = ontology.defaults
-    return found.nms(defaults.nms_iou, class_agnostic=defaults.class_agnostic_nms)[: defaults.max_detections]
+    return found.suppressed(defaults)
 
 
-class Owlv2Detector:
+class Owlv2Detector(BoundDetector):
     """OWLv2 bound to an ontology: a `serverless.models.base.Detector`."""
 
-    def __init__(self, model: Owlv2, ontology: Ontology) -> None:
-        self.model = model
-        self.ontology = ontology
-
-    @property
-    def labels(self) -> tuple[str, ...]:
-        return self.ontology.label_names
-
-    def detect(self, images: Sequence[np.ndarray], *, threshold: float | None = None) -> list[Detections]:
-        """`Owlv2.detect` with the bound ontology."""
-        return self.model.detect(images, self.ontology, threshold=threshold)
-
-
-# --------------------------------------------------------------------------- weights
 
 _HINT = (
     "set AUTOLABEL_OWLV2_MODEL (or give owlv2:DIR) to a local directory written by save_pretrained, or go online"

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from serverless.detections import Detections
-from serverless.models.base import check_threshold
+from serverless.models.base import BoundDetector, check_threshold
 from serverless.models.hub import load_error, locate_pretrained, pretrained_on_disk
 from serverless.models.registry import (
     DetectorBackend,
@@ -172,8 +172,7 @@ def decode_instances(
         rows += len(found)
     if not rows:
         return Detections.empty(with_masks_shape=frame_size)
-    merged = Detections.concatenate(parts).nms(defaults.nms_iou, class_agnostic=defaults.class_agnostic_nms)
-    kept = merged[: defaults.max_detections]
+    kept = Detections.concatenate(parts).suppressed(defaults)
     stacked = torch.cat(logits)
     chosen = stacked[torch.tensor(kept.data["row"], dtype=torch.long, device=stacked.device)]
     return kept.with_columns(masks=frame_masks(image_processor, chosen, frame_size), data={})
@@ -314,7 +313,7 @@ class Sam3:
         if not images:
             return []
         encoded = self.encode_ontology(ontology)
-        per_label = ontology.thresholds if threshold is None else np.full(len(ontology.labels), threshold, np.float32)
+        per_label = ontology.thresholds_or(threshold)
         results = []
         with inference_context(self.device):
             for image in images:
@@ -333,24 +332,10 @@ class Sam3:
         return results
 
 
-class Sam3Detector:
+class Sam3Detector(BoundDetector):
     """SAM 3 bound to an ontology: a `serverless.models.base.Detector` whose detections carry
     full-frame masks."""
 
-    def __init__(self, model: Sam3, ontology: Ontology) -> None:
-        self.model = model
-        self.ontology = ontology
-
-    @property
-    def labels(self) -> tuple[str, ...]:
-        return self.ontology.label_names
-
-    def detect(self, images: Sequence[np.ndarray], *, threshold: float | None = None) -> list[Detections]:
-        """`Sam3.detect` with the bound ontology."""
-        return self.model.detect(images, self.ontology, threshold=threshold)
-
-
-# --------------------------------------------------------------------------- tiny weights
 
 _TINY_IMAGE = 168  # 12x12 patches of 14 (facebook/sam3: 1008, 72x72)
 _TINY_WORDS = (

@@ -194,7 +194,7 @@ def world_detections(
     names = np.asarray(ontology.label_names, dtype=str)
     boxes = Detections(xyxy=xyxy, scores=scores, class_ids=ids, labels=names[ids])
     defaults = ontology.defaults
-    return boxes.nms(defaults.nms_iou, class_agnostic=defaults.class_agnostic_nms)[: defaults.max_detections]
+    return boxes.suppressed(defaults)
 
 
 # --------------------------------------------------------------------------- text encoder
@@ -431,7 +431,7 @@ class YoloWorldDetector:
         if not images:
             return []
         ontology = self.ontology
-        per_label = ontology.thresholds if threshold is None else np.full(len(ontology.labels), threshold, np.float32)
+        per_label = ontology.thresholds_or(threshold)
         size = (self.model.imgsz, self.model.imgsz)
         found: list[Detections] = []
         for start in range(0, len(images), BATCH):
