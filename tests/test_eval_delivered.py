@@ -40,15 +40,24 @@ def run_cli(args, env):
     return result
 
 
-@pytest.fixture(scope="module")
-def masked_run(tmp_path_factory, tiny_models):
+@pytest.fixture(scope="module", params=["grounded-sam", "sam3"])
+def masked_run(request, tmp_path_factory, tiny_models):
+    """A pre-label run with masks: tiny Grounding DINO boxes + SAM masks, or SAM 3, whose
+    detections carry masks of their own (no segmenter)."""
     root = tmp_path_factory.mktemp("delivered")
     ontology = root / "ontology.yaml"
     ontology.write_text(ONTOLOGY)
     db = root / "store.db"
     env = {**tiny_models.environment(), "AUTOLABEL_DB": f"sqlite:///{db}", "HF_HUB_OFFLINE": "1"}
+    if request.param == "sam3":
+        from serverless.models import registry
+
+        weights = registry.backend("sam3").tiny(tiny_models.gdino_dir.parent, 0)
+        chosen = ["--detector", f"sam3:{weights}", "--threshold", "0.0"]  # random SAM 3 scores lie near 0.25
+    else:
+        chosen = ["--threshold", "0.9"]
     run_cli(["prelabel", *(str(SAMPLES / p) for p in PHOTOS), "--ontology", str(ontology), "--masks",
-             "--dataset", DATASET, "--run", RUN, "--threshold", "0.9"], env)
+             "--dataset", DATASET, "--run", RUN, *chosen], env)
     return db, ontology
 
 
