@@ -310,6 +310,19 @@ def _plan_of(ontology: Ontology, kind: str, options: RenderOptions) -> FunctionP
     for plan in plans:
         if plan.role == role:
             return plan
+    detector = options.spec(ontology, "detector")
+    if role == "pipeline" and detector is not None and ontology.has_objects:
+        from serverless.models.registry import backend
+
+        if getattr(backend(detector.backend), "masks", False):
+            raise RenderError(
+                f"function kind {kind!r}: {detector.backend} gives masks itself, so it has no detector + segmenter "
+                f"pipeline; its {detector.backend!r} function answers mask and polygon labels"
+            )
+    if role in ("detector", "pipeline") and not ontology.has_objects:
+        raise RenderError(f"function kind {kind!r}: the ontology has only tag labels; render the classifier")
+    if role == "classifier" and not ontology.has_tags:
+        raise RenderError(f"function kind {kind!r}: the ontology has no tag labels (type: tag) for a classifier")
     known = ", ".join(dict.fromkeys([p.kind for p in plans] + [p.role for p in plans]))
     raise RenderError(f"unknown function kind {kind!r} for these models and this ontology; expected one of {known}")
 

@@ -169,3 +169,18 @@ def test_the_cli_renders_other_backends_and_refuses_unpinned_ones_in_one_line(tm
                                        "--detector", "owlv2"])
     assert refused.exit_code == 2 and "owlv2" in refused.output and len(refused.output.strip().splitlines()) == 1
     assert not (tmp_path / "o2").exists()
+
+
+@pytest.mark.parametrize(
+    ("ontology", "options", "kinds", "message"),
+    [
+        (MIXED, RenderOptions(detector="sam3", weights=PINS), "pipeline", "sam3 gives masks itself"),
+        ("labels: [{name: rainy, type: tag}]\n", RenderOptions(weights=PINS), "detector", "only tag labels"),
+        ("labels: [{name: truck}]\n", RenderOptions(weights=PINS), "classifier", "no tag labels"),
+        (MIXED, RenderOptions(weights=PINS), "tracker", "unknown function kind 'tracker'"),
+    ],
+)
+def test_a_function_the_models_cannot_give_is_refused_saying_why(ontology, options, kinds, message):
+    with pytest.raises(RenderError) as caught:
+        render(parse_ontology(ontology), kinds, options)
+    assert message in str(caught.value)
