@@ -118,15 +118,37 @@ def test_a_classifier_needs_tag_labels_and_says_so(tiny_models, tmp_path):
         load(CLASSIFIERS[0], tiny_models, objects_only)
 
 
-def test_annotate_task_with_the_classifier_and_a_masking_detector(fake_cvat, tmp_path, tiny_models, ontology_file):
+def frame_files(tmp_path):
     frames = []
     for name in ("coffee.jpg", "astronaut.jpg"):
         with PIL.Image.open(SAMPLES / name) as img:
             path = tmp_path / name.replace(".jpg", ".png")
             img.convert("RGB").resize((160, 120)).save(path)
             frames.append(path)
-    types = {"person": "rectangle", "cup": "mask", "cat": "polygon", "sunny": "tag", "indoor": "tag"}
-    client, task = make_task(fake_cvat, tmp_path, frames, types)
+    return frames
+
+
+TASK_TYPES = {"person": "rectangle", "cup": "mask", "cat": "polygon", "sunny": "tag", "indoor": "tag"}
+
+
+@pytest.mark.parametrize("backend", DETECTORS, ids=[b.name for b in DETECTORS])
+def test_annotate_task_with_each_detector_module(backend, fake_cvat, tmp_path, tiny_models, ontology_file):
+    """cvat-sdk's annotate_task with the module on a task of any-typed labels: shapes stored."""
+    types = {name: "any" for name in TASK_TYPES}
+    client, task = make_task(fake_cvat, tmp_path, frame_files(tmp_path), types)
+    function = load(backend, tiny_models, ontology_file)
+    with client:
+        cvataa.annotate_task(client, task.id, function, clear_existing=True)
+        stored = task.get_annotations()
+        names = {label.id: label.name for label in task.get_labels()}
+    assert stored.shapes and not stored.tags
+    assert {names[s.label_id] for s in stored.shapes} <= {"person", "cup", "cat"}
+    assert all(s.source == "auto" for s in stored.shapes)
+    assert {plain(s.type) for s in stored.shapes} <= ({"rectangle", "mask", "polygon"} if backend.masks else {"rectangle"})
+
+
+def test_annotate_task_with_the_classifier_and_a_masking_detector(fake_cvat, tmp_path, tiny_models, ontology_file):
+    client, task = make_task(fake_cvat, tmp_path, frame_files(tmp_path), TASK_TYPES)
     classifier = load(CLASSIFIERS[0], tiny_models, ontology_file)
     maskers = [b for b in DETECTORS if b.masks] or DETECTORS[:1]
     detector = load(maskers[0], tiny_models, ontology_file)
@@ -140,7 +162,7 @@ def test_annotate_task_with_the_classifier_and_a_masking_detector(fake_cvat, tmp
     assert all(tag.source == "auto" for tag in stored.tags)
     assert stored.shapes and {names[s.label_id] for s in stored.shapes} <= {"person", "cup", "cat"}
     for shape in stored.shapes:
-        assert plain(shape.type) == types[names[shape.label_id]] or plain(shape.type) == "rectangle"
+        assert plain(shape.type) == TASK_TYPES[names[shape.label_id]] or plain(shape.type) == "rectangle"
         if plain(shape.type) == "mask":
             assert decode_mask(shape.points, image_width=160, image_height=120).any()
 
