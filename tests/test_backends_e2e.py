@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
@@ -17,7 +14,7 @@ from serverless.models import registry
 from serverless.ontology import parse_ontology
 from serverless.render import RenderOptions, render_functions
 from serverless.serve import FunctionHost, ServeOptions
-from tests.conftest import ROOT, SAMPLES
+from tests.conftest import SAMPLES
 from tests.test_serve import CVAT_DASHBOARD_HEADERS, CVAT_DIRECT_HEADERS, INVOKE, call, cvat_body, invocation_headers, png_b64
 
 SHA = "0123456789abcdef" * 2 + "01234567"
@@ -33,7 +30,6 @@ labels:
 """
 DETECTORS = registry.backends("detector")
 SEGMENTERS = [b for b in registry.backends("segmenter") if b.name != "sam"]  # SAM 1: tests/test_nuclio_functions.py
-AUTOLABEL = [sys.executable, "-m", "sync.cli"]
 
 
 @pytest.fixture(scope="module")
@@ -51,12 +47,15 @@ def ontology_file(tmp_path_factory):
 
 @pytest.mark.parametrize("backend", DETECTORS, ids=[b.name for b in DETECTORS])
 def test_prelabel_runs_every_detector_with_the_classifier_on_the_samples(backend, tiny_specs, ontology_file, tmp_path):
+    from typer.testing import CliRunner
+
+    from sync.cli import app
+
     out = tmp_path / "out.json"
-    command = [*AUTOLABEL, "prelabel", str(SAMPLES), "--ontology", str(ontology_file), "--out", str(out),
+    command = ["prelabel", str(SAMPLES), "--ontology", str(ontology_file), "--out", str(out),
                "--detector", tiny_specs[backend.name], "--classifier", tiny_specs["clip"], "--device", "cpu"]
-    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, check=False,
-                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    assert result.returncode == 0, result.stderr[-2000:]
+    result = CliRunner().invoke(app, command, env={"HF_HUB_OFFLINE": "1"})  # in process: models load once
+    assert result.exit_code == 0, result.output[-2000:]
     coco = json.loads(out.read_text())
     assert len(coco["images"]) == len(list(SAMPLES.glob("*.jpg")))
     names = {c["id"]: c["name"] for c in coco["categories"]}

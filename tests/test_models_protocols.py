@@ -178,7 +178,10 @@ def test_backend_satisfies_its_protocol(backend, tiny_root, ontology, frames):
     CHECKS[backend.kind](build(backend, tiny_root, ontology), ontology, frames)
 
 
-PAIRS = [(d, s) for d in registry.backends("detector") for s in registry.backends("segmenter")]
+# Every detector with one segmenter and every segmenter with one detector: GroundedSam holds
+# the two protocols only, so each backend needs to take part once (not every product of them).
+_DETECTORS, _SEGMENTERS = registry.backends("detector"), registry.backends("segmenter")
+PAIRS = [(d, _SEGMENTERS[0]) for d in _DETECTORS] + [(_DETECTORS[0], s) for s in _SEGMENTERS[1:]]
 
 
 @pytest.mark.parametrize("pair", PAIRS, ids=[f"{d.name}+{s.name}" for d, s in PAIRS])
