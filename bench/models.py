@@ -150,6 +150,9 @@ class Built:
     shared: str | None = None
     """A submodule (attribute path) whose output further prompts on the same image reuse; the
     row then reports what each further prompt costs (the FLOPs outside it)."""
+    further_prompts: int = 0
+    """Prompts the ontology needs beyond the one measured (with `shared`): the row also reports
+    the cost of the image with all of them."""
     notes: list[str] = field(default_factory=list)
 
 
@@ -203,7 +206,9 @@ def _count(built: Built) -> tuple[int, dict[str, int], int]:
     finally:
         for hook in hooks:
             hook.remove()
-    params = sum(p.numel() for m in modules if id(m) in called for p in m.parameters(recurse=False))
+    # Tied weights (Grounding DINO's shared box heads) belong to several modules: count each once.
+    used = {id(p): p.numel() for m in modules if id(m) in called for p in m.parameters(recurse=False)}
+    params = sum(used.values())
     per_module = {name: sum(counts.values()) for name, counts in counter.get_flop_counts().items()}
     return counter.get_total_flops(), per_module, params
 
@@ -239,6 +244,10 @@ def measure(spec: ModelSpec, *, tiny: bool, runs: int, prompts: Prompts) -> dict
     if built.shared:
         further = flops - _shared_flops(built, per_module)
         notes.append(f"each further prompt on the same image: {further / 1e9:.1f} GFLOPs")
+        if built.further_prompts:
+            whole = flops + built.further_prompts * further
+            notes.append(f"all {built.further_prompts + 1} prompts: {whole / 1e9:.0f} GFLOPs/image, "
+                         f"H100 {projected_images_per_s(whole):.0f} img/s")
     total = sum(p.numel() for p in built.model.parameters())
     if abs(total - params) > 0.005 * total:
         notes.append(f"whole model {total / 1e6:.1f} M params")
@@ -450,6 +459,7 @@ def _sam3(tiny: bool, prompts: Prompts) -> Built:
     mask[:, :4] = 1
     return Built(model, lambda: model(pixel_values=pixels, input_ids=ids, attention_mask=mask),
                  _size(side, side), "1 text prompt (noun phrase)", shared="vision_encoder",
+                 further_prompts=len(prompts.names) - 1,
                  notes=[f"{len(prompts.names)} classes = {len(prompts.names)} prompts"])
 
 
@@ -659,11 +669,16 @@ def _cells(row: dict[str, Any]) -> list[str]:
         f"{row['params_m']:.1f}",
         f"{row['gflops']:.1f}",
         f"{row['cpu_s']:.2f}",
-        f"{row['cpu_images_per_s']:.2f}",
+        _rate(row["cpu_images_per_s"]),
         f"{row['h100_images_per_s']:.0f}",
         rss,
         "; ".join(row["notes"]),
     ]
+
+
+def _rate(per_s: float) -> str:
+    """Images/s with two significant digits below 1 (a slow CPU's 0.0043 is not 0.00)."""
+    return f"{per_s:.2f}" if per_s >= 1 else f"{per_s:.2g}"
 
 
 def _caption(report: dict[str, Any]) -> str:
