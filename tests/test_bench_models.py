@@ -15,12 +15,23 @@ SCRIPT = Path(__file__).resolve().parent.parent / "bench" / "models.py"
 
 @pytest.fixture(scope="module")
 def bench():
+    """The script as a module. Its in-process (--tiny) runs set process-wide torch state (flush
+    denormals to zero, thread count) and transformers' verbosity: put back afterwards, or every
+    later test in this process computes with denormal floats flushed (float32 property tests
+    then fail)."""
+    import torch
+    import transformers
+
+    threads, verbosity = torch.get_num_threads(), transformers.logging.get_verbosity()
     spec = importlib.util.spec_from_file_location("bench_models", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     sys.modules["bench_models"] = module  # dataclasses look their module up
     spec.loader.exec_module(module)
     yield module
     sys.modules.pop("bench_models", None)
+    torch.set_flush_denormal(False)  # torch's default; it has no getter
+    torch.set_num_threads(threads)
+    transformers.logging.set_verbosity(verbosity)
 
 
 @pytest.fixture(scope="module")
