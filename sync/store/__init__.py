@@ -30,6 +30,7 @@ Modules:
 - `sync.store.engine`: `open_store`, `upgrade_store`, URL resolution, SQLite pragmas, schema
   version check, creation and upgrade under a lock (safe when processes open a store at once).
 - `sync.store.api`: `Store`, every operation (one transaction per method).
+- `sync.store.training`: training runs (trained detectors and what they were trained on).
 - `sync.store.records`: the frozen input/output values.
 - `sync.store.convert`: `Detections` ↔ annotation rows (pure).
 - `sync.store.schema`: the tables (SQLAlchemy declarative models), `SCHEMA_VERSION`.
@@ -55,6 +56,8 @@ from sync.store.records import (
     SampleIn,
     SampleInfo,
     SamplePair,
+    TrainingRunInfo,
+    TrainingSampleIn,
 )
 from sync.store.schema import RUN_KINDS, SCHEMA_VERSION, SHAPE_TYPES
 
@@ -75,6 +78,8 @@ __all__ = [
     "SamplePair",
     "Store",
     "StoreError",
+    "TrainingRunInfo",
+    "TrainingSampleIn",
     "detections_to_rows",
     "open_store",
     "resolve_url",

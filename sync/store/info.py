@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 
 from sync.store.api import Store
 from sync.store.migrations import read_version
-from sync.store.schema import RUN_KINDS, Annotation, CvatJob, CvatTask, Dataset, Run, Sample
+from sync.store.schema import RUN_KINDS, Annotation, CvatJob, CvatTask, Dataset, Run, Sample, TrainingRun
 
 __all__ = ["StoreSummary", "describe_store"]
 
@@ -38,4 +38,5 @@ def describe_store(store: Store) -> StoreSummary:
         counts = {"datasets": count(Dataset), "samples": count(Sample)}
         counts.update({f"runs: {kind}": int(per_kind.get(kind, 0)) for kind in RUN_KINDS})
         counts.update({"annotations": count(Annotation), "CVAT tasks": count(CvatTask), "CVAT jobs": count(CvatJob)})
+        counts["training runs"] = count(TrainingRun)
     return StoreSummary(url=store.url, backend=store.dialect, schema_version=version, counts=counts)

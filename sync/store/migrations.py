@@ -126,7 +126,15 @@ def check_foreign_keys(conn: Connection, where: str) -> None:
         )
 
 
-MIGRATIONS: dict[int, Migration] = {1: _v1_to_v2, 2: _v2_to_v3}
+def _v3_to_v4(conn: Connection) -> None:
+    """Version 4 records training runs: two new tables (``training_runs``,
+    ``training_samples``); nothing else changes."""
+    copies = _model_copies()
+    for name in ("training_runs", "training_samples"):
+        copies.tables[name].create(conn, checkfirst=True)
+
+
+MIGRATIONS: dict[int, Migration] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
 """``MIGRATIONS[v]`` upgrades a store from schema version ``v`` to ``v + 1``."""
 
 

@@ -27,6 +27,8 @@ __all__ = [
     "SampleIn",
     "SampleInfo",
     "SamplePair",
+    "TrainingRunInfo",
+    "TrainingSampleIn",
 ]
 
 
@@ -259,3 +261,45 @@ class RunComparison:
     """Sample ids covered by ``run_a`` only."""
     only_b: tuple[int, ...] = field(default=())
     """Sample ids covered by ``run_b`` only."""
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingSampleIn:
+    """One sample a training run uses: its split and the run whose labels it gets."""
+
+    sample_id: int
+    split: str
+    """``"train"`` or ``"val"``."""
+    run_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingRunInfo:
+    """A stored training run: a detector trained on a dataset's labels, with its lineage."""
+
+    id: int
+    dataset_id: int
+    name: str
+    created_at: datetime
+    finished_at: datetime | None
+    """None while training (an interrupted training resumes into this run)."""
+    labels: str
+    """``"human"``, ``"prelabel:RUN"`` or ``"mixed"``."""
+    threshold: float | None
+    val_fraction: float
+    seed: int
+    base_model: str
+    params: Mapping[str, Any] | None
+    versions: Mapping[str, Any] | None
+    classes: tuple[str, ...] | list[str] | None
+    export: Mapping[str, Any] | None
+    out_dir: str | None
+    weights_path: str | None
+    weights_sha256: str | None
+    """``sha256:<hex>`` of the trained weights; pre-label runs made with them record it as
+    their ``model_revision``."""
+    metrics: Mapping[str, Any] | None
+
+    @property
+    def finished(self) -> bool:
+        return self.finished_at is not None

@@ -37,6 +37,14 @@ Tables (``→`` is a foreign key):
   annotation received (the local↔server id map), and the shape as it was sent (CVAT type and
   ``points``), which is what the annotator saw. A pre-label of shape type ``tag`` became a
   CVAT tag: ``kind`` ``tag``, its CVAT tag id (CVAT numbers tags apart from shapes).
+- ``training_runs`` → datasets: a detector trained on the dataset's labels (schema version 4):
+  which labels (``human``, ``prelabel:RUN`` or ``mixed``) at which pre-label score threshold,
+  the split (validation fraction and seed), the base model and hyper-parameters, library
+  versions, the output folder, the final metrics and the trained weights' sha256 (the key from
+  a later pre-label run's ``model_revision`` back to what the model was trained on). Open until
+  ``finished_at`` is set (an interrupted training resumes into the same row).
+- ``training_samples`` → training_runs, samples, runs: each sample a training run used, its
+  split (``train`` or ``val``) and the run whose labels it was given.
 - ``store_meta``: key/value pairs, among them ``schema_version``.
 """
 
@@ -79,10 +87,13 @@ __all__ = [
     "RunSample",
     "Sample",
     "StoreMeta",
+    "TRAINING_SPLITS",
+    "TrainingRun",
+    "TrainingSample",
     "utc_now",
 ]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """The schema version this code reads and writes."""
 
 RUN_KINDS = ("prelabel", "human", "import")
@@ -96,6 +107,9 @@ PUSHED_KINDS = ("shape", "tag")
 """Values of ``pushed_shapes.kind``: the CVAT collection a pushed pre-label went into. CVAT
 numbers shapes and tags in separate sequences (one per table), so a shape and a tag of one task
 may have the same id; the kind is part of the key."""
+
+TRAINING_SPLITS = ("train", "val")
+"""Values of ``training_samples.split``."""
 
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 """64-bit ids on PostgreSQL; SQLite's INTEGER PRIMARY KEY is already 64-bit (and only that
@@ -331,3 +345,56 @@ class PushedShape(Base):
     """The CVAT ``points`` sent (a mask's are CVAT RLE plus its inclusive box; a tag's are empty)."""
     kind: Mapped[str] = mapped_column(String(8), server_default="shape")
     """``shape`` or ``tag`` (`PUSHED_KINDS`): which of CVAT's id sequences ``cvat_shape_id`` is in."""
+
+
+class TrainingRun(Base):
+    """A detector trained on a dataset's labels, with its lineage (schema version 4)."""
+
+    __tablename__ = "training_runs"
+    __table_args__ = (
+        UniqueConstraint("dataset_id", "name", name="uq_training_runs_dataset_name"),
+        CheckConstraint("val_fraction > 0 AND val_fraction < 1", name="ck_training_runs_val"),
+        Index("ix_training_runs_weights", "weights_sha256"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"))
+    name: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now)
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    labels: Mapped[str] = mapped_column(String(300))
+    """``human``, ``prelabel:RUN`` or ``mixed``: where the training labels came from."""
+    threshold: Mapped[float | None] = mapped_column(Double)
+    """The score a pre-label needed to be trained on (None: every stored pre-label)."""
+    val_fraction: Mapped[float] = mapped_column(Double)
+    seed: Mapped[int] = mapped_column(Integer)
+    base_model: Mapped[str] = mapped_column(Text)
+    """The checkpoint or yaml training started from, as given."""
+    params: Mapped[dict | None] = mapped_column(_json())
+    """Hyper-parameters (epochs, imgsz, batch, device, ...)."""
+    versions: Mapped[dict | None] = mapped_column(_json())
+    """Library versions (ultralytics, torch, autolabel)."""
+    classes: Mapped[list | None] = mapped_column(_json())
+    """The class names, in class-id order."""
+    export: Mapped[dict | None] = mapped_column(_json())
+    """What the training export wrote: counts per source, dropped annotations, skipped files."""
+    out_dir: Mapped[str | None] = mapped_column(Text)
+    weights_path: Mapped[str | None] = mapped_column(Text)
+    weights_sha256: Mapped[str | None] = mapped_column(String(80))
+    """``sha256:<hex>`` of the trained weights (what pre-label runs record as ``model_revision``)."""
+    metrics: Mapped[dict | None] = mapped_column(_json())
+
+
+class TrainingSample(Base):
+    """A sample a training run used: its split and the run whose labels it got."""
+
+    __tablename__ = "training_samples"
+    __table_args__ = (
+        CheckConstraint(
+            "split IN (" + ", ".join(f"'{s}'" for s in TRAINING_SPLITS) + ")", name="ck_training_samples_split"
+        ),
+    )
+    training_run_id: Mapped[int] = mapped_column(ForeignKey("training_runs.id"), primary_key=True)
+    sample_id: Mapped[int] = mapped_column(ForeignKey("samples.id"), primary_key=True, index=True)
+    split: Mapped[str] = mapped_column(String(8))
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"))
+    """The run (human revision, import or pre-label run) whose labels the sample was given."""
