@@ -31,7 +31,9 @@ sha256 is skipped and listed with the reason.
 Images keep their file name unless its stem (case-insensitively: the label file is
 ``STEM.txt``) is taken by an earlier sample (ascending sample id), in which case the name
 becomes ``STEM-<sample id>.ext``: images with the same stem from different folders never
-overwrite each other. The train/val split is `split_of`. The folder is built beside OUT and
+overwrite each other. The train/val split is `split_of` unless the caller gives one (``autolabel train`` splits the
+whole dataset once, so every training run of a dataset shares it). The metadata also counts the
+label lines per split and class (``instances``). The folder is built beside OUT and
 moved into place at the end, so a failure leaves no half export.
 """
 
@@ -43,7 +45,7 @@ import os
 import secrets
 import shutil
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -56,7 +58,7 @@ from sync.export.choice import ExportChoice, ExportError, ExportSummary, SampleC
 from sync.store import Store
 from sync.store.convert import split_tags
 
-__all__ = ["METADATA_FILE", "YOLO_SUFFIXES", "export_yolo", "label_lines", "split_of"]
+__all__ = ["METADATA_FILE", "SCORED_SOURCES", "YOLO_SUFFIXES", "export_yolo", "label_lines", "split_of"]
 
 METADATA_FILE = "autolabel_export.json"
 YOLO_SUFFIXES = frozenset({".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp"})
@@ -278,32 +280,45 @@ def _partial_folder(out: Path) -> Path:
     return built
 
 
+SCORED_SOURCES = frozenset({"prelabel", "import-prediction"})
+"""Sources whose labels are model output with scores (what ``min_score`` filters)."""
+
+
 def _write_samples(
     built: Path,
     store: Store,
     choice: ExportChoice,
     paths: dict[int, Path],
     names: dict[int, str],
-    splits: dict[str, str],
+    splits: Mapping[str, str],
     *,
     segments: bool,
-) -> tuple[list[dict[str, Any]], list[str], Counter]:
+    min_score: float | None = None,
+) -> tuple[list[dict[str, Any]], list[str], Counter, dict[str, Counter]]:
     """Images and label files of every sample of ``choice`` under ``built``: the per-sample
-    records of the metadata, the class names (sorted) and what was dropped, by reason."""
+    records of the metadata, the class names (sorted), what was dropped, by reason, and the
+    label lines per split and class."""
     for kind in ("images", "labels"):
         for part in ("train", "val"):
             (built / kind / part).mkdir(parents=True)
     lines_of: dict[int, list[tuple[str, list[float]]]] = {}
     labels: set[str] = set()
     dropped: Counter = Counter()
+    instances: dict[str, Counter] = {"train": Counter(), "val": Counter()}
     for chosen, labelled in iter_labels(store, choice, masks=segments):
         det, tags = split_tags(labelled)
         if len(tags):
             dropped["tags (image-level labels)"] += len(tags)
+        if min_score is not None and chosen.source in SCORED_SOURCES and len(det):
+            low = det.scores < min_score
+            if low.any():
+                dropped[f"pre-labels scored below {min_score:g}"] += int(low.sum())
+                det = det[~low]
         sample = chosen.sample
-        labels.update(det.labels.tolist())
         lines, lost = label_lines(det, sample.width, sample.height, segments=segments)
+        labels.update(det.labels.tolist())
         lines_of[sample.id] = lines
+        instances[splits[sample.uri]].update(label for label, _ in lines)
         dropped.update(lost)
         _link_or_copy(paths[sample.id], built / "images" / splits[sample.uri] / names[sample.id])
     categories = sorted(labels)
@@ -323,6 +338,7 @@ def _write_samples(
                 "sample_id": sample.id,
                 "uri": sample.uri,
                 "run": chosen.run.name,
+                "run_id": chosen.run.id,
                 "kind": chosen.run.kind,
                 "source": chosen.source,
                 "split": part,
@@ -331,7 +347,7 @@ def _write_samples(
                 "lines": len(lines_of[sample.id]),
             }
         )
-    return records, categories, dropped
+    return records, categories, dropped, instances
 
 
 def export_yolo(
@@ -344,30 +360,43 @@ def export_yolo(
     seed: int = 0,
     segments: bool = False,
     overwrite: bool = False,
+    choice: ExportChoice | None = None,
+    splits: Mapping[str, str] | None = None,
+    min_score: float | None = None,
 ) -> ExportSummary:
     """Write the labels of ``dataset`` (one run per sample, see `sync.export.choice`) as a YOLO
     dataset folder ``out``; returns what was written (see the module docstring).
 
-    ``val`` is the validation fraction in [0, 1), ``seed`` the split's seed. `ExportError` when
-    ``out`` is not empty (unless ``overwrite`` and it is a previous export), the fraction is
-    out of range or no chosen sample is a local file; `sync.store.StoreError` for a missing
-    dataset or run.
+    ``val`` is the validation fraction in [0, 1), ``seed`` the split's seed. A caller that
+    decided already gives ``choice`` (which run each sample's labels come from; ``revision`` is
+    then ignored) and ``splits`` (``{uri: "train" | "val"}`` covering every chosen sample;
+    ``val`` and ``seed`` are then only recorded); ``min_score`` drops the pre-labels (sources
+    `SCORED_SOURCES`) scored below it (counted). `ExportError` when ``out`` is not empty
+    (unless ``overwrite`` and it is a previous export), the fraction is out of range or no
+    chosen sample is a local file; `sync.store.StoreError` for a missing dataset or run.
     """
     out = Path(out).resolve()
     if not 0.0 <= val < 1.0:
         raise ExportError(f"the validation fraction must lie in [0, 1), got {val}")
     replacing = _check_out(out, overwrite)
-    choice = choose_runs(store, dataset, revision=revision)
+    if choice is None:
+        choice = choose_runs(store, dataset, revision=revision)
     choice.require_samples()
 
     exportable, paths, skipped = _exportable(choice)
     names = _unique_names(list(paths.items()))
-    splits = split_of([c.sample.uri for c in exportable], val, seed)
+    if splits is None:
+        splits = split_of([c.sample.uri for c in exportable], val, seed)
+    missing = [c.sample.uri for c in exportable if splits.get(c.sample.uri) not in ("train", "val")]
+    if missing:
+        raise ExportError(f"the given split has no train/val side for {len(missing)} samples, e.g. {missing[0]}")
     exported_at = datetime.now(UTC)
     sub_choice = replace(choice, chosen=tuple(exportable))
     built = _partial_folder(out)
     try:
-        records, categories, dropped = _write_samples(built, store, sub_choice, paths, names, splits, segments=segments)
+        records, categories, dropped, instances = _write_samples(
+            built, store, sub_choice, paths, names, splits, segments=segments, min_score=min_score
+        )
         n_val = sum(1 for r in records if r["split"] == "val")
         val_dir = "images/val" if n_val else "images/train"
         (built / "data.yaml").write_text(_data_yaml(out, val_dir, categories), encoding="utf-8")
@@ -379,7 +408,9 @@ def export_yolo(
             "segments": segments,
             "val_fraction": val,
             "seed": seed,
+            "min_score": min_score,
             "val_is_train": not n_val,
+            "instances": {part: dict(sorted(found.items())) for part, found in instances.items()},
             "skipped": [{"uri": uri, "reason": reason} for uri, reason in skipped],
             "dropped": dict(sorted(dropped.items())),
             "samples": records,
