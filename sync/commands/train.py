@@ -1,5 +1,6 @@
-"""``autolabel train`` (a detector on the store's labels, recorded with its lineage) and
-``autolabel lineage`` (what a model, or the pre-labels it made, was trained on)."""
+"""``autolabel train`` (a detector on the store's labels, recorded with its lineage),
+``autolabel lineage`` (what a model, or the pre-labels it made, was trained on) and
+``autolabel experiment thresholds`` (which pre-label threshold trains the best model)."""
 
 from __future__ import annotations
 
@@ -92,12 +93,7 @@ def train(
     from sync.train import TrainOptions, resume_training, train_detector
 
     store = _store()
-    onto = None
-    if ontology is not None:
-        from serverless.ontology import load_ontology
-
-        with domain_errors():
-            onto = load_ontology(ontology)
+    onto = _ontology(ontology)
     options = TrainOptions(labels=labels, threshold=threshold, model=model, epochs=epochs, imgsz=imgsz, batch=batch,
                            device=device, workers=workers, val=val, seed=seed, plots=plots)
     try:
@@ -128,13 +124,83 @@ def lineage(
     for line in found["lines"]:
         out.print(text(line), highlight=False, soft_wrap=True)
     if json_file is not None:
-        try:
-            json_file.write_text(json.dumps(found["data"], indent=1) + "\n", encoding="utf-8")
-        except OSError as error:
-            fail(f"cannot write {json_file}: {error.strerror or error}")
+        _write(json_file, (json.dumps(found["data"], indent=1) + "\n").encode())
+
+
+experiment_app = typer.Typer(help="Experiments that train models to answer a question about the labels.",
+                             no_args_is_help=True)
+
+
+@experiment_app.command("thresholds")
+def thresholds(
+    dataset: Annotated[str, typer.Option(help="Dataset in the store.")],
+    thresholds_text: Annotated[str, typer.Option("--thresholds", help="Pre-label thresholds to train with.")] = "0.2,0.3,0.5,0.8",
+    prelabels: Annotated[str | None, typer.Option(help="Pre-label run to train on (default: the latest).")] = None,
+    model: Annotated[str, typer.Option(help="Base model of every training (as autolabel train).")] = "yolo11n.pt",
+    epochs: Annotated[int, typer.Option(help="Epochs per model.")] = 30,
+    imgsz: Annotated[int, typer.Option(help="Training image size.")] = 640,
+    batch: Annotated[int, typer.Option(help="Images per batch.")] = 16,
+    device: Annotated[str | None, typer.Option(help="cpu, 0 … (default: ultralytics chooses).")] = None,
+    workers: Annotated[int, typer.Option(help="Data-loading worker processes.")] = 8,
+    val: Annotated[float, typer.Option(help="Validation fraction (the dataset's fixed split).")] = 0.2,
+    seed: Annotated[int, typer.Option(help="Seed of the split and of training.")] = 0,
+    name: Annotated[str, typer.Option(help="Prefix of the runs it records.")] = "thresholds",
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Output folder (default autolabel-runs/DATASET/NAME).")] = None,
+    ontology: Annotated[Path | None, typer.Option(help="The classes must be this ontology's object labels.")] = None,
+    json_file: Annotated[Path | None, typer.Option("--json", help="Write the table as JSON.")] = None,
+    html_file: Annotated[Path | None, typer.Option("--html", help="Write the HTML report (table, plot, every model).")] = None,
+    plot_file: Annotated[Path | None, typer.Option("--plot", help="Write the plot as PNG (default OUT/thresholds.png).")] = None,
+) -> None:
+    """Train one model per pre-label threshold (and one on human labels), measure each on the
+    human-corrected validation samples: which threshold should the team pre-label with?"""
+    from sync.train.experiment import parse_thresholds, threshold_experiment
+    from sync.train.experiment_report import experiment_section, experiment_table, plot_png
+    from sync.train.run import TrainOptions, default_out
+
+    store = _store()
+    onto = _ontology(ontology)
+    options = TrainOptions(model=model, epochs=epochs, imgsz=imgsz, batch=batch, device=device, workers=workers,
+                           val=val, seed=seed, plots=False)
+    out_dir = out_dir or default_out(dataset, name)
+    with training_errors():
+        chosen = parse_thresholds(thresholds_text)
+        experiment = threshold_experiment(store, dataset, chosen, options, out_dir, prelabels=prelabels, name=name,
+                                          ontology=onto, on_step=lambda line: err.print(text(line), highlight=False))
+    out.print(experiment_table(experiment))
+    png = plot_png(experiment)
+    plot_path = plot_file or Path(out_dir) / "thresholds.png"
+    _write(plot_path, png)
+    err.print(text(f"plot: {plot_path}"), highlight=False)
+    if json_file is not None:
+        _write(json_file, (json.dumps(experiment.to_dict(), indent=1) + "\n").encode())
+        err.print(text(f"JSON: {json_file}"), highlight=False)
+    if html_file is not None:
+        from sync.evaluate.html import render_html
+
+        page = render_html(experiment.report, sections=[experiment_section(experiment, png)])
+        _write(html_file, page.encode("utf-8"))
+        err.print(text(f"HTML report: {html_file}"), highlight=False)
+
+
+def _ontology(path: Path | None) -> Any:
+    if path is None:
+        return None
+    from serverless.ontology import load_ontology
+
+    with domain_errors():
+        return load_ontology(path)
+
+
+def _write(path: Path, data: bytes) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    except OSError as error:
+        fail(f"cannot write {path}: {error.strerror or error}")
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``train`` and ``lineage`` to the ``autolabel`` app."""
+    """Add ``train``, ``lineage`` and ``experiment`` to the ``autolabel`` app."""
     app.command("train")(train)
     app.command("lineage")(lineage)
+    app.add_typer(experiment_app, name="experiment")

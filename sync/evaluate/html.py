@@ -494,9 +494,10 @@ def _box_parts(run: Mapping[str, Any], suffix: str, plotter: _Plotter) -> str:
     return "".join(parts)
 
 
-def render_html(report: dict) -> str:
+def render_html(report: dict, *, sections: Sequence[str] = ()) -> str:
     """The report (the dict of `sync.evaluate.report.build_report`) as one self-contained
-    HTML page (see the module docstring for its content and plot ids).
+    HTML page (see the module docstring for its content and plot ids); ``sections`` (HTML,
+    e.g. the threshold experiment's) go after the summary, before the ranking.
     Raises `EvalError` when the report has no runs."""
     runs = report_runs(report)
     plotter = _Plotter()
@@ -530,6 +531,7 @@ def render_html(report: dict) -> str:
     parts.append('<dl class="summary">' + "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in summary) + "</dl>")
     if seconds and with_boxes:
         parts.append(f'<p id="seconds-used">{_e(fmt_seconds_used(seconds))}</p>')
+    parts.extend(sections)
     if len(runs) > 1:
         parts.append("<h2>Ranking</h2>")
         parts.append(_ranking(runs, report.get("rank_by")))

@@ -27,7 +27,17 @@ if TYPE_CHECKING:
     from serverless.ontology import Ontology
     from sync.store import Store
 
-__all__ = ["TrainOptions", "TrainingResult", "default_out", "resume_training", "train_detector", "weights_of"]
+__all__ = [
+    "TrainOptions",
+    "TrainingResult",
+    "check_options",
+    "default_out",
+    "resume_training",
+    "run_plan",
+    "train_detector",
+    "unfinished_run",
+    "weights_of",
+]
 
 DATA = "data"
 """The YOLO dataset folder under OUT."""
@@ -117,8 +127,19 @@ def train_detector(
 ) -> TrainingResult:
     """Train a detector on ``dataset``'s labels and record it (module docstring). ``on_plan``
     is told the checked plan and the open run before training starts (to show them)."""
+    base, name, out = check_options(store, dataset, options, out=out, name=name)
+    plan = prepare_training(store, dataset, LabelSource.parse(options.labels), out / DATA,
+                            threshold=options.threshold, val=options.val, seed=options.seed, ontology=ontology)
+    return run_plan(store, plan, options, base, out, name, on_plan=on_plan)
+
+
+def check_options(
+    store: Store, dataset: str, options: TrainOptions, *, out: Path | None, name: str | None
+) -> tuple[str, str, Path]:
+    """``(base model for ultralytics, run name, output folder)`` once every option is checked
+    (`TrainingError`); nothing is written."""
     options.check()
-    source = LabelSource.parse(options.labels)
+    LabelSource.parse(options.labels)
     store.get_dataset(dataset)
     base = ultra.resolve_base_model(options.model)
     name = name or _next_name(store, dataset)
@@ -126,11 +147,23 @@ def train_detector(
         raise TrainingError(f"dataset {dataset!r} already has a training run named {name!r}")
     out = (out or default_out(dataset, name)).resolve()
     _check_out(out)
-    plan = prepare_training(store, dataset, source, out / DATA, threshold=options.threshold, val=options.val,
-                            seed=options.seed, ontology=ontology)
+    return base, name, out
+
+
+def run_plan(
+    store: Store,
+    plan: TrainingPlan,
+    options: TrainOptions,
+    base: str,
+    out: Path,
+    name: str,
+    *,
+    on_plan: Callable[[TrainingPlan, TrainingRunInfo], None] | None = None,
+) -> TrainingResult:
+    """Record the training run of a checked ``plan``, train it into ``out`` and seal it."""
     run = store.create_training_run(
-        dataset, name=name, labels=source.text, threshold=options.threshold, val_fraction=options.val,
-        seed=options.seed, base_model=options.model, params=options.settings() | {"base_model_file": base},
+        plan.dataset, name=name, labels=plan.source.text, threshold=plan.threshold, val_fraction=plan.val,
+        seed=plan.seed, base_model=options.model, params=options.settings() | {"base_model_file": base},
         versions=ultra.versions(), classes=plan.classes, export=plan.summary(), out_dir=str(out),
         samples=[TrainingSampleIn(sid, split, run_id) for sid, split, run_id in plan.samples()],
     )
