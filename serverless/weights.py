@@ -64,6 +64,7 @@ __all__ = [
     "fetch_file",
     "fetch_grounding_dino",
     "fetch_pretrained",
+    "file_sha256",
     "file_target",
     "fetch_sam",
     "load_manifest",
@@ -168,6 +169,12 @@ def _file_digest(path: Path, algorithm: str = "sha256") -> tuple[str, int]:
     with path.open("rb") as handle:
         digests, size = _hash_stream(handle, None, [algorithm])
     return digests[algorithm], size
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """``"sha256:<hex>"`` of a file's bytes: the one content hash of a file (a pre-label run's
+    samples and its ``model_revision``, imports, exports, rendered checkpoints)."""
+    return "sha256:" + _file_digest(Path(path))[0]
 
 
 def sam_checkpoint_path(dest: str | os.PathLike[str], model_type: str) -> Path:

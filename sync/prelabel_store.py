@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from serverless.weights import file_sha256  # the one content hash; sync's importers reach it here
 from sync.store import Provenance, RunInfo, SampleIn, StoreError
 from sync.store.credentials import strip_credentials
 
@@ -25,16 +25,6 @@ __all__ = ["RunRecorder", "file_sha256", "prelabel_provenance", "run_differences
 def sample_uri(path: Path) -> str:
     """Samples of local files are identified by their absolute path."""
     return str(path.resolve())
-
-
-def file_sha256(path: Path) -> str:
-    """``"sha256:<hex>"`` of a file's bytes: the content hash a sample records (pre-label runs,
-    imports and exports all use this one, so the same file is the same sample)."""
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return "sha256:" + digest.hexdigest()
 
 
 def prelabel_provenance(ontology: Ontology, model_id: str | None, params: Mapping[str, Any]) -> Provenance:

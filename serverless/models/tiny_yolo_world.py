@@ -20,6 +20,7 @@ Their outputs are meaningless: they exist so tests and offline demos run the rea
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,9 +29,10 @@ from serverless.models.tiny import TINY_MARKER
 from serverless.models.tiny_clip import write_tiny_clip
 
 if TYPE_CHECKING:
+    import torch
     from ultralytics.nn.tasks import WorldModel
 
-__all__ = ["CHECKPOINT_NAME", "CLIP_DIR", "TEXT_DIM", "TINY_YAML", "write_tiny_yolo_world"]
+__all__ = ["CHECKPOINT_NAME", "CLIP_DIR", "TEXT_DIM", "TINY_YAML", "calibrate_norms", "write_tiny_yolo_world"]
 
 CHECKPOINT_NAME = "yolo-world-tiny.pt"
 CLIP_DIR = "clip"
@@ -80,29 +82,45 @@ _WORDS = (
 ).split()
 
 
-def _calibrate(model: WorldModel, seed: int) -> None:
-    """Make a random `WorldModel`'s scores vary with the image. At random init every layer
-    shrinks its input (the head then sees a constant) and the contrastive heads start at a bias
-    of -10 (every score about 0). Each BatchNorm takes its statistics from one pass over smooth
-    random images, as a trained model's reflect its data, and the heads start at bias 0 and
-    logit scale e^-2: scores then spread over 0..1 without saturating."""
+def calibrate_norms(
+    model: torch.nn.Module, forward: Callable[[torch.Tensor], object], generator: torch.Generator
+) -> None:
+    """Give a random-init network's BatchNorm layers the running statistics of one training-mode
+    pass of ``forward`` over four smooth random 256x256 images drawn from ``generator``, as a
+    trained model's reflect its data (at random init every layer shrinks its input and the head
+    sees a constant). The model is left in eval mode. Shared by the tiny ultralytics writers
+    (`serverless.models.tiny_yolo`)."""
     import torch
 
-    generator = torch.Generator().manual_seed(seed)
     blobs = torch.rand(4, 3, 8, 8, generator=generator)
     smooth = torch.nn.functional.interpolate(blobs, size=(256, 256), mode="bilinear")
     images = 0.8 * smooth + 0.2 * torch.rand(4, 3, 256, 256, generator=generator)
-    text = torch.nn.functional.normalize(torch.randn(1, 4, TEXT_DIM, generator=generator), dim=-1)
     norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     momentum = [m.momentum for m in norms]
     for norm in norms:
         norm.momentum = 1.0  # running statistics := this batch's
     model.train()
     with torch.no_grad():
-        model.predict(images, txt_feats=text)
+        forward(images)
     for norm, value in zip(norms, momentum, strict=True):
         norm.momentum = value
     model.eval()
+
+
+def _calibrate(model: WorldModel, seed: int) -> None:
+    """Make a random `WorldModel`'s scores vary with the image: its BatchNorm statistics from
+    smooth random images (`calibrate_norms`); the contrastive heads, which start at a bias of
+    -10 (every score about 0), start at bias 0 and logit scale e^-2: scores then spread over
+    0..1 without saturating."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+
+    def forward(images: torch.Tensor) -> object:
+        text = torch.nn.functional.normalize(torch.randn(1, 4, TEXT_DIM, generator=generator), dim=-1)
+        return model.predict(images, txt_feats=text)
+
+    calibrate_norms(model, forward, generator)
     for head in model.model[-1].cv4:
         head.bias.data.zero_()
         head.logit_scale.data.fill_(-2.0)

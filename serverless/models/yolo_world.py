@@ -53,9 +53,9 @@ import functools
 import os
 import pickle
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -77,6 +77,7 @@ from serverless.ontology import Ontology, OntologyError, prompt_phrases
 if TYPE_CHECKING:
     import torch
     from transformers import CLIPTextModelWithProjection, PreTrainedTokenizerBase
+    from ultralytics.data.augment import LetterBox
     from ultralytics.nn.tasks import WorldModel
 
 __all__ = [
@@ -91,6 +92,9 @@ __all__ = [
     "YoloWorldDetector",
     "bound_network",
     "decode_world",
+    "letterbox_pixels",
+    "letterboxed_detections",
+    "load_ultralytics_checkpoint",
     "load_world_checkpoint",
     "locate_weights",
     "split_weights",
@@ -197,6 +201,41 @@ def world_detections(
     return boxes.suppressed(defaults)
 
 
+def letterbox_pixels(letterbox: LetterBox, images: Sequence[np.ndarray], device: str) -> torch.Tensor:
+    """RGB uint8 (H, W, 3) images → (B, 3, S, S) float 0..1 on ``device``, each through
+    ultralytics' ``LetterBox`` ``letterbox`` (one square size, so every image gives one shape)."""
+    import torch
+
+    frames = np.stack([letterbox(image=np.ascontiguousarray(image)) for image in images])
+    return torch.from_numpy(frames).to(device).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def letterboxed_detections(
+    images: Sequence[np.ndarray],
+    ontology: Ontology,
+    threshold: float | None,
+    *,
+    imgsz: int,
+    forward: Callable[[Sequence[np.ndarray]], np.ndarray],
+) -> list[Detections]:
+    """`Detector.detect` of the ultralytics detectors (``yolo-world``, ``yolo``): ``threshold``
+    is checked and overrides every label's own (`Ontology.thresholds_or`); the images go through
+    ``forward`` in chunks of `BATCH` (a chunk of RGB images → its (B, 4 + L, A) head output over
+    the ontology's L labels, for their letterboxed ``imgsz`` square input) and each image's
+    output becomes its `Detections` (`world_detections`)."""
+    threshold = check_threshold(threshold)
+    if not images:
+        return []
+    per_label = ontology.thresholds_or(threshold)
+    size = (imgsz, imgsz)
+    found: list[Detections] = []
+    for start in range(0, len(images), BATCH):
+        chunk = images[start : start + BATCH]
+        for pred, image in zip(forward(chunk), chunk, strict=True):
+            found.append(world_detections(pred, ontology, per_label, input_shape=size, image_shape=image.shape[:2]))
+    return found
+
+
 # --------------------------------------------------------------------------- text encoder
 
 
@@ -285,30 +324,53 @@ class ClipText:
 # --------------------------------------------------------------------------- network
 
 
-def load_world_checkpoint(path: str) -> tuple[WorldModel, int]:
-    """``(WorldModel in eval mode, fused, float32 on the CPU, input size)`` from an
-    ultralytics checkpoint, read with ultralytics' restricted unpickler (``weights_only`` with
-    an allow-list of its model classes). `ModelLoadError` in one line otherwise."""
+def load_ultralytics_checkpoint(
+    path: str, *, display: str, accepts: Callable[[Any], bool], expected: str
+) -> tuple[Any, int]:
+    """``(model in eval mode, fused, float32 on the CPU, input size)`` from the ultralytics
+    checkpoint file ``path``, read with ultralytics' restricted unpickler (``weights_only`` with
+    an allow-list of its model classes), never downloaded. The model (``ema``, else ``model``)
+    must satisfy ``accepts``; the input size is ``imgsz`` of its ``train_args`` when that is a
+    multiple of the network's stride, else 640. `ModelLoadError` in one line otherwise, naming
+    ``display`` (``YOLO-World checkpoint``), the file and, for a model of another kind, what the
+    file holds and ``expected``. The one reader of the ``yolo-world`` and ``yolo`` backends."""
     ultralytics_environment()
-    from ultralytics.nn.tasks import WorldModel, torch_safe_load
+    from ultralytics.nn.tasks import torch_safe_load
 
     file = Path(path).expanduser().resolve()
     if not file.is_file():  # ultralytics would download a missing file named like one of its assets
-        raise ModelLoadError(f"YOLO-World checkpoint {path} does not exist")
+        raise ModelLoadError(f"{display} {path} does not exist")
     try:
         ckpt, _ = torch_safe_load(str(file), safe_only=True)
     except (TypeError, ValueError, RuntimeError, OSError, EOFError, ImportError, pickle.UnpicklingError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ModelLoadError(f"cannot load YOLO-World checkpoint {path}: {first}") from err
+        raise ModelLoadError(f"cannot load {display} {path}: {first}") from err
     model = (ckpt.get("ema") or ckpt.get("model")) if isinstance(ckpt, dict) else None
-    if not isinstance(model, WorldModel):
+    if not accepts(model):
         found = type(model).__name__ if model is not None else "no model"
-        raise ModelLoadError(f"{path} holds {found}, not a YOLO-World model (ultralytics WorldModel)")
+        task = (ckpt.get("train_args") or {}).get("task") if isinstance(ckpt, dict) else None
+        what = f"{found} (task {task!r})" if isinstance(task, str) and model is not None else found
+        raise ModelLoadError(f"{path} holds {what}, not {expected}")
     imgsz = (ckpt.get("train_args") or {}).get("imgsz", 640)
     stride = int(max(model.stride))
     if not isinstance(imgsz, int) or isinstance(imgsz, bool) or imgsz < stride or imgsz % stride:
         imgsz = 640
     return model.float().eval().fuse(verbose=False), imgsz
+
+
+def load_world_checkpoint(path: str) -> tuple[WorldModel, int]:
+    """``(WorldModel in eval mode, fused, float32 on the CPU, input size)`` from an
+    ultralytics checkpoint (`load_ultralytics_checkpoint`); `ModelLoadError` in one line
+    otherwise."""
+    ultralytics_environment()
+    from ultralytics.nn.tasks import WorldModel
+
+    return load_ultralytics_checkpoint(
+        path,
+        display="YOLO-World checkpoint",
+        accepts=lambda model: isinstance(model, WorldModel),
+        expected="a YOLO-World model (ultralytics WorldModel)",
+    )
 
 
 def _text_widths(model: WorldModel) -> set[int]:
@@ -384,10 +446,7 @@ class YoloWorld:
 
     def preprocess(self, images: Sequence[np.ndarray]) -> torch.Tensor:
         """RGB uint8 (H, W, 3) images → (B, 3, S, S) float 0..1 on the device, letterboxed."""
-        import torch
-
-        frames = np.stack([self._letterbox(image=np.ascontiguousarray(image)) for image in images])
-        return torch.from_numpy(frames).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
+        return letterbox_pixels(self._letterbox, images, self.device)
 
     def forward(
         self, pixels: torch.Tensor, network: WorldModel, text: torch.Tensor, prompt_label: torch.Tensor, n_labels: int
@@ -427,20 +486,13 @@ class YoloWorldDetector:
         """Boxes for each RGB uint8 (H, W, 3) image: ``threshold`` overrides every label's own;
         class-wise (or, per the ontology, class-agnostic) NMS on labels, descending scores, at
         most ``defaults.max_detections`` per image."""
-        threshold = check_threshold(threshold)
-        if not images:
-            return []
-        ontology = self.ontology
-        per_label = ontology.thresholds_or(threshold)
-        size = (self.model.imgsz, self.model.imgsz)
-        found: list[Detections] = []
-        for start in range(0, len(images), BATCH):
-            chunk = images[start : start + BATCH]
-            pixels = self.model.preprocess(chunk)
-            raw = self.model.forward(pixels, self._network, self.text, self.prompt_label, len(ontology.labels))
-            for pred, image in zip(raw, chunk, strict=True):
-                found.append(world_detections(pred, ontology, per_label, input_shape=size, image_shape=image.shape[:2]))
-        return found
+        model = self.model
+        n_labels = len(self.ontology.labels)
+
+        def forward(chunk: Sequence[np.ndarray]) -> np.ndarray:
+            return model.forward(model.preprocess(chunk), self._network, self.text, self.prompt_label, n_labels)
+
+        return letterboxed_detections(images, self.ontology, threshold, imgsz=model.imgsz, forward=forward)
 
 
 # --------------------------------------------------------------------------- weights
