@@ -68,6 +68,7 @@ BACKEND_MODULES: dict[str, str] = {
     "owlv2": "serverless.models.owlv2",
     "mm-grounding-dino": "serverless.models.mm_grounding_dino",
     "yolo-world": "serverless.models.yolo_world",
+    "yolo": "serverless.models.yolo",
     "sam3": "serverless.models.sam3",
     "sam": "serverless.models.sam",
     "sam2": "serverless.models.sam2",
