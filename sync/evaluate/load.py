@@ -9,8 +9,15 @@ Defaults (what ``autolabel eval`` does without ``--pred``/``--truth``):
   role ``revision`` (``autolabel import --as-revision``). The same rule as ``autolabel export``
   (`sync.export.choice`), minus its last resort (pre-labels are never their own truth).
 
-Samples are the ones covered by the truth and by every pred run, so several runs are
-compared on exactly the same samples.
+Samples are the ones covered by the truth and by every pred run, minus the **training
+samples**: every sample that a finished training run of the dataset trained on (its ``train``
+split) is left out when a pred run's ``model_revision`` is that training run's
+``weights_sha256`` (pre-labels made with the trained weights). So several runs (a trained
+model and the foundation model it is compared with) are evaluated on exactly the same samples,
+and those are held out from the trained weights. The ``val`` split stays in: its labels never
+drove a gradient step, though ultralytics picks ``best.pt`` by its score on them (a slightly
+optimistic estimate); a strict test set is the samples the training run never saw at all.
+A note per training run says how many samples it took out (`Selection.notes`).
 
 Tags (image-level labels, rows of shape type ``tag``) are split from the shapes as they are
 read (`sync.store.convert.split_tags`): shapes go to the box/mask evaluation, tags to
@@ -33,9 +40,10 @@ from sync.store.convert import TAG, split_tags
 from sync.views import group_by_run, latest_runs_per_sample
 
 if TYPE_CHECKING:
-    from sync.store import RunInfo, SampleInfo, Store
+    from sync.store import RunInfo, SampleInfo, Store, TrainingRunInfo
 
-__all__ = ["Selection", "choose_runs", "default_pred", "has_scores", "load_eval", "run_thresholds", "wants_masks"]
+__all__ = ["Selection", "choose_runs", "default_pred", "has_scores", "load_eval", "run_thresholds", "trained_on",
+           "wants_masks"]
 
 MASK_SHAPES = ("mask", "polygon")
 
@@ -52,6 +60,7 @@ class Selection:
     sample_ids: tuple[int, ...]
     truth_description: str
     notes: tuple[str, ...] = ()
+    """What was left out and why (samples a run does not cover, samples trained on)."""
 
 
 def default_pred(store: Store, dataset: str) -> RunInfo:
@@ -91,8 +100,10 @@ def _truth_map(store: Store, dataset: str, truth: str | None) -> tuple[dict[int,
 
 
 def choose_runs(store: Store, dataset: str, *, preds: Sequence[str] = (), truth: str | None = None) -> Selection:
-    """Which runs to compare and on which samples (see the module docstring for defaults).
-    `EvalError` (or the store's `StoreError` for unknown names) when there is nothing to compare."""
+    """Which runs to compare and on which samples (see the module docstring for defaults):
+    those covered by the truth and every pred run, less the samples any pred run's trained
+    weights were trained on (their ``train`` split). `EvalError` (or the store's `StoreError`
+    for unknown names) when there is nothing to compare, or nothing held out."""
     store.get_dataset(dataset)
     if len(set(preds)) != len(preds):
         raise EvalError(f"--pred names a run twice: {list(preds)}")
@@ -116,6 +127,8 @@ def choose_runs(store: Store, dataset: str, *, preds: Sequence[str] = (), truth:
     if not common:
         names = ", ".join(repr(r.name) for r in pred_runs)
         raise EvalError(f"no sample of dataset {dataset!r} is covered by both {names} and the truth ({description})")
+    common, held_out_notes = _held_out(store, pred_runs, common)
+    notes.extend(held_out_notes)
     return Selection(
         dataset=dataset,
         preds=pred_runs,
@@ -124,6 +137,46 @@ def choose_runs(store: Store, dataset: str, *, preds: Sequence[str] = (), truth:
         truth_description=description,
         notes=tuple(notes),
     )
+
+
+def trained_on(store: Store, runs: Sequence[RunInfo]) -> list[tuple[TrainingRunInfo, RunInfo, frozenset[int]]]:
+    """``[(training run, pred run, ids of its train split)]``: each finished training run of a
+    run's dataset whose weights made one of ``runs`` (``model_revision`` equal to its
+    ``weights_sha256``), once, with the first such run, oldest training run first."""
+    found: dict[int, tuple[TrainingRunInfo, RunInfo, frozenset[int]]] = {}
+    for run in runs:
+        if not run.model_revision:
+            continue
+        for training in store.training_runs_for_weights(run.model_revision):
+            if training.dataset_id != run.dataset_id or training.id in found:
+                continue
+            split = store.training_samples(training)
+            found[training.id] = (training, run, frozenset(i for i, s in split.items() if s.split == "train"))
+    return [found[k] for k in sorted(found)]
+
+
+def _held_out(store: Store, runs: Sequence[RunInfo], common: set[int]) -> tuple[set[int], list[str]]:
+    """``common`` without the samples that the weights of any of ``runs`` were trained on
+    (`trained_on`), and one note per training run; `EvalError` naming the training runs when
+    no sample is left."""
+    held_out, notes = set(common), []
+    trainings = trained_on(store, runs)
+    for training, run, train in trainings:
+        used = len(common & train)
+        held_out -= train
+        count = "1 sample is" if used == 1 else f"{used} samples are"
+        notes.append(
+            f"{count} left out because training run {training.name!r} trained on them "
+            f"(run {run.name!r} was made with its weights): every run is evaluated on the held-out samples only"
+        )
+    if not held_out:
+        names = ", ".join(repr(training.name) for training, _, _ in trainings)
+        which = "training run" if len(trainings) == 1 else "training runs"
+        raise EvalError(
+            f"no held-out sample to evaluate: {which} {names} trained on all {len(common)} samples that have a "
+            "truth and pre-labels of every run; correct pre-labels of samples it never saw, then evaluate"
+        )
+    return held_out, notes
 
 
 def _ontology_labels(run: RunInfo) -> tuple[list[str], list[str]]:
