@@ -17,7 +17,10 @@ Build contract with ``deploy/`` (Nuclio copies the function directory to ``/opt/
 ``wheels/`` in the directory must hold the project's wheel ``autolabel_cvat-*.whl`` (plus,
 optionally, wheels of its dependencies); the build installs it with the ``models`` extra and
 then runs ``python -m serverless.weights fetch --dest /opt/weights ...`` which writes the
-weights to the paths in `GDINO_WEIGHTS` and `sam_weights_path`. At run time the function finds
+weights to the paths in `GDINO_WEIGHTS` and `sam_weights_path`. A checkpoint given as a local
+file (``--detector yolo:PATH``) is baked in: copied into the directory as
+``weights/<file name>`` (`RenderedFunction.copies`) and fetched from there by the same command,
+its sha256 taken at render. At run time the function finds
 them through ``AUTOLABEL_GDINO_MODEL``, ``AUTOLABEL_SAM_CHECKPOINT`` and
 ``AUTOLABEL_SAM_MODEL_TYPE`` with ``HF_HUB_OFFLINE=1``; these shorthand variables take
 precedence over an ontology's ``models`` (`serverless.pipeline.ModelSettings`), so a rendered
@@ -29,20 +32,24 @@ deterministic (same ontology and options → same bytes).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
 
 from serverless.convert.cvat_contract import score_attribute_spec
-from serverless.files import write_text_atomic
+from serverless.files import copy_file_atomic, write_text_atomic
 from serverless.models.grounding_dino import DEFAULT_GDINO_MODEL
 from serverless.models.registry import ModelSpec
 from serverless.models.sam import SAM_CHECKPOINTS
 from serverless.nuclio_adapter import BROWSER_SAM_ID
 from serverless.ontology import Ontology
+
+if TYPE_CHECKING:
+    from serverless.weights import FileSource
 
 __all__ = [
     "BROWSER_SAM_ID",
@@ -110,6 +117,14 @@ READINESS_TIMEOUT_SECONDS = 300
 _FILE_BACKENDS = {"yolo-world": "yolo-world-clip"}
 """Backends whose weights are a checkpoint file (``--weights NAME=URL#sha256=HEX``) plus a
 transformers text encoder (``--weights <the value>=OWNER/REPO@SHA``)."""
+_CHECKPOINT_BACKENDS = ("yolo",)
+"""Backends whose weights are one checkpoint file: ``--weights NAME=URL#sha256=HEX``, else the
+spec's local file, baked into the function (`BAKED_DIR`)."""
+FUNCTION_ROOT = "/opt/nuclio"
+"""Where Nuclio copies the function directory in the image."""
+BAKED_DIR = "weights"
+"""The function directory's folder of checkpoints copied in at render, fetched from
+``file:///opt/nuclio/weights/<file name>`` by the build."""
 
 
 class RenderError(ValueError):
@@ -137,6 +152,8 @@ class ImageWeights:
     env: tuple[tuple[str, str], ...]
     fetch: tuple[str, ...]
     notes: tuple[str, ...]
+    copies: tuple[tuple[str, str], ...] = ()
+    """``(name in the function directory, local file)`` of each checkpoint baked in."""
 
 
 @dataclass(frozen=True)
@@ -237,29 +254,45 @@ class RenderOptions:
         env: list[tuple[str, str]] = []
         fetch: list[str] = []
         notes: list[str] = []
+        copies: list[tuple[str, str]] = []
         if plan.detector == "grounding-dino":
             env.append(("AUTOLABEL_GDINO_MODEL", GDINO_WEIGHTS))
             fetch.append(f"--grounding-dino {self.gdino_model}")
             notes.append(f"  {GDINO_WEIGHTS}  save_pretrained directory of {self.gdino_model}")
         elif plan.detector is not None:
-            self._other(ontology, "detector", plan.detector, env, fetch, notes)
+            self._other(ontology, "detector", plan.detector, env, fetch, notes, copies)
         if plan.segmenter == "sam":
             model_type = "vit_h" if plan.role == "browser-sam" else self.sam_model_type
             env += [("AUTOLABEL_SAM_CHECKPOINT", sam_weights_path(model_type)), ("AUTOLABEL_SAM_MODEL_TYPE", model_type)]
             fetch.append(f"--sam {model_type}")
             notes.append(f"  {sam_weights_path(model_type)}  segment-anything {model_type} checkpoint")
         elif plan.segmenter is not None:
-            self._other(ontology, "segmenter", plan.segmenter, env, fetch, notes)
+            self._other(ontology, "segmenter", plan.segmenter, env, fetch, notes, copies)
         if plan.classifier is not None:
-            self._other(ontology, "classifier", plan.classifier, env, fetch, notes)
+            self._other(ontology, "classifier", plan.classifier, env, fetch, notes, copies)
         if plan.detector != "grounding-dino":
             fetch.insert(0, "--no-gdino")  # the fetcher takes Grounding DINO unless told not to
-        return ImageWeights(tuple(env), tuple(fetch), tuple(notes))
+        return ImageWeights(tuple(env), tuple(fetch), tuple(notes), tuple(copies))
 
-    def _other(self, ontology: Ontology, kind: str, name: str, env: list, fetch: list, notes: list) -> None:
+    def _other(
+        self, ontology: Ontology, kind: str, name: str, env: list, fetch: list, notes: list, copies: list
+    ) -> None:
         spec = self.spec(ontology, kind)
         weights = spec.weights if spec is not None and spec.backend == name else ""
         variable = f"AUTOLABEL_{kind.upper()}"
+        if name in _CHECKPOINT_BACKENDS:
+            from serverless.weights import WeightsError
+
+            try:
+                source, note, copy = self._checkpoint(name, weights)
+            except WeightsError as err:
+                raise RenderError(f"--weights {name}: {err}") from None
+            target = f"{WEIGHTS_ROOT}/{name}/{source.basename}"
+            env.append((variable, f"{name}:{target}"))
+            fetch.append(f"--file {name}={source.url}#sha256={source.sha256}")
+            notes.append(f"  {target}  {note}")
+            copies += [copy] if copy else []
+            return
         if name in _FILE_BACKENDS:
             from serverless.weights import FileSource, WeightsError
 
@@ -286,14 +319,56 @@ class RenderOptions:
         fetch.append(f"--hf {name}={source}")
         notes.append(f"  {WEIGHTS_ROOT}/{name}  save_pretrained directory of {source}")
 
+    def _checkpoint(self, name: str, spec_weights: str) -> tuple[FileSource, str, tuple[str, str] | None]:
+        """``(FileSource, header note, copy or None)`` of a one-file backend (`_CHECKPOINT_BACKENDS`):
+        ``weights[name]`` (``URL#sha256=HEX``) is fetched from its URL; else the spec's local
+        file is baked in: copied to ``weights/<file name>`` of the function directory and
+        fetched from ``file:///opt/nuclio/weights/<file name>`` with the sha256 it has now.
+        `RenderError` when there is neither, or the file is missing."""
+        from serverless.weights import FileSource
+
+        given = dict(self.weights).get(name)
+        if given:
+            source = FileSource.parse(given)
+            return source, f"{name} checkpoint (sha256 {source.sha256[:12]})", None
+        if not spec_weights:
+            raise RenderError(
+                f"{name}: give the checkpoint to build into the image: --detector {name}:PATH (a local .pt file, "
+                f"copied into the function) or --weights {name}=URL#sha256=<64 hex>"
+            )
+        path = Path(spec_weights).expanduser()
+        if not path.is_file():
+            raise RenderError(f"{name} checkpoint {spec_weights} does not exist (it is copied into the function)")
+        digest = _sha256(path.resolve())
+        baked = f"{BAKED_DIR}/{path.name}"
+        url = PurePosixPath(FUNCTION_ROOT, baked).as_uri()
+        note = f"{name} checkpoint {baked} of this directory, copied at render (sha256 {digest})"
+        return FileSource.parse(f"{url}#sha256={digest}"), note, (baked, str(path.resolve()))
+
 
 @dataclass(frozen=True)
 class RenderedFunction:
-    """One function directory, rendered in memory: file name → text."""
+    """One function directory, rendered in memory: file name → text, and the local files copied
+    in when it is written (a checkpoint baked in: ``weights/<file name>`` → its path)."""
 
     kind: str
     name: str
     files: dict[str, str] = field(compare=True)
+    copies: dict[str, Path] = field(default_factory=dict)
+
+
+def _sha256(path: Path) -> str:
+    """The hex sha256 of a checkpoint to bake in, hashed once per content version (the render
+    asks for it per file it writes)."""
+    stat = path.stat()
+    return _sha256_of(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
+    from serverless.weights import file_sha256
+
+    return file_sha256(path).removeprefix("sha256:")
 
 
 def sam_weights_path(model_type: str) -> str:
@@ -664,13 +739,16 @@ def render(
         }
         if plan.role in _ONTOLOGY_ROLES:
             files["ontology.yaml"] = _ontology_text(ontology)
-        rendered.append(RenderedFunction(kind=plan.kind, name=function_name(ontology, plan.kind, options), files=files))
+        copies = {name: Path(local) for name, local in options.image_weights(ontology, plan).copies}
+        name = function_name(ontology, plan.kind, options)
+        rendered.append(RenderedFunction(kind=plan.kind, name=name, files=files, copies=copies))
     return rendered
 
 
 def write_functions(rendered: Sequence[RenderedFunction], out: str | os.PathLike[str]) -> list[Path]:
-    """Write each function to ``out/<kind>/`` (created as needed). Rendered files are replaced
-    atomically; other files there (e.g. ``wheels/``) are left alone. Returns the directories."""
+    """Write each function to ``out/<kind>/`` (created as needed). Rendered files and copies
+    (`RenderedFunction.copies`) are replaced atomically; other files there (e.g. ``wheels/``)
+    are left alone. Returns the directories."""
     root = Path(out)
     written = []
     for function in rendered:
@@ -681,6 +759,12 @@ def write_functions(rendered: Sequence[RenderedFunction], out: str | os.PathLike
                 write_text_atomic(directory / name, text, newline="\n")
         except OSError as err:
             raise RenderError(f"cannot write {directory}: {err.strerror or err}") from err
+        for name, local in function.copies.items():
+            try:
+                (directory / name).parent.mkdir(parents=True, exist_ok=True)
+                copy_file_atomic(local, directory / name)
+            except OSError as err:
+                raise RenderError(f"cannot copy {local} to {directory / name}: {err.strerror or err}") from err
         written.append(directory)
     return written
 

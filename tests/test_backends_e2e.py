@@ -69,7 +69,8 @@ def rendered(tmp_path, ontology_file, options: RenderOptions, kinds: str):
 
     pins = tuple((b.name, f"acme/{b.name}@{SHA}") for b in registry.backends())
     pins += (("yolo-world", f"https://example.org/yolov8s-worldv2.pt#sha256={'ab' * 32}"),
-             ("yolo-world-clip", f"acme/clip@{SHA}"))
+             ("yolo-world-clip", f"acme/clip@{SHA}"),
+             ("yolo", f"https://example.org/best.pt#sha256={'cd' * 32}"))  # one checkpoint file, no default
     options = RenderOptions(detector=options.detector, segmenter=options.segmenter, weights=pins)
     return render_functions(load_ontology(ontology_file), tmp_path / "functions", kinds, options)
 

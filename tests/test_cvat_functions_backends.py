@@ -179,8 +179,8 @@ def test_importing_every_function_module_imports_no_model_library():
 
     from tests.conftest import ROOT
 
-    modules = ["detector", "classifier", "grounded_sam", "grounding_dino", "owlv2", "yolo_world", "mm_grounding_dino",
-               "sam3", "clip", "sam"]
+    modules = ["detector", "classifier", "grounded_sam", "grounding_dino", "owlv2", "yolo_world", "yolo",
+               "mm_grounding_dino", "sam3", "clip", "sam"]
     code = "; ".join(f"import serverless.cvat_functions.{m}" for m in modules)
     code += "; import sys; print(sorted(m for m in ('torch', 'transformers', 'ultralytics') if m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=False)

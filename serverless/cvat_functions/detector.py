@@ -5,15 +5,15 @@
         -p detector=str:owlv2:google/owlv2-base-patch16-ensemble [-p score_attribute=bool:true] \\
         [--conv-mask-to-poly]
 
-A box detector (Grounding DINO, MM-Grounding-DINO, OWLv2, YOLO-World) declares every object
-label of the ontology as a ``rectangle`` label and answers it with boxes (use
+A box detector (Grounding DINO, MM-Grounding-DINO, OWLv2, YOLO-World, a trained YOLO) declares
+every object label of the ontology as a ``rectangle`` label and answers it with boxes (use
 `serverless.cvat_functions.grounded_sam` to add a segmenter's masks). A detector whose
 detections carry masks (SAM 3, `DetectorBackend.masks`) declares each label with its ontology
 ``type`` and answers it with that shape: masks (polygons with ``--conv-mask-to-poly``),
 polygons, or boxes. The ontology's ``tag`` labels are a classifier's
 (`serverless.cvat_functions.classifier`) and are not declared here.
 
-The per-backend modules (`serverless.cvat_functions.owlv2`, ``.yolo_world``,
+The per-backend modules (`serverless.cvat_functions.owlv2`, ``.yolo_world``, ``.yolo``,
 ``.mm_grounding_dino``, ``.sam3``, ``.grounding_dino``) are this function with the backend
 fixed: ``-p weights=str:...`` then names only its weights.
 """
