@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sync.train.plan import LabelSource, TrainingError, TrainingPlan, prepare_training
-from sync.train.run import DATA, TrainOptions, TrainingResult, check_options, run_plan
+from sync.train.run import DATA, TrainOptions, TrainingResult, check_options, removed_on_error, run_plan
 from sync.views import latest_runs_per_sample
 
 if TYPE_CHECKING:
@@ -190,8 +190,9 @@ def threshold_experiment(
     clash = [n for n in names if n in taken]
     if clash:
         raise TrainingError(f"dataset {dataset!r} already has a run named {clash[0]!r}; give another --name")
-    plans = _plans(store, dataset, thresholds, run, options, out, ontology)
-    samples = _eval_samples(store, dataset, plans[-1][2])
+    with removed_on_error(out):
+        plans = _plans(store, dataset, thresholds, run, options, out, ontology)
+        samples = _eval_samples(store, dataset, plans[-1][2])
     rows = []
     for (suffix, threshold, plan), run_name in zip(plans, names, strict=True):
         on_step(f"training {run_name} ({plan.export.train} images, labels {plan.source.text}"

@@ -14,7 +14,9 @@ ultralytics' ``OUT/train/weights/last.pt`` on disk; `resume_training` carries on
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import contextlib
+import shutil
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,6 +34,7 @@ __all__ = [
     "TrainingResult",
     "check_options",
     "default_out",
+    "removed_on_error",
     "resume_training",
     "run_plan",
     "train_detector",
@@ -128,9 +131,22 @@ def train_detector(
     """Train a detector on ``dataset``'s labels and record it (module docstring). ``on_plan``
     is told the checked plan and the open run before training starts (to show them)."""
     base, name, out = check_options(store, dataset, options, out=out, name=name)
-    plan = prepare_training(store, dataset, LabelSource.parse(options.labels), out / DATA,
-                            threshold=options.threshold, val=options.val, seed=options.seed, ontology=ontology)
+    with removed_on_error(out):
+        plan = prepare_training(store, dataset, LabelSource.parse(options.labels), out / DATA,
+                                threshold=options.threshold, val=options.val, seed=options.seed, ontology=ontology)
     return run_plan(store, plan, options, base, out, name, on_plan=on_plan)
+
+
+@contextlib.contextmanager
+def removed_on_error(out: Path) -> Iterator[None]:
+    """Remove ``out`` when the block fails and ``out`` did not exist before it."""
+    existed = out.exists()
+    try:
+        yield
+    except BaseException:
+        if not existed:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
 
 
 def check_options(
