@@ -62,6 +62,12 @@ def _evaluate(
     return selection, evaluations
 
 
+def _print_notes(selection: Any) -> None:
+    """The selection's notes (samples left out, e.g. those a trained model was trained on)."""
+    for note in selection.notes:
+        err.print(text(f"note: {note}", "yellow"), highlight=False, soft_wrap=True)
+
+
 def _write_json(path: Path, payload: Any) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -136,7 +142,8 @@ def tune(
     if by not in ("f1", "time"):
         fail(f"--by must be f1 or time, got {by!r}")
     seconds = _seconds(seconds_verify, seconds_verify, seconds_verify, seconds_delete, seconds_draw)
-    _, (evaluation,) = _evaluate(dataset, [pred] if pred else None, truth, iou, seconds, False)
+    selection, (evaluation,) = _evaluate(dataset, [pred] if pred else None, truth, iou, seconds, False)
+    _print_notes(selection)
     if not evaluation.data.pred_has_scores:
         fail(f"run {evaluation.name!r} has no scores (imported without them): there is no threshold to tune")
     currents, where, inherited = _current_thresholds(evaluation, write)
@@ -261,7 +268,8 @@ def select(
     else:
         from sync.evaluate.seconds import ActionSeconds
 
-        _, (evaluation,) = _evaluate(dataset, [pred] if pred else None, truth, iou, ActionSeconds(), False)
+        selection, (evaluation,) = _evaluate(dataset, [pred] if pred else None, truth, iou, ActionSeconds(), False)
+        _print_notes(selection)
         data = evaluation.data
         ids, uris = [int(i) for i in data.sample_ids], list(data.uris)
         if by == "f1":
