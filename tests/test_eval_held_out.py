@@ -203,6 +203,7 @@ def test_select_never_picks_a_training_sample(db, tmp_path, by):
     picks = json.loads(picks_file.read_text())["samples"]
     assert sorted(p["sample_id"] for p in picks) == [ids[i] for i in HELD_OUT]  # the val sample 3 stays
     assert f"3 of 3 samples by {by}" in flat(result.stdout)
+    assert "trained on them" in flat(result.stderr)
 
 
 def test_tune_counts_the_held_out_samples_only(db):
@@ -212,6 +213,7 @@ def test_tune_counts_the_held_out_samples_only(db):
     (row,) = [line for line in result.stdout.splitlines() if re.search(r"\bcat\b", line)]
     cells = [cell.strip() for cell in re.split(r"[│┃|]", row) if cell.strip()]
     assert cells == ["cat", "0.300", "unchanged", "0.500", "1.000", "0.667", "26"], row
+    assert "trained on them" in flat(result.stderr)  # the user is told why samples are missing
 
 
 # ---------------------------------------------------------------------------- the rule
