@@ -458,3 +458,24 @@ def test_merge_keeps_base_keys_and_lets_the_override_win(base, override):
         assert set(result) == set(old) | set(new)
 
     check(merged, base, override)
+
+
+def test_dry_run_deploys_a_rendered_function_of_another_model(tmp_path):
+    """A trained detector (``render --detector yolo:best.pt``) is deployed from its rendered
+    directory like the default functions; names are still checked."""
+    from serverless.ontology import parse_ontology
+    from serverless.render import RenderOptions, render_functions
+
+    weights = tmp_path / "best.pt"
+    weights.write_bytes(b"trained weights")
+    out = tmp_path / "functions"
+    render_functions(parse_ontology("labels: [{name: cat}]\n"), out, "detector", RenderOptions(detector=f"yolo:{weights}"))
+    result = run_deploy("--dry-run", "--rendered", str(out), "--functions", "yolo")
+    assert result.returncode == 0, result.stderr
+    deploys = [a for a in commands(result.stdout) if a[:2] == ["nuctl", "deploy"]]
+    assert [a[a.index("--file") + 1] for a in deploys] == [str(out / "yolo" / "function.yaml")]
+    for bad, message in (("nothere", "not found"), ("../x", "not a function directory name")):
+        refused = run_deploy("--dry-run", "--rendered", str(out), "--functions", bad)
+        assert refused.returncode == 2 and message in refused.stderr
+    refused = run_deploy("--dry-run", "--functions", "yolo")
+    assert refused.returncode == 2 and "render them, then --rendered DIR" in refused.stderr

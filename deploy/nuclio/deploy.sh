@@ -23,7 +23,8 @@ Render, build and deploy autolabel's Nuclio functions into the nuctl project "cv
 
   --ontology FILE        ontology YAML to render the functions from
                          (default: $REPO_ROOT/samples/ontology.yaml)
-  --functions LIST       comma-separated subset of $ALL_FUNCTIONS (default: all)
+  --functions LIST       comma-separated subset of $ALL_FUNCTIONS (default: all); with
+                         --rendered, any rendered function directory (e.g. yolo, owlv2, clip)
   --gpu                  deploy function-gpu.yaml (CUDA base image, nvidia.com/gpu: 1, one worker)
   --platform P           local (Docker; default) or kube (Kubernetes)
   --namespace NS         Nuclio namespace; must equal CVAT_NUCLIO_FUNCTION_NAMESPACE (default: nuclio)
@@ -118,10 +119,13 @@ fi
 IFS=',' read -r -a SELECTED <<<"$FUNCTIONS"
 [[ ${#SELECTED[@]} -gt 0 ]] || die "--functions is empty; choose from $ALL_FUNCTIONS"
 for name in "${SELECTED[@]}"; do
-    case ",$ALL_FUNCTIONS," in
-        *",$name,"*) ;;
-        *) die "unknown function '$name' in --functions; choose from $ALL_FUNCTIONS" ;;
-    esac
+    [[ "$name" =~ ^[a-z0-9][a-z0-9-]*$ ]] || die "--functions: '$name' is not a function directory name"
+    if [[ -z "$RENDERED" ]]; then  # rendered directories are checked below, whatever their models
+        case ",$ALL_FUNCTIONS," in
+            *",$name,"*) ;;
+            *) die "unknown function '$name' in --functions; choose from $ALL_FUNCTIONS (other models: render them, then --rendered DIR)" ;;
+        esac
+    fi
 done
 
 if [[ -n "$OVERRIDES" && ! -f "$OVERRIDES" ]]; then
