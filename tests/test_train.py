@@ -200,3 +200,29 @@ def test_an_interrupted_training_resumes_into_the_same_run(tmp_path, monkeypatch
     assert done.id == run.id and done.finished and done.weights_sha256 == file_sha256(Path(done.weights_path))
     assert "train-1" in resumed.output
     assert "no unfinished training run" in refused(["train", "--dataset", "pets", "--resume"], db)
+
+
+def test_mixed_labels_take_human_revisions_where_they_exist_and_filter_only_pre_labels(tmp_path):
+    from sync.coco_import import import_coco
+    from sync.train import LabelSource, prepare_training
+    from sync.train.plan import choose_training_labels
+
+    with open_store(tmp_path / "store.db") as store:
+        fill_store(store, tmp_path, truth=False)
+        truth = json.loads((tmp_path / "truth.json").read_text())
+        truth["images"] = truth["images"][:4]  # the annotators corrected 4 of the 10 images
+        truth["annotations"] = [a for a in truth["annotations"] if a["image_id"] <= 4]
+        (tmp_path / "some.json").write_text(json.dumps(truth))
+        import_coco(store, "pets", tmp_path / "some.json", tmp_path / "images", name="fixed", role="revision")
+        choice = choose_training_labels(store, "pets", LabelSource.parse("mixed:auto"))
+        assert choice.counts() == {"import-prediction": 6, "import-revision": 4}
+        plan = prepare_training(store, "pets", LabelSource.parse("mixed:auto"), tmp_path / "data", threshold=0.5,
+                                val=0.3, seed=0)
+    # the false pre-labels (0.25 on even images, 0.45 on odd ones) of the 6 uncorrected images go;
+    # the corrected images keep every human box
+    assert plan.export.dropped == {"pre-labels scored below 0.5": 6}
+    assert plan.export.annotations == 20
+    sources = {r["source"] for r in plan.metadata["samples"] if r["uri"].endswith(("photo00.png", "photo03.png"))}
+    assert sources == {"import-revision"}
+    with pytest.raises(Exception, match="--labels must be"):
+        LabelSource.parse("human:fixed")
