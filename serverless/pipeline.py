@@ -232,6 +232,21 @@ class ModelSettings:
         classifier = self.classifier_for(ontology)
         return classifier.text if not ontology.has_objects and classifier is not None else self.gdino_model
 
+    def model_revision(self, ontology: Ontology) -> str | None:
+        """The model revision a pre-label run of ``ontology`` records beside `model_id` (its
+        provenance ``model_revision``): ``sha256:<hex>`` of the checkpoint file of a ``yolo``
+        detector (a trained checkpoint: its path alone does not say which training wrote it;
+        the digest is what training records hold for the weights they wrote) when the ontology
+        has object labels; None otherwise, and when the checkpoint is not there (loading it then
+        says why). Hashes the file (`serverless.weights.file_sha256`); loads nothing."""
+        if self.detector.backend != "yolo" or not ontology.has_objects:
+            return None
+        from serverless.models.registry import backend
+        from serverless.weights import file_sha256
+
+        checkpoint = backend("yolo").on_disk(self.detector.weights)
+        return file_sha256(checkpoint) if checkpoint else None
+
     @property
     def tiny(self) -> bool:
         """True when any configured model is a random-init tiny model."""

@@ -528,7 +528,12 @@ def _open_run(
             )
         run = existing
     if run is None:
-        provenance = Provenance.from_ontology(ontology, model_id=settings.model_id(ontology), params=params)
+        provenance = Provenance.from_ontology(
+            ontology,
+            model_id=settings.model_id(ontology),
+            model_revision=settings.model_revision(ontology),
+            params=params,
+        )
         run = store.create_run(ds, "prelabel", name=run_name, provenance=provenance)
     elif run.ontology_hash != ontology.content_hash:
         raise StoreError(
@@ -569,6 +574,9 @@ def _option_differences(
         else:
             option = "--gdino-model" if settings.detector.backend == "grounding-dino" else "--detector"
         different.append(f"{option} {run.model_id!r} (this time {model!r})")
+    revision = settings.model_revision(ontology)
+    if run.model_revision is not None and run.model_revision != revision:  # the same path, another checkpoint
+        different.append(f"--detector checkpoint {_shown(run.model_revision)} (this time {_shown(revision)})")
     return list(dict.fromkeys(different))  # a tags-only run's model is its classifier: said once
 
 

@@ -27,9 +27,12 @@ def sample_uri(path: Path) -> str:
     return str(path.resolve())
 
 
-def prelabel_provenance(ontology: Ontology, model_id: str | None, params: Mapping[str, Any]) -> Provenance:
-    """The provenance of a ``prelabel`` run: ontology, model and settings (``params``)."""
-    provenance = Provenance.from_ontology(ontology, model_id=model_id, model_revision=None, params=params)
+def prelabel_provenance(
+    ontology: Ontology, model_id: str | None, params: Mapping[str, Any], *, model_revision: str | None = None
+) -> Provenance:
+    """The provenance of a ``prelabel`` run: ontology, model (``model_revision``: the checkpoint's
+    digest, `ModelSettings.model_revision`) and settings (``params``)."""
+    provenance = Provenance.from_ontology(ontology, model_id=model_id, model_revision=model_revision, params=params)
     if params.get("threshold") is not None:  # --threshold replaced every label's own
         provenance = replace(provenance, thresholds=dict.fromkeys(ontology.label_names, params["threshold"]))
     return provenance
@@ -50,6 +53,8 @@ def run_differences(run: RunInfo, provenance: Provenance) -> list[str]:
     model = None if provenance.model_id is None else strip_credentials(provenance.model_id)
     if run.model_id != model:
         found.append(f"model {_shown(run.model_id)} (now {_shown(model)})")
+    if run.model_revision != provenance.model_revision:  # the same path, another checkpoint
+        found.append(f"model revision {_shown(run.model_revision)} (now {_shown(provenance.model_revision)})")
     old = dict(run.params or {})
     new = json.loads(json.dumps(dict(provenance.params or {})))
     for key in sorted(set(old) | set(new)):
@@ -86,7 +91,7 @@ class RunRecorder:
         self.dataset = store.get_or_create_dataset(dataset)
         # ModelSettings.model_id: the detector's, or an ontology of tags alone its classifier's
         model_id = settings.gdino_model if ontology.has_objects else settings.model_id(ontology)
-        provenance = prelabel_provenance(ontology, model_id, params)
+        provenance = prelabel_provenance(ontology, model_id, params, model_revision=settings.model_revision(ontology))
         self.note: str | None = None
         if run_name is not None:
             run = self._named(run_name, provenance)

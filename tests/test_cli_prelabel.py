@@ -25,6 +25,7 @@ CLOSED_PORT = "http://127.0.0.1:9"  # nothing listens there: the hub "unreachabl
 _MODEL_VARIABLES = (
     "AUTOLABEL_GDINO_MODEL", "AUTOLABEL_SAM_CHECKPOINT", "AUTOLABEL_SAM_MODEL_TYPE", "HF_HUB_OFFLINE",
     "TRANSFORMERS_OFFLINE", "AUTOLABEL_OFFLINE", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_ENDPOINT",
+    "AUTOLABEL_YOLO_MODEL",
 )
 
 
@@ -202,7 +203,9 @@ def test_models_named_by_spec_on_the_command_line_or_in_the_ontology(tmp_path, t
 @pytest.mark.parametrize(
     ("args", "fragment"),
     [
-        (["--detector", "yolo:best.pt"], "detector spec 'yolo:best.pt': unknown model backend 'yolo'"),
+        (["--detector", "yolov5:best.pt"], "detector spec 'yolov5:best.pt': unknown model backend 'yolov5'"),
+        (["--detector", "yolo:best.pt"], "YOLO checkpoint best.pt does not exist; give yolo:PATH"),
+        (["--detector", "yolo"], "the yolo backend has no default weights: give yolo:PATH"),
         (["--detector", "grounding-dino:/x", "--gdino-model", "/y"], "give --detector or --gdino-model, not both"),
         (["--masks", "--segmenter", "sam:vit_q"], "the model type must be one of vit_h, vit_l, vit_b"),
         (["--detector", "sam:vit_b"], "sam is a segmenter, not a detector"),
@@ -280,7 +283,8 @@ def recorder(store, ontology, files, *, run_name=None, threshold=None, model="m"
     from sync.prelabel_store import RunRecorder
 
     params = {"threshold": threshold, "masks": False, "batch_size": 4}
-    return RunRecorder(store, "site", run_name, ontology, SimpleNamespace(gdino_model=model), params, files=files)
+    settings = SimpleNamespace(gdino_model=model, model_revision=lambda ontology: None)  # ModelSettings' two reads
+    return RunRecorder(store, "site", run_name, ontology, settings, params, files=files)
 
 
 def test_the_resume_rule(store, tmp_path, sample_ontology):

@@ -225,7 +225,8 @@ def test_imports_line_up_with_prelabel_samples_including_exif_rotation(store, tm
         write_image(folder / "upright.jpg", 30, 20, seed=6),
         write_image(folder / "rotated.jpg", 30, 20, seed=7, orientation=6),  # shown 20 wide, 30 high
     ]
-    recorder = RunRecorder(store, "site", "pre", sample_ontology, SimpleNamespace(gdino_model="m"), {})
+    settings = SimpleNamespace(gdino_model="m", model_revision=lambda ontology: None)  # ModelSettings' two reads
+    recorder = RunRecorder(store, "site", "pre", sample_ontology, settings, {})
     sizes = []
     for path in files:
         height, width = read_image(path).shape[:2]  # what the pre-label pipeline decodes
