@@ -72,6 +72,7 @@ __all__ = [
     "checkpoint_sha256",
     "class_names",
     "head_output",
+    "label_rows",
     "load_yolo_checkpoint",
     "locate_weights",
 ]
@@ -139,6 +140,16 @@ def head_output(head: Any, out: Any) -> torch.Tensor:
     return torch.cat([(xy1 + xy2) / 2, xy2 - xy1, decoded[:, 4:]], dim=1)
 
 
+def label_rows(out: torch.Tensor, rows: torch.Tensor) -> np.ndarray:
+    """(B, 4 + L, A) float32 on the CPU: the four box rows of a (B, 4 + C, A) head output, then
+    the score rows of the classes ``rows`` (L,), in that order: label i scores as class
+    ``rows[i]``; the other classes' rows are dropped (on the output's device, before it leaves)."""
+    import torch
+
+    out = out.float()
+    return torch.cat([out[:, :4], out[:, 4:].index_select(1, rows)], dim=1).cpu().numpy()
+
+
 class Yolo:
     """A loaded detection checkpoint (its network, class names, input size and sha256): `bind`
     gives the `Detector` of an ontology, which is what every door holds; nothing here changes
@@ -201,13 +212,10 @@ class Yolo:
         return letterbox_pixels(self._letterbox, images, self.device)
 
     def forward(self, pixels: torch.Tensor, rows: torch.Tensor) -> np.ndarray:
-        """(B, 4 + L, A) float32: the decoded head output (`head_output`), boxes then the scores
-        of the classes ``rows`` (L,), in that order, selected on the device."""
-        import torch
-
+        """(B, 4 + L, A) float32: the decoded head output (`head_output`) with the score rows
+        of the classes ``rows`` (L,) only, in that order (`label_rows`)."""
         with inference_context(self.device):
-            out = head_output(self.model.model[-1], self.model.predict(pixels)).float()
-            return torch.cat([out[:, :4], out[:, 4:].index_select(1, rows)], dim=1).cpu().numpy()
+            return label_rows(head_output(self.model.model[-1], self.model.predict(pixels)), rows)
 
 
 class YoloDetector:
