@@ -48,7 +48,8 @@ def test_specs_parse_to_their_canonical_text(text, kind, environ, expected):
     ("text", "kind", "fragment"),
     [
         ("", "detector", "must be a non-empty string"),
-        ("yolo:best.pt", "detector", "detector spec 'yolo:best.pt': unknown model backend 'yolo'; expected one of"),
+        ("yolov5:best.pt", "detector", "detector spec 'yolov5:best.pt': unknown model backend 'yolov5'; expected"),
+        ("yolo:best.onnx", "detector", "detector spec 'yolo:best.onnx': the checkpoint must be the path of an"),
         ("sam:vit_b", "detector", "sam is a segmenter, not a detector"),
         ("grounding-dino", "segmenter", "grounding-dino is a detector, not a segmenter"),
         ("sam:vit_q", "segmenter", "the model type must be one of vit_h, vit_l, vit_b or a .json file"),
@@ -145,8 +146,8 @@ def test_defaults_without_an_ontology_or_environment():
     [
         ({"detector": "grounding-dino:/a", "gdino_model": "/b"}, {}, "give --detector or --gdino-model, not both"),
         ({"segmenter": "sam", "sam_checkpoint": "/c.pth"}, {}, "not both"),
-        ({}, {"AUTOLABEL_DETECTOR": "yolo"}, "unknown model backend 'yolo'"),
-        ({}, {"AUTOLABEL_DETECTOR": "yolo"}, "(from AUTOLABEL_DETECTOR)"),
+        ({}, {"AUTOLABEL_DETECTOR": "yolov5"}, "unknown model backend 'yolov5'"),
+        ({}, {"AUTOLABEL_DETECTOR": "yolov5"}, "(from AUTOLABEL_DETECTOR)"),
         ({"sam_model_type": "vit_q"}, {}, "the model type must be one of"),
         ({"detector": "sam:vit_b"}, {}, "(from given)"),
     ],
