@@ -166,7 +166,9 @@ class RenderOptions:
     other backend's weights must be pinned for the build: a transformers model as
     ``OWNER/REPO@<commit sha>`` (in its spec, ``owlv2:google/owlv2-base-patch16-ensemble@SHA``,
     or in ``weights``), YOLO-World as a checkpoint ``URL#sha256=HEX`` (``weights["yolo-world"]``)
-    plus its CLIP text encoder (``weights["yolo-world-clip"]``)."""
+    plus its CLIP text encoder (``weights["yolo-world-clip"]``), a trained YOLO as the local
+    checkpoint of its spec (``yolo:PATH``, baked into the function) or ``weights["yolo"]``
+    (``URL#sha256=HEX``)."""
 
     gdino_model: str = DEFAULT_GDINO_MODEL
     """Grounding DINO fetched at build time into `GDINO_WEIGHTS`: ``OWNER/NAME@<40-hex commit
