@@ -35,6 +35,7 @@ PINS = (
     ("sam3", f"facebook/sam3@{SHA}"),
     ("yolo-world", f"https://example.org/v8.3.0/yolov8s-worldv2.pt#sha256={DIGEST}"),
     ("yolo-world-clip", f"openai/clip-vit-base-patch32@{SHA}"),
+    ("yolo", f"https://example.org/runs/detect/train/weights/best.pt#sha256={DIGEST}"),
 )
 
 
@@ -109,6 +110,7 @@ def test_a_mixed_ontology_gets_a_function_per_role_with_the_labels_each_can_give
     [
         (RenderOptions(detector="owlv2", segmenter="sam2", weights=PINS), None),
         (RenderOptions(detector="yolo-world", weights=PINS), None),
+        (RenderOptions(detector="yolo", segmenter="sam2", weights=PINS), None),
         (RenderOptions(detector="sam3", weights=PINS), None),
         (RenderOptions(detector=f"owlv2:google/owlv2-base-patch16-ensemble@{SHA}", classifier=f"clip:x/y@{SHA}"), "detector,classifier"),
     ],
