@@ -85,6 +85,8 @@ __all__ = [
     "ModelSpec",
     "Prompts",
     "flop_mapping",
+    "grounding_dino_t",
+    "machine_info",
     "main",
     "measure",
     "projected_images_per_s",
@@ -329,36 +331,42 @@ def _size(height: int, width: int) -> str:
     return f"{width}x{height}"
 
 
+def grounding_dino_t(*, tiny: bool, mm: bool = False) -> tuple[torch.nn.Module, tuple[int, int]]:
+    """Grounding DINO-T (``mm``: MM-Grounding-DINO-T) with random weights, in eval mode, and
+    its standard input ``(height, width)``: full size (Swin-T, bert-base-uncased text) or, with
+    ``tiny``, a scaled-down config of the same classes."""
+    from transformers import BertConfig, SwinConfig
+
+    if mm:
+        from transformers import MMGroundingDinoConfig as Config
+        from transformers import MMGroundingDinoForObjectDetection as Model
+    else:
+        from transformers import GroundingDinoConfig as Config
+        from transformers import GroundingDinoForObjectDetection as Model
+
+    if tiny:
+        swin = SwinConfig(embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 2, 2], window_size=7,
+                          out_features=["stage2", "stage3", "stage4"])
+        bert = BertConfig(vocab_size=BERT_VOCAB_SIZE, hidden_size=32, num_hidden_layers=1,
+                          num_attention_heads=2, intermediate_size=37)
+        config = Config(backbone_config=swin, text_config=bert, d_model=32, num_queries=30,
+                        encoder_layers=1, decoder_layers=2, encoder_ffn_dim=32, decoder_ffn_dim=32,
+                        encoder_attention_heads=2, decoder_attention_heads=2,
+                        encoder_n_points=2, decoder_n_points=2)
+        return Model(config).eval(), (160, 224)
+    # Swin-T as in transformers' conversion scripts for grounding-dino-tiny and
+    # mm_grounding_dino_tiny_*: the config defaults, spelled out; text: bert-base-uncased.
+    swin = SwinConfig(image_size=224, window_size=7, embed_dim=96, depths=[2, 2, 6, 2],
+                      num_heads=[3, 6, 12, 24], out_features=["stage2", "stage3", "stage4"])
+    config = Config(backbone_config=swin, text_config=BertConfig(), num_feature_levels=4)
+    return Model(config).eval(), (800, 1333)
+
+
 def _grounding_dino(mm: bool) -> Callable[[bool, Prompts], Built]:
     def build(tiny: bool, prompts: Prompts) -> Built:
         import torch
-        from transformers import BertConfig, SwinConfig
 
-        if mm:
-            from transformers import MMGroundingDinoConfig as Config
-            from transformers import MMGroundingDinoForObjectDetection as Model
-        else:
-            from transformers import GroundingDinoConfig as Config
-            from transformers import GroundingDinoForObjectDetection as Model
-
-        if tiny:
-            swin = SwinConfig(embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 2, 2], window_size=7,
-                              out_features=["stage2", "stage3", "stage4"])
-            bert = BertConfig(vocab_size=BERT_VOCAB_SIZE, hidden_size=32, num_hidden_layers=1,
-                              num_attention_heads=2, intermediate_size=37)
-            config = Config(backbone_config=swin, text_config=bert, d_model=32, num_queries=30,
-                            encoder_layers=1, decoder_layers=2, encoder_ffn_dim=32, decoder_ffn_dim=32,
-                            encoder_attention_heads=2, decoder_attention_heads=2,
-                            encoder_n_points=2, decoder_n_points=2)
-            height, width = 160, 224
-        else:
-            # Swin-T as in transformers' conversion scripts for grounding-dino-tiny and
-            # mm_grounding_dino_tiny_*: the config defaults, spelled out; text: bert-base-uncased.
-            swin = SwinConfig(image_size=224, window_size=7, embed_dim=96, depths=[2, 2, 6, 2],
-                              num_heads=[3, 6, 12, 24], out_features=["stage2", "stage3", "stage4"])
-            config = Config(backbone_config=swin, text_config=BertConfig(), num_feature_levels=4)
-            height, width = 800, 1333
-        model = Model(config).eval()
+        model, (height, width) = grounding_dino_t(tiny=tiny, mm=mm)
         pixels = _pixels(height, width)
         captions = [torch.tensor([ids]) for ids in prompts.caption_ids]
 
