@@ -188,9 +188,10 @@ def test_models_list_shows_backends_defaults_and_disk_without_torch(tiny_models,
     plain = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env, check=False)
     assert "HEAVY []" in plain.stdout, plain.stdout + plain.stderr
     assert f"grounding-dino:{GDINO}" in plain.stdout and "sam:vit_h" in plain.stdout
-    assert plain.stdout.count("no (fetched on first use") == len(registry.backends())
+    assert plain.stdout.count("no (fetched on first use") == len(registry.backends()) - 1  # all but yolo:
+    assert "default: none: the yolo backend has no default weights: give yolo:PATH" in plain.stdout  # no default
     tiny = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=False,
                           env={**env, **tiny_models.environment(), "COLUMNS": "80"})
     # readable at 80 columns: the specs and paths a user copies are never cut or wrapped
     assert str(tiny_models.gdino_dir) in tiny.stdout and str(tiny_models.sam_checkpoint) in tiny.stdout
-    assert tiny.stdout.count("no (fetched") == len(registry.backends()) - 2  # all but the two made tiny
+    assert tiny.stdout.count("no (fetched") == len(registry.backends()) - 3  # all but yolo and the two made tiny

@@ -59,7 +59,7 @@ def list_models() -> None:
 
     A backend is used through a spec string BACKEND[:WEIGHTS] (--detector, --segmenter, --classifier, or the
     ontology's models); a bare BACKEND means the default weights shown here (AUTOLABEL_* variables change them)."""
-    from serverless.models.registry import ModelSpecError, backends, parse_spec
+    from serverless.models.registry import ModelLoadError, ModelSpecError, backends, parse_spec
 
     # one block per backend: specs and paths are what a user copies, so they are never cut or wrapped
     for backend in backends():
@@ -70,6 +70,12 @@ def list_models() -> None:
         except ModelSpecError as error:
             out.print(text(f"  default: {error}", "red"), soft_wrap=True)
             continue
+        if not spec.weights:  # no default weights (a trained YOLO): what to give instead
+            try:
+                backend.locate(spec.weights, False)
+            except ModelLoadError as error:
+                out.print(text(f"  default: none: {error}", "yellow"), soft_wrap=True)
+                continue
         where = backend.on_disk(spec.weights)
         out.print(text(f"  default: {spec.text}"), soft_wrap=True)
         out.print(
