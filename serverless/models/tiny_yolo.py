@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from serverless.models.tiny import TINY_MARKER
+from serverless.models.tiny_yolo_world import TINY_BACKBONE
 
 if TYPE_CHECKING:
     from ultralytics.nn.tasks import DetectionModel
@@ -49,18 +50,7 @@ nc: {nc}
 end2end: {end2end}
 depth_multiple: 1.0
 width_multiple: 1.0
-backbone:
-  - [-1, 1, Conv, [8, 3, 2]] # 0-P1/2
-  - [-1, 1, Conv, [16, 3, 2]] # 1-P2/4
-  - [-1, 1, C2f, [16, True]]
-  - [-1, 1, Conv, [16, 3, 2]] # 3-P3/8
-  - [-1, 1, C2f, [16, True]]
-  - [-1, 1, Conv, [32, 3, 2]] # 5-P4/16
-  - [-1, 1, C2f, [32, True]]
-  - [-1, 1, Conv, [32, 3, 2]] # 7-P5/32
-  - [-1, 1, C2f, [32, True]]
-  - [-1, 1, SPPF, [32, 5]] # 9
-head:
+{TINY_BACKBONE}head:
   - [-1, 1, nn.Upsample, [None, 2, "nearest"]]
   - [[-1, 6], 1, Concat, [1]]
   - [-1, 1, C2f, [32]] # 12

@@ -40,12 +40,7 @@ TEXT_DIM = 512
 """Text embedding width: the tiny CLIP's ``projection_dim`` and the yaml's guide/embed width."""
 IMGSZ = 640
 
-TINY_YAML = f"""\
-# yolov8-worldv2 (ultralytics/cfg/models/v8/yolov8-worldv2.yaml) scaled down for tests
-nc: 4
-reg_max: 4
-depth_multiple: 1.0
-width_multiple: 1.0
+TINY_BACKBONE = """\
 backbone:
   - [-1, 1, Conv, [8, 3, 2]] # 0-P1/2
   - [-1, 1, Conv, [16, 3, 2]] # 1-P2/4
@@ -57,7 +52,16 @@ backbone:
   - [-1, 1, Conv, [32, 3, 2]] # 7-P5/32
   - [-1, 1, C2f, [32, True]]
   - [-1, 1, SPPF, [32, 5]] # 9
-head:
+"""
+"""The tiny YOLOv8 backbone both tiny ultralytics models share (YOLO-World's and the trained YOLO's)."""
+
+TINY_YAML = f"""\
+# yolov8-worldv2 (ultralytics/cfg/models/v8/yolov8-worldv2.yaml) scaled down for tests
+nc: 4
+reg_max: 4
+depth_multiple: 1.0
+width_multiple: 1.0
+{TINY_BACKBONE}head:
   - [-1, 1, nn.Upsample, [None, 2, "nearest"]]
   - [[-1, 6], 1, Concat, [1]]
   - [-1, 1, C2fAttn, [32, 16, 1, {TEXT_DIM}]] # 12: [c2, embed (set to c2/2), heads, text width]
