@@ -159,6 +159,7 @@ def small(tmp_path_factory):
         (["--dataset", "pets", "--model", "yolo11n.pt"], "downloads are off"),
         (["--dataset", "pets", "--model", "nothing.yaml"], "no such model yaml"),
         (["--dataset", "pets", "--epochs", "0"], "--epochs must be at least 1"),
+        (["--dataset", "pets", "--device", "99"], "--device 99: Invalid CUDA 'device=99' requested"),
     ],
 )
 def test_bad_input_is_one_line_before_training_and_nothing_is_written(small, args, expected, monkeypatch):

@@ -158,6 +158,7 @@ def check_options(
     LabelSource.parse(options.labels)
     store.get_dataset(dataset)
     base = ultra.resolve_base_model(options.model)
+    ultra.check_device(options.device)
     name = name or _next_name(store, dataset)
     if any(r.name == name for r in store.list_training_runs(dataset)):
         raise TrainingError(f"dataset {dataset!r} already has a training run named {name!r}")

@@ -18,7 +18,7 @@ from typing import Any
 
 from sync.train.plan import TrainingError
 
-__all__ = ["PUBLIC", "metrics_of", "resolve_base_model", "resume", "train", "versions"]
+__all__ = ["PUBLIC", "check_device", "metrics_of", "resolve_base_model", "resume", "train", "versions"]
 
 _RELEASE = "https://github.com/ultralytics/assets/releases/download/v8.3.0"
 PUBLIC = {f"yolo11{size}.pt": f"{_RELEASE}/yolo11{size}.pt" for size in "nsmlx"}
@@ -66,6 +66,21 @@ def resolve_base_model(model: str) -> str:
                                  hint="give --model a local .pt or .yaml"))
     except ModelLoadError as err:
         raise TrainingError(f"--model {text}: {err}") from None
+
+
+def check_device(device: str | None) -> None:
+    """`TrainingError` when ultralytics cannot train on ``device`` (checked by its own
+    ``select_device``, before anything is written); None lets ultralytics choose."""
+    if not device:
+        return
+    _ultralytics()
+    from ultralytics.utils.torch_utils import select_device
+
+    try:
+        select_device(device, verbose=False)
+    except ValueError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise TrainingError(f"--device {device}: {first}") from None
 
 
 def metrics_of(results: Any) -> dict[str, float]:
