@@ -108,7 +108,7 @@ def test_info_counts_what_the_store_holds_and_hides_the_password(pg_url):
     counts = dict(re.fullmatch(r"\s+(.+?):\s+(\d+)", line).groups() for line in lines[1:])
     assert counts == {
         "datasets": "1", "samples": "3", "runs: prelabel": "1", "runs: human": "0", "runs: import": "1",
-        "annotations": "0", "CVAT tasks": "0", "CVAT jobs": "0", "training runs": "0",
+        "annotations": "0", "CVAT tasks": "0", "CVAT jobs": "0", "training runs": "0", "embeddings": "0",
     }
 
 

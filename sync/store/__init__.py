@@ -31,6 +31,7 @@ Modules:
   version check, creation and upgrade under a lock (safe when processes open a store at once).
 - `sync.store.api`: `Store`, every operation (one transaction per method).
 - `sync.store.training`: training runs (trained detectors and what they were trained on).
+- `sync.store.embeddings`: image and annotation-crop embeddings with their provenance.
 - `sync.store.records`: the frozen input/output values.
 - `sync.store.convert`: `Detections` ↔ annotation rows (pure).
 - `sync.store.schema`: the tables (SQLAlchemy declarative models), `SCHEMA_VERSION`.
@@ -50,6 +51,7 @@ from sync.store.records import (
     CvatJobInfo,
     CvatTaskInfo,
     DatasetInfo,
+    EmbeddingSet,
     Provenance,
     RunComparison,
     RunInfo,
@@ -70,6 +72,7 @@ __all__ = [
     "CvatJobInfo",
     "CvatTaskInfo",
     "DatasetInfo",
+    "EmbeddingSet",
     "Provenance",
     "RunComparison",
     "RunInfo",

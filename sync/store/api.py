@@ -20,7 +20,8 @@ Nothing is overwritten:
   sample, a shape id already mapped to another annotation) raises `StoreError`.
 
 Datasets, samples, runs and annotations are here; the CVAT link methods are in
-`sync.store.cvat_links`, the training runs in `sync.store.training`. For queries these
+`sync.store.cvat_links`, the training runs in `sync.store.training`, the embeddings (vectors
+of images and annotation crops) in `sync.store.embeddings`. For queries these
 methods do not cover, `Store.session()` yields a
 SQLAlchemy ``Session`` on the models of `sync.store.schema`.
 """
@@ -41,6 +42,7 @@ from sync.store.checks import as_int, chunks, json_value, optional_text
 from sync.store.convert import AnnotationColumns, row_values
 from sync.store.credentials import check_no_secrets, has_credentials, strip_credentials
 from sync.store.cvat_links import CvatLinks
+from sync.store.embeddings import Embeddings
 from sync.store.training import TrainingRuns
 from sync.store.errors import StoreError
 from sync.store.records import (
@@ -60,7 +62,7 @@ __all__ = ["Store"]
 log = logging.getLogger(__name__)
 
 
-class Store(CvatLinks, TrainingRuns):
+class Store(CvatLinks, TrainingRuns, Embeddings):
     """A label store on one database (see the module docstring for the rules).
 
     Made by `sync.store.open_store`; usable as a context manager that disposes of the

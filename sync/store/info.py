@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 
 from sync.store.api import Store
 from sync.store.migrations import read_version
-from sync.store.schema import RUN_KINDS, Annotation, CvatJob, CvatTask, Dataset, Run, Sample, TrainingRun
+from sync.store.schema import RUN_KINDS, Annotation, CvatJob, CvatTask, Dataset, Embedding, Run, Sample, TrainingRun
 
 __all__ = ["StoreSummary", "describe_store"]
 
@@ -23,7 +23,7 @@ class StoreSummary:
     schema_version: int
     counts: dict[str, int]
     """Rows per kind of object, in display order: datasets, samples, runs of each kind
-    (``runs: prelabel`` …), annotations, CVAT tasks and CVAT jobs."""
+    (``runs: prelabel`` …), annotations, CVAT tasks, CVAT jobs, training runs and embeddings."""
 
 
 def describe_store(store: Store) -> StoreSummary:
@@ -39,4 +39,5 @@ def describe_store(store: Store) -> StoreSummary:
         counts.update({f"runs: {kind}": int(per_kind.get(kind, 0)) for kind in RUN_KINDS})
         counts.update({"annotations": count(Annotation), "CVAT tasks": count(CvatTask), "CVAT jobs": count(CvatJob)})
         counts["training runs"] = count(TrainingRun)
+        counts["embeddings"] = count(Embedding)
     return StoreSummary(url=store.url, backend=store.dialect, schema_version=version, counts=counts)

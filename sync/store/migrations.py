@@ -134,7 +134,13 @@ def _v3_to_v4(conn: Connection) -> None:
         copies.tables[name].create(conn, checkfirst=True)
 
 
-MIGRATIONS: dict[int, Migration] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
+def _v4_to_v5(conn: Connection) -> None:
+    """Version 5 stores embeddings: one new table (``embeddings``) with its indexes; nothing
+    else changes."""
+    _model_copies().tables["embeddings"].create(conn, checkfirst=True)
+
+
+MIGRATIONS: dict[int, Migration] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5}
 """``MIGRATIONS[v]`` upgrades a store from schema version ``v`` to ``v + 1``."""
 
 

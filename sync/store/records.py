@@ -13,6 +13,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from serverless.detections import Detections
     from serverless.ontology import Ontology
 
@@ -21,6 +23,7 @@ __all__ = [
     "CvatJobInfo",
     "CvatTaskInfo",
     "DatasetInfo",
+    "EmbeddingSet",
     "Provenance",
     "RunComparison",
     "RunInfo",
@@ -303,3 +306,30 @@ class TrainingRunInfo:
     @property
     def finished(self) -> bool:
         return self.finished_at is not None
+
+
+@dataclass(frozen=True, eq=False)
+class EmbeddingSet:
+    """Stored embeddings of one dataset, one model and one kind, row ``i`` of each array
+    describing vector ``i``; rows by ascending (sample id, annotation id)."""
+
+    model: str
+    """The canonical model spec text they were made with."""
+    kind: str
+    """``"image"`` or ``"object"``."""
+    sample_ids: np.ndarray
+    """(N,) int64."""
+    annotation_ids: np.ndarray
+    """(N,) int64: the cropped annotation's id, -1 for an image."""
+    source_run_ids: np.ndarray
+    """(N,) int64: the run the cropped annotation came from, -1 when none (images)."""
+    vectors: np.ndarray
+    """(N, D) float32, each row of L2 norm 1; (0, 0) when there are none."""
+
+    def __len__(self) -> int:
+        return len(self.sample_ids)
+
+    @property
+    def dim(self) -> int:
+        """The vectors' dimension D (0 when there are none)."""
+        return int(self.vectors.shape[1])

@@ -45,6 +45,14 @@ Tables (``→`` is a foreign key):
   ``finished_at`` is set (an interrupted training resumes into the same row).
 - ``training_samples`` → training_runs, samples, runs: each sample a training run used, its
   split (``train`` or ``val``) and the run whose labels it was given.
+- ``embeddings`` → datasets, samples, annotations, runs: one L2-normalised vector (schema version
+  5) of a whole image (``kind`` ``image``) or of one annotation's crop (``kind`` ``object``,
+  ``annotation_id`` set), by ``model`` (the canonical spec text, e.g.
+  ``clip:openai/clip-vit-base-patch32``) and ``model_revision``; ``source_run_id`` is the run
+  the cropped annotation came from. ``vector`` holds ``dim`` float32 little-endian values.
+  ``item`` is the annotation id, or 0 for an image: unique per (model, kind, sample, item), a
+  key both backends enforce (a NULL annotation id would be distinct from every other NULL in a
+  PostgreSQL unique constraint).
 - ``store_meta``: key/value pairs, among them ``schema_version``.
 """
 
@@ -56,6 +64,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    LargeBinary,
     CheckConstraint,
     DateTime,
     Double,
@@ -82,6 +91,8 @@ __all__ = [
     "CvatJob",
     "CvatTask",
     "Dataset",
+    "EMBEDDING_KINDS",
+    "Embedding",
     "PushedShape",
     "Run",
     "RunSample",
@@ -93,7 +104,7 @@ __all__ = [
     "utc_now",
 ]
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """The schema version this code reads and writes."""
 
 RUN_KINDS = ("prelabel", "human", "import")
@@ -110,6 +121,9 @@ may have the same id; the kind is part of the key."""
 
 TRAINING_SPLITS = ("train", "val")
 """Values of ``training_samples.split``."""
+
+EMBEDDING_KINDS = ("image", "object")
+"""Values of ``embeddings.kind``: a whole image, or one annotation's crop."""
 
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 """64-bit ids on PostgreSQL; SQLite's INTEGER PRIMARY KEY is already 64-bit (and only that
@@ -398,3 +412,43 @@ class TrainingSample(Base):
     split: Mapped[str] = mapped_column(String(8))
     run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"))
     """The run (human revision, import or pre-label run) whose labels the sample was given."""
+
+
+class Embedding(Base):
+    """One L2-normalised vector of an image or of an annotation's crop (schema version 5).
+
+    ``item`` is ``annotation_id`` for an object crop and 0 for an image: the unique key
+    (model, kind, sample, item) then holds on PostgreSQL too, where NULLs never collide."""
+
+    __tablename__ = "embeddings"
+    __table_args__ = (
+        UniqueConstraint("model", "kind", "sample_id", "item", name="uq_embeddings_model_kind_sample_item"),
+        CheckConstraint(
+            "kind IN (" + ", ".join(f"'{k}'" for k in EMBEDDING_KINDS) + ")", name="ck_embeddings_kind"
+        ),
+        CheckConstraint(
+            "(kind = 'image' AND annotation_id IS NULL AND item = 0) OR "
+            "(kind = 'object' AND annotation_id IS NOT NULL AND item = annotation_id)",
+            name="ck_embeddings_item",
+        ),
+        CheckConstraint("dim > 0", name="ck_embeddings_dim"),
+        Index("ix_embeddings_dataset_model_kind", "dataset_id", "model", "kind"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"))
+    sample_id: Mapped[int] = mapped_column(ForeignKey("samples.id"))
+    annotation_id: Mapped[int | None] = mapped_column(ForeignKey("annotations.id"))
+    """The annotation whose crop this is (``kind`` ``object``); None for an image."""
+    item: Mapped[int] = mapped_column(BigInteger)
+    """``annotation_id``, or 0 for an image (the key column, see the class docstring)."""
+    kind: Mapped[str] = mapped_column(String(8))
+    model: Mapped[str] = mapped_column(String(1000))
+    """The canonical model spec text, e.g. ``clip:openai/clip-vit-base-patch32``."""
+    model_revision: Mapped[str | None] = mapped_column(String(255))
+    """The weights' revision when known (a hub snapshot's commit), else None."""
+    source_run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"))
+    """For an object crop, the run its annotation belongs to; None for an image."""
+    dim: Mapped[int] = mapped_column(Integer)
+    vector: Mapped[bytes] = mapped_column(LargeBinary)
+    """``dim`` float32 values, little-endian, L2 norm 1."""
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now)
