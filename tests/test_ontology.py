@@ -1057,7 +1057,7 @@ def test_an_ontology_without_models_keeps_its_canonical_form():
 @pytest.mark.parametrize(
     ("text", "line", "path", "fragment"),
     [
-        ("labels: [{name: a}]\nmodels:\n  detector: yolo:best.pt\n", 3, "models.detector", "unknown model backend 'yolo'"),
+        ("labels: [{name: a}]\nmodels:\n  detector: yolov5:best.pt\n", 3, "models.detector", "unknown model backend 'yolov5'"),
         ("labels: [{name: a}]\nmodels:\n  detector: sam:vit_b\n", 3, "models.detector", "sam is a segmenter"),
         ("labels: [{name: a}]\nmodels:\n  segmenter: sam:vit_q\n", 3, "models.segmenter", "model type must be one of"),
         ("labels: [{name: a}]\nmodels:\n  segmenter: 3\n", 3, "models.segmenter", "got 3"),
