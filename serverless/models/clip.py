@@ -6,7 +6,8 @@ ontology's ``tag`` labels.
 SigLIP (`SiglipModel`) and SigLIP 2 (`Siglip2Model`) checkpoints alike: ``AutoModel`` and
 ``AutoProcessor`` load them, and the checkpoint's ``model_type`` decides the scoring below
 (``clip:google/siglip-base-patch16-224`` is a SigLIP). Weights are loaded once per process
-(`load_once`) and shared by every ontology.
+(`load_once`) and shared by every ontology, and by the image embeddings of `load_image_encoder`
+(``autolabel embed``: `ClipModel.image_embeddings`, the image tower's L2-normalised output).
 
 **Prompts → one text embedding per label**, computed once per ontology when the classifier is
 bound (`ClipModel.bind`), never per call. Each of a label's prompts is put in every template of
@@ -58,6 +59,8 @@ from serverless.models.hub import load_error, locate_pretrained, pretrained_on_d
 from serverless.models.registry import (
     ClassifierBackend,
     ModelLoadError,
+    ModelSpec,
+    ModelSpecError,
     WeightsSource,
     inference_context,
     load_once,
@@ -75,6 +78,7 @@ __all__ = [
     "PromptText",
     "label_embeddings",
     "label_scores",
+    "load_image_encoder",
     "locate_weights",
     "prompt_texts",
     "select_tags",
@@ -303,6 +307,11 @@ class ClipModel:
             output = self.model.get_image_features(**{k: v.to(self.device) for k, v in batch.items()})
         return _pooled(output).float().cpu().numpy()
 
+    def image_embeddings(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """(B, D) float32 unit (L2-normalised) image embeddings of RGB uint8 (H, W, 3) images,
+        one pass: what `sync.qa.embed` stores and compares by cosine."""
+        return _normalized(self.encode_images(images))
+
     def classify(self, images: Sequence[np.ndarray], ontology: Ontology, *, threshold: float | None = None) -> list[Tags]:
         """One `Tags` per image for ``ontology``'s labels (see the module docstring)."""
         threshold = check_threshold(threshold)
@@ -335,6 +344,20 @@ def locate_weights(model: str, download: bool = True) -> WeightsSource:
     """Where CLIP/SigLIP ``model`` (a directory or a hub id) loads from, checked in seconds
     (`serverless.models.hub.locate_pretrained`)."""
     return locate_pretrained(model, download, display="CLIP", example=DEFAULT_CLIP_MODEL, hint=_HINT)
+
+
+def load_image_encoder(spec: ModelSpec, *, device: str | None = None, source: WeightsSource | None = None) -> ClipModel:
+    """The loaded `ClipModel` of a ``clip`` spec, for its image tower (`ClipModel.image_embeddings`):
+    once per process and device, the same weights the classifier of that spec uses
+    (`ClipModel.load`). `ModelSpecError` for a spec of another backend; ``source``: where the
+    weights are, when already located (else `locate_weights`)."""
+    if spec.backend != BACKEND.name:
+        raise ModelSpecError(
+            f"{spec.text!r} is not an image-text model: image embeddings come from clip[:WEIGHTS] "
+            f"(e.g. clip:{DEFAULT_CLIP_MODEL})"
+        )
+    where = source or locate_weights(spec.weights)
+    return ClipModel.load(where.load_from or spec.weights, device=device)
 
 
 def _parse(weights: str, environ: Mapping[str, str]) -> str:
