@@ -45,7 +45,7 @@ import os
 import secrets
 import shutil
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -58,7 +58,15 @@ from sync.export.choice import ExportChoice, ExportError, ExportSummary, SampleC
 from sync.store import Store
 from sync.store.convert import split_tags
 
-__all__ = ["METADATA_FILE", "SCORED_SOURCES", "YOLO_SUFFIXES", "export_yolo", "label_lines", "split_of"]
+__all__ = [
+    "METADATA_FILE",
+    "SCORED_SOURCES",
+    "YOLO_SUFFIXES",
+    "export_yolo",
+    "label_lines",
+    "local_file",
+    "split_of",
+]
 
 METADATA_FILE = "autolabel_export.json"
 YOLO_SUFFIXES = frozenset({".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp"})
@@ -153,8 +161,13 @@ def label_lines(
 
 
 # ----------------------------------------------------------------------------- files
-def _local_file(sample: Any) -> tuple[Path | None, str | None]:
-    """``(path, None)`` for a sample that is an exportable local file, else ``(None, reason)``."""
+def local_file(
+    sample: Any, suffixes: Collection[str] = YOLO_SUFFIXES, reader: str = "ultralytics"
+) -> tuple[Path | None, str | None]:
+    """``(path, None)`` for a sample that is a usable local file, else ``(None, reason)``: an
+    absolute path of an existing file with one of ``suffixes`` (what ``reader`` decodes), whose
+    sha256 is still the stored ``content_hash`` when one is stored. The one rule for every
+    command that reads a stored sample's image (the YOLO export, ``autolabel embed``)."""
     from sync.prelabel_store import file_sha256
 
     uri = sample.uri
@@ -165,8 +178,8 @@ def _local_file(sample: Any) -> tuple[Path | None, str | None]:
         return None, "not an absolute local path"
     if not path.is_file():
         return None, "no such file"
-    if path.suffix.lower() not in YOLO_SUFFIXES:
-        return None, f"ultralytics does not read {path.suffix or 'suffix-less'} images"
+    if path.suffix.lower() not in suffixes:
+        return None, f"{reader} does not read {path.suffix or 'suffix-less'} images"
     if sample.content_hash and sample.content_hash.startswith("sha256:"):
         try:
             digest = file_sha256(path)
@@ -254,7 +267,7 @@ def _exportable(choice: ExportChoice) -> tuple[list[SampleChoice], dict[int, Pat
     paths: dict[int, Path] = {}
     skipped: list[tuple[str, str]] = []
     for chosen in choice.chosen:
-        path, reason = _local_file(chosen.sample)
+        path, reason = local_file(chosen.sample)
         if path is None:
             skipped.append((chosen.sample.uri, reason or ""))
         else:
