@@ -36,7 +36,7 @@ app = typer.Typer(
 
 
 def _register_command_groups() -> None:
-    from sync.commands import cvat, data, evaluate, functions, models, serve, store, train
+    from sync.commands import cvat, data, evaluate, functions, models, qa, serve, store, train
     from sync.commands.cvat_prelabel import prelabel as cvat_prelabel
 
     app.add_typer(models.app, name="models")
@@ -45,6 +45,7 @@ def _register_command_groups() -> None:
     evaluate.register(app)
     data.register(app)
     train.register(app)
+    qa.register(app)
     cvat.app.command("prelabel")(cvat_prelabel)
     app.add_typer(cvat.app, name="cvat")
     app.add_typer(store.app, name="store")
