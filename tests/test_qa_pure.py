@@ -178,7 +178,8 @@ def test_planted_duplicates_are_found_with_no_false_group(data):
     assert all(0.95 <= g.min_similarity <= 1.0 for g in groups)
     assert [g.members for g in duplicate_groups(vectors, keys)] == truth  # embeddings alone find them too
     order = np.random.default_rng(1).permutation(len(keys))  # the input order does not matter
-    assert duplicate_groups(vectors[order], [keys[i] for i in order], content_hashes=[hashes[i] for i in order]) == groups
+    shuffled = duplicate_groups(vectors[order], [keys[i] for i in order], content_hashes=[hashes[i] for i in order])
+    assert shuffled == groups
 
 
 def test_equal_content_hashes_group_whatever_the_embeddings():
@@ -281,6 +282,8 @@ def test_knn_mistakenness_formula_on_a_small_example():
     shared = knn(vectors, 3)  # one search shared between scores: its first k columns
     assert np.allclose(knn_mistakenness(vectors, labels, k=2, neighbours=shared), scores)
     assert np.allclose(uniqueness(vectors, k=2, neighbours=shared), uniqueness(vectors, k=2))
+    with pytest.raises(QaError, match=r"neighbours have 1 columns, k=2 needs 2"):
+        knn_mistakenness(vectors, labels, k=2, neighbours=knn(vectors, 1))
     assert knn_mistakenness(vectors[:1], ["a"], k=3).tolist() == [0.0]  # no neighbour
     assert np.allclose(knn_mistakenness(vectors[:2], ["a", "b"], k=10), [1.0, 1.0])  # N <= k: all the others
     assert knn_mistakenness(np.array([[1.0, 0], [-1.0, 0]]), ["a", "b"], k=1).tolist() == [1.0, 1.0]  # weight 0
@@ -339,7 +342,8 @@ def test_evaluation_suspects_flag_confident_unmatched_predictions_and_unmatched_
     suspects = evaluation_suspects(_matches(), min_score=0.5, names=["cat", "dog"])
     assert suspects.missed.tolist() == [0.0, 0.8, 0.0, 0.0]
     assert suspects.spurious.tolist() == [0.0, 0.5, 0.0, 0.5, 0.0]  # the model finds 1 of 2 cats, 1 of 2 dogs
-    assert suspects.missed_reasons[1] == "prediction 'dog' at 0.80 matches no human box: possibly missed by the annotator"
+    assert suspects.missed_reasons[1] == (
+        "prediction 'dog' at 0.80 matches no human box: possibly missed by the annotator")
     assert suspects.spurious_reasons[1] == "no prediction matches this 'cat' box (the model finds 50% of 'cat')"
     assert suspects.missed_reasons[0] == suspects.spurious_reasons[0] == ""
     assert evaluation_suspects(_matches(), min_score=0.2).missed.tolist() == [0.0, 0.8, 0.3, 0.0]
@@ -353,7 +357,8 @@ def test_combine_takes_the_strongest_signal_and_its_reason():
     score, reason = combine({"knn": knn_scores, "classifier": classifier}, {"knn": 3.0, "classifier": 1.0})
     assert np.allclose(score, [0.65, 0.225, 0.0, 0.0])
     assert reason.tolist() == ["knn 0.80", "classifier 0.60", "", ""]
-    score, _ = combine({"knn": knn_scores, "classifier": np.array([np.nan, 0.6, 0.0, 0.5])}, {"knn": 1, "classifier": 1})
+    partial = np.array([np.nan, 0.6, 0.0, 0.5])
+    score, _ = combine({"knn": knn_scores, "classifier": partial}, {"knn": 1, "classifier": 1})
     assert np.allclose(score, [0.8, 0.35, 0.0, 0.5])  # the mean over the available signals
     with pytest.raises(QaError, match="no weight for score 'classifier'"):
         combine({"knn": knn_scores, "classifier": classifier}, {"knn": 1.0})

@@ -62,6 +62,8 @@ def _neighbours(vectors: Any, k: int, neighbours: Neighbours | None) -> Neighbou
         raise QaError(f"neighbours must be two ({n}, k) arrays as knn() returns, got {sims.shape} and {idx.shape}")
     if idx.size and (idx.min() < 0 or idx.max() >= n):
         raise QaError("neighbours hold indices outside 0..N-1 (an approximate search that found fewer than k?)")
+    if idx.shape[1] < min(k, n - 1):
+        raise QaError(f"neighbours have {idx.shape[1]} columns, k={k} needs {min(k, n - 1)}: knn(vectors, {k})")
     return sims[:, :k].astype(np.float64), idx[:, :k].astype(np.int64)
 
 
@@ -83,7 +85,8 @@ def knn_mistakenness(
     nearest other annotations j (cosine similarity, `sync.qa.vectors.knn`), with
     ``w_ij = max(similarity_ij, 0)``: a close neighbour counts more, an unrelated one (cosine
     <= 0) not at all. When every weight is 0 the plain share is used. With no neighbour
-    (N <= 1) the score is 0. Float64 in [0, 1]. ``labels``: N labels (names or ids).
+    (N <= 1) the score is 0. Float64 in [0, 1]. Among neighbours tied at the k-th similarity,
+    which count is FAISS's choice. ``labels``: N labels (names or ids).
     ``neighbours``: a precomputed ``knn(vectors, k')`` with ``k' >= k`` to share one search
     between scores (its first k columns are used).
     """
@@ -103,10 +106,10 @@ def knn_reasons(labels: Any, neighbours: Neighbours, *, k: int = DEFAULT_K) -> l
     10 nearest are 'dog'" or "label 'cat' but 6 of 10 nearest differ, most often 'dog' (4)"."""
     codes, distinct = _codes(labels, len(neighbours[1]))
     _, idx = _neighbours(None, k, neighbours)
-    texts = []
+    codes, texts = codes.tolist(), []
     for i, row in enumerate(idx.tolist()):
         own = distinct[codes[i]]
-        others = Counter(int(codes[j]) for j in row if codes[j] != codes[i])
+        others = Counter(codes[j] for j in row if codes[j] != codes[i])
         count = sum(others.values())
         if not row:
             texts.append(f"label '{own}' has no neighbours")
@@ -116,7 +119,9 @@ def knn_reasons(labels: Any, neighbours: Neighbours, *, k: int = DEFAULT_K) -> l
             texts.append(f"label '{own}' but {count} of {len(row)} nearest are '{distinct[next(iter(others))]}'")
         else:
             code, most = max(sorted(others.items()), key=lambda item: item[1])
-            texts.append(f"label '{own}' but {count} of {len(row)} nearest differ, most often '{distinct[code]}' ({most})")
+            texts.append(
+                f"label '{own}' but {count} of {len(row)} nearest differ, most often '{distinct[code]}' ({most})"
+            )
     return texts
 
 
@@ -143,7 +148,9 @@ def _class_scores(label_scores: Any, labels: Any) -> tuple[np.ndarray, np.ndarra
     if not np.isfinite(scores).all() or scores.min(initial=0.0) < 0 or scores.max(initial=0.0) > 1:
         raise QaError("label_scores must be probabilities in [0, 1] (a classifier's softmax or sigmoid)")
     if ids.shape != (len(scores),) or (ids.size and not np.issubdtype(ids.dtype, np.integer)):
-        raise QaError(f"labels must be {len(scores)} class indices into label_scores' columns, got {ids.dtype} {ids.shape}")
+        raise QaError(
+            f"labels must be {len(scores)} class indices into label_scores' columns, got {ids.dtype} {ids.shape}"
+        )
     if ids.size and (ids.min() < 0 or ids.max() >= scores.shape[1]):
         raise QaError(f"labels must be class indices in 0..{scores.shape[1] - 1}")
     return scores, ids.astype(np.int64)

@@ -36,7 +36,9 @@ def _faiss() -> Any:
     try:
         import faiss
     except ModuleNotFoundError as error:
-        raise QaError("vector search needs faiss-cpu, which is not installed: pip install 'autolabel-cvat[qa]'") from error
+        raise QaError(
+            "vector search needs faiss-cpu, which is not installed: pip install 'autolabel-cvat[qa]'"
+        ) from error
     return faiss
 
 
