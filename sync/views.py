@@ -12,7 +12,7 @@ from typing import Any
 
 from sync.store import RunInfo
 
-__all__ = ["group_by_run", "latest_runs_per_sample"]
+__all__ = ["group_by_run", "latest_runs_per_sample", "latest_truth_per_sample"]
 
 
 def latest_runs_per_sample(
@@ -37,6 +37,19 @@ def latest_runs_per_sample(
         for sample_id in store.covered_samples(run):
             chosen[sample_id] = run
     return chosen
+
+
+def latest_truth_per_sample(store: Any, dataset: Any) -> tuple[dict[int, RunInfo], str]:
+    """``({sample_id: run}, description)``: the human truth of each sample — its latest human
+    revision (a CVAT job pull), else its latest import with role ``revision``
+    (``autolabel import --as-revision``). The one rule of what counts as corrected for
+    evaluation, training, the threshold experiment and QA crops; the description says which
+    kinds were found (``"latest human revision else imported revision per sample"``), empty
+    when none."""
+    human = latest_runs_per_sample(store, dataset, ("human",))
+    imported = latest_runs_per_sample(store, dataset, ("import",), roles=("revision",))
+    kinds = [words for words, part in (("human revision", human), ("imported revision", imported)) if part]
+    return {**imported, **human}, ("latest " + " else ".join(kinds) + " per sample" if kinds else "")
 
 
 def group_by_run(chosen: dict[int, RunInfo]) -> list[tuple[RunInfo, list[int]]]:

@@ -37,7 +37,7 @@ from sync.crowd import crowd_column
 from sync.evaluate.data import EvalData, EvalError, TagData
 from sync.evaluate.delivered import delivered_predictions
 from sync.store.convert import TAG, split_tags
-from sync.views import group_by_run, latest_runs_per_sample
+from sync.views import group_by_run, latest_truth_per_sample
 
 if TYPE_CHECKING:
     from sync.store import RunInfo, SampleInfo, Store, TrainingRunInfo
@@ -84,11 +84,7 @@ def _truth_map(store: Store, dataset: str, truth: str | None) -> tuple[dict[int,
         if not run.finished:
             raise EvalError(f"truth run {truth!r} is not finished yet")
         return {sid: run for sid in store.covered_samples(run)}, f"{run.name} ({run.kind})"
-    human = latest_runs_per_sample(store, dataset, ("human",))
-    imported = latest_runs_per_sample(store, dataset, ("import",), roles=("revision",))
-    chosen = {**imported, **human}
-    kinds = [k for k, part in (("human revision", human), ("imported revision", imported)) if part]
-    kind = "latest " + " else ".join(kinds) + " per sample"
+    chosen, kind = latest_truth_per_sample(store, dataset)
     if not chosen:
         raise EvalError(
             f"dataset {dataset!r} has no human revision to compare with: pull corrections with "

@@ -254,20 +254,18 @@ def crop_runs(store: Store, dataset: str, run: str | None = None) -> tuple[dict[
     that run on every sample it covers; None: the latest human revision per sample, else the
     latest imported revision (``autolabel import --as-revision``), as evaluation's truth.
     `QaError` when the dataset has neither; the store's `StoreError` for an unknown run."""
-    from sync.views import latest_runs_per_sample
+    from sync.views import latest_truth_per_sample
 
     if run is not None:
         found = store.get_run(dataset, run)
         return {sample: found for sample in store.covered_samples(found)}, f"run {found.name} ({found.kind})"
-    human = latest_runs_per_sample(store, dataset, ("human",))
-    imported = latest_runs_per_sample(store, dataset, ("import",), roles=("revision",))
-    if not human and not imported:
+    chosen, description = latest_truth_per_sample(store, dataset)
+    if not chosen:
         raise QaError(
             f"dataset {dataset!r} has no human revision to crop objects from: pull corrections with "
             "`autolabel cvat pull`, import them with `autolabel import --as-revision`, or name a run with --run"
         )
-    kinds = [words for words, part in (("human revision", human), ("imported revision", imported)) if part]
-    return {**imported, **human}, "latest " + " else ".join(kinds) + " per sample"
+    return chosen, description
 
 
 def _pending_objects(

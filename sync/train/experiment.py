@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from sync.train.plan import LabelSource, TrainingError, TrainingPlan, prepare_training
 from sync.train.run import DATA, TrainOptions, TrainingResult, check_options, removed_on_error, run_plan
-from sync.views import latest_runs_per_sample
+from sync.views import latest_truth_per_sample
 
 if TYPE_CHECKING:
     from serverless.ontology import Ontology
@@ -108,9 +108,7 @@ def _prelabel_source(store: Store, dataset: str, prelabels: str | None) -> RunIn
 
 def _eval_samples(store: Store, dataset: str, plan: TrainingPlan) -> list[Any]:
     """The human-corrected samples of the validation split (`TrainingError` when none)."""
-    truth = latest_runs_per_sample(store, dataset, ("human",))
-    truth.update({k: v for k, v in latest_runs_per_sample(store, dataset, ("import",), roles=("revision",)).items()
-                  if k not in truth})
+    truth, _ = latest_truth_per_sample(store, dataset)
     val = [s for s in store.samples(dataset) if plan.splits.get(s.uri) == "val" and s.id in truth]
     if not val:
         raise TrainingError(f"dataset {dataset!r} has no human-corrected sample in the validation split to measure "

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from sync.export.choice import ExportChoice, SampleChoice, source_of
 from sync.export.yolo import METADATA_FILE, export_yolo, split_of
-from sync.views import latest_runs_per_sample
+from sync.views import latest_runs_per_sample, latest_truth_per_sample
 
 if TYPE_CHECKING:
     from serverless.ontology import Ontology
@@ -92,8 +92,7 @@ def choose_training_labels(store: Store, dataset: str, source: LabelSource) -> E
         else:
             chosen = latest_runs_per_sample(store, ds, ("prelabel",))
     if source.mode in ("human", "mixed"):
-        chosen.update(latest_runs_per_sample(store, ds, ("import",), roles=("revision",)))
-        chosen.update(latest_runs_per_sample(store, ds, ("human",)))
+        chosen.update(latest_truth_per_sample(store, ds)[0])
     samples = store.samples(ds)
     return ExportChoice(
         dataset=ds.name,
