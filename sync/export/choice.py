@@ -24,7 +24,7 @@ from typing import Any
 
 from serverless.detections import Detections
 from sync.store import RunInfo, SampleInfo, Store
-from sync.views import group_by_run, latest_runs_per_sample
+from sync.views import group_by_run, latest_runs_per_sample, latest_truth_per_sample
 
 __all__ = [
     "DEFAULT_RULE",
@@ -151,8 +151,7 @@ def choose_runs(store: Store, dataset: str, *, revision: str | None = None) -> E
         rule = f"--revision {revision}"
     else:
         chosen = latest_runs_per_sample(store, ds, ("prelabel",))
-        chosen.update(latest_runs_per_sample(store, ds, ("import",), roles=("revision",)))
-        chosen.update(latest_runs_per_sample(store, ds, ("human",)))
+        chosen.update(latest_truth_per_sample(store, ds)[0])
         rule = DEFAULT_RULE
     samples = store.samples(ds)
     return ExportChoice(
