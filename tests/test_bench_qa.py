@@ -44,6 +44,8 @@ def test_quick_run_measures_every_index_kind(quick_run):
         assert row["queries_per_s"] == pytest.approx(row["queries"] / row["query_s"])
         assert 0.0 <= row["recall_at_10"] <= 1.0 and row["peak_rss_gb"] > 0
     assert report["index"][0]["recall_at_10"] == 1.0  # flat is the reference
+    assert report["index"][0]["copy_top1"] == 1.0  # exact search finds every noisy copy's source
+    assert all(0.0 <= row["copy_top1"] <= 1.0 and row["copies"] == 1000 for row in report["index"])
     assert report["machine"]["faiss"] and report["machine"]["faiss_threads"] >= 1
 
 

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import sync.qa.vectors
 from sync.evaluate.metrics import MatchTable
 from sync.qa.duplicates import DuplicateGroup, duplicate_groups, groups_spanning, split_without_leaks
 from sync.qa.errors import QaError
@@ -106,6 +107,16 @@ def test_range_pairs_matches_brute_force(data, threshold):
     a, b = np.triu_indices(len(vectors), 1)
     clearly_in = {(x, y) for x, y in zip(a.tolist(), b.tolist(), strict=True) if exact[x, y] >= threshold + TOL}
     assert clearly_in <= found
+
+
+def test_range_pairs_are_the_same_searched_in_blocks(monkeypatch):
+    rng = np.random.default_rng(3)
+    base = _unit(rng.normal(size=(10, 8)))
+    vectors = np.vstack([base, _unit(base + 0.01 * rng.normal(size=base.shape)), base[:3]])
+    whole = range_pairs(vectors, 0.99)
+    monkeypatch.setattr(sync.qa.vectors, "RANGE_BLOCK", 7)  # blocks end mid-way through the copies
+    blocked = range_pairs(vectors, 0.99)
+    assert len(whole[0]) == 7 + 3 * 3 and all(np.array_equal(a, b) for a, b in zip(whole, blocked, strict=True))
 
 
 def test_vectors_refuse_what_has_no_direction():

@@ -24,12 +24,15 @@ import numpy as np
 
 from sync.qa.errors import QaError
 
-__all__ = ["INDEX_KINDS", "VectorIndex", "build_index", "knn", "range_pairs", "unit_rows"]
+__all__ = ["INDEX_KINDS", "RANGE_BLOCK", "VectorIndex", "build_index", "knn", "range_pairs", "unit_rows"]
 
 INDEX_KINDS = ("flat", "ivf", "hnsw")
 """``flat``: exact (IndexFlatIP). ``ivf``: IndexIVFFlat with ``sqrt(N)`` lists (at most N / 39;
 at least 39 vectors), ``nprobe`` 16, trained on at most 64 points per list. ``hnsw``:
 IndexHNSWFlat, M 32, efSearch 64. Both approximate: they trade recall for speed."""
+
+RANGE_BLOCK = 16384
+"""Query rows per FAISS range search in `range_pairs`."""
 
 
 def _faiss() -> Any:
@@ -157,8 +160,10 @@ def range_pairs(vectors: Any, min_similarity: float) -> tuple[np.ndarray, np.nda
     """Every pair of rows with cosine similarity >= ``min_similarity`` (exact, FAISS range search).
 
     Returns ``(i, j, similarity)``: int64, int64, float32 arrays with ``i < j``, sorted by
-    ``(i, j)``. ``min_similarity`` must be in (-1, 1]. Memory grows with the number of pairs
-    found, so this is for high thresholds (near duplicates), not for "everything similar".
+    ``(i, j)``. ``min_similarity`` must be in (-1, 1]. The rows are searched `RANGE_BLOCK` at a
+    time (FAISS's per-query bookkeeping would otherwise take about 5 KB per row at once); memory
+    still grows with the number of pairs found, so this is for high thresholds (near
+    duplicates), not for "everything similar".
     """
     if isinstance(min_similarity, bool) or not isinstance(min_similarity, (int, float, np.integer, np.floating)):
         raise QaError(f"min_similarity must be a number in (-1, 1], got {min_similarity!r}")
@@ -172,10 +177,19 @@ def range_pairs(vectors: Any, min_similarity: float) -> tuple[np.ndarray, np.nda
     index = _build(units, "flat")
     # FAISS keeps inner products strictly above the radius: step just below the threshold, filter exactly.
     radius = float(np.nextafter(np.float32(threshold), np.float32(-2.0)))
-    lims, sims, cols = index.index.range_search(units, radius)
-    rows = np.repeat(np.arange(len(units), dtype=np.int64), np.diff(lims).astype(np.int64))
-    cols = cols.astype(np.int64)
-    keep = (rows < cols) & (sims >= np.float32(threshold))
-    rows, cols, sims = rows[keep], cols[keep], sims[keep].astype(np.float32)
+    found = [_range_block(index, units, start, radius, np.float32(threshold))
+             for start in range(0, len(units), RANGE_BLOCK)]
+    rows, cols, sims = (np.concatenate(parts) for parts in zip(*found, strict=True))
     order = np.lexsort((cols, rows))
     return rows[order], cols[order], sims[order]
+
+
+def _range_block(
+    index: VectorIndex, units: np.ndarray, start: int, radius: float, threshold: np.float32
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The pairs ``(i, j, similarity)``, ``i < j``, of the query rows ``start`` to ``start + RANGE_BLOCK``."""
+    lims, sims, cols = index.index.range_search(units[start:start + RANGE_BLOCK], radius)
+    rows = np.repeat(np.arange(start, start + len(lims) - 1, dtype=np.int64), np.diff(lims).astype(np.int64))
+    cols = cols.astype(np.int64)
+    keep = (rows < cols) & (sims >= threshold)
+    return rows[keep], cols[keep], sims[keep].astype(np.float32)
