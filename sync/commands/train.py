@@ -67,7 +67,8 @@ def _show_result(result: Any, dataset: str) -> None:
     spec = shlex.quote(f"yolo:{result.weights}")
     out.print(text(f"next: autolabel prelabel IMAGES --ontology ONTOLOGY --dataset {dataset} --detector {spec}, "
                    f"then autolabel eval --dataset {dataset} (held-out samples only); "
-                   f"autolabel functions render ONTOLOGY --detector {spec} puts it behind CVAT's auto-annotate"),
+                   f"autolabel functions render --ontology ONTOLOGY --out functions/ --detector {spec} puts it behind "
+                   "CVAT's auto-annotate"),
               highlight=False, soft_wrap=True)
 
 
