@@ -391,7 +391,7 @@ def test_eval_tune_select_errors_are_one_line_with_exit_2(db, tmp_path):
         "budget not a number": "--budget must be a percentage such as 10% or a sample count such as 25, got '1.5'",
         "select f1 without truth": "no human revision",
         "select edits without truth": "no human revision",
-        "select by bogus": "--by must be one of f1, confidence, edits, got 'bogus'",
+        "select by bogus": "--by must be one of f1, confidence, edits, mistakenness, uniqueness, got 'bogus'",
         "tune without truth": "no human revision",
         "tune by bogus": "--by must be f1 or time, got 'bogus'",
     }

@@ -70,6 +70,22 @@ def import_labels(
     )
 
 
+def _leak_free_split(store: Any, dataset: str, val: float, seed: int) -> dict[str, str]:
+    """The split of ``--duplicates-together`` (`sync.qa.splits.leak_free_split`), and what moved on stderr."""
+    from sync.commands.qa import qa_errors
+    from sync.export import ExportError
+    from sync.qa.splits import leak_free_split
+
+    with qa_errors():
+        try:
+            found = leak_free_split(store, dataset, val, seed)
+        except ExportError as error:
+            fail(str(error))
+    err.print(text(f"duplicates together: {found.spanning} of {found.groups} duplicate groups spanned train and val; "
+                   f"{found.moved} samples moved"), highlight=False, soft_wrap=True)
+    return dict(found.splits)
+
+
 def export_labels(
     out_path: Annotated[Path, typer.Argument(metavar="OUT", help="COCO: the JSON file; YOLO: the folder.")],
     dataset: Annotated[str, typer.Option(help="Dataset in the store.")],
@@ -82,23 +98,26 @@ def export_labels(
     seed: Annotated[int | None, typer.Option(help="YOLO: seed of the train/val split (default 0).")] = None,
     segments: Annotated[bool, typer.Option("--segments", help="YOLO: polygon lines instead of boxes.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing file / previous export.")] = False,
+    duplicates_together: Annotated[
+        bool, typer.Option("--duplicates-together", help="YOLO: keep each group of duplicate images (autolabel embed first) on one side of the split.")
+    ] = False,
 ) -> None:
     """Export the dataset's labels for training: one run per sample, recorded in the metadata."""
     from sync.export import export_coco, export_yolo
 
     if fmt not in FORMATS:
         fail(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    if fmt == "coco" and (val is not None or seed is not None or segments):
-        fail("--val, --seed and --segments apply to --format yolo only")
+    if fmt == "coco" and (val is not None or seed is not None or segments or duplicates_together):
+        fail("--val, --seed, --segments and --duplicates-together apply to --format yolo only")
     store = _store()
+    val, seed = 0.2 if val is None else val, 0 if seed is None else seed
+    splits = _leak_free_split(store, dataset, val, seed) if duplicates_together else None
     with _data_errors():
         if fmt == "coco":
             summary = export_coco(store, dataset, out_path, revision=revision, overwrite=overwrite)
         else:
-            summary = export_yolo(
-                store, dataset, out_path, revision=revision, val=0.2 if val is None else val,
-                seed=0 if seed is None else seed, segments=segments, overwrite=overwrite,
-            )
+            summary = export_yolo(store, dataset, out_path, revision=revision, val=val, seed=seed, segments=segments,
+                                  overwrite=overwrite, splits=splits)
     for uri, reason in summary.skipped[:_SHOWN_SKIPS]:
         err.print(f"[yellow]skipped[/] {literal(uri)}: {literal(reason)}", highlight=False, soft_wrap=True)
     if len(summary.skipped) > _SHOWN_SKIPS:

@@ -231,20 +231,49 @@ def _tune_rows(
     return chosen
 
 
+def _by_embeddings(
+    store: Any, dataset: str, by: str, model: str | None, pred: str | None, truth: str | None
+) -> tuple[list[int], list[str], Any, dict[int, dict[str, Any]], str | None, str | None]:
+    """``(sample ids, uris, values, extra JSON per sample, run, truth)`` of ``select --by
+    mistakenness | uniqueness`` from the stored embeddings (`sync.qa.scores`)."""
+    from sync.commands.qa import latest_prelabel, qa_errors
+    from sync.qa import scores
+
+    extras: dict[int, dict[str, Any]] = {}
+    with qa_errors():
+        run_name = store.get_run(dataset, pred).name if pred else latest_prelabel(store, dataset)
+        if by == "uniqueness":
+            ids, values = scores.sample_uniqueness(store, dataset, model=model)
+            truth_name = None
+        else:
+            found = scores.annotation_mistakes(store, dataset, model=model, run=truth)
+            ids, values = found.sample_scores()
+            truth_name = found.source
+            extras = {sid: {"annotations": part["annotations"]} for sid, part in found.sample_json().items()}
+        uri_of = {s.id: s.uri for s in store.samples(dataset, ids=ids)}
+    return ids, [uri_of[i] for i in ids], values, extras, run_name, truth_name
+
+
 def select(
     dataset: DatasetOption,
     budget: Annotated[str, typer.Option(help="How many samples: a share (10%) or a count (25).")] = "10%",
-    by: Annotated[str, typer.Option(help="f1 (worst first) | confidence (least sure first) | edits (most first).")] = "f1",
+    by: Annotated[str, typer.Option(help="f1 (worst first) | confidence (least sure first) | edits (most first) | mistakenness | uniqueness (highest first; autolabel embed first).")] = "f1",
     pred: Annotated[str | None, typer.Option(help="Pre-label run (default: the latest).")] = None,
     truth: TruthOption = None,
     iou: IouOption = 0.5,
     out_file: Annotated[
         Path | None, typer.Option("--out", help="Write the picks as JSON (for `autolabel cvat push --samples`).")
     ] = None,
+    model: Annotated[
+        str | None, typer.Option(help="mistakenness/uniqueness: the clip[:WEIGHTS] model of the embeddings (default clip).")
+    ] = None,
 ) -> None:
-    """Pick the hardest samples for a human review pass (worst F1, least confident, most edits).
+    """Pick the hardest samples for a human review pass (worst F1, least confident, most edits,
+    most likely mislabelled, least like the rest).
 
-    --by confidence needs no human revision: it also ranks samples nobody has checked."""
+    --by confidence and uniqueness need no human revision: they also rank samples nobody has
+    checked. --by mistakenness scores the --truth run's annotations (default: the latest human
+    revision per sample) by their k-NN label disagreement (as autolabel qa mistakes)."""
     from rich.table import Table
 
     from sync.evaluate import hard_samples as hs
@@ -252,7 +281,11 @@ def select(
     if by not in hs.BY:
         fail(f"--by must be one of {', '.join(hs.BY)}, got {by!r}")
     store = _store()
-    if by == "confidence":
+    extras: dict[int, dict[str, Any]] = {}
+    if by in ("mistakenness", "uniqueness"):
+        ids, uris, values, extras, run_name, truth_name = _by_embeddings(store, dataset, by, model, pred, truth)
+        ascending = False
+    elif by == "confidence":
         from sync.evaluate.load import default_pred
 
         with domain_errors():
@@ -292,10 +325,11 @@ def select(
     if out_file is not None:
         _write_json(out_file, {
             "dataset": dataset, "run": run_name, "truth": truth_name, "by": by, "budget": budget,
-            "samples": [{"sample_id": p.sample_id, "uri": p.uri, by: p.value} for p in picks],
+            "samples": [{"sample_id": p.sample_id, "uri": p.uri, by: p.value} | extras.get(p.sample_id, {})
+                        for p in picks],
         })
         err.print(text(f"selection: {out_file} (push it for review: autolabel cvat push --dataset {dataset} "
-                       f"--run {run_name} --samples {out_file} --task-name NAME)"))
+                       f"--run {run_name or 'RUN'} --samples {out_file} --task-name NAME)"))
 
 
 def register(app: typer.Typer) -> None:

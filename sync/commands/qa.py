@@ -4,7 +4,9 @@ label store) and the ``autolabel qa`` group of checks that read them (`sync.qa`)
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -12,7 +14,10 @@ import typer
 from sync.console import domain_errors, err, fail, out, quiet_libraries, text
 from sync.options import DeviceOption
 
-__all__ = ["embed", "qa_app", "qa_errors", "register"]
+__all__ = [
+    "duplicates", "embed", "latest_prelabel", "mistakes", "mistakes_payload", "qa_app", "qa_errors", "register",
+    "write_selection",
+]
 
 SHOWN_SKIPS = 10
 """Skipped images listed one per line; the rest are counted."""
@@ -97,6 +102,119 @@ def embed(
                       highlight=False)
             raise
     _show(summary)
+
+
+ModelOption = Annotated[
+    str | None, typer.Option(help="The clip[:WEIGHTS] model the embeddings were made with (default clip).")
+]
+OutOption = Annotated[
+    Path | None, typer.Option("--out", help="Write the samples as JSON (for `autolabel cvat push --samples`).")
+]
+
+
+def latest_prelabel(store: Any, dataset: str) -> str | None:
+    """The name of the dataset's latest pre-label run (what a selection file is pushed with), or None."""
+    from sync.evaluate.data import EvalError
+    from sync.evaluate.load import default_pred
+
+    try:
+        return default_pred(store, dataset).name
+    except EvalError:
+        return None
+
+
+def write_selection(path: Path, payload: dict[str, Any]) -> None:
+    """Write a selection file (the shape of ``autolabel select --out``) and say how to push it."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(payload, indent=1, allow_nan=False) + "\n", encoding="utf-8")
+    except OSError as error:
+        fail(f"cannot write {path}: {error.strerror or error}")
+    run = payload.get("run") or "RUN"
+    err.print(text(f"selection: {path} (push it for review: autolabel cvat push --dataset {payload['dataset']} "
+                   f"--run {run} --samples {path} --task-name NAME)"), highlight=False, soft_wrap=True)
+
+
+@qa_app.command()
+def duplicates(
+    dataset: Annotated[str, typer.Option(help="Dataset in the store.")],
+    model: ModelOption = None,
+    threshold: Annotated[float, typer.Option(help="Cosine similarity from which two images are near duplicates.")] = 0.95,
+    out_file: OutOption = None,
+) -> None:
+    """Groups of exact (same file content) and near-duplicate images, from the stored image embeddings."""
+    from rich.table import Table
+
+    from sync.qa.scores import dataset_duplicates
+
+    store = _store()
+    with qa_errors():
+        found = dataset_duplicates(store, dataset, model=model, threshold=threshold)
+    table = Table(title=text(f"{len(found.groups)} duplicate groups in {len(found.samples)} embedded samples "
+                             f"of {dataset!r} (threshold {found.threshold:g})"))
+    for column in ("group", "kind", "min similarity", "uris"):
+        table.add_column(column, justify="right" if column in ("group", "min similarity") else "left")
+    for number, group in enumerate(found.groups, 1):
+        uris = "\n".join(found.samples[m].uri for m in group.members)
+        table.add_row(str(number), group.kind, f"{group.min_similarity:.3f}", text(uris))
+    out.print(table)
+    if out_file is not None:
+        write_selection(out_file, {
+            "dataset": dataset, "run": latest_prelabel(store, dataset), "truth": None, "by": "duplicates",
+            "budget": None, "model": found.model, "threshold": found.threshold,
+            "samples": [{"sample_id": int(m), "uri": found.samples[m].uri, "group": number, "kind": group.kind,
+                         "similarity": group.min_similarity}
+                        for number, group in enumerate(found.groups, 1) for m in group.members],
+        })
+
+
+def mistakes_payload(
+    found: Any, uris: dict[int, str], sample_ids: list[int], run: str | None, budget: Any
+) -> dict[str, Any]:
+    """A selection file of ``sample_ids`` with each one's mistakenness and scored annotations."""
+    parts = found.sample_json()
+    return {
+        "dataset": found.dataset, "run": run, "truth": found.source, "by": "mistakenness", "budget": budget,
+        "model": found.model, "samples": [{"sample_id": sid, "uri": uris[sid]} | parts[sid] for sid in sample_ids],
+    }
+
+
+@qa_app.command()
+def mistakes(
+    dataset: Annotated[str, typer.Option(help="Dataset in the store.")],
+    model: ModelOption = None,
+    run: Annotated[str | None, typer.Option(help="Score this run's annotations (default: the latest human revision per sample).")] = None,
+    k: Annotated[int, typer.Option("--k", help="Nearest neighbours per annotation.")] = 10,
+    classifier: Annotated[bool, typer.Option("--classifier/--no-classifier", help="Also the zero-shot classifier's disagreement with each label.")] = False,
+    top: Annotated[int, typer.Option(help="Most suspect annotations shown, and samples written to --out.")] = 20,
+    out_file: OutOption = None,
+    device: DeviceOption = None,
+) -> None:
+    """Annotations whose label disagrees with their nearest neighbours' (and, with --classifier, with CLIP's)."""
+    from rich.table import Table
+
+    from sync.qa.scores import annotation_mistakes
+
+    if top < 1:
+        fail(f"--top must be at least 1, got {top}")
+    quiet_libraries()
+    store = _store()
+    with qa_errors():
+        found = annotation_mistakes(store, dataset, model=model, run=run, k=k, classifier=classifier, device=device)
+    ranked = sorted(found.annotations, key=lambda a: (-a.score, a.sample_id, a.annotation_id))[:top]
+    with domain_errors():
+        uris = {s.id: s.uri for s in store.samples(dataset, ids=sorted({a.sample_id for a in found.annotations}))}
+    table = Table(title=text(f"{len(ranked)} most suspect of {len(found.annotations)} annotations ({found.source})"))
+    for column in ("sample", "label", "score", "reason"):
+        table.add_column(column, justify="right" if column == "score" else "left")
+    for item in ranked:
+        table.add_row(text(uris[item.sample_id]), text(item.label), f"{item.score:.3f}", text(item.reason))
+    out.print(table)
+    if out_file is not None:
+        ids, values = found.sample_scores()
+        order = sorted(range(len(ids)), key=lambda i: (-values[i], ids[i]))[:top]
+        write_selection(out_file, mistakes_payload(found, uris, [ids[i] for i in order],
+                                                   latest_prelabel(store, dataset), str(top)))
 
 
 def register(app: typer.Typer) -> None:

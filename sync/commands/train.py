@@ -54,6 +54,10 @@ def _show_plan(plan: Any, run: Any) -> None:
     sources = ", ".join(f"{source} {n}" for source, n in plan.export.counts.items())
     dropped = "; ".join(f"{n} {reason}" for reason, n in plan.export.dropped.items())
     err.print(text(f"labels from {sources}" + (f"; not trained on: {dropped}" if dropped else "")), highlight=False)
+    moved = plan.metadata.get("duplicates")
+    if moved:
+        err.print(text(f"duplicates together: {moved['spanning']} of {moved['groups']} duplicate groups spanned train "
+                       f"and val; {moved['moved']} samples moved"), highlight=False)
     err.print(text(f"training into {run.out_dir} (interrupt: `autolabel train --dataset {plan.dataset} --resume "
                    f"--name {run.name}` carries on)"), highlight=False, soft_wrap=True)
 
@@ -89,6 +93,7 @@ def train(
     ontology: Annotated[Path | None, typer.Option(help="The classes must be exactly this ontology's object labels.")] = None,
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="ultralytics' training plots.")] = True,
     resume: Annotated[bool, typer.Option("--resume", help="Carry on the unfinished training run (--name, else the newest).")] = False,
+    duplicates_together: Annotated[bool, typer.Option("--duplicates-together", help="Keep each group of duplicate images (autolabel embed first) on one side of the split.")] = False,
 ) -> None:
     """Train a YOLO detector on the dataset's labels and record it (lineage, split, metrics, weights sha256)."""
     from sync.train import TrainOptions, resume_training, train_detector
@@ -96,7 +101,8 @@ def train(
     store = _store()
     onto = _ontology(ontology)
     options = TrainOptions(labels=labels, threshold=threshold, model=model, epochs=epochs, imgsz=imgsz, batch=batch,
-                           device=device, workers=workers, val=val, seed=seed, plots=plots)
+                           device=device, workers=workers, val=val, seed=seed, plots=plots,
+                           duplicates_together=duplicates_together)
     try:
         with training_errors():
             if resume:

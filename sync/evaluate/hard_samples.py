@@ -25,7 +25,8 @@ from sync.evaluate.data import EvalError
 
 __all__ = ["BY", "Pick", "parse_budget", "pick_hardest", "sample_confidence", "sample_edits", "sample_f1"]
 
-BY = ("f1", "confidence", "edits")
+BY = ("f1", "confidence", "edits", "mistakenness", "uniqueness")
+"""``mistakenness`` and ``uniqueness`` (highest first) come from the stored embeddings (`sync.qa.scores`)."""
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,9 @@ split, the exported YOLO dataset and its classes.
 **Split.** The whole dataset is split once by `sync.export.yolo.split_of` (a sample's side is
 drawn from the sha256 of the seed and its URI): a sample keeps its side whatever labels a
 training run uses, so every model of one dataset, seed and fraction is validated on the same
-samples, and the split is recorded per sample in the store.
+samples, and the split is recorded per sample in the store. With ``--duplicates-together``
+the duplicate groups of the stored image embeddings are then kept whole on one side
+(`sync.qa.splits.leak_free_split`), and how many samples moved is recorded.
 
 **Checks** (`TrainingError`, one line, before any training and before the store is written):
 an empty choice, an empty train or val side, a class without examples in train or in val, a
@@ -102,11 +104,25 @@ def choose_training_labels(store: Store, dataset: str, source: LabelSource) -> E
     )
 
 
-def dataset_split(store: Store, dataset: str, val: float, seed: int) -> dict[str, str]:
-    """``{uri: "train" | "val"}`` for every sample of the dataset (module docstring)."""
+def dataset_split(
+    store: Store, dataset: str, val: float, seed: int, *, duplicates_together: bool = False
+) -> tuple[dict[str, str], dict[str, Any] | None]:
+    """``({uri: "train" | "val"}, duplicates)`` for every sample of the dataset (module
+    docstring). With ``duplicates_together`` every duplicate group of the stored image
+    embeddings is kept on one side (`sync.qa.splits.leak_free_split`) and ``duplicates`` says
+    what moved (else None); `TrainingError` when the dataset has no image embeddings."""
     if not 0.0 < val < 1.0:
         raise TrainingError(f"--val must lie strictly between 0 and 1, got {val}")
-    return split_of([s.uri for s in store.samples(dataset)], val, seed)
+    if not duplicates_together:
+        return split_of([s.uri for s in store.samples(dataset)], val, seed), None
+    from sync.qa.errors import QaError
+    from sync.qa.splits import leak_free_split
+
+    try:
+        found = leak_free_split(store, dataset, val, seed)
+    except QaError as error:
+        raise TrainingError(f"--duplicates-together: {error}") from None
+    return dict(found.splits), found.summary()
 
 
 @dataclass(frozen=True)
@@ -138,7 +154,7 @@ class TrainingPlan:
 
     def summary(self) -> dict[str, Any]:
         """What the store records as the training run's ``export``."""
-        keys = ("choice", "exported_counts", "instances", "dropped", "skipped", "names", "min_score")
+        keys = ("choice", "exported_counts", "instances", "dropped", "skipped", "names", "min_score", "duplicates")
         return {key: self.metadata.get(key) for key in keys}
 
 
@@ -193,21 +209,24 @@ def prepare_training(
     val: float,
     seed: int,
     ontology: Ontology | None = None,
+    duplicates_together: bool = False,
 ) -> TrainingPlan:
     """Choose, split and export the training set to ``data_dir`` (a YOLO dataset folder) and
-    check it (module docstring). On `TrainingError` nothing is left in ``data_dir``."""
+    check it (module docstring); ``duplicates_together``: no duplicate group spans train and
+    val (`dataset_split`; the metadata's ``duplicates`` says what moved). On `TrainingError`
+    nothing is left in ``data_dir``."""
     if threshold is not None and not 0.0 <= threshold <= 1.0:
         raise TrainingError(f"--threshold must lie in 0..1, got {threshold}")
     if threshold is not None and not source.has_prelabels:
         raise TrainingError("--threshold applies to pre-labels; --labels human has none")
-    splits = dataset_split(store, dataset, val, seed)
+    splits, duplicates = dataset_split(store, dataset, val, seed, duplicates_together=duplicates_together)
     choice = choose_training_labels(store, dataset, source)
     _check_sides(choice, splits, val, source)
     summary = export_yolo(
         store, dataset, data_dir, val=val, seed=seed, choice=choice, splits=splits, min_score=threshold,
         overwrite=True,
     )
-    metadata = json.loads((summary.out / METADATA_FILE).read_text(encoding="utf-8"))
+    metadata = json.loads((summary.out / METADATA_FILE).read_text(encoding="utf-8")) | {"duplicates": duplicates}
     try:
         if not summary.val or not summary.train:
             side = "val" if not summary.val else "train"

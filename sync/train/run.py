@@ -63,6 +63,8 @@ class TrainOptions:
     val: float = 0.2
     seed: int = 0
     plots: bool = True
+    duplicates_together: bool = False
+    """Keep each duplicate group of the stored image embeddings on one side of the split."""
 
     def settings(self) -> dict[str, Any]:
         """ultralytics ``train`` arguments (and the run's recorded ``params``)."""
@@ -133,7 +135,8 @@ def train_detector(
     base, name, out = check_options(store, dataset, options, out=out, name=name)
     with removed_on_error(out):
         plan = prepare_training(store, dataset, LabelSource.parse(options.labels), out / DATA,
-                                threshold=options.threshold, val=options.val, seed=options.seed, ontology=ontology)
+                                threshold=options.threshold, val=options.val, seed=options.seed, ontology=ontology,
+                                duplicates_together=options.duplicates_together)
     return run_plan(store, plan, options, base, out, name, on_plan=on_plan)
 
 
