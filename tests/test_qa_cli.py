@@ -5,7 +5,8 @@ in its real on-disk format:
 
 - planted duplicates (a JPEG re-encode at quality 60, a 0.5x resize and a 5 % crop of one
   image, and a byte-identical copy of another) are found as exactly those groups;
-- a planted label flip among near-identical object crops is the top suspect;
+- a planted label flip among near-identical object crops is the top suspect; a human box the
+  pre-label run missed scores the model's recall on its class;
 - the selection files are what ``autolabel cvat push --samples`` reads;
 - a split with ``--duplicates-together`` keeps a planted group on one side;
 - no embeddings yet, another model, an empty dataset: one line, exit code 2.
@@ -129,7 +130,9 @@ def world(tmp_path_factory):
         rows.append(AnnotationIn(sid, "checker" if n == FLIPPED else "stripes", 10, 10, 50, 50))
         rows.append(AnnotationIn(sid, "checker", 90, 10, 130, 50))
     store.add_finished_run(objs, "import", rows, name="truth", provenance=Provenance(params={"role": "revision"}))
-    store.add_finished_run(objs, "prelabel", [AnnotationIn(obj_ids[0], "checker", 90, 10, 130, 50, score=0.9)],
+    store.add_finished_run(objs, "prelabel", [AnnotationIn(obj_ids[0], "checker", 90, 10, 130, 50, score=0.9),
+                                              AnnotationIn(obj_ids[0], "stripes", 10, 10, 50, 50, score=0.9),
+                                              AnnotationIn(obj_ids[1], "checker", 90, 10, 130, 50, score=0.9)],
                            name="pre")
     env = {"AUTOLABEL_DB": f"sqlite:///{root / 'store.db'}", "COLUMNS": "250", "HF_HUB_OFFLINE": "1"}
     ok(run_cli(env, "embed", "--dataset", "dups", "--model", clip))
@@ -194,14 +197,19 @@ def test_the_planted_label_flip_is_the_top_suspect(world, tmp_path):
     assert top["sample_id"] == flipped and top["mistakenness"] == pytest.approx(1.0)
     assert set(top["annotations"][0]) == {"annotation_id", "label", "score", "reason"}
     assert top["annotations"][0]["label"] == "checker" and len(top["annotations"]) == 2
-    assert len(payload["samples"]) == 2 and payload["samples"][1]["mistakenness"] < 0.5
+    # the evaluation's signal: pre-label run 'pre' found sample 0's striped square, not sample 1's
+    second = payload["samples"][1]
+    assert second["sample_id"] == world["obj_ids"][1] and second["mistakenness"] == pytest.approx(0.5)
+    assert second["annotations"][0]["reason"] == "no prediction matches this 'stripes' box (the model finds 50% of 'stripes')"
+    assert len(payload["samples"]) == 2
     assert _read_selection(out_file, "objs")[0] == flipped
 
 
-def test_the_classifier_adds_its_signal(world):
+def test_the_classifier_adds_its_signal_and_the_evaluation_can_be_left_out(world):
     store = world["store"]
-    plain = annotation_mistakes(store, "objs", model=world["clip"], k=3)
-    both = annotation_mistakes(store, "objs", model=world["clip"], k=3, classifier=True)
+    plain = annotation_mistakes(store, "objs", model=world["clip"], k=3, evaluation=False)
+    both = annotation_mistakes(store, "objs", model=world["clip"], k=3, classifier=True, evaluation=False)
+    assert (plain.signals, both.signals) == (("knn",), ("knn", "classifier"))
     assert [a.annotation_id for a in both.annotations] == [a.annotation_id for a in plain.annotations]
     assert all(b.score >= a.score - 1e-9 for a, b in zip(plain.annotations, both.annotations, strict=True))
     assert any(a.reason.startswith("classifier") for a in both.annotations)

@@ -186,6 +186,7 @@ def mistakes(
     run: Annotated[str | None, typer.Option(help="Score this run's annotations (default: the latest human revision per sample).")] = None,
     k: Annotated[int, typer.Option("--k", help="Nearest neighbours per annotation.")] = 10,
     classifier: Annotated[bool, typer.Option("--classifier/--no-classifier", help="Also the zero-shot classifier's disagreement with each label.")] = False,
+    evaluation: Annotated[bool, typer.Option("--evaluation/--no-evaluation", help="Also human boxes the latest pre-label run missed (truth only).")] = True,
     top: Annotated[int, typer.Option(help="Most suspect annotations shown, and samples written to --out.")] = 20,
     out_file: OutOption = None,
     device: DeviceOption = None,
@@ -200,11 +201,13 @@ def mistakes(
     quiet_libraries()
     store = _store()
     with qa_errors():
-        found = annotation_mistakes(store, dataset, model=model, run=run, k=k, classifier=classifier, device=device)
+        found = annotation_mistakes(store, dataset, model=model, run=run, k=k, classifier=classifier,
+                                    evaluation=evaluation, device=device)
     ranked = sorted(found.annotations, key=lambda a: (-a.score, a.sample_id, a.annotation_id))[:top]
     with domain_errors():
         uris = {s.id: s.uri for s in store.samples(dataset, ids=sorted({a.sample_id for a in found.annotations}))}
-    table = Table(title=text(f"{len(ranked)} most suspect of {len(found.annotations)} annotations ({found.source})"))
+    table = Table(title=text(f"{len(ranked)} most suspect of {len(found.annotations)} annotations ({found.source}; "
+                             f"{', '.join(found.signals)})"))
     for column in ("sample", "label", "score", "reason"):
         table.add_column(column, justify="right" if column == "score" else "left")
     for item in ranked:

@@ -15,8 +15,13 @@ duplicate-aware split of ``autolabel train``/``export --duplicates-together`` (`
   disagreement: the crop embeddings (CLIP image embeddings) scored against the CLIP text
   embeddings of the label names with the model's own scoring (softmax for CLIP,
   `serverless.models.clip.label_scores`); combined by `sync.qa.mistakes.combine` (the maximum,
-  with the strongest signal's reason). Evaluation suspects (`evaluation_suspects`) are not
-  wired in yet. Only annotations with a stored crop embedding are scored.
+  with the strongest signal's reason). When the truth is scored (no run named) and asked for,
+  also the evaluation's suspects: the latest pre-label run is evaluated against the truth at
+  IoU 0.5 (`sync.evaluate.load.choose_runs`, `load_eval`, `report.evaluate_run`) and a human
+  box no prediction matched scores the model's recall on its class
+  (`sync.qa.mistakes.evaluation_suspects`, ``spurious``); no pre-label run, or nothing to
+  compare, means no such signal. Confident predictions no human drew (``missed``) belong to no
+  annotation and are not scored here. Only annotations with a stored crop embedding are scored.
 - `sample_uniqueness`: `sync.qa.mistakes.uniqueness` over the stored image embeddings.
 """
 
@@ -37,6 +42,7 @@ from sync.qa.mistakes import (
     classifier_disagreement,
     classifier_reasons,
     combine,
+    evaluation_suspects,
     knn_mistakenness,
     knn_reasons,
 )
@@ -113,6 +119,8 @@ class Mistakes:
     """Whose annotations, in words (``run NAME (kind)`` or the truth's description)."""
     k: int
     classifier: bool
+    signals: tuple[str, ...]
+    """The signals combined (``knn``, ``classifier``, ``evaluation``)."""
     annotations: tuple[AnnotationScore, ...]
 
     def per_sample(self) -> dict[int, list[AnnotationScore]]:
@@ -168,6 +176,32 @@ def _classifier_scores(vectors: np.ndarray, codes: np.ndarray, names: list[str],
     return classifier_disagreement(probabilities, codes), classifier_reasons(probabilities, codes, names)
 
 
+def _evaluation_scores(store: Store, dataset: str, keys: list[tuple[int, int]]) -> tuple[np.ndarray, list[str]] | None:
+    """``spurious`` and its text per ``(sample_id, annotation_id)`` of the truth from evaluating
+    the latest pre-label run (NaN and "" for an annotation outside that evaluation); None when
+    there is no pre-label run or nothing to compare (module docstring)."""
+    from sync.evaluate.data import EvalError
+    from sync.evaluate.load import choose_runs, load_eval
+    from sync.evaluate.report import evaluate_run
+
+    try:
+        (data,) = load_eval(store, choose_runs(store, dataset))
+        boxes = evaluate_run(data, iou=0.5, masks=False).boxes
+    except EvalError:
+        return None
+    if boxes is None:
+        return None
+    matches = boxes.matches
+    suspects = evaluation_suspects(matches, names=data.labels)
+    found: dict[tuple[int, int], tuple[float, str]] = {}
+    rows = zip(matches.truth_sample_index.tolist(), matches.truth_det_index.tolist(), strict=True)
+    for row, (i, j) in enumerate(rows):
+        key = (int(data.sample_ids[i]), int(data.truth[i].data["annotation_id"][j]))
+        found[key] = (float(suspects.spurious[row]), suspects.spurious_reasons[row])
+    values = [found.get(key, (np.nan, "")) for key in keys]
+    return np.array([v for v, _ in values], dtype=np.float64), [text for _, text in values]
+
+
 def _scored_rows(store: Store, dataset: str, found: EmbeddingSet, run: str | None) -> tuple[np.ndarray, list[str], str]:
     """The rows of ``found`` that embed an annotation of the chosen runs, their labels and the
     source's description; `QaError` naming the embed command when none does."""
@@ -192,10 +226,12 @@ def annotation_mistakes(
     run: str | None = None,
     k: int = DEFAULT_K,
     classifier: bool = False,
+    evaluation: bool = True,
     device: str | None = None,
 ) -> Mistakes:
     """Score every annotation of ``run`` (default: the truth) that has a stored crop
-    embedding of ``model`` (module docstring). `QaError` for no object embeddings (naming
+    embedding of ``model`` (module docstring); ``evaluation``: add the evaluation's suspects
+    when the truth is scored and a pre-label run exists. `QaError` for no object embeddings (naming
     ``autolabel embed ... --objects``), embeddings of another model, no truth, a bad ``k``;
     the store's `StoreError` for an unknown dataset or run; with ``classifier`` the
     registry's `ModelLoadError` when the weights cannot be loaded."""
@@ -211,9 +247,14 @@ def annotation_mistakes(
         names = sorted(set(labels))
         codes = np.array([names.index(label) for label in labels], dtype=np.int64)
         scores["classifier"], reasons["classifier"] = _classifier_scores(vectors, codes, names, model, device)
+    if evaluation and run is None:
+        keys = [(int(found.sample_ids[r]), int(found.annotation_ids[r])) for r in rows.tolist()]
+        evaluated = _evaluation_scores(store, dataset, keys)
+        if evaluated is not None:
+            scores["evaluation"], reasons["evaluation"] = evaluated
     score, reason = combine(scores, reasons=reasons)
     items = tuple(
         AnnotationScore(int(found.sample_ids[r]), int(found.annotation_ids[r]), label, float(s), str(text))
         for r, label, s, text in zip(rows.tolist(), labels, score.tolist(), reason.tolist(), strict=True)
     )
-    return Mistakes(dataset, found.model, source, k, classifier, items)
+    return Mistakes(dataset, found.model, source, k, classifier, tuple(scores), items)
