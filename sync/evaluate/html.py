@@ -46,7 +46,10 @@ from sync.evaluate.table import (
     threshold_curve,
 )
 
-__all__ = ["PLOT_IDS", "TAG_PLOT_ID", "render_html", "write_html"]
+__all__ = [
+    "CSS", "PLOT_IDS", "TAG_PLOT_ID", "Plotter", "escape_html", "figure_html", "html_table", "mpl_text",
+    "page_head", "render_html", "write_html",
+]
 
 PLOT_IDS = ("pr-curves", "f1-threshold", "confusion", "edits")
 """The ids of the best run's plots, in page order."""
@@ -62,7 +65,7 @@ _ACTION_COLORS = {
     "added": "#9467bd",
 }
 
-_CSS = """
+CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 2em auto; max-width: 1100px;
        padding: 0 1em; color: #222; line-height: 1.4; }
 h1 { font-size: 1.6em; margin-bottom: 0.2em; } h2 { margin-top: 1.6em; border-bottom: 1px solid #ddd; }
@@ -83,22 +86,23 @@ details > summary { cursor: pointer; font-size: 1.2em; font-weight: bold; margin
 # --------------------------------------------------------------------------- HTML pieces
 
 
-def _e(value: Any) -> str:
+def escape_html(value: Any) -> str:
+    """``value`` as text for HTML (quotes escaped too)."""
     return escape(str(value), quote=True)
 
 
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, caption: str | None = None,
+def html_table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, caption: str | None = None,
            total: Sequence[str] | None = None, numeric_from: int = 1) -> str:
     """An HTML table; every header and cell is escaped here. Columns from ``numeric_from``
     on are right-aligned; ``total`` is a bold last row."""
     parts = ["<table>"]
     if caption:
-        parts.append(f"<caption>{_e(caption)}</caption>")
-    parts.append("<thead><tr>" + "".join(f"<th>{_e(h)}</th>" for h in headers) + "</tr></thead><tbody>")
+        parts.append(f"<caption>{escape_html(caption)}</caption>")
+    parts.append("<thead><tr>" + "".join(f"<th>{escape_html(h)}</th>" for h in headers) + "</tr></thead><tbody>")
 
     def row(cells: Sequence[str], cls: str = "") -> str:
         tds = "".join(
-            f'<td class="num">{_e(c)}</td>' if i >= numeric_from else f"<td>{_e(c)}</td>" for i, c in enumerate(cells)
+            f'<td class="num">{escape_html(c)}</td>' if i >= numeric_from else f"<td>{escape_html(c)}</td>" for i, c in enumerate(cells)
         )
         return f'<tr class="{cls}">{tds}</tr>' if cls else f"<tr>{tds}</tr>"
 
@@ -122,7 +126,7 @@ _METRIC_HEADERS = ("label", "truth", "preds", "TP", "FP", "FN", "P", "R", "F1", 
 
 def _metrics_table(caption: str, overall: Mapping[str, Any], per_class: Mapping[str, Any]) -> str:
     rows = [[str(label), *_metric_cells(m or {})] for label, m in per_class.items()]
-    return _table(_METRIC_HEADERS, rows, caption=caption, total=["all", *_metric_cells(overall)])
+    return html_table(_METRIC_HEADERS, rows, caption=caption, total=["all", *_metric_cells(overall)])
 
 
 def _saved(time: Mapping[str, Any]) -> str:
@@ -151,7 +155,7 @@ def _ranking(runs: Sequence[Mapping[str, Any]], rank_by: Any) -> str:
     caption = "Pre-label runs, best first" + (f" (by {rank_by})" if rank_by else "")
     headers = ("rank", "run", *(("mAP", "mAP50", "P", "R", "F1", "est. time saved") if with_boxes else ()),
                *(("tags F1", "tags acc.") if with_tags else ()))
-    return _table(headers, rows, caption=caption, numeric_from=2)
+    return html_table(headers, rows, caption=caption, numeric_from=2)
 
 
 def _threshold_table(thresholds: Mapping[str, Any]) -> str:
@@ -165,7 +169,7 @@ def _threshold_table(thresholds: Mapping[str, Any]) -> str:
             fmt_threshold(best), fmt_metric(best.get("f1")), fmt_metric(best.get("precision")),
             fmt_metric(best.get("recall")), fmt_threshold(fastest), fmt_duration(fastest.get("seconds")),
         ])
-    return _table(
+    return html_table(
         ("label", "floor", "current", "best-F1 thr", "F1", "P", "R", "min-time thr", "est. time"),
         rows, caption="Score thresholds per class",
     )
@@ -190,21 +194,21 @@ def _tags_table(tags: Mapping[str, Any]) -> str:
     macro = tags.get("macro") or {}
     rows.append(["macro", "", "", "", "", "", *(fmt_metric(macro.get(k)) for k in ("precision", "recall", "f1")),
                  "", "", ""])
-    return _table(
+    return html_table(
         ("tag", "support", "preds", "TP", "FP", "FN", "P", "R", "F1", "current", "best-F1 thr", "F1 there"),
         rows, caption="Tags (image-level labels) per label, micro and macro averages",
     )
 
 
-def _tags_part(run: Mapping[str, Any], suffix: str, plotter: _Plotter) -> str:
+def _tags_part(run: Mapping[str, Any], suffix: str, plotter: Plotter) -> str:
     """The tags section of a run: table, accuracy sentences and the F1-vs-threshold plot."""
     tags = run.get("tags")
     if not isinstance(tags, Mapping):
         return ""
     name = str(run.get("name", "?"))
     parts = ["<h3>Tags</h3>", _tags_table(tags)]
-    parts.extend(f'<p class="tag-accuracy">{_e(line)}</p>' for line in tag_summary(tags))
-    parts.append(_figure_html(
+    parts.extend(f'<p class="tag-accuracy">{escape_html(line)}</p>' for line in tag_summary(tags))
+    parts.append(figure_html(
         plotter.f1_threshold({"thresholds": tags.get("thresholds") or {}}), f"{TAG_PLOT_ID}{suffix}",
         f"F1 against score threshold per tag of run {name}",
         "F1 (black), precision and recall against the tag score threshold; star: best F1, dashed: the run's "
@@ -225,20 +229,22 @@ def _edits_table(edits: Mapping[str, Any]) -> str:
 
     per_class = edits.get("per_class") or {}
     rows = [[str(label), *cells(c or {}, per_time.get(label) or {})] for label, c in per_class.items()]
-    return _table(
+    return html_table(
         ("label", *ACTIONS, "by hand", "with pre-labels", "saved"), rows,
         caption="Edits per class and estimated annotator time",
         total=["all", *cells(edits.get("overall") or {}, edits.get("time") or {})],
     )
 
 
-def _figure_html(png: bytes | None, plot_id: str, alt: str, caption: str, empty: str) -> str:
+def figure_html(png: bytes | None, plot_id: str, alt: str, caption: str, empty: str) -> str:
+    """A ``<figure>`` with ``png`` embedded as a data URI under ``id=plot_id``, or, for None,
+    a muted sentence ``empty`` with that id; every text escaped."""
     if png is None:
-        return f'<p class="muted" id="{_e(plot_id)}">{_e(empty)}</p>'
+        return f'<p class="muted" id="{escape_html(plot_id)}">{escape_html(empty)}</p>'
     data = base64.b64encode(png).decode("ascii")
     return (
-        f'<figure><img id="{_e(plot_id)}" alt="{_e(alt)}" src="data:image/png;base64,{data}">'
-        f"<figcaption>{_e(caption)}</figcaption></figure>"
+        f'<figure><img id="{escape_html(plot_id)}" alt="{escape_html(alt)}" src="data:image/png;base64,{data}">'
+        f"<figcaption>{escape_html(caption)}</figcaption></figure>"
     )
 
 
@@ -268,13 +274,14 @@ def threshold_marks(entry: Mapping[str, Any]) -> dict[str, tuple[float, str]]:
     return marks
 
 
-def _mpl(text: Any) -> str:
+def mpl_text(text: Any) -> str:
     """Text for matplotlib: ``$`` would start mathtext."""
     return str(text).replace("$", r"\$")
 
 
-class _Plotter:
-    """Draws the report's plots as PNG bytes (matplotlib imported on creation)."""
+class Plotter:
+    """Draws the report's plots as PNG bytes (matplotlib imported on creation). Other pages
+    draw their own plots with `new` inside `style` and turn them into bytes with `png`."""
 
     def __init__(self) -> None:
         import matplotlib
@@ -286,12 +293,18 @@ class _Plotter:
         self._figure = Figure
         self._canvas = FigureCanvasAgg
 
-    def _png(self, fig: Any) -> bytes:
+    def style(self) -> Any:
+        """The context manager of the report's matplotlib settings (font sizes, dpi)."""
+        return self._matplotlib.rc_context(self._rc)
+
+    def png(self, fig: Any) -> bytes:
+        """``fig`` as PNG bytes at 100 dpi."""
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png", dpi=100)
         return buffer.getvalue()
 
-    def _new(self, width: float, height: float) -> Any:
+    def new(self, width: float, height: float) -> Any:
+        """A constrained-layout figure of ``width`` x ``height`` inches on the Agg canvas."""
         fig = self._figure(figsize=(width, height), layout="constrained")
         self._canvas(fig)
         return fig
@@ -309,21 +322,21 @@ class _Plotter:
         per_class = run.get("per_class") or {}
         if not curves:
             return None
-        with self._matplotlib.rc_context(self._rc):
-            fig = self._new(7.0, 4.6)
+        with self.style():
+            fig = self.new(7.0, 4.6)
             ax = fig.add_subplot()
             for label, curve in curves.items():
                 recall = self._values(curve.get("recall") or [])
                 precision = [v if v >= 0 else math.nan for v in self._values(curve.get("precision") or [])]
                 ap50 = fmt_metric((per_class.get(label) or {}).get("map50"))
-                ax.plot(recall, precision, linewidth=1.4, label=_mpl(f"{label} (AP50 {ap50})"))
+                ax.plot(recall, precision, linewidth=1.4, label=mpl_text(f"{label} (AP50 {ap50})"))
             ax.set_xlim(0, 1)
             ax.set_ylim(0, 1.02)
             ax.set_xlabel("recall")
             ax.set_ylabel("precision (interpolated)")
             ax.grid(alpha=0.3)
             ax.legend(loc="lower left", fontsize=7)
-            return self._png(fig)
+            return self.png(fig)
 
     def f1_threshold(self, run: Mapping[str, Any]) -> bytes | None:
         thresholds = {label: entry or {} for label, entry in (run.get("thresholds") or {}).items()}
@@ -332,19 +345,19 @@ class _Plotter:
         n = len(thresholds)
         cols = min(3, n)
         rows = math.ceil(n / cols)
-        with self._matplotlib.rc_context(self._rc):
-            fig = self._new(3.4 * cols, 2.7 * rows)
+        with self.style():
+            fig = self.new(3.4 * cols, 2.7 * rows)
             axes = fig.subplots(rows, cols, squeeze=False)
             for ax in axes.flat[n:]:
                 ax.set_visible(False)
             for ax, (label, entry) in zip(axes.flat, thresholds.items()):
                 self._f1_panel(ax, str(label), entry)
-            return self._png(fig)
+            return self.png(fig)
 
     def _f1_panel(self, ax: Any, label: str, entry: Mapping[str, Any]) -> None:
         curve = threshold_curve(entry)
         t = self._values(curve["threshold"])
-        ax.set_title(_mpl(label))
+        ax.set_title(mpl_text(label))
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1.05)
         ax.set_xlabel("score threshold")
@@ -381,14 +394,14 @@ class _Plotter:
             return None
         n = len(labels)
         size = min(28.0, max(4.5, 0.45 * n + 2.5))
-        with self._matplotlib.rc_context(self._rc):
-            fig = self._new(size + 1.0, size)
+        with self.style():
+            fig = self.new(size + 1.0, size)
             ax = fig.add_subplot()
             counts = [[int(v) for v in row] for row in matrix]
             image = ax.imshow(counts, cmap="Blues", aspect="auto")
             fig.colorbar(image, ax=ax, shrink=0.8, label="annotations")
-            ax.set_xticks(range(n), [_mpl(label) for label in labels], rotation=45, ha="right")
-            ax.set_yticks(range(n), [_mpl(label) for label in labels])
+            ax.set_xticks(range(n), [mpl_text(label) for label in labels], rotation=45, ha="right")
+            ax.set_yticks(range(n), [mpl_text(label) for label in labels])
             ax.set_xlabel("truth class (after correction)")
             ax.set_ylabel("pre-label class")
             top = max((max(row) for row in counts), default=0)
@@ -397,15 +410,15 @@ class _Plotter:
                     for j, value in enumerate(row):
                         color = "white" if top and value > top / 2 else "black"
                         ax.text(j, i, str(value), ha="center", va="center", color=color, fontsize=8)
-            return self._png(fig)
+            return self.png(fig)
 
     def edits(self, run: Mapping[str, Any]) -> bytes | None:
         per_class = (run.get("edits") or {}).get("per_class") or {}
         if not per_class:
             return None
         labels = list(per_class)
-        with self._matplotlib.rc_context(self._rc):
-            fig = self._new(7.5, max(2.2, 0.38 * len(labels) + 1.3))
+        with self.style():
+            fig = self.new(7.5, max(2.2, 0.38 * len(labels) + 1.3))
             ax = fig.add_subplot()
             left = [0.0] * len(labels)
             positions = list(range(len(labels)))
@@ -413,21 +426,21 @@ class _Plotter:
                 widths = [float(_finite((per_class[label] or {}).get(action)) or 0.0) for label in labels]
                 ax.barh(positions, widths, left=left, color=_ACTION_COLORS[action], label=action)
                 left = [a + b for a, b in zip(left, widths)]
-            ax.set_yticks(positions, [_mpl(label) for label in labels])
+            ax.set_yticks(positions, [mpl_text(label) for label in labels])
             ax.invert_yaxis()
             ax.set_xlabel("annotations")
             ax.grid(axis="x", alpha=0.3)
             ax.legend(loc="lower right", ncols=len(ACTIONS), fontsize=7, bbox_to_anchor=(1.0, 1.0))
-            return self._png(fig)
+            return self.png(fig)
 
 
 # --------------------------------------------------------------------------- page
 
 
-def _run_section(run: Mapping[str, Any], position: int, plotter: _Plotter) -> str:
+def _run_section(run: Mapping[str, Any], position: int, plotter: Plotter) -> str:
     suffix = "" if position == 1 else f"-run{position}"
     rank = fmt_count(run.get("rank", position))
-    heading = f"Run {_e(run.get('name', '?'))} (rank {_e(rank)})"
+    heading = f"Run {escape_html(run.get('name', '?'))} (rank {escape_html(rank)})"
     body = (_box_parts(run, suffix, plotter) if isinstance(run.get("overall"), Mapping) else "") + _tags_part(
         run, suffix, plotter
     )
@@ -436,7 +449,7 @@ def _run_section(run: Mapping[str, Any], position: int, plotter: _Plotter) -> st
     return f'<section id="run-{position}"><details><summary>{heading}</summary>{body}</details></section>'
 
 
-def _box_parts(run: Mapping[str, Any], suffix: str, plotter: _Plotter) -> str:
+def _box_parts(run: Mapping[str, Any], suffix: str, plotter: Plotter) -> str:
     """A run's shapes: metrics, PR curves, threshold sweep, confusion matrix, edits and time."""
     name = str(run.get("name", "?"))
     parts: list[str] = []
@@ -446,7 +459,7 @@ def _box_parts(run: Mapping[str, Any], suffix: str, plotter: _Plotter) -> str:
         parts.append(_metrics_table(f"Mask metrics of {name}", masks["overall"], masks.get("per_class") or {}))
 
     parts.append("<h3>Precision-recall curves</h3>")
-    parts.append(_figure_html(
+    parts.append(figure_html(
         plotter.pr_curves(run), f"pr-curves{suffix}", f"Precision-recall curves per class of run {name}",
         "COCO-interpolated precision at 101 recall points, per class with truth.",
         "No precision-recall curve: no class has truth annotations.",
@@ -456,7 +469,7 @@ def _box_parts(run: Mapping[str, Any], suffix: str, plotter: _Plotter) -> str:
     parts.append("<h3>Score thresholds</h3>")
     if thresholds:
         parts.append(_threshold_table(thresholds))
-    parts.append(_figure_html(
+    parts.append(figure_html(
         plotter.f1_threshold(run), f"f1-threshold{suffix}", f"F1 against score threshold per class of run {name}",
         "F1 (black), precision and recall against the score threshold; star: best F1, dotted: least annotator "
         "time, dashed: the run's current threshold, grey: below the run's threshold (never kept, not judged).",
@@ -465,7 +478,7 @@ def _box_parts(run: Mapping[str, Any], suffix: str, plotter: _Plotter) -> str:
 
     edits = run.get("edits")
     parts.append("<h3>Confusion matrix</h3>")
-    parts.append(_figure_html(
+    parts.append(figure_html(
         plotter.confusion(run), f"confusion{suffix}", f"Confusion matrix of pre-label against truth class, run {name}",
         "Rows: the pre-label's class (background: shapes the annotators added); columns: the class after "
         "correction (background: pre-labels they deleted). Cells count annotations.",
@@ -474,7 +487,7 @@ def _box_parts(run: Mapping[str, Any], suffix: str, plotter: _Plotter) -> str:
     parts.append("<h3>Edits and time</h3>")
     if isinstance(edits, Mapping):
         parts.append(_edits_table(edits))
-    parts.append(_figure_html(
+    parts.append(figure_html(
         plotter.edits(run), f"edits{suffix}", f"Edit breakdown per class of run {name}",
         "What happened to each class's annotations: accepted as is, adjusted, relabeled, deleted, or added by hand.",
         "No edit breakdown in this report.",
@@ -482,16 +495,26 @@ def _box_parts(run: Mapping[str, Any], suffix: str, plotter: _Plotter) -> str:
     if isinstance(edits, Mapping):
         bands = edits.get("adjusted_iou") or {}
         if bands:
-            parts.append(_table([f"IoU {band}" for band in bands], [[fmt_count(v) for v in bands.values()]],
+            parts.append(html_table([f"IoU {band}" for band in bands], [[fmt_count(v) for v in bands.values()]],
                                 caption="Adjusted pre-labels by IoU with their correction", numeric_from=0))
         matched = edits.get("matched_by") or {}
         if matched:
             text = ", ".join(f"by {k}: {fmt_count(v)}" for k, v in matched.items())
-            parts.append(f'<p class="muted">Pre-label/correction pairs matched {_e(text)}.</p>')
+            parts.append(f'<p class="muted">Pre-label/correction pairs matched {escape_html(text)}.</p>')
         seconds = edits.get("seconds")
         if isinstance(seconds, Mapping) and seconds:
-            parts.append(f'<p class="muted">{_e(fmt_seconds_used(seconds))}</p>')
+            parts.append(f'<p class="muted">{escape_html(fmt_seconds_used(seconds))}</p>')
     return "".join(parts)
+
+
+def page_head(title: str) -> str:
+    """The page's start up to ``<body>``: doctype, charset, the escaped ``title`` and `CSS`."""
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{escape_html(title)}</title>"
+        f"<style>{CSS}</style></head><body>"
+    )
 
 
 def render_html(report: dict, *, sections: Sequence[str] = ()) -> str:
@@ -500,7 +523,7 @@ def render_html(report: dict, *, sections: Sequence[str] = ()) -> str:
     e.g. the threshold experiment's) go after the summary, before the ranking.
     Raises `EvalError` when the report has no runs."""
     runs = report_runs(report)
-    plotter = _Plotter()
+    plotter = Plotter()
     dataset = str(report.get("dataset", "?"))
     truth = str(report.get("truth", "?"))
     names = [str(run.get("name", "?")) for run in runs]
@@ -508,13 +531,7 @@ def render_html(report: dict, *, sections: Sequence[str] = ()) -> str:
     best_time = (runs[0].get("edits") or {}).get("time") or {}
 
     title = f"Pre-label evaluation: {dataset} ({', '.join(names)} against {truth})"
-    head = (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{_e(title)}</title>"
-        f"<style>{_CSS}</style></head><body>"
-    )
-    parts = [head, f"<h1>Pre-label evaluation of {_e(dataset)}</h1>"]
+    parts = [page_head(title), f"<h1>Pre-label evaluation of {escape_html(dataset)}</h1>"]
     summary = [
         ("dataset", dataset),
         ("truth", truth),
@@ -528,16 +545,16 @@ def render_html(report: dict, *, sections: Sequence[str] = ()) -> str:
         summary.append(("time (best run)", f"{fmt_duration(best_time.get('manual_seconds'))} by hand, "
                                            f"{fmt_duration(best_time.get('with_prelabels_seconds'))} with pre-labels, "
                                            f"saved {_saved(best_time)}"))
-    parts.append('<dl class="summary">' + "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in summary) + "</dl>")
+    parts.append('<dl class="summary">' + "".join(f"<dt>{escape_html(k)}</dt><dd>{escape_html(v)}</dd>" for k, v in summary) + "</dl>")
     if seconds and with_boxes:
-        parts.append(f'<p id="seconds-used">{_e(fmt_seconds_used(seconds))}</p>')
+        parts.append(f'<p id="seconds-used">{escape_html(fmt_seconds_used(seconds))}</p>')
     parts.extend(sections)
     if len(runs) > 1:
         parts.append("<h2>Ranking</h2>")
         parts.append(_ranking(runs, report.get("rank_by")))
     notes = [str(note) for note in report.get("notes") or ()]
     if notes:
-        parts.append('<h2>Notes</h2><ul id="notes">' + "".join(f"<li>{_e(n)}</li>" for n in notes) + "</ul>")
+        parts.append('<h2>Notes</h2><ul id="notes">' + "".join(f"<li>{escape_html(n)}</li>" for n in notes) + "</ul>")
     for position, run in enumerate(runs, start=1):
         parts.append(_run_section(run, position, plotter))
     parts.append("</body></html>\n")
