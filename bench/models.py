@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import json
 import os
 import platform
 import resource
@@ -73,6 +72,7 @@ if str(ROOT / "bench") not in sys.path:
     sys.path.insert(0, str(ROOT / "bench"))
 
 from machine import cpu_model
+from tables import write_outputs
 
 if TYPE_CHECKING:
     import torch
@@ -779,12 +779,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
 
     render(report, console)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    if args.markdown:
-        args.markdown.parent.mkdir(parents=True, exist_ok=True)
-        args.markdown.write_text(markdown(report), encoding="utf-8")
+    write_outputs(report, args.json, args.markdown, markdown)
     return 0
 
 

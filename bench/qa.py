@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import json
 import multiprocessing
 import os
 import platform
@@ -62,6 +61,7 @@ for _path in (ROOT, ROOT / "bench"):
         sys.path.insert(0, str(_path))
 
 from machine import cpu_model
+from tables import markdown_table, write_outputs
 
 __all__ = ["main", "random_units"]
 
@@ -277,23 +277,21 @@ def render(report: dict[str, Any], console: Any) -> None:
         console.print(table)
 
 
+TEXT_COLUMNS = ("result",)
+"""Left-aligned columns besides the first (text, not numbers)."""
+
+
 def _text_column(k: int, column: str) -> bool:
-    return k == 0 or column == "result"
-
-
-def _markdown_table(columns: Sequence[str], rows: list[list[str]]) -> str:
-    rule = "|".join("---" if _text_column(k, c) else "---:" for k, c in enumerate(columns))
-    lines = ["| " + " | ".join(columns) + " |", f"|{rule}|"]
-    lines += ["| " + " | ".join(cell.replace("|", "/") for cell in row) + " |" for row in rows]
-    return "\n".join(lines)
+    return k == 0 or column in TEXT_COLUMNS
 
 
 def markdown(report: dict[str, Any]) -> str:
     """Both tables as Markdown, each with its caption as a paragraph under it."""
     index_caption, qa_caption = _captions(report)
-    return (_markdown_table(INDEX_COLUMNS, [_index_cells(row) for row in report["index"]]) + "\n\n"
+    return (markdown_table(INDEX_COLUMNS, [_index_cells(row) for row in report["index"]], TEXT_COLUMNS) + "\n\n"
             + index_caption + "\n\n"
-            + _markdown_table(QA_COLUMNS, [_qa_cells(row) for row in report["qa"]]) + "\n\n" + qa_caption + "\n")
+            + markdown_table(QA_COLUMNS, [_qa_cells(row) for row in report["qa"]], TEXT_COLUMNS) + "\n\n"
+            + qa_caption + "\n")
 
 
 def _sizes(value: str) -> tuple[int, ...]:
@@ -350,12 +348,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = " ".join(["python bench/qa.py", *(sys.argv[1:] if argv is None else argv)])
     report = run(args, command, lambda text: console.print(f"[dim]{text}[/dim]"))
     render(report, console)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    if args.markdown:
-        args.markdown.parent.mkdir(parents=True, exist_ok=True)
-        args.markdown.write_text(markdown(report), encoding="utf-8")
+    write_outputs(report, args.json, args.markdown, markdown)
     return 0 if all(row.get("ok", True) for row in report["qa"]) else 1
 
 

@@ -53,7 +53,6 @@ seconds; its numbers mean nothing.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -79,6 +78,7 @@ from models import (
     machine_info,
     projected_images_per_s,
 )
+from tables import markdown_table, write_outputs  # noqa: E402
 
 import numpy as np
 
@@ -357,24 +357,20 @@ def render(report: dict[str, Any], console: Any) -> None:
         console.print(table)
 
 
+TEXT_COLUMNS = ("backend", "input (WxH)")
+"""Left-aligned columns besides the first (text, not numbers)."""
+
+
 def _text_column(k: int, column: str) -> bool:
-    return k == 0 or column in ("backend", "input (WxH)")
-
-
-def _markdown_table(columns: Sequence[str], rows: list[list[str]]) -> str:
-    rule = "|".join("---" if _text_column(k, c) else "---:" for k, c in enumerate(columns))
-    lines = ["| " + " | ".join(columns) + " |", f"|{rule}|"]
-    lines += ["| " + " | ".join(cell.replace("|", "/") for cell in row) + " |" for row in rows]
-    return "\n".join(lines)
+    return k == 0 or column in TEXT_COLUMNS
 
 
 def markdown(report: dict[str, Any]) -> str:
     """Both tables as Markdown, each with its caption as a paragraph under it."""
     training_caption, inference_caption = _captions(report)
-    return (_markdown_table(TRAINING_COLUMNS, [_training_cells(row) for row in report["training"]]) + "\n\n"
-            + training_caption + "\n\n"
-            + _markdown_table(INFERENCE_COLUMNS, [_inference_cells(row) for row in report["inference"]]) + "\n\n"
-            + inference_caption + "\n")
+    training = markdown_table(TRAINING_COLUMNS, [_training_cells(row) for row in report["training"]], TEXT_COLUMNS)
+    inference = markdown_table(INFERENCE_COLUMNS, [_inference_cells(row) for row in report["inference"]], TEXT_COLUMNS)
+    return f"{training}\n\n{training_caption}\n\n{inference}\n\n{inference_caption}\n"
 
 
 # --------------------------------------------------------------------------- running
@@ -446,12 +442,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="bench-train-") as work:
             report = run(setup, Path(work), command, args.threads)
     render(report, console)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    if args.markdown:
-        args.markdown.parent.mkdir(parents=True, exist_ok=True)
-        args.markdown.write_text(markdown(report), encoding="utf-8")
+    write_outputs(report, args.json, args.markdown, markdown)
     return 0
 
 
