@@ -13,8 +13,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from serverless.convert.cvat_contract import (
+    QA_REASON_MAX_CHARS,
     SHAPE_TYPES,
     needs_mask,
+    qa_reason_attribute_spec,
+    qa_reason_value,
     score_attribute_request,
     score_attribute_spec,
     sdk_shapes_have_score,
@@ -62,6 +65,8 @@ def _product_sources() -> dict[Path, str]:
         ("the score attribute's name", r"""["']name["']\s*:\s*["']score["']""", False),
         ("the score attribute's spec id", r"""SCORE_ATTRIBUTE_ID\s*(:[^=]*)?=\s*\d""", True),
         ("the score attribute's default", r"""["']default_value["']\s*:""", True),
+        ("the review reason attribute's name", r"""["']qa_reason["']""", True),
+        ("the review reason attribute's type", r"""["']input_type["']\s*:\s*["']text["']""", True),
         ("the label-type dispatch", r"""\bkind\s*!=\s*["']rectangle["']""", False),
         ("the label-type dispatch", r"""labels_of_type\([^)]*\[""", False),
     ],
@@ -105,6 +110,26 @@ def test_score_attribute_request_matches_the_json_spec() -> None:
         spec["values"],
         spec["mutable"],
     )
+
+
+def test_qa_reason_attribute_spec_is_cvats_text_attribute() -> None:
+    """What CVAT 2.17 and 2.54 store for a text attribute (golden flow 02: ``plate``)."""
+    spec = qa_reason_attribute_spec()
+    assert spec == {"name": "qa_reason", "input_type": "text", "mutable": False, "values": [""], "default_value": ""}
+    spec["values"].append("x")
+    assert qa_reason_attribute_spec()["values"] == [""]
+
+
+@given(st.text(max_size=QA_REASON_MAX_CHARS + 20))
+def test_qa_reason_value_fits_cvats_attribute_value(reason: str) -> None:
+    value = qa_reason_value(reason)
+    assert len(value) <= QA_REASON_MAX_CHARS
+    assert value == reason if len(reason) <= QA_REASON_MAX_CHARS else value == reason[:QA_REASON_MAX_CHARS - 1] + "…"
+
+
+def test_qa_reason_value_refuses_a_non_string() -> None:
+    with pytest.raises(ValueError, match="must be a string, got int"):
+        qa_reason_value(3)  # type: ignore[arg-type]
 
 
 def test_sdk_capability_follows_the_installed_models() -> None:

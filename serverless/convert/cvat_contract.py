@@ -23,6 +23,13 @@ spec, the Nuclio detector replies and the cvat-sdk detection function modules.
   shape. No cvat-sdk (2.17 to 2.80) has a ``score`` field on tags, so a tag's score travels
   only in its label's ``score`` attribute (`tag_score_field`). CVAT numbers tags apart from
   shapes: a tag id and a shape id of one task may be equal.
+- **Review reason attribute** (`qa_reason_attribute_spec`, `qa_reason_value`): a review task
+  (``autolabel cvat push --samples`` of a ``qa mistakes`` selection) declares on every label
+  an immutable ``text`` attribute named ``qa_reason`` with default ``""`` (the spec CVAT 2.17
+  and 2.54 store for a text attribute: ``values [""]``), and each suspect shape carries its
+  reason there as ``{spec_id, value}``; other shapes carry none (CVAT shows the default).
+  CVAT stores an attribute value in at most `QA_REASON_MAX_CHARS` characters
+  (``AttributeVal.value``), so a longer reason is cut to fit.
 """
 
 from __future__ import annotations
@@ -35,6 +42,8 @@ if TYPE_CHECKING:
     from cvat_sdk.api_client.models import AttributeRequest
 
 __all__ = [
+    "QA_REASON_ATTRIBUTE",
+    "QA_REASON_MAX_CHARS",
     "SCORE_ATTRIBUTE",
     "SCORE_ATTRIBUTE_ID",
     "SCORE_DEFAULT",
@@ -42,6 +51,8 @@ __all__ = [
     "SHAPE_TYPES",
     "TAG_TYPE",
     "needs_mask",
+    "qa_reason_attribute_spec",
+    "qa_reason_value",
     "score_attribute_request",
     "score_attribute_spec",
     "sdk_functions_send_attributes",
@@ -70,6 +81,12 @@ SHAPE_TYPES = ("rectangle", "polygon", "mask")
 TAG_TYPE = "tag"
 """The label type of image-level labels, delivered as CVAT tags (the task label's type too)."""
 
+QA_REASON_ATTRIBUTE = "qa_reason"
+"""The name of the per-label text attribute of a review task that shows a suspect's reason."""
+
+QA_REASON_MAX_CHARS = 4096
+"""The longest attribute value CVAT stores (``AttributeVal.value``, a 4096-character field)."""
+
 
 def score_attribute_spec() -> dict[str, Any]:
     """The score attribute as CVAT's JSON label spec takes it (task creation, a Nuclio
@@ -81,6 +98,22 @@ def score_attribute_spec() -> dict[str, Any]:
         "values": list(SCORE_VALUES),
         "default_value": SCORE_DEFAULT,
     }
+
+
+def qa_reason_attribute_spec() -> dict[str, Any]:
+    """The review reason attribute as CVAT's JSON label spec takes it (task creation): an
+    immutable ``text`` attribute defaulting to ``""``; a fresh dict on every call."""
+    return {"name": QA_REASON_ATTRIBUTE, "input_type": "text", "mutable": False, "values": [""], "default_value": ""}
+
+
+def qa_reason_value(reason: str) -> str:
+    """A suspect's reason as the value of its shape's ``qa_reason`` attribute: the text itself,
+    cut to `QA_REASON_MAX_CHARS` (ending in ``…``) when longer. ValueError for a non-string."""
+    if not isinstance(reason, str):
+        raise ValueError(f"a review reason must be a string, got {type(reason).__name__}")
+    if len(reason) <= QA_REASON_MAX_CHARS:
+        return reason
+    return reason[: QA_REASON_MAX_CHARS - 1] + "…"
 
 
 def score_attribute_request(spec_id: int = SCORE_ATTRIBUTE_ID) -> AttributeRequest:
