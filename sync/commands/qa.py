@@ -189,6 +189,7 @@ def mistakes(
     evaluation: Annotated[bool, typer.Option("--evaluation/--no-evaluation", help="Also human boxes the latest pre-label run missed (truth only).")] = True,
     top: Annotated[int, typer.Option(help="Most suspect annotations shown, and samples written to --out.")] = 20,
     out_file: OutOption = None,
+    html: Annotated[Path | None, typer.Option("--html", help="Write a self-contained HTML page: maps of the crop embeddings by label and by mistakenness, thumbnails of the --top suspects.")] = None,
     device: DeviceOption = None,
 ) -> None:
     """Annotations whose label disagrees with their nearest neighbours' (and, with --classifier, with CLIP's)."""
@@ -218,6 +219,20 @@ def mistakes(
         order = sorted(range(len(ids)), key=lambda i: (-values[i], ids[i]))[:top]
         write_selection(out_file, mistakes_payload(found, uris, [ids[i] for i in order],
                                                    latest_prelabel(store, dataset), str(top)))
+    if html is not None:
+        _write_page(store, found, html, top)
+
+
+def _write_page(store: Any, found: Any, path: Path, top: int) -> None:
+    """Write the ``--html`` page of ``qa mistakes`` (`sync.qa.report`) and say where."""
+    from sync.qa.report import write_mistakes_page
+
+    with qa_errors():
+        try:
+            write_mistakes_page(store, found, path, top=top)
+        except OSError as error:
+            fail(f"cannot write {path}: {error.strerror or error}")
+    err.print(text(f"report: {path}"), highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

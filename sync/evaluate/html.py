@@ -507,13 +507,14 @@ def _box_parts(run: Mapping[str, Any], suffix: str, plotter: Plotter) -> str:
     return "".join(parts)
 
 
-def page_head(title: str) -> str:
-    """The page's start up to ``<body>``: doctype, charset, the escaped ``title`` and `CSS`."""
+def page_head(title: str, css: str = "") -> str:
+    """The page's start up to ``<body>``: doctype, charset, the escaped ``title``, `CSS` and
+    the page's own ``css`` after it."""
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{escape_html(title)}</title>"
-        f"<style>{CSS}</style></head><body>"
+        f"<style>{CSS}{css}</style></head><body>"
     )
 
 
