@@ -4,12 +4,14 @@
 - ``project_2d``: shape, the chosen rows, the same map for the same seed, the subsample cap;
 - the page holds both maps (by id), one thumbnail per top suspect with its reason escaped, the
   counts, and nothing loaded from elsewhere;
-- ``--html`` on the CLI writes it; an image that cannot be read is a note on the page.
+- ``--html`` on the CLI writes it; an image that cannot be read is a note on the page;
+- ``qa duplicates --html`` shows each planted group with a thumbnail per member.
 """
 
 from __future__ import annotations
 
 import re
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -18,7 +20,7 @@ from sync.qa.errors import QaError
 from sync.qa.projection import project_2d
 from sync.qa.report import MAP_LABEL_ID, MAP_SCORE_ID, mistakes_page
 from sync.qa.scores import AnnotationScore, Mistakes, annotation_mistakes
-from tests.test_qa_cli import FLIPPED, OBJECT_IMAGES, ok, run_cli, world  # noqa: F401  (the fixture)
+from tests.test_qa_cli import FLIPPED, OBJECT_IMAGES, THRESHOLD, ok, run_cli, world  # noqa: F401  (the fixture)
 
 # --------------------------------------------------------------------------- projection
 
@@ -83,6 +85,18 @@ def test_a_map_of_a_sample_says_how_many_it_shows(world):
     assert 'id="suspect-1"' not in page
 
 
+def test_duplicates_html_shows_each_group_with_thumbnails(world, tmp_path):
+    page_file = tmp_path / "dups.html"
+    ok(run_cli(world["env"], "qa", "duplicates", "--dataset", "dups", "--model", world["clip"],
+               "--threshold", THRESHOLD, "--html", page_file))
+    page = page_file.read_text(encoding="utf-8")
+    assert re.findall(r'<h2 id="group-(\d+)">', page) == ["1", "2"]
+    members = re.findall(r'<figure id="group-(\d+)-\d+">', page)
+    assert sorted(Counter(members).values()) == [2, 4]
+    assert len(images_of(page)) == 6 and all(s.startswith("data:image/jpeg;base64,") for s in images_of(page))
+    assert "scene0-q60.jpg" in page and "exact" in page
+
+
 def test_cli_html_and_an_unreadable_image_is_a_note(world, tmp_path):
     page_file = tmp_path / "report" / "qa.html"
     result = ok(run_cli(world["env"], "qa", "mistakes", "--dataset", "objs", "--model", world["clip"], "--k", "3",
@@ -93,10 +107,11 @@ def test_cli_html_and_an_unreadable_image_is_a_note(world, tmp_path):
     assert "label &#x27;checker&#x27; but 3 of 3 nearest are &#x27;stripes&#x27;" in page
 
     flipped = world["root"] / "images" / f"objects{FLIPPED}.png"
-    flipped.write_bytes(b"not an image")  # the last test of this module: the embeddings are stored already
+    flipped.write_bytes(b"not an image")  # last in this module (its own world): the embeddings are stored already
     ok(run_cli(world["env"], "qa", "mistakes", "--dataset", "objs", "--model", world["clip"], "--k", "3",
                "--top", "2", "--no-evaluation", "--html", page_file))
     page = page_file.read_text(encoding="utf-8")
     suspect = page.split('id="suspect-1"')[1].split("</figure>")[0]
-    assert '<p class="note">no thumbnail: ' in suspect and "<img" not in suspect
+    assert '<p class="note">no thumbnail: the file changed since it was stored' in suspect and "<img" not in suspect
     assert len(images_of(page)) == 2 + 1
+

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -141,6 +141,7 @@ def duplicates(
     model: ModelOption = None,
     threshold: Annotated[float, typer.Option(help="Cosine similarity from which two images are near duplicates.")] = 0.95,
     out_file: OutOption = None,
+    html: Annotated[Path | None, typer.Option("--html", help="Write a self-contained HTML page with thumbnails of each group.")] = None,
 ) -> None:
     """Groups of exact (same file content) and near-duplicate images, from the stored image embeddings."""
     from rich.table import Table
@@ -166,6 +167,10 @@ def duplicates(
                          "similarity": group.min_similarity}
                         for number, group in enumerate(found.groups, 1) for m in group.members],
         })
+    if html is not None:
+        from sync.qa.report import write_duplicates_page
+
+        _write_page(lambda: write_duplicates_page(found, html), html)
 
 
 def mistakes_payload(
@@ -220,16 +225,16 @@ def mistakes(
         write_selection(out_file, mistakes_payload(found, uris, [ids[i] for i in order],
                                                    latest_prelabel(store, dataset), str(top)))
     if html is not None:
-        _write_page(store, found, html, top)
+        from sync.qa.report import write_mistakes_page
+
+        _write_page(lambda: write_mistakes_page(store, found, html, top=top), html)
 
 
-def _write_page(store: Any, found: Any, path: Path, top: int) -> None:
-    """Write the ``--html`` page of ``qa mistakes`` (`sync.qa.report`) and say where."""
-    from sync.qa.report import write_mistakes_page
-
+def _write_page(write: Callable[[], None], path: Path) -> None:
+    """Run ``write`` (an ``--html`` page of `sync.qa.report` to ``path``) and say where it is."""
     with qa_errors():
         try:
-            write_mistakes_page(store, found, path, top=top)
+            write()
         except OSError as error:
             fail(f"cannot write {path}: {error.strerror or error}")
     err.print(text(f"report: {path}"), highlight=False, soft_wrap=True)

@@ -48,7 +48,7 @@ from sync.evaluate.table import (
 
 __all__ = [
     "CSS", "PLOT_IDS", "TAG_PLOT_ID", "Plotter", "escape_html", "figure_html", "html_table", "mpl_text",
-    "page_head", "render_html", "write_html",
+    "page_head", "render_html", "summary_html", "write_html",
 ]
 
 PLOT_IDS = ("pr-curves", "f1-threshold", "confusion", "edits")
@@ -102,7 +102,8 @@ def html_table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, caption
 
     def row(cells: Sequence[str], cls: str = "") -> str:
         tds = "".join(
-            f'<td class="num">{escape_html(c)}</td>' if i >= numeric_from else f"<td>{escape_html(c)}</td>" for i, c in enumerate(cells)
+            f'<td class="num">{escape_html(c)}</td>' if i >= numeric_from else f"<td>{escape_html(c)}</td>"
+            for i, c in enumerate(cells)
         )
         return f'<tr class="{cls}">{tds}</tr>' if cls else f"<tr>{tds}</tr>"
 
@@ -507,6 +508,12 @@ def _box_parts(run: Mapping[str, Any], suffix: str, plotter: Plotter) -> str:
     return "".join(parts)
 
 
+def summary_html(items: Sequence[tuple[str, str]]) -> str:
+    """The page's summary: a ``<dl class="summary">`` of ``(term, value)`` pairs, escaped."""
+    pairs = "".join(f"<dt>{escape_html(k)}</dt><dd>{escape_html(v)}</dd>" for k, v in items)
+    return '<dl class="summary">' + pairs + "</dl>"
+
+
 def page_head(title: str, css: str = "") -> str:
     """The page's start up to ``<body>``: doctype, charset, the escaped ``title``, `CSS` and
     the page's own ``css`` after it."""
@@ -546,7 +553,7 @@ def render_html(report: dict, *, sections: Sequence[str] = ()) -> str:
         summary.append(("time (best run)", f"{fmt_duration(best_time.get('manual_seconds'))} by hand, "
                                            f"{fmt_duration(best_time.get('with_prelabels_seconds'))} with pre-labels, "
                                            f"saved {_saved(best_time)}"))
-    parts.append('<dl class="summary">' + "".join(f"<dt>{escape_html(k)}</dt><dd>{escape_html(v)}</dd>" for k, v in summary) + "</dl>")
+    parts.append(summary_html(summary))
     if seconds and with_boxes:
         parts.append(f'<p id="seconds-used">{escape_html(fmt_seconds_used(seconds))}</p>')
     parts.extend(sections)

@@ -1,4 +1,5 @@
-"""The mistakenness report of ``autolabel qa mistakes --html``: one self-contained HTML page.
+"""The QA pages of ``autolabel qa mistakes --html`` (and ``qa duplicates --html``): each one
+self-contained HTML page.
 
 **Content.** The counts (annotations scored, whose, the model, k, the signals), two maps of the
 scored annotations' crop embeddings (`sync.qa.projection.project_2d`, t-SNE), one coloured by
@@ -11,6 +12,10 @@ embedded) from its image file, read by the rule of every command that reads a st
 one, is a sentence saying why in place of the thumbnail, never an error. When more annotations
 were scored than a map draws (`sync.qa.projection.DEFAULT_MAX_POINTS`), the page says how many
 of them the maps show.
+
+**Duplicates.** ``autolabel qa duplicates --html`` writes a page of the same kind
+(`duplicates_page`): the counts, then each duplicate group (the first `SHOWN_GROUPS`) with its
+kind, lowest similarity and a thumbnail of each member's whole image.
 
 **Self-contained.** The page is built from `sync.evaluate.html`'s pieces (its CSS, escaping,
 tables and ``<figure>`` with a PNG as a ``data:`` URI drawn by its `Plotter`): no scripts, no
@@ -28,17 +33,25 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from sync.evaluate.html import Plotter, escape_html, figure_html, html_table, mpl_text, page_head
+from sync.evaluate.html import (
+    Plotter,
+    escape_html,
+    figure_html,
+    html_table,
+    mpl_text,
+    page_head,
+    summary_html,
+)
 from sync.qa.embed import crop_box, require_embeddings
 from sync.qa.projection import DEFAULT_MAX_POINTS, DEFAULT_SEED, project_2d
 
 if TYPE_CHECKING:
-    from sync.qa.scores import AnnotationScore, Mistakes
+    from sync.qa.scores import AnnotationScore, DatasetDuplicates, Mistakes
     from sync.store import SampleInfo, Store
 
 __all__ = [
-    "MAP_LABEL_ID", "MAP_SCORE_ID", "THUMBNAIL_PX", "Thumbnail", "mistakes_page", "render_mistakes_page",
-    "suspect_thumbnails", "write_mistakes_page",
+    "MAP_LABEL_ID", "MAP_SCORE_ID", "SHOWN_GROUPS", "THUMBNAIL_PX", "Thumbnail", "duplicates_page",
+    "mistakes_page", "render_mistakes_page", "suspect_thumbnails", "write_duplicates_page", "write_mistakes_page",
 ]
 
 MAP_LABEL_ID = "map-label"
@@ -47,6 +60,8 @@ MAP_SCORE_ID = "map-mistakenness"
 """The id of the map coloured by mistakenness."""
 THUMBNAIL_PX = 96
 """A thumbnail's longer side in pixels at most (smaller crops are not enlarged)."""
+SHOWN_GROUPS = 200
+"""Duplicate groups shown with thumbnails on the duplicates page at most (the first ones)."""
 LEGEND_LABELS = 20
 """Labels named in the map's legend at most (the most frequent); the rest are drawn grey."""
 
@@ -99,7 +114,9 @@ def _jpeg(pixels: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _boxes(store: Store, items: Sequence[AnnotationScore], runs: dict[tuple[int, int], int]) -> dict[tuple[int, int], Any]:
+def _boxes(
+    store: Store, items: Sequence[AnnotationScore], runs: dict[tuple[int, int], int]
+) -> dict[tuple[int, int], Any]:
     """``{(sample_id, annotation_id): xyxy}`` of ``items``, read from the run each was cropped from."""
     by_run: dict[int, set[int]] = {}
     for item in items:
@@ -180,17 +197,21 @@ def _score_map(plotter: Plotter, xy: np.ndarray, scores: np.ndarray) -> bytes:
 # --------------------------------------------------------------------------- page
 
 
+def _image_figure(element_id: str, jpeg: bytes | None, note: str | None, alt: str, caption: str, uri: str) -> str:
+    """A thumbnail (or its note) with its caption and uri; every text escaped."""
+    if jpeg is None:
+        body = f'<p class="note">{escape_html(note)}</p>'
+    else:
+        data = base64.b64encode(jpeg).decode("ascii")
+        body = f'<img alt="{escape_html(alt)}" src="data:image/jpeg;base64,{data}">'
+    return (f'<figure id="{escape_html(element_id)}">{body}<figcaption>{escape_html(caption)}<br>'
+            f'<span class="muted">{escape_html(uri)}</span></figcaption></figure>')
+
+
 def _thumbnail_html(rank: int, thumb: Thumbnail) -> str:
     item = thumb.item
-    text = f"#{rank} {item.label} ({item.score:.3f}): {item.reason}"
-    if thumb.jpeg is None:
-        body = f'<p class="note">{escape_html(thumb.note)}</p>'
-    else:
-        data = base64.b64encode(thumb.jpeg).decode("ascii")
-        body = f'<img alt="{escape_html(f"crop of {item.label}")}" src="data:image/jpeg;base64,{data}">'
-    return (f'<figure id="suspect-{rank}" class="suspect">{body}'
-            f'<figcaption>{escape_html(text)}<br><span class="muted">{escape_html(thumb.uri)}</span>'
-            "</figcaption></figure>")
+    return _image_figure(f"suspect-{rank}", thumb.jpeg, thumb.note, f"crop of {item.label}",
+                         f"#{rank} {item.label} ({item.score:.3f}): {item.reason}", thumb.uri)
 
 
 def render_mistakes_page(found: Mistakes, xy: np.ndarray, chosen: np.ndarray, thumbnails: Sequence[Thumbnail]) -> str:
@@ -203,8 +224,7 @@ def render_mistakes_page(found: Mistakes, xy: np.ndarray, chosen: np.ndarray, th
     summary = [("dataset", found.dataset), ("annotations", found.source), ("scored", str(total)),
                ("model", found.model), ("k (neighbours)", str(found.k)), ("signals", ", ".join(found.signals))]
     parts = [page_head(title, _PAGE_CSS), f"<h1>{escape_html(title)}</h1>",
-             '<dl class="summary">' + "".join(f"<dt>{escape_html(k)}</dt><dd>{escape_html(v)}</dd>"
-                                              for k, v in summary) + "</dl>", "<h2>Map of the crop embeddings</h2>"]
+             summary_html(summary), "<h2>Map of the crop embeddings</h2>"]
     shown = (f"{len(drawn)} of the {total} annotations, chosen at random" if len(drawn) < total
              else f"all {total} annotations")
     parts.append(f'<p class="muted" id="map-points">t-SNE of the crop embeddings: {escape_html(shown)}.</p>')
@@ -238,9 +258,45 @@ def mistakes_page(
     return render_mistakes_page(found, xy, chosen, suspect_thumbnails(store, found.dataset, ranked, runs))
 
 
-def write_mistakes_page(store: Store, found: Mistakes, path: str | Path, *, top: int) -> None:
-    """Write `mistakes_page` to ``path`` (UTF-8, parent folders created); OSError passes through."""
-    page = mistakes_page(store, found, top=top)
+def _write(page: str, path: str | Path) -> None:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(page, encoding="utf-8")
+
+
+def write_mistakes_page(store: Store, found: Mistakes, path: str | Path, *, top: int) -> None:
+    """Write `mistakes_page` to ``path`` (UTF-8, parent folders created); OSError passes through."""
+    _write(mistakes_page(store, found, top=top), path)
+
+
+# --------------------------------------------------------------------------- duplicates
+
+
+def duplicates_page(found: DatasetDuplicates) -> str:
+    """The page of ``qa duplicates --html``: the counts, then per group (the first
+    `SHOWN_GROUPS`) its kind, lowest similarity and a thumbnail of each member's whole image
+    (``group-N-M``: member ``M`` of group ``N``; an unreadable image is a note)."""
+    title = f"Duplicates in {found.dataset}: {len(found.groups)} groups"
+    summary = [("dataset", found.dataset), ("embedded samples", str(len(found.samples))),
+               ("groups", str(len(found.groups))), ("model", found.model), ("threshold", f"{found.threshold:g}")]
+    parts = [page_head(title, _PAGE_CSS), f"<h1>{escape_html(title)}</h1>",
+             summary_html(summary)]
+    if len(found.groups) > SHOWN_GROUPS:
+        parts.append(f'<p class="muted">The first {SHOWN_GROUPS} groups are shown.</p>')
+    for number, group in enumerate(found.groups[:SHOWN_GROUPS], 1):
+        parts.append(f'<h2 id="group-{number}">Group {number}: {escape_html(group.kind)}, lowest similarity '
+                     f"{group.min_similarity:.3f}</h2><div class=\"thumbs\">")
+        for position, member in enumerate(group.members, 1):
+            sample = found.samples[member]
+            image, note = _read(sample)
+            jpeg = None if image is None else _jpeg(image)
+            parts.append(_image_figure(f"group-{number}-{position}", jpeg, f"no thumbnail: {note}",
+                                       f"sample {member}", f"sample {member}", sample.uri))
+        parts.append("</div>")
+    parts.append("</body></html>\n")
+    return "".join(parts)
+
+
+def write_duplicates_page(found: DatasetDuplicates, path: str | Path) -> None:
+    """Write `duplicates_page` to ``path`` (UTF-8, parent folders created); OSError passes through."""
+    _write(duplicates_page(found), path)
