@@ -38,7 +38,7 @@ test-sdk217: $(STAMP) $(SDK217)
 	PYTHONPATH=.cache/sdk-2.17 $(OFFLINE) $(PY) -m pytest -q tests/sdk217 tests/test_bridge_loop.py \
 	  tests/test_bridge_faults.py tests/test_bridge_credentials.py tests/test_cli_cvat.py tests/test_fake_cvat.py \
 	  tests/test_eval_delivered.py tests/test_bridge_tls.py tests/test_label_changes.py tests/test_bridge_session.py \
-	  tests/test_contract.py tests/test_tags_bridge.py
+	  tests/test_contract.py tests/test_tags_bridge.py tests/test_qa_review_loop.py
 
 bench: $(STAMP)
 	$(OFFLINE) $(PY) bench/pipeline.py

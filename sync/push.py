@@ -12,6 +12,18 @@ A run's tags (rows of shape type ``tag``: image-level labels) go to CVAT as job 
 shapes (`serverless.convert.cvat_shapes.to_cvat_tag_dicts`: the label, source ``auto``, the
 score in the label's ``score`` attribute when it has one), and each is recorded by its CVAT tag
 id (`sync.store.Store.record_pushed_shapes` ``tags=``).
+
+A review push (``reasons``: annotation id → reason of each annotation ``autolabel qa mistakes
+--out`` scored, ``""`` for one no signal suspects) sends the run those annotations are of — a
+pre-label or imported run, or a human revision pulled from CVAT — for the selection's samples
+where it holds them: every label of a new task declares the text attribute ``qa_reason``
+(`serverless.convert.cvat_contract.qa_reason_attribute_spec`) and each suspect shape carries
+its reason there; the other shapes go without one (CVAT shows the default ``""``). Samples
+whose scored annotations are another run's are left out and that run is named (push them with
+it, as another task).
+Reasons ride in an attribute, which the job comparison ignores, so reruns, resumes and the
+detection of human edits are as for any push; a pull keeps ``qa_reason`` in the revision's
+attributes like any other attribute.
 """
 
 from __future__ import annotations
@@ -34,7 +46,13 @@ from cvat_bridge.annotations import (
 from cvat_bridge.client import CvatError, CvatSession
 from cvat_bridge.jobs import JobInfo, assign_jobs, list_jobs, plan_assignments, user_ids
 from cvat_bridge.tasks import LabelInfo, Resources, ensure_task, labels_spec, task_labels
-from serverless.convert.cvat_contract import SCORE_ATTRIBUTE
+from serverless.convert.cvat_contract import (
+    QA_REASON_ATTRIBUTE,
+    SCORE_ATTRIBUTE,
+    TAG_TYPE,
+    qa_reason_attribute_spec,
+    qa_reason_value,
+)
 from sync.pull import store_job
 
 if TYPE_CHECKING:
@@ -74,6 +92,12 @@ class PushResult:
     forced_jobs: tuple[int, ...] = ()
     tags: int = 0
     """The pre-label tags now in CVAT (``shapes`` counts the shapes)."""
+    reasons: int = 0
+    """Review push: the shapes now in CVAT with their reason (``qa_reason``)."""
+    left_out: tuple[int, ...] = ()
+    """Review push: the selection's samples left out, their scored annotations being another run's."""
+    other_runs: tuple[str, ...] = ()
+    """Review push: the truth runs that hold the annotations of ``left_out`` (what to push them with)."""
 
 
 def resources_for(uris: Sequence[str]) -> Resources:
@@ -111,6 +135,7 @@ def shapes_for_frame(
     labels: Mapping[str, LabelInfo],
     *,
     score_field: bool | None = None,
+    reasons: Mapping[int, str] | None = None,
 ) -> tuple[list[dict[str, Any]], list[int]]:
     """CVAT shapes (JSON dicts) for one frame's detections, and the store annotation id of each.
 
@@ -120,7 +145,9 @@ def shapes_for_frame(
     empty are left out (no shape to show). The score goes into the ``score`` field where the
     SDK has one (``score_field`` None: `serverless.convert.cvat_contract.sdk_shapes_have_score`;
     no recorded server keeps it) and into the ``score`` attribute where the label has that
-    attribute.
+    attribute. ``reasons`` (annotation id → text, a review push) puts each detection's reason,
+    when it has a non-empty one, into its label's ``qa_reason`` attribute (`CvatError` when the
+    label has none).
     """
     from serverless.convert.cvat_shapes import delivered_shape_dicts
 
@@ -140,7 +167,16 @@ def shapes_for_frame(
     except ValueError as err:
         raise CvatError(str(err)) from None
     annotation_ids = det.data["annotation_id"]
-    return shapes, [int(annotation_ids[i]) for i in origin]
+    ids = [int(annotation_ids[i]) for i in origin]
+    for shape, annotation_id, index in zip(shapes, ids, origin, strict=True):
+        if reasons and reasons.get(annotation_id):
+            name = str(names[index])
+            spec_id = labels[name].attributes.get(QA_REASON_ATTRIBUTE)
+            if spec_id is None:
+                raise CvatError(f"label {name!r} of the CVAT task has no {QA_REASON_ATTRIBUTE!r} attribute")
+            reason = {"spec_id": int(spec_id), "value": qa_reason_value(reasons[annotation_id])}
+            shape["attributes"] = [*shape["attributes"], reason]
+    return shapes, ids
 
 
 def tags_for_frame(
@@ -176,18 +212,24 @@ class JobPrelabels:
 
 
 def job_prelabels(
-    dets: Mapping[int, Detections], frames: Mapping[int, int], ontology: Ontology, labels: Mapping[str, LabelInfo]
+    dets: Mapping[int, Detections],
+    frames: Mapping[int, int],
+    ontology: Ontology,
+    labels: Mapping[str, LabelInfo],
+    *,
+    reasons: Mapping[int, str] | None = None,
 ) -> JobPrelabels:
     """A job's shapes (`shapes_for_frame`) and tags (`tags_for_frame`), frame by frame.
 
     ``frames`` is the job's ``{frame: sample id}``, ``dets`` the run's `Detections` (with
-    masks) of each of those samples, tags among them (`sync.store.convert.split_tags`)."""
+    masks) of each of those samples, tags among them (`sync.store.convert.split_tags`);
+    ``reasons`` as in `shapes_for_frame`."""
     from sync.store.convert import split_tags
 
     made = JobPrelabels([], [], [], [])
     for frame, sample_id in sorted(frames.items()):
         shapes, tags = split_tags(dets[sample_id])
-        sent, ids = shapes_for_frame(shapes, frame, ontology, labels)
+        sent, ids = shapes_for_frame(shapes, frame, ontology, labels, reasons=reasons)
         made.shapes.extend(sent)
         made.shape_annotations.extend(ids)
         sent, ids = tags_for_frame(tags, frame, labels)
@@ -307,6 +349,7 @@ def push_run(
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
     report: Callable[[str], None] = lambda message: None,
     sample_ids: Sequence[int] | None = None,
+    reasons: Mapping[int, str] | None = None,
 ) -> PushResult:
     """Create (or complete) the CVAT task for a finished pre-label run and upload its labels.
 
@@ -315,9 +358,13 @@ def push_run(
     listed in ``forced_jobs``). Assignments (usernames round-robin, or job id → username) are
     applied last; a job already assigned to its user is not touched. ``sample_ids`` pushes only
     those samples of the run (e.g. the hard samples picked by ``autolabel select``, as a
-    review task).
+    review task). ``reasons`` (annotation id → reason, from a ``qa mistakes`` selection) makes
+    it a review push of the run holding those annotations (module docstring).
     """
-    run, ontology, sample_ids = _run_to_push(store, dataset, run_name, ontology, sample_ids)
+    review = bool(reasons)
+    run, ontology, sample_ids, left_out, other_runs = _what_to_push(
+        store, dataset, run_name, ontology, sample_ids, reasons or {}
+    )
     samples = {s.id: s for s in store.samples(dataset, ids=sample_ids)}
     resources = resources_for([samples[i].uri for i in sample_ids])
     usernames = list(assignees.values()) if isinstance(assignees, Mapping) else list(assignees)
@@ -327,21 +374,23 @@ def push_run(
         session,
         task_name,
         resources,
-        labels=None if project_id is not None else labels_spec(ontology),
+        labels=None if project_id is not None else _labels_spec(ontology, review=review),
         project_id=project_id,
         segment_size=segment_size,
     )
     report(f"task {task.id} ({task_name!r}) has {task.size} frames")
+    labels = task_labels(session, task)
+    if review:  # before the store links the task
+        _check_review_labels(task.id, task_name, ontology, labels)
     link = store.link_cvat_task(dataset, session.server, task.id, name=task_name, project_id=project_id, run=run)
     frame_of = {sample_id: frame for frame, sample_id in enumerate(sample_ids)}
     store.link_frames(link, {frame: sample_id for sample_id, frame in frame_of.items()})
-    labels = task_labels(session, task)
     store.record_task_labels(link, {info.id: (name, info.type) for name, info in labels.items()})
 
     pusher = _JobPusher(
         store=store, session=session, link=link, run=run, ontology=ontology, labels=labels, frame_of=frame_of,
         pushed=store.pushed_shapes(link), pushed_tags=store.pushed_shapes(link, kind="tag"), force=force,
-        max_request_bytes=max_request_bytes, report=report,
+        max_request_bytes=max_request_bytes, report=report, reasons=dict(reasons or {}),
     )
     jobs = list_jobs(session, task_id=task.id)
     for job in jobs:
@@ -366,36 +415,127 @@ def push_run(
         assignments=applied,
         forced_jobs=tuple(pusher.forced),
         tags=pusher.tags,
+        reasons=pusher.with_reason,
+        left_out=left_out,
+        other_runs=other_runs,
     )
 
 
 def _run_to_push(
-    store: Store, dataset: str, run_name: str, ontology: Ontology | None, sample_ids: Sequence[int] | None
+    store: Store,
+    dataset: str,
+    run_name: str,
+    ontology: Ontology | None,
+    sample_ids: Sequence[int] | None,
+    *,
+    review: bool = False,
 ) -> tuple[RunInfo, Ontology, list[int]]:
-    """The finished, non-human run, its ontology (the one given, else the run's) and the
-    samples to push (those of ``sample_ids`` it covers, else all it covers), ascending."""
+    """The finished run (a human revision only for a ``review``), its ontology (the one given,
+    else the run's, else for a human revision that of the run it was pushed from) and the
+    samples to push (those of ``sample_ids`` it covers, else all it covers; a review: those of
+    ``sample_ids`` it covers, `_what_to_push` telling which hold its annotations), ascending."""
     from serverless.ontology import parse_ontology
 
     run = store.get_run(dataset, run_name)
-    if run.kind == "human":
+    if run.kind == "human" and not review:
         raise CvatError(f"run {run_name!r} of dataset {dataset!r} is a human revision pulled from CVAT; "
-                        "push a prelabel (or import) run")
+                        "push a prelabel (or import) run, or its suspects for review (--samples of "
+                        "`autolabel qa mistakes --out`)")
     if run.finished_at is None:
         raise CvatError(f"run {run_name!r} of dataset {dataset!r} is not finished: finish or rerun the pre-labelling")
     if ontology is None:
-        if not run.ontology_yaml:
+        source = run
+        if not run.ontology_yaml and run.kind == "human" and run.parent_run_id is not None:
+            source = store.run_by_id(run.parent_run_id)
+        if not source.ontology_yaml:
             raise CvatError(f"run {run_name!r} records no ontology: pass --ontology or --project")
-        ontology = parse_ontology(run.ontology_yaml, f"run {run_name}")
+        ontology = parse_ontology(source.ontology_yaml, f"run {source.name}")
     covered = sorted(store.covered_samples(run))
-    if sample_ids is not None:
+    if review and sample_ids is not None:
+        wanted = set(sample_ids)
+        covered = [i for i in covered if i in wanted]
+    elif sample_ids is not None:
         wanted = set(sample_ids)
         missing = sorted(wanted - set(covered))
         if missing:
             raise CvatError(f"run {run_name!r} does not cover samples {missing[:10]}")
         covered = [i for i in covered if i in wanted]
-    if not covered:
+    if not covered and not review:
         raise CvatError(f"run {run_name!r} covers no samples" if sample_ids is None else "no sample to push was given")
     return run, ontology, covered
+
+
+def _what_to_push(
+    store: Store,
+    dataset: str,
+    run_name: str,
+    ontology: Ontology | None,
+    sample_ids: Sequence[int] | None,
+    reasons: Mapping[int, str],
+) -> tuple[RunInfo, Ontology, list[int], tuple[int, ...], tuple[str, ...]]:
+    """`_run_to_push`'s run, ontology and samples; for a review (``reasons``) only the samples
+    where the run holds an annotation of ``reasons``, then the selection's samples left out and
+    the truth runs that hold their annotations (`_suspect_runs`). `CvatError` naming those runs
+    when the run holds none."""
+    run, ontology, covered = _run_to_push(store, dataset, run_name, ontology, sample_ids, review=bool(reasons))
+    if not reasons:
+        return run, ontology, covered, (), ()
+    dets = store.annotations_of(run, sample_ids=covered) if covered else {}
+    held = {sid for sid, det in dets.items() if set(det.data["annotation_id"].tolist()) & set(reasons)}
+    if not held:
+        others = _suspect_runs(store, dataset, sample_ids, reasons)
+        hint = f": they are annotations of run {', '.join(map(repr, others))}; push with --run naming it"
+        hint = hint if others else ""
+        raise CvatError(f"none of the {len(reasons)} annotations the selection scores is of run {run_name!r}{hint}")
+    left_out = tuple(dict.fromkeys(sid for sid in (sample_ids or ()) if sid not in held))
+    others = _suspect_runs(store, dataset, left_out, reasons) if left_out else ()
+    return run, ontology, sorted(held), left_out, others
+
+
+def _suspect_runs(
+    store: Store, dataset: str, sample_ids: Sequence[int] | None, reasons: Mapping[int, str]
+) -> tuple[str, ...]:
+    """The names of the truth runs (`sync.views.latest_truth_per_sample`: whose annotations
+    ``qa mistakes`` scores by default) that hold annotations of ``reasons`` on ``sample_ids``
+    (None: any sample), by name."""
+    from sync.views import group_by_run, latest_truth_per_sample
+
+    chosen, _ = latest_truth_per_sample(store, dataset)
+    if sample_ids is not None:
+        chosen = {sid: chosen[sid] for sid in sample_ids if sid in chosen}
+    names = set()
+    for truth, ids in group_by_run(chosen):
+        for det in store.annotations_of(truth, sample_ids=ids).values():
+            if set(det.data["annotation_id"].tolist()) & set(reasons):
+                names.add(truth.name)
+                break
+    return tuple(sorted(names))
+
+
+def _labels_spec(ontology: Ontology, *, review: bool) -> list[dict[str, Any]]:
+    """The task's label specs (`cvat_bridge.tasks.labels_spec`), for a review with the
+    ``qa_reason`` attribute on every label that is not a tag."""
+    specs = labels_spec(ontology)
+    if review:
+        for spec in specs:
+            if spec["type"] != TAG_TYPE:
+                spec["attributes"] = [*spec["attributes"], qa_reason_attribute_spec()]
+    return specs
+
+
+def _check_review_labels(task_id: int, task_name: str, ontology: Ontology, labels: Mapping[str, LabelInfo]) -> None:
+    """`CvatError` when a shape label of the ontology has no ``qa_reason`` attribute in the task
+    (a task of that name made before, not for review, or a task of a project)."""
+    missing = sorted(
+        label.name for label in ontology.labels
+        if label.type != TAG_TYPE and label.name in labels and QA_REASON_ATTRIBUTE not in labels[label.name].attributes
+    )
+    if missing:
+        raise CvatError(
+            f"task {task_id} ({task_name!r}): labels {missing} have no text attribute {QA_REASON_ATTRIBUTE!r} to show "
+            "the review reasons (a task of that name made before, or a project's labels): push the review with another "
+            "--task-name, without --project"
+        )
 
 
 @dataclass
@@ -417,7 +557,10 @@ class _JobPusher:
     force: bool
     max_request_bytes: int
     report: Callable[[str], None]
+    reasons: dict[int, str] = field(default_factory=dict)
+    """Review push: annotation id → the reason its shape carries (``qa_reason``)."""
     shapes: int = 0
+    with_reason: int = 0
     tags: int = 0
     requests: int = 0
     skipped: list[int] = field(default_factory=list)
@@ -427,13 +570,15 @@ class _JobPusher:
         """Push the pre-labels of ``job_samples`` (the job's frames' samples) to ``job``."""
         dets = self.store.annotations_of(self.run, sample_ids=job_samples, masks=True)
         frames = {self.frame_of[sample_id]: sample_id for sample_id in job_samples}
-        prelabels = job_prelabels(dets, frames, self.ontology, self.labels)
+        prelabels = job_prelabels(dets, frames, self.ontology, self.labels, reasons=self.reasons)
+        with_reason = sum(bool(self.reasons.get(annotation)) for annotation in prelabels.shape_annotations)
         current = job_annotations(self.session, job.id)
         state = job_state(current, prelabels, self.pushed, self.pushed_tags)
         if state == "pushed":
             self.report(f"job {job.id}: already pushed ({_counted(len(prelabels.shapes), len(prelabels.tags))})")
             self.shapes += len(prelabels.shapes)
             self.tags += len(prelabels.tags)
+            self.with_reason += with_reason
             return
         if state == "human":
             if not self.force:
@@ -449,6 +594,7 @@ class _JobPusher:
         self.requests += sent
         self.shapes += len(ids)
         self.tags += len(tag_ids)
+        self.with_reason += with_reason
         self.report(f"job {job.id}: {_counted(len(ids), len(tag_ids))} in {sent} request(s)")
 
 

@@ -75,29 +75,52 @@ def _parse_assignees(assignees: str | None, assign_map: Path | None) -> Any:
 
 def _read_selection(path: Path, dataset: str) -> list[int]:
     """Sample ids from a selection file (``autolabel select --out``) of this dataset."""
+    return _read_selection_file(path, dataset)[0]
+
+
+def _whole(value: Any, what: str) -> int:
+    """``value`` if it is a whole number (not a bool), else ValueError naming ``what``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{what} must be a whole number, got {value!r}")
+    return value
+
+
+def _read_selection_file(path: Path, dataset: str) -> tuple[list[int], dict[int, str]]:
+    """Sample ids from a selection file (``autolabel select --out``) of this dataset, and the
+    reason it gives for each annotation it scored (``qa mistakes --out``, ``select --by
+    mistakenness``: ``samples[].annotations[]`` ``{annotation_id, reason}``, ``""`` for an
+    annotation no signal suspects; none in other selections)."""
     import json
 
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
         if raw.get("dataset") != dataset:
             fail(f"{path}: the selection is of dataset {raw.get('dataset')!r}, not {dataset!r}")
-        ids = [item["sample_id"] for item in raw["samples"]]
-        for sample_id in ids:
-            if isinstance(sample_id, bool) or not isinstance(sample_id, int):
-                raise ValueError(f"sample_id must be a whole number, got {sample_id!r}")
+        ids = [_whole(item["sample_id"], "sample_id") for item in raw["samples"]]
+        reasons: dict[int, str] = {}
+        for item in raw["samples"]:
+            for annotation in item.get("annotations") or ():
+                reason = annotation["reason"]
+                if not isinstance(reason, str):
+                    raise ValueError(f"reason must be a string, got {reason!r}")
+                reasons[_whole(annotation["annotation_id"], "annotation_id")] = reason
     except OSError as error:
         fail(f"cannot read {path}: {error.strerror or error}")
     except (ValueError, KeyError, TypeError, AttributeError) as error:
         fail(f"{path}: not a selection file of `autolabel select --out` ({type(error).__name__}: {error})")
     if not ids:
         fail(f"{path}: the selection holds no samples")
-    return ids
+    return ids, reasons
 
 
 @app.command()
 def push(
     dataset: Annotated[str, typer.Option(help="Dataset in the store.")],
-    run: Annotated[str, typer.Option(help="Pre-label run to push.")],
+    run: Annotated[
+        str,
+        typer.Option(help="Pre-label (or import) run to push; for the suspects of `qa mistakes --out`, the run "
+                     "holding them (e.g. a human revision)."),
+    ],
     task_name: Annotated[str, typer.Option(help="Name of the CVAT task (created, or completed if it exists).")],
     project: Annotated[int | None, typer.Option(help="CVAT project id (its labels are used).")] = None,
     ontology: Annotated[Path | None, typer.Option(help="Ontology for the task's labels (default: the run's).")] = None,
@@ -106,7 +129,9 @@ def push(
     assign_map: Annotated[Path | None, typer.Option(help="JSON {job id: username}.")] = None,
     force: Annotated[bool, typer.Option(help="Overwrite jobs a human has already changed.")] = False,
     samples: Annotated[
-        Path | None, typer.Option(help="Push only these samples: the JSON of `autolabel select --out`.")
+        Path | None,
+        typer.Option(help="Push only these samples: the JSON of `autolabel select --out` (suspects of `qa mistakes` "
+                     "go with their reason in each shape's qa_reason attribute)."),
     ] = None,
     url: UrlOption = None,
     org: OrgOption = None,
@@ -116,7 +141,8 @@ def push(
     """Create a CVAT task from a run's images and upload its pre-labels.
 
     Rerunning it adds nothing; jobs a human has changed are left alone (exit code 1) unless
-    --force.
+    --force. A selection of suspects (`autolabel qa mistakes --out`) makes a review task: the
+    run's shapes of the samples holding its suspects, each suspect with its reason.
     """
     from serverless.ontology import load_ontology
     from sync.push import push_run
@@ -126,7 +152,7 @@ def push(
     if segment_size is not None and segment_size < 1:
         fail(f"--segment-size must be at least 1, got {segment_size}")
     plan = _parse_assignees(assignees, assign_map)
-    sample_ids = _read_selection(samples, dataset) if samples is not None else None
+    sample_ids, reasons = _read_selection_file(samples, dataset) if samples is not None else (None, {})
     with domain_errors():
         onto = load_ontology(ontology) if ontology else None
     store = _store()
@@ -135,11 +161,16 @@ def push(
         result = push_run(
             store, session, dataset=dataset, run_name=run, task_name=task_name, ontology=onto, project_id=project,
             segment_size=segment_size, assignees=plan, force=force, report=lambda m: err.print(m, markup=False, highlight=False),
-            sample_ids=sample_ids,
+            sample_ids=sample_ids, reasons=reasons,
         )
+    if result.left_out:
+        runs = ", ".join(repr(r) for r in result.other_runs) or "another run"
+        err.print(f"warning: {len(result.left_out)} samples of {samples} left out: their scored annotations are of "
+                  f"{runs} (push them with --run and another --task-name)", markup=False, highlight=False)
     out.print(
         f"task {result.task_id}: {len(result.jobs)} jobs, {result.shapes} pre-labels"
-        + (f" and {result.tags} tags" if result.tags else "") + " "
+        + (f" and {result.tags} tags" if result.tags else "")
+        + (f", {result.reasons} with a review reason" if result.reasons else "") + " "
         f"({result.annotation_requests} annotation requests)"
         + (f"; skipped human-edited jobs {list(result.skipped_jobs)}" if result.skipped_jobs else "")
         + (f"; overwrote human-edited jobs {list(result.forced_jobs)}" if result.forced_jobs else "")
