@@ -59,6 +59,7 @@ __all__ = [
     "crop_runs",
     "embed_dataset",
     "embedding_model",
+    "read_sample",
     "require_embeddings",
 ]
 
@@ -196,8 +197,9 @@ def crop_box(box: Sequence[float], width: int, height: int, margin: float = CROP
     return left, top, right, bottom
 
 
-def _decoded(sample: SampleInfo) -> tuple[np.ndarray | None, str | None]:
-    """``(RGB image, None)`` of a sample, or ``(None, why not)``."""
+def read_sample(sample: SampleInfo) -> tuple[np.ndarray | None, str | None]:
+    """``(RGB image, None)`` of a stored sample's local image file, or ``(None, why not)``
+    (not a local file, changed since stored, unreadable) — the one rule QA reads images by."""
     from serverless.images import IMAGE_SUFFIXES, ImageError, read_image
     from sync.export.yolo import local_file
 
@@ -216,7 +218,7 @@ Unit = tuple[tuple[int, int | None, int | None], np.ndarray]
 
 def _image_units(samples: Sequence[SampleInfo]) -> Iterator[Unit | Skipped]:
     for sample in samples:
-        image, reason = _decoded(sample)
+        image, reason = read_sample(sample)
         yield Skipped(sample.uri, reason or "") if image is None else ((sample.id, None, None), image)
 
 
@@ -232,7 +234,7 @@ class _Pending:
 
 def _object_units(pending: Sequence[_Pending]) -> Iterator[Unit | Skipped]:
     for item in pending:
-        image, reason = _decoded(item.sample)
+        image, reason = read_sample(item.sample)
         if image is None:
             yield Skipped(item.sample.uri, reason or "", len(item.annotation_ids))
             continue

@@ -87,17 +87,13 @@ class Thumbnail:
 
 
 def _read(sample: SampleInfo) -> tuple[np.ndarray | None, str | None]:
-    """``(RGB pixels, None)`` of a sample's image, or ``(None, why not)``."""
-    from serverless.images import IMAGE_SUFFIXES, ImageError, read_image
-    from sync.export.yolo import local_file
+    """``(RGB pixels, None)`` of a sample's image (`sync.qa.embed.read_sample`) at its stored
+    size, or ``(None, why not)``."""
+    from sync.qa.embed import read_sample
 
-    path, reason = local_file(sample, IMAGE_SUFFIXES, "autolabel")
-    if path is None:
+    image, reason = read_sample(sample)
+    if image is None:
         return None, reason
-    try:
-        image = read_image(path)
-    except ImageError as error:
-        return None, str(error).removeprefix(f"{path}: ")
     height, width = image.shape[:2]
     if (width, height) != (sample.width, sample.height):
         return None, f"the image is {width}x{height}, stored as {sample.width}x{sample.height}"
