@@ -239,3 +239,29 @@ def test_suspects_go_to_review_with_their_reasons_and_the_fix_comes_back(world, 
     flipped_now = next(s for s in after["samples"] if s["sample_id"] == flipped)
     assert {a["label"] for a in flipped_now["annotations"]} == {"stripes", "checker"}
     assert not any(a["reason"].startswith("label 'checker' but 3 of 3") for a in flipped_now["annotations"])
+
+
+@pytest.mark.parametrize(
+    "annotations, message",
+    [
+        ([{"annotation_id": 7, "reason": 3}], "(ValueError: reason must be a string, got 3)"),
+        ([{"annotation_id": "7", "reason": "x"}], "(ValueError: annotation_id must be a whole number, got '7')"),
+        ([{"annotation_id": 7}], "(KeyError: 'reason')"),
+    ],
+)
+def test_a_bad_reason_in_the_selection_is_one_line(tmp_path, annotations, message):
+    from sync.commands.cvat import _read_selection_file
+
+    path = tmp_path / "s.json"
+    path.write_text(json.dumps({"dataset": DATASET, "samples": [{"sample_id": 1, "annotations": annotations}]}))
+    with pytest.raises(CliError) as caught:
+        _read_selection_file(path, DATASET)
+    assert str(caught.value) == f"{path}: not a selection file of `autolabel select --out` {message}"
+
+
+def test_a_selection_without_annotations_has_no_reasons(tmp_path):
+    from sync.commands.cvat import _read_selection_file
+
+    path = tmp_path / "s.json"
+    path.write_text(json.dumps({"dataset": DATASET, "samples": [{"sample_id": 4}, {"sample_id": 2}]}))
+    assert _read_selection_file(path, DATASET) == ([4, 2], {})
