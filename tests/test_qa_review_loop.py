@@ -125,8 +125,10 @@ def test_suspects_go_to_review_with_their_reasons_and_the_fix_comes_back(world, 
     # embed → qa mistakes: the flip is the top suspect, an annotation of the revision
     ok(run_cli(env, "embed", "--dataset", DATASET, "--model", clip, "--objects"))
     suspects = tmp_path / "suspects.json"
-    ok(run_cli(env, "qa", "mistakes", "--dataset", DATASET, "--model", clip, "--k", "3", "--top", OBJECT_IMAGES,
-               "--out", suspects))
+    written = ok(run_cli(env, "qa", "mistakes", "--dataset", DATASET, "--model", clip, "--k", "3", "--top",
+                         OBJECT_IMAGES, "--out", suspects))
+    for revision_run in (first, other):  # the hint names each run the suspects belong to
+        assert f"--run {revision_run.name} --samples {suspects}" in " ".join(written.output.split())
     selection = json.loads(suspects.read_text())
     top = selection["samples"][0]
     assert top["sample_id"] == flipped and top["mistakenness"] == pytest.approx(1.0)

@@ -323,13 +323,15 @@ def select(
         table.add_row(str(pick.sample_id), f"{pick.value:.3f}" if by != "edits" else str(int(pick.value)), text(pick.uri))
     out.print(table)
     if out_file is not None:
-        _write_json(out_file, {
+        from sync.commands.qa import owning_runs, write_selection
+
+        payload = {
             "dataset": dataset, "run": run_name, "truth": truth_name, "by": by, "budget": budget,
             "samples": [{"sample_id": p.sample_id, "uri": p.uri, by: p.value} | extras.get(p.sample_id, {})
                         for p in picks],
-        })
-        err.print(text(f"selection: {out_file} (push it for review: autolabel cvat push --dataset {dataset} "
-                       f"--run {run_name or 'RUN'} --samples {out_file} --task-name NAME)"))
+        }  # a mistakenness selection holds annotations: it is pushed with the run(s) they belong to
+        runs = owning_runs(store, dataset, truth, [p.sample_id for p in picks]) if by == "mistakenness" else ()
+        write_selection(out_file, payload, runs)
 
 
 def register(app: typer.Typer) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,8 +15,8 @@ from sync.console import domain_errors, err, fail, out, quiet_libraries, text
 from sync.options import DeviceOption
 
 __all__ = [
-    "duplicates", "embed", "latest_prelabel", "mistakes", "mistakes_payload", "qa_app", "qa_errors", "register",
-    "write_selection",
+    "duplicates", "embed", "latest_prelabel", "mistakes", "mistakes_payload", "owning_runs", "qa_app", "qa_errors",
+    "register", "write_selection",
 ]
 
 SHOWN_SKIPS = 10
@@ -123,16 +123,28 @@ def latest_prelabel(store: Any, dataset: str) -> str | None:
         return None
 
 
-def write_selection(path: Path, payload: dict[str, Any]) -> None:
-    """Write a selection file (the shape of ``autolabel select --out``) and say how to push it."""
+def write_selection(path: Path, payload: dict[str, Any], push_runs: Sequence[str] = ()) -> None:
+    """Write a selection file (the shape of ``autolabel select --out``) and say how to push it:
+    with the runs that hold its annotations (``push_runs``, one review task each), else its run."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(payload, indent=1, allow_nan=False) + "\n", encoding="utf-8")
     except OSError as error:
         fail(f"cannot write {path}: {error.strerror or error}")
-    run = payload.get("run") or "RUN"
-    err.print(text(f"selection: {path} (push it for review: autolabel cvat push --dataset {payload['dataset']} "
-                   f"--run {run} --samples {path} --task-name NAME)"), highlight=False, soft_wrap=True)
+    for run in push_runs or [payload.get("run") or "RUN"]:
+        err.print(text(f"selection: {path} (push it for review: autolabel cvat push --dataset {payload['dataset']} "
+                       f"--run {run} --samples {path} --task-name NAME)"), highlight=False, soft_wrap=True)
+
+
+def owning_runs(store: Any, dataset: str, run: str | None, sample_ids: Sequence[int]) -> list[str]:
+    """The runs whose annotations a mistakes selection holds: ``run``, else each selected
+    sample's truth revision (`sync.views.latest_truth_per_sample`)."""
+    if run is not None:
+        return [run]
+    from sync.views import latest_truth_per_sample
+
+    truth, _ = latest_truth_per_sample(store, dataset)
+    return sorted({truth[sid].name for sid in sample_ids if sid in truth})
 
 
 @qa_app.command()
@@ -222,8 +234,9 @@ def mistakes(
     if out_file is not None:
         ids, values = found.sample_scores()
         order = sorted(range(len(ids)), key=lambda i: (-values[i], ids[i]))[:top]
-        write_selection(out_file, mistakes_payload(found, uris, [ids[i] for i in order],
-                                                   latest_prelabel(store, dataset), str(top)))
+        chosen = [ids[i] for i in order]
+        write_selection(out_file, mistakes_payload(found, uris, chosen, latest_prelabel(store, dataset), str(top)),
+                        owning_runs(store, dataset, run, chosen))
     if html is not None:
         from sync.qa.report import write_mistakes_page
 
