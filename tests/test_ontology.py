@@ -1077,8 +1077,8 @@ def test_model_errors_name_file_line_and_field(text, line, path, fragment):
 
 
 def test_models_built_in_python_are_checked_too():
-    with pytest.raises(OntologyError, match="models.detector: detector spec 'yolo'"):
-        Models(detector="yolo")
+    with pytest.raises(OntologyError, match="models.detector: detector spec 'yolov5'"):
+        Models(detector="yolov5")
     with pytest.raises(OntologyError, match="models: must be a Models"):
         Ontology(labels=(Label("a", ("a",)),), models={"detector": "grounding-dino"})
 
