@@ -363,9 +363,15 @@ def demo(
     )
 
 
-MODEL_PACKAGES = frozenset({"torch", "torchvision", "transformers", "huggingface_hub", "segment_anything", "ultralytics"})
-"""What the ``models`` (and ``yolo``) extras install: a command that needs one of them and finds
-it missing says how to install it, in one line."""
+EXTRA_OF = {
+    **dict.fromkeys(("torch", "torchvision", "transformers", "huggingface_hub", "segment_anything"), "models"),
+    "ultralytics": "yolo",
+    "faiss": "qa",
+    "sklearn": "qa",
+}
+"""What the ``models``, ``yolo`` and ``qa`` extras install, by top-level module: a command that
+needs one of them and finds it missing says how to install it, in one line."""
+MODEL_PACKAGES = frozenset(EXTRA_OF)
 
 
 def main() -> None:
@@ -375,10 +381,11 @@ def main() -> None:
         print_error(error)
         sys.exit(2)
     except ModuleNotFoundError as error:
-        if (error.name or "").split(".")[0] not in MODEL_PACKAGES:
+        extra = EXTRA_OF.get((error.name or "").split(".")[0])
+        if extra is None:
             raise
-        extra = "yolo" if error.name.startswith("ultralytics") else "models"
-        print_error(f"this command runs models, and {error.name} is not installed: pip install 'autolabel-cvat[{extra}]'")
+        print_error(f"this command needs the {extra} extra, and {error.name} is not installed: "
+                    f"pip install 'autolabel-cvat[{extra}]'")
         sys.exit(2)
     except KeyboardInterrupt:
         err.print("interrupted")
