@@ -362,6 +362,11 @@ def push_run(
     it a review push of the run holding those annotations (module docstring).
     """
     review = bool(reasons)
+    if review and project_id is not None:  # its labels are the project's: no qa_reason to show
+        raise CvatError(
+            f"a review push makes its own task labels with the {QA_REASON_ATTRIBUTE!r} attribute the reasons go into; "
+            "push the review without --project"
+        )
     run, ontology, sample_ids, left_out, other_runs = _what_to_push(
         store, dataset, run_name, ontology, sample_ids, reasons or {}
     )

@@ -152,6 +152,12 @@ def test_suspects_go_to_review_with_their_reasons_and_the_fix_comes_back(world, 
     assert str(refused.exception) == (f"none of the {len(every)} annotations the selection scores is of run 'pre': "
                                       f"they are annotations of run {names}; push with --run naming it")
     assert all(t.name != "review" for t in fake.db.tasks.values())
+    # a project's labels cannot carry the reasons: refused before anything is created
+    tasks = len(fake.db.tasks)
+    refused = run_cli(env, "cvat", "push", "--dataset", DATASET, "--run", first.name, "--samples", suspects,
+                      "--task-name", "review", "--project", "1")
+    assert isinstance(refused.exception, CliError) and "without --project" in str(refused.exception)
+    assert len(fake.db.tasks) == tasks
     # a task of that name made before without the reason attribute is not taken over
     uris = [s.uri for s in store.samples(DATASET, ids=sorted(in_first))]
     old = sdk_client(fake, *ADMIN).tasks.create_from_data(
