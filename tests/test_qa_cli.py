@@ -132,7 +132,8 @@ def world(tmp_path_factory):
     store.add_finished_run(objs, "import", rows, name="truth", provenance=Provenance(params={"role": "revision"}))
     store.add_finished_run(objs, "prelabel", [AnnotationIn(obj_ids[0], "checker", 90, 10, 130, 50, score=0.9),
                                               AnnotationIn(obj_ids[0], "stripes", 10, 10, 50, 50, score=0.9),
-                                              AnnotationIn(obj_ids[1], "checker", 90, 10, 130, 50, score=0.9)],
+                                              AnnotationIn(obj_ids[1], "checker", 90, 10, 130, 50, score=0.9),
+                                              AnnotationIn(obj_ids[1], "stripes", 60, 55, 80, 75, score=0.95)],
                            name="pre")
     env = {"AUTOLABEL_DB": f"sqlite:///{root / 'store.db'}", "COLUMNS": "250", "HF_HUB_OFFLINE": "1"}
     ok(run_cli(env, "embed", "--dataset", "dups", "--model", clip))
@@ -197,10 +198,15 @@ def test_the_planted_label_flip_is_the_top_suspect(world, tmp_path):
     assert top["sample_id"] == flipped and top["mistakenness"] == pytest.approx(1.0)
     assert set(top["annotations"][0]) == {"annotation_id", "label", "score", "reason"}
     assert top["annotations"][0]["label"] == "checker" and len(top["annotations"]) == 2
-    # the evaluation's signal: pre-label run 'pre' found sample 0's striped square, not sample 1's
+    # the evaluation's signals: pre-label run 'pre' found sample 0's striped square, not sample 1's;
+    # and its confident 'stripes' on sample 1's background matches no human box (maybe missed)
     second = payload["samples"][1]
-    assert second["sample_id"] == world["obj_ids"][1] and second["mistakenness"] == pytest.approx(0.5)
+    assert second["sample_id"] == world["obj_ids"][1] and second["mistakenness"] == pytest.approx(0.95)
     assert second["annotations"][0]["reason"] == "no prediction matches this 'stripes' box (the model finds 50% of 'stripes')"
+    assert second["annotations"][0]["score"] == pytest.approx(0.5)
+    assert second["missed"] == [{"label": "stripes", "score": pytest.approx(0.95), "box": [60.0, 55.0, 80.0, 75.0],
+                                 "reason": "prediction 'stripes' at 0.95 matches no human box: possibly missed by the annotator"}]
+    assert "possibly missed by the annotators" in " ".join(result.stdout.split())
     assert len(payload["samples"]) == 2
     assert _read_selection(out_file, "objs")[0] == flipped
 
@@ -221,13 +227,16 @@ def test_the_classifier_adds_its_signal_and_the_evaluation_can_be_left_out(world
 def test_select_by_mistakenness_and_uniqueness(world, tmp_path):
     env, clip = world["env"], world["clip"]
     out_file = tmp_path / "pick.json"
-    ok(run_cli(env, "select", "--dataset", "objs", "--by", "mistakenness", "--budget", "1", "--model", clip,
+    ok(run_cli(env, "select", "--dataset", "objs", "--by", "mistakenness", "--budget", "2", "--model", clip,
                "--out", out_file))
     payload = json.loads(out_file.read_text())
     assert payload["by"] == "mistakenness" and payload["run"] == "pre"
-    (pick,) = payload["samples"]
-    assert pick["sample_id"] == world["obj_ids"][FLIPPED] and pick["mistakenness"] > 0.5
-    assert pick["annotations"][0]["reason"].startswith("label 'checker' but")
+    picks = {pick["sample_id"]: pick for pick in payload["samples"]}
+    # the flipped label and the sample where a confident pre-label matches no human box
+    assert set(picks) == {world["obj_ids"][FLIPPED], world["obj_ids"][1]}
+    flipped = picks[world["obj_ids"][FLIPPED]]
+    assert flipped["mistakenness"] > 0.5 and flipped["annotations"][0]["reason"].startswith("label 'checker' but")
+    assert picks[world["obj_ids"][1]]["missed"][0]["label"] == "stripes"
 
     ok(run_cli(env, "select", "--dataset", "dups", "--by", "uniqueness", "--budget", "100%", "--model", clip,
                "--out", out_file))

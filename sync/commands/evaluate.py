@@ -249,7 +249,8 @@ def _by_embeddings(
             found = scores.annotation_mistakes(store, dataset, model=model, run=truth)
             ids, values = found.sample_scores()
             truth_name = found.source
-            extras = {sid: {"annotations": part["annotations"]} for sid, part in found.sample_json().items()}
+            extras = {sid: {key: part[key] for key in ("annotations", "missed") if key in part}
+                      for sid, part in found.sample_json().items()}
         uri_of = {s.id: s.uri for s in store.samples(dataset, ids=ids)}
     return ids, [uri_of[i] for i in ids], values, extras, run_name, truth_name
 

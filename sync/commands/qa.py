@@ -223,7 +223,8 @@ def mistakes(
                                     evaluation=evaluation, device=device)
     ranked = sorted(found.annotations, key=lambda a: (-a.score, a.sample_id, a.annotation_id))[:top]
     with domain_errors():
-        uris = {s.id: s.uri for s in store.samples(dataset, ids=sorted({a.sample_id for a in found.annotations}))}
+        shown = {a.sample_id for a in found.annotations} | {m.sample_id for m in found.missed}
+        uris = {s.id: s.uri for s in store.samples(dataset, ids=sorted(shown))}
     table = Table(title=text(f"{len(ranked)} most suspect of {len(found.annotations)} annotations ({found.source}; "
                              f"{', '.join(found.signals)})"))
     for column in ("sample", "label", "score", "reason"):
@@ -231,6 +232,8 @@ def mistakes(
     for item in ranked:
         table.add_row(text(uris[item.sample_id]), text(item.label), f"{item.score:.3f}", text(item.reason))
     out.print(table)
+    if found.missed:
+        _print_missed(found.missed, uris, top)
     if out_file is not None:
         ids, values = found.sample_scores()
         order = sorted(range(len(ids)), key=lambda i: (-values[i], ids[i]))[:top]
@@ -241,6 +244,20 @@ def mistakes(
         from sync.qa.report import write_mistakes_page
 
         _write_page(lambda: write_mistakes_page(store, found, html, top=top), html)
+
+
+def _print_missed(missed: Sequence[Any], uris: dict[int, str], top: int) -> None:
+    """The confident pre-labels no human box matches (objects the annotators may have missed)."""
+    from rich.table import Table
+
+    table = Table(title=text(f"{min(top, len(missed))} of {len(missed)} confident pre-labels no human box matches "
+                             "(possibly missed by the annotators)"))
+    for column in ("sample", "label", "score", "box", "reason"):
+        table.add_column(column, justify="right" if column == "score" else "left")
+    for item in sorted(missed, key=lambda m: (-m.score, m.sample_id, m.box))[:top]:
+        box = ", ".join(f"{v:.0f}" for v in item.box)
+        table.add_row(text(uris[item.sample_id]), text(item.label), f"{item.score:.3f}", box, text(item.reason))
+    out.print(table)
 
 
 def _write_page(write: Callable[[], None], path: Path) -> None:

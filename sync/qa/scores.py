@@ -20,8 +20,10 @@ duplicate-aware split of ``autolabel train``/``export --duplicates-together`` (`
   IoU 0.5 (`sync.evaluate.load.choose_runs`, `load_eval`, `report.evaluate_run`) and a human
   box no prediction matched scores the model's recall on its class
   (`sync.qa.mistakes.evaluation_suspects`, ``spurious``); no pre-label run, or nothing to
-  compare, means no such signal. Confident predictions no human drew (``missed``) belong to no
-  annotation and are not scored here. Only annotations with a stored crop embedding are scored.
+  compare, means no such signal. Confident predictions (score >= 0.5) no human box matches
+  belong to no annotation: they are listed apart (`Mistakes.missed`, `MissedObject`: the
+  pre-label's score, box and reason) and count in their sample's mistakenness. Only annotations
+  with a stored crop embedding are scored.
 - `sample_uniqueness`: `sync.qa.mistakes.uniqueness` over the stored image embeddings.
 """
 
@@ -55,6 +57,7 @@ __all__ = [
     "AnnotationScore",
     "DatasetDuplicates",
     "Mistakes",
+    "MissedObject",
     "annotation_mistakes",
     "dataset_duplicates",
     "sample_uniqueness",
@@ -110,6 +113,18 @@ class AnnotationScore:
 
 
 @dataclass(frozen=True)
+class MissedObject:
+    """A confident pre-label no human box matches: an object the annotator may have missed."""
+
+    sample_id: int
+    label: str
+    score: float
+    box: tuple[float, float, float, float]
+    """``x1, y1, x2, y2`` in pixels."""
+    reason: str
+
+
+@dataclass(frozen=True)
 class Mistakes:
     """Every scored annotation of a dataset's truth (or a run), by (sample id, annotation id)."""
 
@@ -122,6 +137,9 @@ class Mistakes:
     signals: tuple[str, ...]
     """The signals combined (``knn``, ``classifier``, ``evaluation``)."""
     annotations: tuple[AnnotationScore, ...]
+    missed: tuple[MissedObject, ...] = ()
+    """Confident pre-labels of the latest pre-label run that match no human box (the
+    evaluation's signal, truth only), most confident first."""
 
     def per_sample(self) -> dict[int, list[AnnotationScore]]:
         """``{sample_id: its annotations, most suspect first}`` by ascending sample id."""
@@ -130,18 +148,36 @@ class Mistakes:
             found.setdefault(item.sample_id, []).append(item)
         return {sid: sorted(items, key=lambda a: (-a.score, a.annotation_id)) for sid, items in sorted(found.items())}
 
+    def _missed_per_sample(self) -> dict[int, list[MissedObject]]:
+        found: dict[int, list[MissedObject]] = {}
+        for item in sorted(self.missed, key=lambda m: (-m.score, m.box)):
+            found.setdefault(item.sample_id, []).append(item)
+        return found
+
     def sample_json(self) -> dict[int, dict[str, object]]:
         """``{sample_id: {"mistakenness": max score, "annotations": [{"annotation_id", "label",
-        "score", "reason"}, most suspect first]}}``: what a selection file holds per sample."""
-        return {sid: {"mistakenness": items[0].score,
-                      "annotations": [{"annotation_id": a.annotation_id, "label": a.label, "score": a.score,
-                                       "reason": a.reason} for a in items]}
-                for sid, items in self.per_sample().items()}
+        "score", "reason"}, most suspect first], "missed": [{"label", "score", "box", "reason"}]}}``
+        (``missed`` only where some are): what a selection file holds per sample."""
+        scores = dict(zip(*self.sample_scores(), strict=True))
+        annotations, missed = self.per_sample(), self._missed_per_sample()
+        parts: dict[int, dict[str, object]] = {}
+        for sid in sorted(scores):
+            parts[sid] = {"mistakenness": float(scores[sid]),
+                          "annotations": [{"annotation_id": a.annotation_id, "label": a.label, "score": a.score,
+                                           "reason": a.reason} for a in annotations.get(sid, ())]}
+            if sid in missed:
+                parts[sid]["missed"] = [{"label": m.label, "score": m.score, "box": list(m.box), "reason": m.reason}
+                                        for m in missed[sid]]
+        return parts
 
     def sample_scores(self) -> tuple[list[int], np.ndarray]:
-        """``(sample ids, mistakenness)``: per sample the highest score of its annotations."""
-        grouped = self.per_sample()
-        return list(grouped), np.array([items[0].score for items in grouped.values()], dtype=np.float64)
+        """``(sample ids, mistakenness)``: per sample the highest score of its annotations and
+        of the objects it may miss, by ascending sample id."""
+        best = {sid: items[0].score for sid, items in self.per_sample().items()}
+        for sid, items in self._missed_per_sample().items():
+            best[sid] = max(best.get(sid, 0.0), items[0].score)
+        ids = sorted(best)
+        return ids, np.array([best[sid] for sid in ids], dtype=np.float64)
 
 
 def _labels_of(store: Store, chosen: Mapping[int, RunInfo]) -> dict[tuple[int, int], str]:
@@ -176,10 +212,13 @@ def _classifier_scores(vectors: np.ndarray, codes: np.ndarray, names: list[str],
     return classifier_disagreement(probabilities, codes), classifier_reasons(probabilities, codes, names)
 
 
-def _evaluation_scores(store: Store, dataset: str, keys: list[tuple[int, int]]) -> tuple[np.ndarray, list[str]] | None:
+def _evaluation_scores(
+    store: Store, dataset: str, keys: list[tuple[int, int]]
+) -> tuple[np.ndarray, list[str], tuple[MissedObject, ...]] | None:
     """``spurious`` and its text per ``(sample_id, annotation_id)`` of the truth from evaluating
-    the latest pre-label run (NaN and "" for an annotation outside that evaluation); None when
-    there is no pre-label run or nothing to compare (module docstring)."""
+    the latest pre-label run (NaN and "" for an annotation outside that evaluation), and the
+    confident pre-labels no human box matches (``missed``); None when there is no pre-label run
+    or nothing to compare (module docstring)."""
     from sync.evaluate.data import EvalError
     from sync.evaluate.load import choose_runs, load_eval
     from sync.evaluate.report import evaluate_run
@@ -199,7 +238,14 @@ def _evaluation_scores(store: Store, dataset: str, keys: list[tuple[int, int]]) 
         key = (int(data.sample_ids[i]), int(data.truth[i].data["annotation_id"][j]))
         found[key] = (float(suspects.spurious[row]), suspects.spurious_reasons[row])
     values = [found.get(key, (np.nan, "")) for key in keys]
-    return np.array([v for v, _ in values], dtype=np.float64), [text for _, text in values]
+    missed = tuple(
+        MissedObject(int(data.sample_ids[i]), str(data.labels[c]), float(suspects.missed[row]),
+                     tuple(float(v) for v in data.pred[i].xyxy[j]), suspects.missed_reasons[row])
+        for row, (i, j, c) in enumerate(zip(matches.sample_index.tolist(), matches.det_index.tolist(),
+                                            matches.class_id.tolist(), strict=True))
+        if suspects.missed[row] > 0
+    )
+    return np.array([v for v, _ in values], dtype=np.float64), [text for _, text in values], missed
 
 
 def _scored_rows(store: Store, dataset: str, found: EmbeddingSet, run: str | None) -> tuple[np.ndarray, list[str], str]:
@@ -247,14 +293,15 @@ def annotation_mistakes(
         names = sorted(set(labels))
         codes = np.array([names.index(label) for label in labels], dtype=np.int64)
         scores["classifier"], reasons["classifier"] = _classifier_scores(vectors, codes, names, model, device)
+    missed: tuple[MissedObject, ...] = ()
     if evaluation and run is None:
         keys = [(int(found.sample_ids[r]), int(found.annotation_ids[r])) for r in rows.tolist()]
         evaluated = _evaluation_scores(store, dataset, keys)
         if evaluated is not None:
-            scores["evaluation"], reasons["evaluation"] = evaluated
+            scores["evaluation"], reasons["evaluation"], missed = evaluated
     score, reason = combine(scores, reasons=reasons)
     items = tuple(
         AnnotationScore(int(found.sample_ids[r]), int(found.annotation_ids[r]), label, float(s), str(text))
         for r, label, s, text in zip(rows.tolist(), labels, score.tolist(), reason.tolist(), strict=True)
     )
-    return Mistakes(dataset, found.model, source, k, classifier, tuple(scores), items)
+    return Mistakes(dataset, found.model, source, k, classifier, tuple(scores), items, missed)
