@@ -10,10 +10,15 @@ its ``tag`` labels (image-level) to the classifier; an ontology of tags alone ru
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import signal
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, overload
 
@@ -356,6 +361,53 @@ def label_batch(
     )
 
 
+def _decode(path: Path) -> tuple[np.ndarray | None, str | None]:
+    """`read_image` as a value: the image, or why it could not be read (the `ImageError`'s
+    message). Module-level, so a worker process of `prelabel_files` can run it."""
+    try:
+        return read_image(path), None
+    except ImageError as err:
+        return None, str(err)
+
+
+def _ignore_interrupt() -> None:
+    """A decoding worker leaves Ctrl-C (SIGINT, sent to the terminal's whole process group) to
+    the main process, which stops the workers as the run stops."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _worker_context() -> multiprocessing.context.BaseContext:
+    """Decoding workers start with ``forkserver`` where there is one (Linux), else ``spawn``:
+    never a fork of a process whose model threads may already run."""
+    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    return multiprocessing.get_context(method)
+
+
+def _decoded(
+    files: Sequence[Path], workers: int, look_ahead: int
+) -> Generator[tuple[Path, np.ndarray | None, str | None], None, None]:
+    """``(path, image, error)`` per file, in order: `_decode` here when ``workers`` is 0,
+    else in ``workers`` processes with at most ``look_ahead`` files submitted ahead of the one
+    yielded (the memory bound)."""
+    if workers == 0:
+        for path in files:
+            yield (path, *_decode(path))
+        return
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=_worker_context(), initializer=_ignore_interrupt)
+    try:
+        waiting = iter(files)
+        ahead: deque[tuple[Path, Future[tuple[np.ndarray | None, str | None]]]] = deque(
+            (path, pool.submit(_decode, path)) for path in islice(waiting, look_ahead)
+        )
+        while ahead:
+            path, future = ahead.popleft()
+            for following in islice(waiting, 1):
+                ahead.append((following, pool.submit(_decode, following)))
+            yield (path, *future.result())
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 def prelabel_files(
     files: Sequence[Path],
     detector: Detector | None,
@@ -364,27 +416,52 @@ def prelabel_files(
     threshold: float | None = None,
     batch_size: int = 4,
     on_result: Callable[[FrameResult], None] | None = None,
+    workers: int = 0,
 ) -> Iterator[FrameResult]:
     """Run ``detector`` and ``classifier`` (either may be None, not both) over ``files`` in
     batches; ``threshold`` replaces every label's own in both. Unreadable files are reported,
-    not fatal."""
+    not fatal: in each batch, its unreadable files' results come first, then its images'.
+
+    ``workers``: 0 reads the images in this thread; N > 0 reads them (`read_image`) in N
+    processes, at most two batches per worker ahead of the models, with the same results in
+    the same order. The workers start with ``forkserver`` (else ``spawn``), which imports the
+    calling program's main module again: a script that calls this with workers needs the
+    ``if __name__ == "__main__":`` guard."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if workers < 0:
+        raise ValueError(f"workers must be at least 0, got {workers}")
     if detector is None and classifier is None:
         raise ValueError("give a detector, a classifier or both")
-    for start in range(0, len(files), batch_size):
-        batch = files[start : start + batch_size]
+    decoded = _decoded(files, workers, look_ahead=2 * batch_size * workers)
+    try:
+        yield from _labelled(decoded, len(files), detector, classifier, threshold, batch_size, on_result)
+    finally:
+        decoded.close()  # the workers stop with the run, finished or not
+
+
+def _labelled(
+    decoded: Iterator[tuple[Path, np.ndarray | None, str | None]],
+    count: int,
+    detector: Detector | None,
+    classifier: Classifier | None,
+    threshold: float | None,
+    batch_size: int,
+    on_result: Callable[[FrameResult], None] | None,
+) -> Iterator[FrameResult]:
+    """`prelabel_files`' batches over the ``count`` decoded files."""
+    for start in range(0, count, batch_size):
         images: list[np.ndarray] = []
         readable: list[Path] = []
-        for path in batch:
-            try:
-                images.append(read_image(path))
+        for path, image, error in islice(decoded, min(batch_size, count - start)):
+            if image is not None:
+                images.append(image)
                 readable.append(path)
-            except ImageError as err:
-                result = FrameResult(path=path, error=str(err))
-                if on_result:
-                    on_result(result)
-                yield result
+                continue
+            result = FrameResult(path=path, error=error)
+            if on_result:
+                on_result(result)
+            yield result
         if not images:
             continue
         began = time.perf_counter()

@@ -118,8 +118,11 @@ def _resume_hint(recorder, files: list[Path]) -> None:
     )
 
 
-def _detect_all(files: list[Path], ontology, settings, *, masks: bool, threshold, batch_size: int, recorder):
-    """Load the models and pre-label ``files`` (each recorded as it comes): results, load seconds."""
+def _detect_all(
+    files: list[Path], ontology, settings, *, masks: bool, threshold, batch_size: int, recorder, workers: int = 0
+):
+    """Load the models and pre-label ``files`` (``workers`` processes reading the images ahead;
+    each batch recorded whole as it comes): results, load seconds."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from serverless.models.registry import ModelLoadError
@@ -133,17 +136,24 @@ def _detect_all(files: list[Path], ontology, settings, *, masks: bool, threshold
         fail(str(error))
     load_seconds = time.perf_counter() - began
     results = []
+    batch = []  # this batch's labelled images, recorded together when its last result is in
     with Progress(
         TextColumn("pre-labelling"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err
     ) as progress:
         task = progress.add_task("prelabel", total=len(files))
-        frames = prelabel_files(files, detector, classifier=classifier, threshold=threshold, batch_size=batch_size)
-        for result in frames:
+        frames = prelabel_files(
+            files, detector, classifier=classifier, threshold=threshold, batch_size=batch_size, workers=workers
+        )
+        for count, result in enumerate(frames, start=1):
             if result.error:
                 progress.console.print(text("skipped ", "yellow") + text(result.error))
-            elif recorder is not None:
+            else:
+                batch.append((result.path, result.width, result.height, result.detections, result.tags))
+            if recorder is not None and (count % batch_size == 0 or count == len(files)):
                 with domain_errors():
-                    recorder.record(result.path, result.width, result.height, result.detections, result.tags)
+                    recorder.record_many(batch)
+            if count % batch_size == 0:
+                batch = []
             results.append(result)
             progress.advance(task)
     return results, load_seconds
@@ -201,6 +211,7 @@ def _run_prelabel(
     out_file: Path | None,
     dataset: str | None = None,
     run_name: str | None = None,
+    workers: int = 0,
 ) -> None:
     from sync.paths import images_root
 
@@ -208,6 +219,8 @@ def _run_prelabel(
         fail(f"--threshold must lie in 0..1, got {threshold}")
     if batch_size < 1:
         fail(f"--batch-size must be at least 1, got {batch_size}")
+    if workers < 0:
+        fail(f"--workers must be at least 0, got {workers}")
     files, skipped = _find_files(images)
     if out_file is None and dataset is None:
         fail("give --out FILE.json, --dataset NAME, or both")
@@ -228,7 +241,8 @@ def _run_prelabel(
     began = time.perf_counter()
     try:
         results, load_seconds = _detect_all(
-            todo, ontology, settings, masks=masks, threshold=threshold, batch_size=batch_size, recorder=recorder
+            todo, ontology, settings, masks=masks, threshold=threshold, batch_size=batch_size, recorder=recorder,
+            workers=workers,
         )
     except KeyboardInterrupt:
         if recorder is not None:
@@ -302,6 +316,9 @@ def prelabel(
         float | None, typer.Option(help="One score threshold for every label, boxes and tags (0..1).")
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Images per model call.")] = 4,
+    workers: Annotated[
+        int, typer.Option(help="Processes reading images ahead of the models (0: read them in the main process).")
+    ] = 0,
     detector: DetectorOption = None,
     segmenter: SegmenterOption = None,
     classifier: ClassifierOption = None,
@@ -330,7 +347,7 @@ def prelabel(
     )
     _run_prelabel(
         images, onto, settings, masks=masks, threshold=threshold, batch_size=batch_size, out_file=out_file,
-        dataset=dataset, run_name=run,
+        dataset=dataset, run_name=run, workers=workers,
     )
 
 

@@ -144,10 +144,21 @@ class RunRecorder:
 
     def record(self, path: Path, width: int, height: int, detections: Detections, tags: Tags | None = None) -> None:
         """Store one image's detections and tags (the classifier's, when one ran) together."""
-        sample = SampleIn(sample_uri(path), width, height, file_sha256(path))
-        (sample_id,) = self.store.add_samples(self.dataset, [sample])
-        self.store.add_detections(self.run, {sample_id: detections}, tags=None if tags is None else {sample_id: tags})
-        self.done_uris.add(sample.uri)
+        self.record_many([(path, width, height, detections, tags)])
+
+    def record_many(self, rows: Sequence[tuple[Path, int, int, Detections, Tags | None]]) -> None:
+        """Store a batch of images, ``(path, width, height, detections, tags)`` each, with one
+        `Store.add_samples` and one `Store.add_detections`: the batch is covered whole or not at
+        all (a bad row fails the call, and the run covers none of the batch's images, so a
+        resumed run starts again at the first of them)."""
+        if not rows:
+            return
+        samples = [SampleIn(sample_uri(path), width, height, file_sha256(path)) for path, width, height, _, _ in rows]
+        ids = self.store.add_samples(self.dataset, samples)
+        detections = {sample_id: row[3] for sample_id, row in zip(ids, rows, strict=True)}
+        tags = {sample_id: row[4] for sample_id, row in zip(ids, rows, strict=True) if row[4] is not None}
+        self.store.add_detections(self.run, detections, tags=tags or None)
+        self.done_uris.update(sample.uri for sample in samples)
 
     def finish(self) -> RunInfo:
         self.run = self.store.finish_run(self.run)
