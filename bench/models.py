@@ -72,6 +72,7 @@ if str(ROOT / "bench") not in sys.path:
     sys.path.insert(0, str(ROOT / "bench"))
 
 from machine import cpu_model
+from arguments import at_least
 from tables import write_outputs
 
 if TYPE_CHECKING:
@@ -736,22 +737,15 @@ def _names(value: str) -> list[ModelSpec]:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
-def _positive(value: str) -> int:
-    number = int(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
-    return number
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", type=_names, default=list(MODELS), metavar="NAME,...",
                         help=f"models to run, in this order (default: all): {', '.join(s.name for s in MODELS)}")
-    parser.add_argument("--runs", type=_positive, default=3, help="timed runs per model after the warm-up (default 3)")
+    parser.add_argument("--runs", type=at_least(1), default=3, help="timed runs per model after the warm-up (default 3)")
     parser.add_argument("--tiny", action="store_true", help="scaled-down configs: checks the script in seconds")
     parser.add_argument("--isolate", action=argparse.BooleanOptionalAction, default=None,
                         help="each model in its own spawned process (default: on, off with --tiny)")
-    parser.add_argument("--threads", type=_positive, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--threads", type=at_least(1), default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--gdino-tokenizer", default=None, metavar="DIR_OR_ID",
                         help="bert-base-uncased tokenizer to count Grounding DINO's caption tokens: a directory or "
                         f"a cached hub id (default: {DEFAULT_GDINO_TOKENIZER} if cached, else one 256-token caption "

@@ -61,6 +61,7 @@ for _path in (ROOT, ROOT / "bench"):
         sys.path.insert(0, str(_path))
 
 from machine import cpu_model
+from arguments import at_least, sizes
 from tables import markdown_table, write_outputs
 
 __all__ = ["main", "random_units"]
@@ -294,37 +295,17 @@ def markdown(report: dict[str, Any]) -> str:
             + qa_caption + "\n")
 
 
-def _sizes(value: str) -> tuple[int, ...]:
-    try:
-        sizes = tuple(int(v) for v in value.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected sizes such as 100000,1000000, got {value!r}") from None
-    if not sizes or min(sizes) < 100:
-        raise argparse.ArgumentTypeError(f"expected sizes of at least 100 such as 100000,1000000, got {value!r}")
-    return sizes
-
-
-def _count(minimum: int) -> Callable[[str], int]:
-    def parse(value: str) -> int:
-        number = int(value)
-        if number < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {number}")
-        return number
-
-    return parse
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2,000 vectors and 200 queries: checks the script")
-    parser.add_argument("--sizes", type=_sizes, default=None, metavar="N,...",
+    parser.add_argument("--sizes", type=sizes(100, "100000,1000000"), default=None, metavar="N,...",
                         help="index sizes (default 100000,1000000)")
-    parser.add_argument("--hnsw-max", type=_count(0), default=None, metavar="N",
+    parser.add_argument("--hnsw-max", type=at_least(0), default=None, metavar="N",
                         help="build hnsw only up to this size (default 100000; 0: never)")
-    parser.add_argument("--queries", type=_count(1), default=None, help="random queries per index (default 10000)")
-    parser.add_argument("--qa-size", type=_count(100), default=None, metavar="N",
+    parser.add_argument("--queries", type=at_least(1), default=None, help="random queries per index (default 10000)")
+    parser.add_argument("--qa-size", type=at_least(100), default=None, metavar="N",
                         help="annotations for duplicates and mistakenness (default 100000)")
-    parser.add_argument("--dim", type=_count(2), default=512, help="vector dimension (default 512)")
+    parser.add_argument("--dim", type=at_least(2), default=512, help="vector dimension (default 512)")
     parser.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write the results as JSON")
     parser.add_argument("--markdown", type=Path, default=None, metavar="FILE", help="also write the tables as Markdown")
     return parser

@@ -78,6 +78,7 @@ from models import (
     machine_info,
     projected_images_per_s,
 )
+from arguments import at_least, sizes  # noqa: E402
 from tables import markdown_table, write_outputs  # noqa: E402
 
 import numpy as np
@@ -376,33 +377,16 @@ def markdown(report: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------- running
 
 
-def _sizes(value: str) -> tuple[int, ...]:
-    try:
-        sizes = tuple(int(v) for v in value.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected sizes such as 320,640, got {value!r}") from None
-    if not sizes or min(sizes) < 32:
-        raise argparse.ArgumentTypeError(f"expected sizes of at least 32 such as 320,640, got {value!r}")
-    return sizes
-
-
-def _positive(value: str) -> int:
-    number = int(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
-    return number
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tiny", action="store_true", help="imgsz 64, 1 epoch, tiny Grounding DINO: checks the script")
-    parser.add_argument("--imgsz", type=_sizes, default=None, metavar="N,...", help="training sizes (default 320,640)")
-    parser.add_argument("--epochs", type=_positive, default=None, help="epochs per training (default 2)")
-    parser.add_argument("--images", type=_positive, default=None, help="synthetic training photos (default 64)")
-    parser.add_argument("--batch", type=_positive, default=None, help="training batch size (default 16)")
-    parser.add_argument("--repeats", type=_positive, default=None,
+    parser.add_argument("--imgsz", type=sizes(32, "320,640"), default=None, metavar="N,...", help="training sizes (default 320,640)")
+    parser.add_argument("--epochs", type=at_least(1), default=None, help="epochs per training (default 2)")
+    parser.add_argument("--images", type=at_least(1), default=None, help="synthetic training photos (default 64)")
+    parser.add_argument("--batch", type=at_least(1), default=None, help="training batch size (default 16)")
+    parser.add_argument("--repeats", type=at_least(1), default=None,
                         help="timed passes over the sample photos per detector (default 2)")
-    parser.add_argument("--threads", type=_positive, default=None,
+    parser.add_argument("--threads", type=at_least(1), default=None,
                         help="torch threads for inference (default: the threads ultralytics trained with)")
     parser.add_argument("--workdir", type=Path, default=None, help="where the dataset, runs and models go "
                         "(default: a temporary directory, removed afterwards)")
