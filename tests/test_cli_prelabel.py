@@ -235,12 +235,11 @@ def covered(db: Path, dataset: str) -> dict[str, tuple[bool, int]]:
         return {}
 
 
-def test_an_interrupted_run_is_resumed_by_the_same_command(tmp_path, tiny_env):
-    files = write_images(tmp_path / "imgs", 8)
-    args = ["prelabel", str(tmp_path / "imgs"), "--prompt", "cat", "--dataset", "site", "--batch-size", "1"]
-    db = tmp_path / "store.db"
+def interrupted(args: list[str], db: Path, env: dict[str, str]) -> tuple[int, str]:
+    """``autolabel ARGS`` in a subprocess, sent Ctrl-C once its run ``prelabel-1`` of dataset
+    ``site`` covers an image: ``(exit code, stderr)`` (0 when it finished before the signal)."""
     process = subprocess.Popen(
-        AUTOLABEL + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=tiny_env, cwd=ROOT,
+        AUTOLABEL + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # noqa: PLW1509 - as from a terminal, even under `&`
     )
     try:
@@ -250,7 +249,15 @@ def test_an_interrupted_run_is_resumed_by_the_same_command(tmp_path, tiny_env):
         _, stderr = process.communicate(timeout=120)
     finally:
         process.kill()
-    assert process.returncode == 130, stderr
+    return process.returncode, stderr
+
+
+def test_an_interrupted_run_is_resumed_by_the_same_command(tmp_path, tiny_env):
+    files = write_images(tmp_path / "imgs", 8)
+    args = ["prelabel", str(tmp_path / "imgs"), "--prompt", "cat", "--dataset", "site", "--batch-size", "1"]
+    db = tmp_path / "store.db"
+    returncode, stderr = interrupted(args, db, tiny_env)
+    assert returncode == 130, stderr
     finished, done = covered(db, "site")["prelabel-1"]
     assert not finished and 1 <= done < 8
     assert "run 'prelabel-1' started" in stderr

@@ -5,16 +5,13 @@ records every image once and its runs resume with any number of workers."""
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT, SAMPLES
-from tests.test_cli_prelabel import AUTOLABEL, autolabel, covered, lines, recorder, write_images
+from tests.conftest import SAMPLES
+from tests.test_cli_prelabel import autolabel, covered, interrupted, lines, recorder, write_images
 from tests.test_cli_prelabel import tiny_env  # noqa: F401 - a fixture the CLI tests share
 
 
@@ -117,23 +114,12 @@ def test_cli_workers_record_every_image_once_and_resume_without_them(tmp_path, t
     files = write_images(tmp_path / "imgs", 8)
     args = ["prelabel", str(tmp_path / "imgs"), "--prompt", "cat", "--dataset", "site", "--batch-size", "2"]
     db = tmp_path / "store.db"
-    process = subprocess.Popen(
-        [*AUTOLABEL, *args, "--workers", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env=tiny_env, cwd=ROOT,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # noqa: PLW1509 - as from a terminal
-    )
-    try:
-        while process.poll() is None and not (db.exists() and covered(db, "site").get("prelabel-1", (0, 0))[1]):
-            time.sleep(0.02)
-        process.send_signal(signal.SIGINT)
-        _, stderr = process.communicate(timeout=120)
-    finally:
-        process.kill()
+    returncode, stderr = interrupted([*args, "--workers", "2"], db, tiny_env)
     finished, done = covered(db, "site")["prelabel-1"]
-    if process.returncode == 0:  # it finished before the signal came: nothing left to resume
+    if returncode == 0:  # it finished before the signal came: nothing left to resume
         assert (finished, done) == (True, 8), stderr
         return
-    assert process.returncode == 130, stderr
+    assert returncode == 130, stderr
     assert not finished and 2 <= done < 8 and done % 2 == 0  # whole batches only
     again = autolabel([*args, "--workers", "0"], tiny_env)
     assert again.returncode == 0, again.stderr
