@@ -62,7 +62,7 @@ for _path in (ROOT, ROOT / "bench"):
 
 from machine import cpu_model
 from arguments import at_least, sizes
-from tables import markdown_table, write_outputs
+from tables import markdown_table, rich_table, write_outputs
 
 __all__ = ["main", "random_units"]
 
@@ -263,27 +263,16 @@ def _captions(report: dict[str, Any]) -> tuple[str, str]:
 
 def render(report: dict[str, Any], console: Any) -> None:
     """Both tables, with rich."""
-    from rich.table import Table
-
     index_caption, qa_caption = _captions(report)
     for title, columns, cells, rows, caption in (
         ("FAISS index build and k-NN queries", INDEX_COLUMNS, _index_cells, report["index"], index_caption),
         ("QA functions over annotations", QA_COLUMNS, _qa_cells, report["qa"], qa_caption),
     ):
-        table = Table(title=title, caption=caption)
-        for k, column in enumerate(columns):
-            table.add_column(column, justify="left" if _text_column(k, column) else "right", overflow="fold")
-        for row in rows:
-            table.add_row(*cells(row))
-        console.print(table)
+        console.print(rich_table(title, columns, [cells(row) for row in rows], caption, TEXT_COLUMNS))
 
 
 TEXT_COLUMNS = ("result",)
 """Left-aligned columns besides the first (text, not numbers)."""
-
-
-def _text_column(k: int, column: str) -> bool:
-    return k == 0 or column in TEXT_COLUMNS
 
 
 def markdown(report: dict[str, Any]) -> str:

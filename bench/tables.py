@@ -8,7 +8,21 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["markdown_table", "write_outputs"]
+__all__ = ["markdown_table", "rich_table", "write_outputs"]
+
+
+def rich_table(
+    title: str, columns: Sequence[str], rows: Sequence[Sequence[str]], caption: str, text_columns: Sequence[str] = ()
+) -> Any:
+    """The same table for the terminal (rich): aligned as `markdown_table`, long cells folded."""
+    from rich.table import Table
+
+    table = Table(title=title, caption=caption)
+    for k, column in enumerate(columns):
+        table.add_column(column, justify="left" if k == 0 or column in text_columns else "right", overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    return table
 
 
 def markdown_table(columns: Sequence[str], rows: Sequence[Sequence[str]], text_columns: Sequence[str] = ()) -> str:

@@ -79,7 +79,7 @@ from models import (
     projected_images_per_s,
 )
 from arguments import at_least, sizes  # noqa: E402
-from tables import markdown_table, write_outputs  # noqa: E402
+from tables import markdown_table, rich_table, write_outputs  # noqa: E402
 
 import numpy as np
 
@@ -342,28 +342,17 @@ def _captions(report: dict[str, Any]) -> tuple[str, str]:
 
 def render(report: dict[str, Any], console: Any) -> None:
     """Both tables, with rich."""
-    from rich.table import Table
-
     training_caption, inference_caption = _captions(report)
     for title, columns, cells, rows, caption in (
         ("Training yolo11n on the CPU", TRAINING_COLUMNS, _training_cells, report["training"], training_caption),
         ("Inference: trained yolo11n vs Grounding DINO-T, same photos, CPU", INFERENCE_COLUMNS, _inference_cells,
          report["inference"], inference_caption),
     ):
-        table = Table(title=title, caption=caption)
-        for k, column in enumerate(columns):
-            table.add_column(column, justify="left" if _text_column(k, column) else "right", overflow="fold")
-        for row in rows:
-            table.add_row(*cells(row))
-        console.print(table)
+        console.print(rich_table(title, columns, [cells(row) for row in rows], caption, TEXT_COLUMNS))
 
 
 TEXT_COLUMNS = ("backend", "input (WxH)")
 """Left-aligned columns besides the first (text, not numbers)."""
-
-
-def _text_column(k: int, column: str) -> bool:
-    return k == 0 or column in TEXT_COLUMNS
 
 
 def markdown(report: dict[str, Any]) -> str:
