@@ -388,7 +388,6 @@ EXTRA_OF = {
 }
 """What the ``models``, ``yolo`` and ``qa`` extras install, by top-level module: a command that
 needs one of them and finds it missing says how to install it, in one line."""
-MODEL_PACKAGES = frozenset(EXTRA_OF)
 
 
 def main() -> None:
