@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from sync.store.base import StoreBase, snapshot
@@ -192,16 +192,23 @@ class TrainingRuns(StoreBase):
             raise StoreError(f"no training run with id {run_id} in the store at {self._url}")
         return row
 
+    def next_training_run_name(self, dataset: DatasetInfo | str) -> str:
+        """The name a training run of ``dataset`` gets by default: ``train-<n>``, the first free
+        ``n`` from the number of its training runs plus one."""
+        with self.session() as s:
+            return self._free_name(s, self._dataset(s, dataset).id)
+
+    @staticmethod
+    def _free_name(session: Session, dataset_id: int) -> str:
+        taken = set(session.execute(select(TrainingRun.name).where(TrainingRun.dataset_id == dataset_id)).scalars())
+        n = len(taken) + 1
+        while f"train-{n}" in taken:
+            n += 1
+        return f"train-{n}"
+
     def _training_name(self, session: Session, dataset_id: int, name: str | None) -> str:
         if name is None:
-            count = session.execute(
-                select(func.count()).where(TrainingRun.dataset_id == dataset_id)
-            ).scalar_one()
-            taken = set(session.execute(select(TrainingRun.name).where(TrainingRun.dataset_id == dataset_id)).scalars())
-            n = count + 1
-            while f"train-{n}" in taken:
-                n += 1
-            return f"train-{n}"
+            return self._free_name(session, dataset_id)
         name = optional_text(name, "training run name") or ""
         if not name.strip():
             raise StoreError("a training run name must not be empty")

@@ -181,7 +181,6 @@ def threshold_experiment(
     from sync.evaluate.report import build_report, evaluate_run
 
     run = _prelabel_source(store, dataset, prelabels)
-    LabelSource.parse(f"prelabel:{run.name}")
     base, _, out = check_options(store, dataset, options, out=out, name=f"{name}-human")
     taken = {r.name for r in store.list_runs(dataset)} | {r.name for r in store.list_training_runs(dataset)}
     names = [f"{name}-t{t:g}" for t in thresholds] + [f"{name}-human"]

@@ -41,8 +41,8 @@ if TYPE_CHECKING:
     from sync.export.choice import ExportSummary
     from sync.store import Store
 
-__all__ = ["LABEL_MODES", "LabelSource", "TrainingError", "TrainingPlan", "choose_training_labels", "dataset_split",
-           "prepare_training"]
+__all__ = ["LABEL_MODES", "LabelSource", "TrainingError", "TrainingPlan", "choose_training_labels", "class_counts",
+           "dataset_split", "prepare_training"]
 
 LABEL_MODES = ("human", "prelabel", "mixed")
 

@@ -39,7 +39,6 @@ __all__ = [
     "run_plan",
     "train_detector",
     "unfinished_run",
-    "weights_of",
 ]
 
 DATA = "data"
@@ -90,21 +89,6 @@ class TrainingResult:
 def default_out(dataset: str, name: str) -> Path:
     """``autolabel-runs/<dataset>/<training run name>`` in the working directory."""
     return Path("autolabel-runs") / dataset / name
-
-
-def weights_of(run: TrainingRunInfo) -> Path:
-    """The trained weights of a finished run (`TrainingError` when they are gone)."""
-    if not run.weights_path or not Path(run.weights_path).is_file():
-        raise TrainingError(f"training run {run.name!r}: its weights {run.weights_path} are not on this machine")
-    return Path(run.weights_path)
-
-
-def _next_name(store: Store, dataset: str) -> str:
-    taken = {r.name for r in store.list_training_runs(dataset)}
-    n = len(taken) + 1
-    while f"train-{n}" in taken:
-        n += 1
-    return f"train-{n}"
 
 
 def _check_out(out: Path) -> None:
@@ -162,7 +146,7 @@ def check_options(
     store.get_dataset(dataset)
     base = ultra.resolve_base_model(options.model)
     ultra.check_device(options.device)
-    name = name or _next_name(store, dataset)
+    name = name or store.next_training_run_name(dataset)
     if any(r.name == name for r in store.list_training_runs(dataset)):
         raise TrainingError(f"dataset {dataset!r} already has a training run named {name!r}")
     out = (out or default_out(dataset, name)).resolve()
