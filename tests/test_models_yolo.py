@@ -72,7 +72,6 @@ def test_the_tiny_checkpoint_is_what_training_writes(tiny, yolo, tmp_path):
     assert is_tiny(tiny) and BACKEND.on_disk(tiny) == tiny
     assert BACKEND.tiny(Path(tiny).parent.parent, 0) == tiny, "idempotent: reused"
     assert yolo.names == TINY_CLASSES and yolo.imgsz == IMGSZ
-    assert yolo.sha256 == file_sha256(tiny) and yolo.sha256.startswith("sha256:")
     assert not any(module.training for module in yolo.model.modules())
     assert all(p.dtype.is_floating_point and p.dtype.itemsize == 4 for p in yolo.model.parameters())
     assert yolo.model.is_fused()

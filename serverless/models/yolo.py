@@ -13,9 +13,9 @@ loader unless the file exists: ultralytics would download a public checkpoint na
 checkpoint cannot run code); only a plain detection model (``DetectionModel``, not a
 segmentation, pose, oriented-box, classification or YOLO-World one) is accepted. The network is
 fused, in eval mode, float32 on the device; its input size is ``imgsz`` of the checkpoint's
-``train_args`` (640 when absent); its class names are the model's ``names``. `Yolo.sha256` (and
-`checkpoint_sha256`, without loading anything) is the file's ``sha256:<hex>``: what a pre-label
-run records as its ``model_revision`` (`serverless.pipeline.ModelSettings.model_revision`).
+``train_args`` (640 when absent); its class names are the model's ``names``. A pre-label run
+records the file's ``sha256:<hex>`` as its ``model_revision``
+(`serverless.pipeline.ModelSettings.model_revision`, which hashes it without loading anything).
 
 **Ontology.** Each object label is the checkpoint class of exactly the same name; prompts are
 not read (the vocabulary is the checkpoint's). A label without such a class is an
@@ -69,7 +69,6 @@ __all__ = [
     "ENV",
     "Yolo",
     "YoloDetector",
-    "checkpoint_sha256",
     "class_names",
     "head_output",
     "label_rows",
@@ -83,14 +82,6 @@ _HINT = (
     f"give yolo:PATH with a trained ultralytics detection checkpoint (e.g. yolo:runs/detect/train/weights/best.pt) "
     f"or set {ENV}"
 )
-
-
-def checkpoint_sha256(path: str | Path) -> str:
-    """``"sha256:<hex>"`` of the checkpoint file (`serverless.weights.file_sha256`); reads the
-    bytes only, no torch."""
-    from serverless.weights import file_sha256
-
-    return file_sha256(path)
 
 
 def load_yolo_checkpoint(path: str) -> tuple[DetectionModel, int]:
@@ -151,11 +142,11 @@ def label_rows(out: torch.Tensor, rows: torch.Tensor) -> np.ndarray:
 
 
 class Yolo:
-    """A loaded detection checkpoint (its network, class names, input size and sha256): `bind`
+    """A loaded detection checkpoint (its network, class names and input size): `bind`
     gives the `Detector` of an ontology, which is what every door holds; nothing here changes
     once loaded."""
 
-    def __init__(self, model: DetectionModel, *, device: str, checkpoint: str, imgsz: int, sha256: str) -> None:
+    def __init__(self, model: DetectionModel, *, device: str, checkpoint: str, imgsz: int) -> None:
         ultralytics_environment()
         from ultralytics.data.augment import LetterBox
 
@@ -165,8 +156,6 @@ class Yolo:
         self.device = device
         self.checkpoint = checkpoint
         self.imgsz = imgsz
-        self.sha256 = sha256
-        """``sha256:<hex>`` of the checkpoint file, hashed when it was loaded."""
         self._letterbox = LetterBox(new_shape=(imgsz, imgsz), auto=False, stride=int(max(model.stride)))
 
     @classmethod
@@ -177,8 +166,7 @@ class Yolo:
 
         def build() -> Yolo:
             model, imgsz = load_yolo_checkpoint(checkpoint)
-            sha256 = checkpoint_sha256(Path(checkpoint).expanduser())
-            return cls(model, device=device, checkpoint=checkpoint, imgsz=imgsz, sha256=sha256)
+            return cls(model, device=device, checkpoint=checkpoint, imgsz=imgsz)
 
         return load_once(key, build)
 
