@@ -79,7 +79,7 @@ def _prelabel_run(store: Store, dataset: str, name: str) -> Any:
     if not run.finished:
         raise TrainingError(f"run {name!r} of dataset {dataset!r} is not finished; finish (or resume) it first")
     if source_of(run) not in ("prelabel", "import-prediction"):
-        raise TrainingError(f"run {name!r} is a {source_of(run)} run, not pre-labels; use --labels human or mixed")
+        raise TrainingError(f"run {name!r} holds {source_of(run)} labels, not pre-labels; use --labels human or mixed")
     return run
 
 
