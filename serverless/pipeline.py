@@ -39,6 +39,7 @@ __all__ = [
     "FrameResult",
     "ModelSettings",
     "ModelSpecError",
+    "decode_image",
     "load_classifier",
     "load_detector",
     "load_models",
@@ -361,9 +362,10 @@ def label_batch(
     )
 
 
-def _decode(path: Path) -> tuple[np.ndarray | None, str | None]:
+def decode_image(path: Path) -> tuple[np.ndarray | None, str | None]:
     """`read_image` as a value: the image, or why it could not be read (the `ImageError`'s
-    message). Module-level, so a worker process of `prelabel_files` can run it."""
+    message). Module-level, so a worker process of `prelabel_files` (or a Ray task of
+    `sync.ray_prelabel`) can run it."""
     try:
         return read_image(path), None
     except ImageError as err:
@@ -386,23 +388,23 @@ def _worker_context() -> multiprocessing.context.BaseContext:
 def _decoded(
     files: Sequence[Path], workers: int, look_ahead: int
 ) -> Generator[tuple[Path, np.ndarray | None, str | None], None, None]:
-    """``(path, image, error)`` per file, in order: `_decode` here when ``workers`` is 0,
+    """``(path, image, error)`` per file, in order: `decode_image` here when ``workers`` is 0,
     else in ``workers`` processes with at most ``look_ahead`` files submitted ahead of the one
     yielded (the memory bound)."""
     if workers == 0:
         for path in files:
-            yield (path, *_decode(path))
+            yield (path, *decode_image(path))
         return
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=_worker_context(), initializer=_ignore_interrupt)
     try:
         waiting = iter(files)
         ahead: deque[tuple[Path, Future[tuple[np.ndarray | None, str | None]]]] = deque(
-            (path, pool.submit(_decode, path)) for path in islice(waiting, look_ahead)
+            (path, pool.submit(decode_image, path)) for path in islice(waiting, look_ahead)
         )
         while ahead:
             path, future = ahead.popleft()
             for following in islice(waiting, 1):
-                ahead.append((following, pool.submit(_decode, following)))
+                ahead.append((following, pool.submit(decode_image, following)))
             yield (path, *future.result())
     finally:
         pool.shutdown(wait=True, cancel_futures=True)

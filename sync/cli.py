@@ -261,6 +261,117 @@ def _run_prelabel(
         fail("no image could be read")
 
 
+def _ray_files(images: list[Path], dataset: str) -> tuple[list[Path], int]:
+    """The files of ``--engine ray``: those of IMAGES, else the dataset's samples (local paths)."""
+    if images:
+        return _find_files(images)
+    from sync.store import open_store
+
+    with domain_errors(), open_store() as store:
+        uris = [sample.uri for sample in store.samples(store.get_dataset(dataset))]
+    if not uris:
+        fail(f"dataset {dataset!r} has no samples; give the image files or folders to pre-label")
+    remote = [uri for uri in uris if not Path(uri).is_absolute()]
+    if remote:
+        fail(f"dataset {dataset!r} has samples that are not local files (first: {remote[0]}); give IMAGES instead")
+    return [Path(uri) for uri in uris], 0
+
+
+def _ray_store_url(address: str | None) -> str:
+    """The store URL for the workers (never shown: it may hold a password); a SQLite file is
+    refused when the workers may run on other machines."""
+    from sync.ray_prelabel import worker_store_url
+
+    with domain_errors():
+        url = worker_store_url()
+    if address is not None and url.startswith("sqlite"):
+        fail("--address runs workers on other machines, but the store is a SQLite file on this one; "
+             "use PostgreSQL: AUTOLABEL_DB=postgresql+psycopg://USER@HOST/DB")
+    return url
+
+
+def _run_prelabel_ray(
+    images: list[Path],
+    ontology,
+    settings,
+    *,
+    masks: bool,
+    threshold: float | None,
+    batch_size: int,
+    dataset: str | None,
+    run_name: str | None,
+    address: str | None,
+    ray_workers: int | None,
+    gpus_per_worker: float | None,
+) -> None:
+    """``autolabel prelabel --engine ray``: the run opened here, labelled and written by Ray
+    workers (`sync.ray_prelabel.run_on_ray`), checked and finished here."""
+    import ray.data  # noqa: F401 (missing: the one-line hint of `main`, before a run is made)
+
+    if dataset is None:
+        fail("--engine ray records a run in the store: give --dataset NAME")
+    if batch_size < 1:
+        fail(f"--batch-size must be at least 1, got {batch_size}")
+    if ray_workers is not None and ray_workers < 1:
+        fail(f"--ray-workers must be at least 1, got {ray_workers}")
+    if gpus_per_worker is not None and gpus_per_worker < 0:
+        fail(f"--gpus-per-worker must be at least 0, got {gpus_per_worker}")
+    if threshold is not None and not 0.0 <= threshold <= 1.0:
+        fail(f"--threshold must lie in 0..1, got {threshold}")
+    store_url = _ray_store_url(address)
+    files, skipped = _ray_files(images, dataset)
+    params = _run_params(ontology, settings, masks=masks, threshold=threshold, batch_size=batch_size)
+    recorder = _open_run(dataset, run_name, ontology, settings, params, files)
+    if settings.tiny:
+        err.print(TINY_NOTICE)
+    quiet_libraries()
+    try:
+        outcome = _label_on_ray(
+            recorder, recorder.pending(files), ontology, settings, store_url=store_url, address=address,
+            masks=masks, threshold=threshold, batch_size=batch_size, workers=ray_workers,
+            gpus_per_worker=gpus_per_worker,
+        )
+    except KeyboardInterrupt:
+        with domain_errors():
+            recorder.reload()
+        _resume_hint(recorder, files)
+        raise
+    out.print(
+        f"{outcome.done} images, {outcome.detections} detections, {len(outcome.errors) + skipped} skipped; "
+        f"{outcome.seconds:.1f} s on Ray"
+    )
+    out.print(text(f"run: {outcome.run_name} (dataset {dataset!r})"), highlight=False)
+    if settings.tiny:
+        err.print(TINY_NOTICE)
+    if outcome.errors and not outcome.done:
+        fail("no image could be read")
+
+
+def _label_on_ray(recorder, files: list[Path], ontology, settings, **options):
+    """`sync.ray_prelabel.run_on_ray` under a progress bar; a failure on Ray in one line."""
+    from ray.exceptions import RayError
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from sync.ray_prelabel import run_on_ray
+
+    with Progress(
+        TextColumn("pre-labelling on Ray"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err
+    ) as progress:
+        task = progress.add_task("prelabel", total=len(files))
+
+        def advance(status) -> None:
+            if status.error is not None:
+                progress.console.print(text("skipped ", "yellow") + text(status.error))
+            progress.advance(task)
+
+        try:
+            with domain_errors():
+                return run_on_ray(recorder, files, ontology, settings, on_status=advance, **options)
+        except RayError as error:
+            lines = [line for line in str(error).splitlines() if line.strip()]
+            fail(f"the Ray engine failed: {lines[-1] if lines else type(error).__name__}")
+
+
 def _print_summary(
     ontology, results, out_file: Path | None, seconds: float, load_seconds: float, skipped_before: int = 0
 ) -> None:
@@ -304,7 +415,11 @@ def _labelled(result) -> list[tuple[str, float]]:
 
 @app.command()
 def prelabel(
-    images: Annotated[list[Path], typer.Argument(help="Image files or folders (searched recursively).")],
+    images: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Image files or folders (searched recursively). With --engine ray and none: "
+                       "the --dataset's samples (local paths)."),
+    ] = None,
     out_file: Annotated[
         Path | None,
         typer.Option("--out", help="COCO JSON to write (scores included; file_name relative to info.images_root)."),
@@ -334,19 +449,49 @@ def prelabel(
         typer.Option(help="Run name (default prelabel-N). An unfinished run resumes: this one, or without --run "
                      "the newest with the same ontology, model and options whose images are among these."),
     ] = None,
+    engine: Annotated[
+        str, typer.Option(help="local: this process; ray: a Ray Data actor pool (needs the ray extra).")
+    ] = "local",
+    address: Annotated[
+        str | None, typer.Option(help="--engine ray: the Ray cluster ('auto' inside one); default a local Ray.")
+    ] = None,
+    ray_workers: Annotated[
+        int | None,
+        typer.Option(help="--engine ray: model workers (actors); default the cluster's GPUs / --gpus-per-worker, or 1."),
+    ] = None,
+    gpus_per_worker: Annotated[
+        float | None, typer.Option(help="--engine ray: GPUs per model worker; default 1 when the cluster has GPUs, else 0.")
+    ] = None,
 ) -> None:
     """Pre-label images into COCO JSON and/or a pre-label run in the store.
 
     Object labels (rectangle, polygon, mask) go to the detector; tag labels (image-level) to the
     classifier, which runs only for an ontology that has them (an ontology of tags alone runs no
     detector). In COCO output an image's tags are its entry's "tags" list."""
+    ray_options = {"address": address, "ray_workers": ray_workers, "gpus_per_worker": gpus_per_worker}
+    if engine not in ("local", "ray"):
+        fail(f"--engine must be local or ray, got {engine!r}")
+    if engine == "local":
+        named = [f"--{name.replace('_', '-')}" for name, value in ray_options.items() if value is not None]
+        if named:
+            fail(f"{', '.join(named)} need --engine ray")
+        if not images:
+            fail("give the image files or folders to pre-label (only --engine ray reads a --dataset's samples)")
     onto = _load_ontology(ontology, prompt)
     settings = _model_settings(
         onto, detector=detector, segmenter=segmenter, classifier=classifier, gdino_model=gdino_model,
         sam_checkpoint=sam_checkpoint, sam_model_type=sam_model_type, device=device,
     )
+    if engine == "ray":
+        if out_file is not None or workers:
+            fail("--out and --workers work with --engine local only; the ray engine writes a run to the store")
+        _run_prelabel_ray(
+            images or [], onto, settings, masks=masks, threshold=threshold, batch_size=batch_size,
+            dataset=dataset, run_name=run, **ray_options,
+        )
+        return
     _run_prelabel(
-        images, onto, settings, masks=masks, threshold=threshold, batch_size=batch_size, out_file=out_file,
+        images or [], onto, settings, masks=masks, threshold=threshold, batch_size=batch_size, out_file=out_file,
         dataset=dataset, run_name=run, workers=workers,
     )
 
@@ -385,8 +530,9 @@ EXTRA_OF = {
     "ultralytics": "yolo",
     "faiss": "qa",
     "sklearn": "qa",
+    "ray": "ray",
 }
-"""What the ``models``, ``yolo`` and ``qa`` extras install, by top-level module: a command that
+"""What the ``models``, ``yolo``, ``qa`` and ``ray`` extras install, by top-level module: a command that
 needs one of them and finds it missing says how to install it, in one line."""
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from serverless.weights import file_sha256  # the one content hash; sync's importers reach it here
-from sync.store import Provenance, RunInfo, SampleIn, StoreError
+from sync.store import DatasetInfo, Provenance, RunInfo, SampleIn, StoreError
 from sync.store.credentials import strip_credentials
 
 if TYPE_CHECKING:
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from serverless.pipeline import ModelSettings
     from sync.store import Store
 
-__all__ = ["RunRecorder", "file_sha256", "prelabel_provenance", "run_differences", "sample_uri"]
+__all__ = ["RunRecorder", "file_sha256", "prelabel_provenance", "record_batch", "run_differences", "sample_uri"]
 
 
 def sample_uri(path: Path) -> str:
@@ -142,24 +142,49 @@ class RunRecorder:
     def pending(self, files: Sequence[Path]) -> list[Path]:
         return [f for f in files if sample_uri(f) not in self.done_uris]
 
+    def reload(self) -> set[str]:
+        """The URIs the run covers, read again from the store (other processes, such as the
+        Ray engine's workers, write to it too)."""
+        self.done_uris = self._covered_uris(self.run)
+        return self.done_uris
+
     def record(self, path: Path, width: int, height: int, detections: Detections, tags: Tags | None = None) -> None:
         """Store one image's detections and tags (the classifier's, when one ran) together."""
         self.record_many([(path, width, height, detections, tags)])
 
-    def record_many(self, rows: Sequence[tuple[Path, int, int, Detections, Tags | None]]) -> None:
+    def record_many(
+        self, rows: Sequence[tuple[Path, int, int, Detections, Tags | None]], *, skip_covered: bool = False
+    ) -> None:
         """Store a batch of images, ``(path, width, height, detections, tags)`` each, with one
-        `Store.add_samples` and one `Store.add_detections`: the batch is covered whole or not at
-        all (a bad row fails the call, and the run covers none of the batch's images, so a
-        resumed run starts again at the first of them)."""
-        if not rows:
-            return
-        samples = [SampleIn(sample_uri(path), width, height, file_sha256(path)) for path, width, height, _, _ in rows]
-        ids = self.store.add_samples(self.dataset, samples)
-        detections = {sample_id: row[3] for sample_id, row in zip(ids, rows, strict=True)}
-        tags = {sample_id: row[4] for sample_id, row in zip(ids, rows, strict=True) if row[4] is not None}
-        self.store.add_detections(self.run, detections, tags=tags or None)
-        self.done_uris.update(sample.uri for sample in samples)
+        `Store.add_samples` and one `Store.add_detections` (`record_batch`): the batch is
+        covered whole or not at all (a bad row fails the call, and the run covers none of the
+        batch's images, so a resumed run starts again at the first of them). ``skip_covered``:
+        images the run covers already are left out instead of refused."""
+        record_batch(self.store, self.dataset, self.run, rows, skip_covered=skip_covered)
+        self.done_uris.update(sample_uri(row[0]) for row in rows)
 
     def finish(self) -> RunInfo:
         self.run = self.store.finish_run(self.run)
         return self.run
+
+
+def record_batch(
+    store: Store,
+    dataset: DatasetInfo,
+    run: RunInfo,
+    rows: Sequence[tuple[Path, int, int, Detections, Tags | None]],
+    *,
+    skip_covered: bool = False,
+) -> int:
+    """Store a batch of a pre-label run's images, ``(path, width, height, detections, tags)``
+    each, with one `Store.add_samples` and one `Store.add_detections`; returns the number of
+    annotations written. The one writer of `RunRecorder.record_many` and of the Ray engine's
+    workers (`sync.ray_prelabel`), which write with ``skip_covered``: a batch retried after a
+    crash, or written twice at once, covers each image once (`Store.add_detections`)."""
+    if not rows:
+        return 0
+    samples = [SampleIn(sample_uri(path), width, height, file_sha256(path)) for path, width, height, _, _ in rows]
+    ids = store.add_samples(dataset, samples)
+    detections = {sample_id: row[3] for sample_id, row in zip(ids, rows, strict=True)}
+    tags = {sample_id: row[4] for sample_id, row in zip(ids, rows, strict=True) if row[4] is not None}
+    return store.add_detections(run, detections, tags=tags or None, skip_covered=skip_covered)

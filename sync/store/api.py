@@ -12,7 +12,9 @@ its ``id``, a job link a `CvatJobInfo` or its ``id``.
 Nothing is overwritten:
 - a run is open (annotations may be added to samples it does not cover yet) until
   `Store.finish_run`; afterwards nothing is added to it. Adding annotations for a sample the
-  run already covers raises `StoreError` (so a resumed pre-label run never duplicates).
+  run already covers raises `StoreError` (so a resumed pre-label run never duplicates), or
+  with ``add_detections(..., skip_covered=True)`` leaves them out (a retried batch writes
+  nothing twice).
 - every pull of a CVAT job adds a new, finished ``human`` run
   (`Store.record_human_revision`); earlier revisions stay as they were.
 - link records (CVAT tasks, jobs, frames, pushed shapes) are upserted idempotently: doing the
@@ -32,6 +34,7 @@ import logging
 from collections.abc import Iterable, Mapping
 
 from sqlalchemy import Text, cast, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from serverless.detections import Detections
@@ -307,6 +310,7 @@ class Store(CvatLinks, TrainingRuns, Embeddings):
         with_scores: bool = True,
         source: str | None = None,
         tags: Mapping[int, Tags] | None = None,
+        skip_covered: bool = False,
     ) -> int:
         """Bulk-add `Detections` per sample id (an empty `Detections` marks a sample covered
         with no annotation) and ``tags``, a classifier's `Tags` per sample id, to an open run;
@@ -316,16 +320,38 @@ class Store(CvatLinks, TrainingRuns, Embeddings):
         shape type ``tag`` (`sync.store.convert.tags_to_detections`); a sample's shapes and
         tags come in the same call (a sample is covered once). ``source`` defaults to
         ``"auto"`` for pre-label runs and ``"file"`` for imports. Masks must have their
-        sample's size. Same rules as `add_annotations`.
+        sample's size. Same rules as `add_annotations`, except with ``skip_covered``: the
+        samples the run already covers are then left out instead of refused (the idempotent
+        write of a batch that a crashed attempt may have written already), and a conflict with
+        a writer covering the same samples at the same moment (the run/sample primary key) is
+        settled by filtering once more after it committed.
         """
         tags = dict(tags or {})
+        try:
+            return self._add_detections(run, detections, with_scores, source, tags, skip_covered)
+        except StoreError as error:
+            if not (skip_covered and isinstance(error.__cause__, IntegrityError)):
+                raise
+        return self._add_detections(run, detections, with_scores, source, tags, skip_covered)
+
+    def _add_detections(
+        self,
+        run: RunInfo | int,
+        detections: Mapping[int, Detections],
+        with_scores: bool,
+        source: str | None,
+        tags: Mapping[int, Tags],
+        skip_covered: bool,
+    ) -> int:
+        """`add_detections` in one transaction."""
         with self.session() as s:
             row = self._open_run(s, run)
             source = source or DEFAULT_SOURCE[row.kind]
             values = self._detection_values(s, row.dataset_id, detections, with_scores, source)
             values += self._tag_values(s, row.dataset_id, tags, with_scores, source)
-            count = self._insert_values(s, row, values, set(detections) | set(tags))
-            log.info("run %r: added %d annotations on %d samples", row.name, count, len(set(detections) | set(tags)))
+            samples = set(detections) | set(tags)
+            count = self._insert_values(s, row, values, samples, skip_covered=skip_covered)
+            log.info("run %r: added %d annotations on up to %d samples", row.name, count, len(samples))
             return count
 
     def _open_run(self, session: Session, run: RunInfo | int) -> Run:

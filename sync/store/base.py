@@ -226,11 +226,15 @@ class StoreBase:
         return cls._detection_values(session, dataset_id, rows, with_scores, source)
 
     # ---------------------------------------------------------------------- the one writer of annotations
-    def _insert_values(self, session: Session, run: Run, values: Sequence[tuple], cover: Iterable[int]) -> int:
+    def _insert_values(
+        self, session: Session, run: Run, values: Sequence[tuple], cover: Iterable[int], *, skip_covered: bool = False
+    ) -> int:
         """Make ``run`` cover the samples of ``values`` and ``cover`` and insert ``values``
         (insert-ready `AnnotationIn` tuples, see `sync.store.convert.row_values`), in the
-        caller's transaction. `StoreError` if a sample is not in the run's dataset or the run
-        already covers it; nothing is written then."""
+        caller's transaction; returns the number of rows inserted. `StoreError` if a sample is
+        not in the run's dataset or the run already covers it; nothing is written then. With
+        ``skip_covered`` the samples the run already covers are left out (their rows too)
+        instead: the idempotent write of a batch that may have been written before."""
         covered = sorted({v[0] for v in values} | {as_int(i, "covered sample id") for i in cover})
         self._check_samples_in(session, run.dataset_id, covered, f"run {run.name!r}")
         already: list[int] = []
@@ -240,7 +244,11 @@ class StoreBase:
                     select(RunSample.sample_id).where(RunSample.run_id == run.id, RunSample.sample_id.in_(chunk))
                 ).scalars()
             )
-        if already:
+        if already and skip_covered:
+            skipped = set(already)
+            covered = [sid for sid in covered if sid not in skipped]
+            values = [v for v in values if v[0] not in skipped]
+        elif already:
             more = " …" if len(already) > 10 else ""
             raise StoreError(
                 f"run {run.name!r} already covers sample ids {sorted(already)[:10]}{more}; runs are never overwritten"
