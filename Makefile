@@ -12,7 +12,7 @@ OFFLINE := HF_HUB_OFFLINE=1 YOLO_OFFLINE=1 YOLO_AUTOINSTALL=0 YOLO_CONFIG_DIR=$(
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[models,postgres,dev,yolo,qa]'
+	$(PY) -m pip install --quiet -e '.[models,postgres,dev,yolo,qa,ray]'
 	touch $(STAMP)
 
 install: $(STAMP)
