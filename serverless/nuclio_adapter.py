@@ -30,6 +30,12 @@ ontology's ``models``, else Grounding DINO and SAM), loads them once per worker 
 registry and keeps them in ``context.user_data`` as protocols (`Detector`, `Segmenter`,
 `EmbeddingExporter`, `Classifier`); ``handler`` never loads weights. Models and converters live elsewhere
 (``serverless.models``, ``serverless.convert``): nothing here knows how a model works.
+
+Micro-batching: when the function's environment (`serverless.serve_function.function_environ`)
+has ``AUTOLABEL_MICRO_BATCH`` (set per function by ``autolabel serve --micro-batch``), the
+detector or classifier is wrapped by `serverless.micro_batch` so that concurrent handlers'
+``detect([image])`` calls share model calls; the handlers themselves do not change. Under
+Nuclio the variable is unset and nothing is wrapped. Interactors are never batched.
 """
 
 from __future__ import annotations
@@ -52,6 +58,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from serverless.images import ImageError, decode_image, max_pixels
+from serverless.micro_batch import Abandoned, wrap_classifier, wrap_detector
 from serverless.models.base import Classifier, Detector, EmbeddingExporter, Segmenter, check_threshold
 
 if TYPE_CHECKING:
@@ -348,7 +355,7 @@ def _serve(context: Any, event: Any, work: Callable[[Any, Any], Any]) -> Any:
         body = work(context.user_data, event)
     except RequestError as err:
         return error_response(context, err.status, err.message)
-    except _Cancelled as err:
+    except (_Cancelled, Abandoned) as err:
         return error_response(context, 503, str(err))
     except Exception as err:  # noqa: BLE001 - the HTTP boundary: log it, answer 500 JSON
         _log_internal_error(context, err)
@@ -392,12 +399,14 @@ def _init_detector(context: Any, path: Path, function: str, *, segmenter: bool) 
     loaded once. ``user_data.masks``: whether the detector's own detections carry masks."""
     from serverless.models.registry import backend
     from serverless.pipeline import load_models
+    from serverless.serve_function import function_environ
 
     ontology = _load_ontology(path)
     settings = _settings(context, ontology)
     user_data = context.user_data
     user_data.ontology = ontology.part("objects")  # the detector's class ids index these
-    user_data.detector, user_data.segmenter = load_models(settings, ontology, masks=segmenter)
+    detector, user_data.segmenter = load_models(settings, ontology, masks=segmenter)
+    user_data.detector = wrap_detector(detector, function_environ())  # micro-batched under serve --micro-batch
     user_data.masks = bool(getattr(backend(settings.detector.backend), "masks", False))
     user_data.ready = True
     models = {"detector": settings.detector.text, **({"segmenter": settings.segmenter.text} if segmenter else {})}
@@ -516,12 +525,13 @@ def classifier_function(ontology_path: str | PathLike[str], *, module: str) -> t
 
     def init_context(context: Any) -> None:
         from serverless.pipeline import load_classifier
+        from serverless.serve_function import function_environ
 
         ontology = _load_ontology(path)
         settings = _settings(context, ontology)
         user_data = context.user_data
         user_data.ontology = ontology.part("tags")
-        user_data.classifier = load_classifier(settings, ontology)
+        user_data.classifier = wrap_classifier(load_classifier(settings, ontology), function_environ())
         user_data.ready = True
         spec = settings.classifier_for(ontology)
         _log_ready(context, "classifier", classifier=spec.text if spec else "", labels=len(user_data.ontology.labels))

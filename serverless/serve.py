@@ -28,7 +28,10 @@ here); concurrent requests wait in order, up to ``queue_size`` per function (mor
 ``spec.eventTimeout``, else 120 s), or less when CVAT's ``X-Nuclio-Invoke-Timeout`` says so; at
 the deadline it is answered 504, and a request nobody waits for any more (deadline passed,
 client gone) never starts. Functions initialise one after another at start-up; requests that
-arrive meanwhile wait for them. `FunctionHost.stop` (``autolabel serve`` on SIGTERM or Ctrl-C)
+arrive meanwhile wait for them. With ``micro_batch`` N, each detector function whose model can
+batch (`serverless.micro_batch`) runs up to N requests at once instead, and the frames that
+arrive within ``batch_window_ms`` of each other go to the model in one call; interactors are
+never batched. `FunctionHost.stop` (``autolabel serve`` on SIGTERM or Ctrl-C)
 is graceful: no new connections, idle ones closed, requests in flight answered, then exit. See
 `serve_spec` for the checks on ``function.yaml``, `serve_function` for the worker and the
 replies, `serve_isolation` for how each function gets its own modules and ``spec.env``,
@@ -51,7 +54,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import h11
 import uvicorn
@@ -62,6 +65,9 @@ from serverless.serve_function import HostedFunction
 from serverless.serve_http import dashboard_app, function_app
 from serverless.serve_protocol import StrictH11Protocol
 from serverless.serve_spec import DEFAULT_MAX_BODY_SIZE, DEFAULT_QUEUE_SIZE, ServeError, read_function_dir
+
+if TYPE_CHECKING:
+    from serverless.micro_batch import MicroBatchSettings
 
 __all__ = [
     "DEFAULT_MAX_BODY_SIZE",
@@ -104,6 +110,11 @@ class ServeOptions:
     function's ``spec.eventTimeout``, else 120 s (CVAT's default)."""
     queue_size: int = DEFAULT_QUEUE_SIZE
     """Requests that may wait per function behind the running one; more get 503."""
+    micro_batch: int | None = None
+    """Most frames per model call for functions whose model batches (`serverless.micro_batch`);
+    None: off, one request at a time per function."""
+    batch_window_ms: float = 5.0
+    """With ``micro_batch``: how long the first waiting frame waits for others to join its call."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -116,6 +127,14 @@ class ServeOptions:
             raise ValueError(f"timeout must be more than 0 and at most 86400 seconds, got {self.timeout}")
         if not 0 <= self.queue_size <= 10000:
             raise ValueError(f"queue_size must lie in 0..10000, got {self.queue_size}")
+        self.micro_batch_settings()  # ValueError for a bad size or window
+
+    def micro_batch_settings(self) -> MicroBatchSettings | None:
+        """``micro_batch`` and ``batch_window_ms`` checked (ValueError), None when off."""
+        from serverless.micro_batch import MicroBatchSettings
+
+        settings = MicroBatchSettings(1 if self.micro_batch is None else self.micro_batch, self.batch_window_ms)
+        return None if self.micro_batch is None else settings  # the window is checked even when off
 
 
 class LogFormatter(logging.Formatter):
@@ -164,6 +183,7 @@ class FunctionHost:
                 timeout=self.options.timeout,
                 queue_size=self.options.queue_size,
                 max_body_size=self.options.max_body_size,
+                micro_batch=self.options.micro_batch_settings(),
             )
         self.functions: Mapping[str, HostedFunction] = functions
         self.max_body_size = self.options.max_body_size

@@ -9,17 +9,27 @@ then calls ``handler(context, event)`` per request, on **one worker thread per f
 model per function, as Nuclio with ``maxWorkers: 1``). Replies are built the way the Nuclio
 Python runtime builds them (`nuclio_sdk.Response.from_entrypoint_output`).
 
+**Micro-batching** (``micro_batch``, ``autolabel serve --micro-batch N``; off by default): the
+function's environment view gets ``AUTOLABEL_MICRO_BATCH=N`` and
+``AUTOLABEL_MICRO_BATCH_WINDOW_MS`` (hidden when off, so an export cannot switch it on), and
+`serverless.nuclio_adapter` wraps the detector or classifier it builds in ``init_context``
+(`serverless.micro_batch`). A function whose ``user_data`` then holds a batching model runs
+its requests on N worker threads, so that N concurrent frames become one model call; any
+other function (interactors, functions without a batchable model) keeps its one worker.
+
 Bounds on the work one request can cause (`HostedFunction.invoke_async`):
 
-- **Queue**: requests wait in order behind the running one; when ``queue_size`` are already
-  waiting, a new one is answered 503 with ``Retry-After`` at once.
+- **Queue**: requests wait in order behind the running one (the running ones, with
+  micro-batching); when ``queue_size`` are already waiting, a new one is answered 503 with
+  ``Retry-After`` at once.
 - **Time limit**: each request has ``timeout`` seconds from its arrival, queue wait included,
   lowered by the request's ``X-Nuclio-Invoke-Timeout`` header (CVAT sends its own limit there).
   At the deadline the caller gets 504 JSON. A request that has not started by then never runs.
   A running handler cannot be killed (it is a thread): it is told to stop through
   `request_cancelled`, which handlers may check between stages, and its late reply is discarded.
 - **Abandoned requests**: when the caller's connection closes while its request waits, the
-  request is dropped from the queue without running (and a running one is told to stop).
+  request is dropped from the queue without running (and a running one is told to stop; one
+  whose frame waits for a micro-batch stops waiting, and a frame not yet in a batch is dropped).
 
 Environment: each function gets ``spec.env`` without the process environment changing. Its own
 modules see ``os.environ``/``os.getenv`` as the process environment with ``spec.env`` laid over
@@ -48,7 +58,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from serverless.serve_isolation import FunctionEnviron, FunctionModules
 from serverless.serve_spec import (
@@ -59,6 +69,9 @@ from serverless.serve_spec import (
     ServeError,
     parse_duration,
 )
+
+if TYPE_CHECKING:
+    from serverless.micro_batch import MicroBatchSettings
 
 __all__ = [
     "ClientGone",
@@ -241,6 +254,19 @@ def _decode_json_body(body: bytes) -> Any:
         return body
 
 
+def _set_micro_batch(environ: FunctionEnviron, settings: MicroBatchSettings | None) -> None:
+    """Tell the function's loader about micro-batching (`serverless.micro_batch`): the
+    variables when on, hidden when off (an exported one must not switch it on alone)."""
+    from serverless.micro_batch import ENV_SIZE, ENV_WINDOW_MS
+
+    if settings is None:
+        for name in (ENV_SIZE, ENV_WINDOW_MS):
+            environ.pop(name, None)
+    else:
+        environ[ENV_SIZE] = str(settings.size)
+        environ[ENV_WINDOW_MS] = f"{settings.window_ms:g}"
+
+
 def own_environment(definition: FunctionDefinition, process: Mapping[str, str]) -> dict[str, str]:
     """The ``spec.env`` variables that apply: those ``process`` does not set already."""
     own: dict[str, str] = {}
@@ -254,8 +280,9 @@ def own_environment(definition: FunctionDefinition, process: Mapping[str, str]) 
 
 class HostedFunction:
     """A function directory served in this process: import + ``init_context`` once, then
-    ``handler(context, event)`` per request on the function's single worker thread. Its limits
-    come from the host, which has checked them (`serverless.serve.ServeOptions`)."""
+    ``handler(context, event)`` per request on the function's single worker thread (N threads
+    when ``micro_batch`` batches its model). Its limits come from the host, which has checked
+    them (`serverless.serve.ServeOptions`)."""
 
     def __init__(
         self,
@@ -265,6 +292,7 @@ class HostedFunction:
         timeout: float | None = None,
         queue_size: int = DEFAULT_QUEUE_SIZE,
         max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+        micro_batch: MicroBatchSettings | None = None,
     ) -> None:
         self.definition = definition
         self.namespace = namespace
@@ -277,6 +305,10 @@ class HostedFunction:
         (``autolabel serve --max-body-size``)."""
         self.environ = FunctionEnviron(own_environment(definition, os.environ))
         """What the function's code sees as ``os.environ`` (`function_environ` for the loader)."""
+        self.micro_batch = micro_batch
+        """Micro-batching asked for by the host (None: off); it applies when the function's
+        ``init_context`` built a batching model (`batched`)."""
+        _set_micro_batch(self.environ, micro_batch)
         self.port: int | None = None
         self.state = "deploying"
         self.message = ""
@@ -285,10 +317,16 @@ class HostedFunction:
         self._context: Any = None
         self._counters = _Counters()
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"fn-{definition.name}")
+        self._batch_workers: ThreadPoolExecutor | None = None  # N threads once a batching model is ready
 
     @property
     def name(self) -> str:
         return self.definition.name
+
+    @property
+    def batched(self) -> bool:
+        """Whether requests run on N threads so that their frames share model calls."""
+        return self._batch_workers is not None
 
     @property
     def context(self) -> Any:
@@ -315,8 +353,24 @@ class HostedFunction:
             except Exception as err:  # report any start-up failure, never hang in "deploying"
                 self.state, self.message = "error", f"function {self.name}: start-up failed: {_short(err)}"
                 raise ServeError(self.message) from err
+        self._start_batch_workers()
         self.state = "ready"
         log.info("function %s ready (%.1f s)", self.name, time.perf_counter() - began)
+
+    def _start_batch_workers(self) -> None:
+        """With micro-batching, N workers when ``init_context`` built a batching model."""
+        from serverless.micro_batch import batchers_in
+
+        if self.micro_batch is None:
+            return
+        if not batchers_in(self._context.user_data):
+            log.info("function %s: no model to micro-batch; one request at a time", self.name)
+            return
+        self._batch_workers = ThreadPoolExecutor(
+            max_workers=self.micro_batch.size, thread_name_prefix=f"fn-{self.name}-batch"
+        )
+        log.info("function %s: up to %d requests at a time, their frames in one model call (window %g ms)",
+                 self.name, self.micro_batch.size, self.micro_batch.window_ms)
 
     def _import_and_init(self) -> tuple[Any, Any]:
         import nuclio_sdk
@@ -375,7 +429,7 @@ class HostedFunction:
         content_type = _header(headers, "content-type") or ""
         request = _Request(body, content_type, method, path, headers, dict(query or {}), url, threading.Event())
         try:
-            future = self._worker.submit(self._call, request)
+            future = (self._batch_workers or self._worker).submit(self._call, request)
         except RuntimeError:
             with self._counters.lock:
                 self._counters.queued -= 1
@@ -421,7 +475,8 @@ class HostedFunction:
 
     def _queue_full(self) -> Reply:
         waiting = self._counters.queued
-        retry = max(1, min(int(self.timeout), math.ceil(self._counters.seconds * (waiting + 1))))
+        workers = self.micro_batch.size if self.batched and self.micro_batch else 1
+        retry = max(1, min(int(self.timeout), math.ceil(self._counters.seconds * (waiting + 1) / workers)))
         return error_reply(
             503,
             f"function {self.name} is busy: {waiting} requests are already waiting (autolabel serve --queue-size); "
@@ -520,7 +575,20 @@ class HostedFunction:
         status: dict[str, Any] = {"state": self.state, "httpPort": self.port, "type": self.definition.kind}
         if self.message:
             status["message"] = self.message
+        if self.micro_batch is not None:
+            counters["microBatch"] = self._micro_batch_health(self.micro_batch)
         return {**status, **counters}
+
+    def _micro_batch_health(self, settings: MicroBatchSettings) -> dict[str, Any]:
+        """The setting, whether it applies, and model calls / frames / largest call so far."""
+        from serverless.micro_batch import BatchStats, batchers_in
+
+        stats = BatchStats()
+        user_data = getattr(self._context, "user_data", None)
+        for batcher in batchers_in(user_data) if user_data is not None else ():
+            stats = stats.add(batcher.stats())
+        return {**settings.health(), "batched": self.batched, "modelCalls": stats.calls,
+                "frames": stats.frames, "largestCall": stats.largest}
 
     def nuclio_object(self, namespace: str) -> dict[str, Any]:
         """The function as the Nuclio dashboard lists it (``GET /api/functions[/<name>]``)."""
@@ -545,5 +613,7 @@ class HostedFunction:
         self.state = "error" if self.state == "error" else "stopped"
         self.message = self.message or "server stopped"
         self._worker.shutdown(wait=False, cancel_futures=True)
+        if self._batch_workers is not None:
+            self._batch_workers.shutdown(wait=False, cancel_futures=True)
         if self._modules is not None:
             self._modules.unload()

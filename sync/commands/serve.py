@@ -105,6 +105,10 @@ def print_banner(host, console: Console) -> None:
             "[yellow]Listening on loopback only: CVAT in Docker cannot reach it. Use --host 0.0.0.0 "
             "(direct mode posts to host.docker.internal:<httpPort>).[/]"
         )
+    batched = [fn.name for fn in host.functions.values() if fn.batched]
+    if host.options.micro_batch is not None:
+        line(f"Micro-batching: up to {host.options.micro_batch} frames per model call "
+             f"(window {host.options.batch_window_ms:g} ms) for: {', '.join(batched) or 'no function (none can batch)'}")
     if any(_tiny(fn.environ) for fn in host.functions.values()):
         console.print("[bold red]TINY RANDOM MODELS IN USE: every box, mask and score is meaningless.[/]")
     console.print("Ctrl-C (or SIGTERM) stops the server once the requests in flight are answered.")
@@ -149,6 +153,19 @@ def serve(
     queue_size: Annotated[
         int, typer.Option(help="Requests that may wait per function behind the running one; more get 503.")
     ] = DEFAULT_QUEUE_SIZE,
+    micro_batch: Annotated[
+        int | None,
+        typer.Option(
+            help="Micro-batching: run up to N requests of a detector function at once and give the model their "
+            "frames in one call (for cvat-sdk and bulk clients that send frames concurrently). Default: off, "
+            "one request at a time. Interactors are never batched.",
+            show_default=False,
+            metavar="N",
+        ),
+    ] = None,
+    batch_window_ms: Annotated[
+        float, typer.Option(help="With --micro-batch: how long the first frame waits for others to join its call.")
+    ] = 5.0,
     log_level: Annotated[str, typer.Option(help="debug | info | warning | error.")] = "info",
 ) -> None:
     """Serve Nuclio function directories over HTTP for CVAT (no Nuclio, no Docker needed).
@@ -174,6 +191,8 @@ def serve(
             namespace=namespace,
             timeout=timeout,
             queue_size=queue_size,
+            micro_batch=micro_batch,
+            batch_window_ms=batch_window_ms,
         )
     except ValueError as error:
         _fail(str(error))
