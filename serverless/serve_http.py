@@ -10,7 +10,8 @@ Dashboard listener (``--port``, CVAT's ``CVAT_NUCLIO_PORT``):
   (default ``/``), and passes the function's reply through unchanged;
 - ``GET /healthz`` → ``{"status", "functions": {name: {state, httpPort, type, queued,
   invocations, errors, timeouts, dropped, rejected}}}``, 200 when every function is ready,
-  else 503.
+  else 503. With ``--micro-batch`` each function also has ``microBatch: {size, windowMs,
+  batched, modelCalls, frames, largestCall}`` (`serverless.micro_batch`).
 
 ``HEAD`` on the ``GET`` routes answers the same status and headers without a body.
 

@@ -105,10 +105,10 @@ def print_banner(host, console: Console) -> None:
             "[yellow]Listening on loopback only: CVAT in Docker cannot reach it. Use --host 0.0.0.0 "
             "(direct mode posts to host.docker.internal:<httpPort>).[/]"
         )
-    batched = [fn.name for fn in host.functions.values() if fn.batched]
     if host.options.micro_batch is not None:
+        batched = ", ".join(fn.name for fn in host.functions.values() if fn.batched) or "none (no model batches)"
         line(f"Micro-batching: up to {host.options.micro_batch} frames per model call "
-             f"(window {host.options.batch_window_ms:g} ms) for: {', '.join(batched) or 'no function (none can batch)'}")
+             f"(window {host.options.batch_window_ms:g} ms) for: {batched}")
     if any(_tiny(fn.environ) for fn in host.functions.values()):
         console.print("[bold red]TINY RANDOM MODELS IN USE: every box, mask and score is meaningless.[/]")
     console.print("Ctrl-C (or SIGTERM) stops the server once the requests in flight are answered.")
@@ -172,8 +172,9 @@ def serve(
 
     Speaks Nuclio's dashboard API (GET /api/functions, POST /api/function_invocations) on
     --port and direct invocation (POST /) on one port per function; GET /healthz reports each
-    function's state. Each model loads once; requests to a function queue and run one at a time,
-    each within --timeout; a request whose client has hung up is dropped before it runs.
+    function's state. Each model loads once; requests to a function queue and run one at a time
+    (with --micro-batch N, up to N at a time, their frames in one model call), each within
+    --timeout; a request whose client has hung up is dropped before it runs.
     Each function sees its spec.env from function.yaml, except variables you exported (your
     AUTOLABEL_* exports win); the process environment is not changed. SIGTERM or Ctrl-C stops
     gracefully: the requests in flight are answered first (Ctrl-C again abandons them).
