@@ -231,9 +231,23 @@ def test_vision_features_once_per_frame_and_text_once_per_ontology(sam3, frames)
         assert calls == [0, 1, 0]  # the prompts' text, once for the ontology
         detector.detect(frames, threshold=0.0)
     vision, text, decoder = calls
-    assert vision == len(frames)  # once per frame for all the prompts
+    assert vision == 1  # the frames together, once for all the prompts (VISION_BATCH of them at most)
     assert decoder == 2 * len(frames)  # two batches of prompts per frame
     assert text == 1
+
+
+def test_the_vision_encoder_takes_at_most_vision_batch_frames_per_pass(sam3, frames, monkeypatch):
+    from serverless.models import sam3 as module
+
+    detector = sam3.bind(parse_ontology(ONTOLOGY))
+    together = detector.detect(frames, threshold=0.0)
+    monkeypatch.setattr(module, "VISION_BATCH", 1)
+    with counting(sam3.model.vision_encoder) as calls:
+        apart = detector.detect(frames, threshold=0.0)
+    assert calls == [len(frames)]
+    for a, b in zip(together, apart, strict=True):
+        np.testing.assert_allclose(a.xyxy, b.xyxy, atol=1e-3)
+        assert np.mean(a.masks != b.masks) < 1e-3
 
 
 def test_a_prompt_longer_than_the_text_encoder_reads_is_refused_when_bound(sam3):

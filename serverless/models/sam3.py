@@ -4,8 +4,10 @@ SAM 3 (`Sam3Model`) answers a text query with DETR-style instances: per query sl
 box and a mask. For an ontology, every prompt of every label is a query. The prompts' text
 encodings are computed once per ontology, when the detector is bound; a frame's vision features
 are computed once, and the prompts run against them in batches of `PROMPT_BATCH` (the features
-expanded along the batch, never recomputed). Frames run one at a time, so a frame's result
-never depends on the frames batched with it.
+expanded along the batch, never recomputed). The vision encoder takes `VISION_BATCH` frames per
+forward pass: the processor resizes every frame to one square input (1008x1008 for
+``facebook/sam3``, no padding), so a frame's features, and its result, do not depend on the
+frames batched with it (up to float noise); the prompts then run frame by frame.
 
 Post-processing (`decode_instances`, a pure function of the model outputs): instance scores and
 pixel boxes by the processor's rule (query score x presence score; boxes scaled to the frame),
@@ -51,6 +53,7 @@ __all__ = [
     "DEFAULT_SAM3_MODEL",
     "MASK_CHUNK",
     "PROMPT_BATCH",
+    "VISION_BATCH",
     "Sam3",
     "Sam3Detector",
     "decode_instances",
@@ -64,6 +67,9 @@ DEFAULT_SAM3_MODEL = "facebook/sam3"
 PROMPT_BATCH = 16
 """Prompts run together against one frame's features (bounds the memory of one forward pass:
 each prompt decodes 200 masks of 288x288 with ``facebook/sam3``)."""
+
+VISION_BATCH = 8
+"""Frames per vision-encoder pass (bounds its activations and the batch's feature maps)."""
 
 MASK_CHUNK = 8
 """Masks resized to the frame together (bounds the float buffers of a large frame)."""
@@ -273,14 +279,24 @@ class Sam3:
         return self._prompts[key]
 
     # ----------------------------------------------------------------- stages
-    def vision_features(self, image: np.ndarray) -> Sam3VisionEncoderOutput:
-        """One RGB uint8 (H, W, 3) frame through the vision encoder (the costly part, once per frame)."""
+    def vision_features(self, images: Sequence[np.ndarray]) -> list[Sam3VisionEncoderOutput]:
+        """RGB uint8 (H, W, 3) frames through the vision encoder in one pass (the costly part,
+        once per frame): each frame's feature maps, batch dimension 1."""
+        from transformers.models.sam3.modeling_sam3 import Sam3VisionEncoderOutput
+
         # Frames are always (H, W, 3); without the hint, 1- or 3-pixel-high frames are misread.
         pixels = self.processor.image_processor(
-            images=[image], return_tensors="pt", input_data_format="channels_last"
+            images=list(images), return_tensors="pt", input_data_format="channels_last"
         )["pixel_values"].to(self.device)
         with inference_context(self.device):
-            return self.model.get_vision_features(pixel_values=pixels)
+            out = self.model.get_vision_features(pixel_values=pixels)
+        return [
+            Sam3VisionEncoderOutput(
+                fpn_hidden_states=tuple(h[row : row + 1] for h in out.fpn_hidden_states),
+                fpn_position_encoding=tuple(p[row : row + 1] for p in out.fpn_position_encoding),
+            )
+            for row in range(len(pixels))
+        ]
 
     def forward(
         self, vision: Sam3VisionEncoderOutput, encoded: _EncodedPrompts, prompts: slice
@@ -316,19 +332,20 @@ class Sam3:
         per_label = ontology.thresholds_or(threshold)
         results = []
         with inference_context(self.device):
-            for image in images:
-                vision = self.vision_features(image)
-                batches = ((self.forward(vision, encoded, s), encoded.label_ids[s]) for s in encoded.batches())
-                results.append(
-                    decode_instances(
-                        self.processor.image_processor,
-                        batches,
-                        frame_size=(image.shape[0], image.shape[1]),
-                        thresholds=per_label,
-                        names=ontology.label_names,
-                        defaults=ontology.defaults,
+            for start in range(0, len(images), VISION_BATCH):
+                chunk = images[start : start + VISION_BATCH]
+                for image, vision in zip(chunk, self.vision_features(chunk), strict=True):
+                    batches = ((self.forward(vision, encoded, s), encoded.label_ids[s]) for s in encoded.batches())
+                    results.append(
+                        decode_instances(
+                            self.processor.image_processor,
+                            batches,
+                            frame_size=(image.shape[0], image.shape[1]),
+                            thresholds=per_label,
+                            names=ontology.label_names,
+                            defaults=ontology.defaults,
+                        )
                     )
-                )
         return results
 
 
