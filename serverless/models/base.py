@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "KINDS",
+    "BatchEmbedder",
     "BoundClassifier",
     "BoundDetector",
     "Classifier",
@@ -43,6 +44,7 @@ __all__ = [
     "Segmenter",
     "Tags",
     "check_threshold",
+    "embed_all",
 ]
 
 Kind = Literal["detector", "segmenter", "classifier"]
@@ -121,6 +123,30 @@ class Segmenter(Protocol):
         """One (H, W) bool mask from clicks ``(K, 2)`` ``x, y`` and an optional box.
         ValueError when there is neither a point nor a box."""
         ...
+
+
+@runtime_checkable
+class BatchEmbedder(Segmenter, Protocol):
+    """A segmenter whose image encoder takes several frames in one forward pass (an optional
+    capability: `embed_all` uses it when present). Pre-labelling at scale embeds a batch of
+    frames at once, and one encoder pass over N frames keeps a GPU busier than N passes."""
+
+    def embed_many(self, images: Sequence[np.ndarray]) -> list[Embedding]:
+        """One embedding per frame, in order, as `Segmenter.embed` gives it (up to float
+        noise), the new frames encoded together: frames in the cache are served from it and
+        not encoded again, the others are encoded (a frame repeated in the batch once) and
+        cached."""
+        ...
+
+
+def embed_all(segmenter: Segmenter, images: Sequence[np.ndarray]) -> list[Embedding]:
+    """The embedding of each frame, in order: the segmenter's `BatchEmbedder.embed_many` when
+    it has one, else `Segmenter.embed` frame by frame. The one place that makes this choice."""
+    if not images:
+        return []
+    if isinstance(segmenter, BatchEmbedder):
+        return segmenter.embed_many(images)
+    return [segmenter.embed(image) for image in images]
 
 
 @runtime_checkable

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
 import numpy as np
@@ -56,6 +56,34 @@ class EmbeddingCache(Generic[E]):
                 while len(self._entries) > self.size:
                     self._entries.popitem(last=False)
             return value
+
+    def get_many(
+        self, images: Sequence[np.ndarray], compute: Callable[[list[np.ndarray], list[str]], list[E]]
+    ) -> list[E]:
+        """The embedding of each of ``images``, in order: cached ones as `get` serves them, the
+        others from one ``compute(frames, hashes)`` call over the missing frames (each distinct
+        frame once), which must return one embedding per frame; those are kept as `get` keeps
+        them. ``compute`` runs under the cache's lock, as in `get`."""
+        keys = [image_hash(image) for image in images]
+        with self._lock:
+            found: dict[str, E] = {}
+            missing: dict[str, np.ndarray] = {}
+            for key, image in zip(keys, images, strict=True):
+                hit = self._entries.get(key)
+                if hit is not None:
+                    self._entries.move_to_end(key)
+                    found[key] = hit
+                elif key not in found:
+                    missing.setdefault(key, image)
+            if missing:
+                computed = compute(list(missing.values()), list(missing))
+                for key, value in zip(missing, computed, strict=True):
+                    found[key] = value
+                    if self.size:
+                        self._entries[key] = value
+                while len(self._entries) > self.size:
+                    self._entries.popitem(last=False)
+            return [found[key] for key in keys]
 
     def __contains__(self, image: object) -> bool:
         """Whether ``image`` (an array) is cached; no recency update."""

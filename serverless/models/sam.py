@@ -1,7 +1,9 @@
 """SAM through segment-anything: embed a frame once, then prompt it many times.
 
 ``SamSegmenter.embed`` runs the costly image encoder and caches the result by image content
-hash; ``segment_boxes`` decodes all boxes of a frame in one batched ``predict_torch`` call;
+hash; ``embed_many`` encodes several frames in one forward pass (SAM resizes each frame's long
+side to 1024 and pads it to 1024x1024, so every frame has one input size and a batch gives
+each frame the embedding it gets alone, up to float noise); ``segment_boxes`` decodes all boxes of a frame in one batched ``predict_torch`` call;
 ``segment_points`` serves interactive clicks from a cached embedding.
 """
 
@@ -10,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,7 @@ from serverless.models.registry import (
 __all__ = [
     "BACKEND",
     "BROWSER_DECODER",
+    "ENCODER_BATCH",
     "SAM_CHECKPOINTS",
     "SamEmbedding",
     "SamSegmenter",
@@ -50,6 +53,9 @@ SAM_CHECKPOINTS = {
 }
 BROWSER_DECODER = "sam-vit-h"
 """The browser-side decoder CVAT's SAM plugin ships: it reads SAM vit_h embeddings."""
+ENCODER_BATCH = 8
+"""Frames per image-encoder pass in `SamSegmenter.embed_many` (bounds its activations: vit_h's
+global attention holds a 4096x4096 map per head and frame)."""
 _CACHE_FOLDER = "sam"
 _CONFIG_KEYS = {"encoder_embed_dim", "encoder_depth", "encoder_num_heads", "encoder_global_attn_indexes"}
 
@@ -183,6 +189,39 @@ class SamSegmenter:
                 input_size=tuple(self._predictor.input_size),
                 image_hash=key,
             )
+
+    def embed_many(self, images: Sequence[np.ndarray]) -> list[SamEmbedding]:
+        """`embed` of each frame, the frames not in the cache encoded together, `ENCODER_BATCH`
+        per forward pass (`serverless.models.base.BatchEmbedder`)."""
+        return self._cache.get_many(images, self._encode_many)
+
+    def _encode_many(self, images: list[np.ndarray], keys: list[str]) -> list[SamEmbedding]:
+        """What `SamPredictor.set_image` does for one frame, for a batch: resize the long side,
+        normalise and pad each frame (`Sam.preprocess`), then one encoder pass per chunk."""
+        import torch
+
+        found: list[SamEmbedding] = []
+        with self._lock, inference_context(self.device):
+            for start in range(0, len(images), ENCODER_BATCH):
+                chunk = images[start : start + ENCODER_BATCH]
+                resized = [self._predictor.transform.apply_image(np.ascontiguousarray(image)) for image in chunk]
+                pixels = torch.cat(
+                    [
+                        self.model.preprocess(torch.as_tensor(r, device=self.device).permute(2, 0, 1)[None])
+                        for r in resized
+                    ]
+                )
+                features = self.model.image_encoder(pixels)
+                for row, (image, small, key) in enumerate(zip(chunk, resized, keys[start:], strict=False)):
+                    found.append(
+                        SamEmbedding(
+                            features=features[row : row + 1].clone(),  # a frame's own memory, freed with it
+                            original_size=(int(image.shape[0]), int(image.shape[1])),
+                            input_size=(int(small.shape[0]), int(small.shape[1])),
+                            image_hash=key,
+                        )
+                    )
+        return found
 
     def cached(self, image: np.ndarray) -> bool:
         return image in self._cache

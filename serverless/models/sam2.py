@@ -4,7 +4,10 @@ prompt it many times.
 ``Sam2Segmenter.embed`` runs the Hiera image encoder once per frame (its three feature maps
 are the embedding) and keeps the result in an LRU keyed by image content
 (`serverless.models.embedding_cache`), so an interactor's clicks after the first on a frame
-cost only the prompt encoder and mask decoder. ``segment_boxes`` decodes every box of a frame
+cost only the prompt encoder and mask decoder. ``embed_many`` encodes several frames in one
+forward pass: the processor resizes every frame to one square input (1024x1024 for the public
+checkpoints, without padding), so a batch gives each frame the embedding it gets alone, up to
+float noise. ``segment_boxes`` decodes every box of a frame
 in one batched call; ``segment_points`` serves clicks. The decoder's 256x256 mask logits are
 resized straight to the frame (`frame_masks`), as SAM 2's own predictor does.
 
@@ -15,7 +18,7 @@ hold ``sam2_video`` checkpoints, which `Sam2Model` reads: the image model is a s
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,6 +42,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BACKEND",
     "DEFAULT_SAM2_MODEL",
+    "ENCODER_BATCH",
     "SAM2_SIZES",
     "Sam2Embedding",
     "Sam2Segmenter",
@@ -55,6 +59,8 @@ DEFAULT_SAM2_MODEL = SAM2_SIZES["large"]
 """The most accurate size: masks are what a segmenter is for, and Hiera-L (224 M parameters)
 is still about a third of SAM 1 vit_h, the ``sam`` backend's default. ``sam2:tiny`` (39 M) is
 the fast one."""
+ENCODER_BATCH = 8
+"""Frames per image-encoder pass in `Sam2Segmenter.embed_many` (bounds its activations)."""
 ENV_VAR = "AUTOLABEL_SAM2_MODEL"
 _DISPLAY = "SAM 2.1"
 
@@ -126,12 +132,28 @@ class Sam2Segmenter:
         """Embed an RGB uint8 (H, W, 3) frame; a frame seen before costs a dictionary look-up."""
         return self._cache.get(image, lambda key: self._encode(image, key))
 
+    def embed_many(self, images: Sequence[np.ndarray]) -> list[Sam2Embedding]:
+        """`embed` of each frame, the frames not in the cache encoded together, `ENCODER_BATCH`
+        per forward pass (`serverless.models.base.BatchEmbedder`)."""
+        return self._cache.get_many(images, self._encode_many)
+
     def _encode(self, image: np.ndarray, key: str) -> Sam2Embedding:
-        height, width = image.shape[:2]
-        inputs = self.processor(images=np.ascontiguousarray(image), return_tensors="pt")
-        with inference_context(self.device):
-            features = self.model.get_image_embeddings(inputs["pixel_values"].to(self.device))
-        return Sam2Embedding(tuple(features), (int(height), int(width)), key)
+        (embedding,) = self._encode_many([image], [key])
+        return embedding
+
+    def _encode_many(self, images: list[np.ndarray], keys: list[str]) -> list[Sam2Embedding]:
+        found: list[Sam2Embedding] = []
+        for start in range(0, len(images), ENCODER_BATCH):
+            chunk = [np.ascontiguousarray(image) for image in images[start : start + ENCODER_BATCH]]
+            # Frames are always (H, W, 3); without the hint, 1- or 3-pixel-high frames are misread.
+            inputs = self.processor(images=chunk, return_tensors="pt", input_data_format="channels_last")
+            with inference_context(self.device):
+                features = self.model.get_image_embeddings(inputs["pixel_values"].to(self.device))
+            for row, (image, key) in enumerate(zip(chunk, keys[start:], strict=False)):
+                # A frame's own copy of each map, so evicting it from the cache frees it.
+                maps = tuple(level[row : row + 1].clone() for level in features)
+                found.append(Sam2Embedding(maps, (int(image.shape[0]), int(image.shape[1])), key))
+        return found
 
     def cached(self, image: np.ndarray) -> bool:
         """Whether ``image``'s embedding is in the cache."""
