@@ -180,6 +180,11 @@ class MicroBatcher(Generic[R]):
             raise call.error
         return call.result  # type: ignore[return-value]  # answered: no error, result set
 
+    def waiting(self) -> int:
+        """Frames waiting for a batch now."""
+        with self._cond:
+            return len(self._pending)
+
     def stats(self) -> BatchStats:
         with self._cond:
             return BatchStats(self._stats.calls, self._stats.frames, self._stats.largest)

@@ -150,7 +150,7 @@ def test_a_caller_given_up_on_is_dropped_before_the_model_sees_its_frame(detecto
 
     thread = threading.Thread(target=waiting)
     thread.start()
-    while not batcher.stats().calls and not batcher._pending:  # its frame waits for a partner
+    while not batcher.waiting():  # its frame waits for a partner
         time.sleep(0.01)
     given_up.set()
     thread.join(timeout=30)
@@ -168,6 +168,44 @@ def test_other_calls_go_straight_to_the_model(detector):
     assert wrapped.detect([]) == []
     assert len(wrapped.detect(frames(2), threshold=0.3)) == 2  # no window wait for a batch of its own
     assert [len(batch) for batch, _ in counting.calls] == [0, 2] and wrapped.batcher.stats().calls == 0
+
+
+def test_a_classifier_batches_the_same_way(tmp_path):
+    from serverless.micro_batch import BatchingClassifier
+    from serverless.models import registry
+    from serverless.models.tiny_clip import make_tiny_clip
+    from tests.test_models_clip import TAGS, parse_ontology
+
+    ontology = parse_ontology(TAGS, "tags.yaml")
+    spec = registry.parse_spec(f"clip:{make_tiny_clip(tmp_path, family='clip')}", "classifier", {})
+    classifier = registry.load_classifier(spec, ontology, device="cpu", source=registry.locate(spec, download=False))
+    calls: list[int] = []
+
+    class CountingClassifier:
+        labels = classifier.labels
+
+        def classify(self, images, *, threshold=None):
+            calls.append(len(images))
+            return classifier.classify(images, threshold=threshold)
+
+    wrapped = BatchingClassifier(CountingClassifier(), MicroBatchSettings(3, 1000))  # 3 frames make the call
+    assert wrapped.labels == classifier.labels
+    images = frames(3)
+    results: list = [None] * 3
+
+    def one(i: int) -> None:
+        (results[i],) = wrapped.classify([images[i]], threshold=0.1)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert calls == [3]
+    for image, tags in zip(images, results, strict=True):
+        (alone,) = classifier.classify([image], threshold=0.1)
+        assert tags.labels.tolist() == alone.labels.tolist()
+        np.testing.assert_allclose(tags.scores, alone.scores, atol=1e-5)
 
 
 @pytest.mark.parametrize(
@@ -274,6 +312,22 @@ def test_health_shows_the_setting_and_interactors_stay_one_at_a_time(hosts):
     assert batched["grounding-dino"]["microBatch"]["batched"] is True
     assert batched["sam-interactor"]["microBatch"]["batched"] is False
     assert batched["sam-interactor"]["microBatch"]["modelCalls"] == 0
+
+
+def test_the_banner_names_the_batched_functions(hosts):
+    import io
+
+    from rich.console import Console
+
+    from sync.commands.serve import print_banner
+
+    one, four = hosts
+    text = io.StringIO()
+    print_banner(four, Console(file=text, width=200, color_system=None))
+    assert "Micro-batching: up to 4 frames per model call (window 1000 ms) for: grounding-dino\n" in text.getvalue()
+    text = io.StringIO()
+    print_banner(one, Console(file=text, width=200, color_system=None))
+    assert "Micro-batching" not in text.getvalue()
 
 
 def test_a_request_past_its_deadline_is_504_and_its_frame_never_reaches_the_model(hosts):
