@@ -306,7 +306,9 @@ def test_health_shows_the_setting_and_interactors_stay_one_at_a_time(hosts):
     one, four = hosts
     plain, batched = batch_health(one), batch_health(four)
     assert "microBatch" not in plain["grounding-dino"] and "microBatch" not in plain["sam-interactor"]
-    assert not one.functions["grounding-dino"].batched  # the exported AUTOLABEL_MICRO_BATCH was hidden
+    assert not one.functions["grounding-dino"].batched
+    # the exported AUTOLABEL_MICRO_BATCH was hidden from the function: its detector is not wrapped
+    assert not isinstance(one.functions["grounding-dino"].context.user_data.detector, BatchingDetector)
     assert batched["grounding-dino"]["microBatch"]["size"] == 4
     assert batched["grounding-dino"]["microBatch"]["windowMs"] == 1000
     assert batched["grounding-dino"]["microBatch"]["batched"] is True
