@@ -91,6 +91,7 @@ __all__ = [
     "main",
     "measure",
     "projected_images_per_s",
+    "write_grounding_dino_t",
 ]
 
 #: Dense bf16 peak of one H100 SXM (NVIDIA's datasheet figure without sparsity), TFLOPS.
@@ -361,6 +362,22 @@ def grounding_dino_t(*, tiny: bool, mm: bool = False) -> tuple[torch.nn.Module, 
                       num_heads=[3, 6, 12, 24], out_features=["stage2", "stage3", "stage4"])
     config = Config(backbone_config=swin, text_config=BertConfig(), num_feature_levels=4)
     return Model(config).eval(), (800, 1333)
+
+
+def write_grounding_dino_t(directory: Path, tokenizer_from: str) -> Path:
+    """Full-size Grounding DINO-T with random weights (`grounding_dino_t`) as a
+    ``save_pretrained`` directory the ``grounding-dino`` backend loads: its weights and config,
+    the tokenizer found at ``tokenizer_from`` and the default image processor."""
+    import torch
+    from transformers import AutoTokenizer, GroundingDinoImageProcessor, GroundingDinoProcessor
+
+    torch.manual_seed(0)
+    model, _ = grounding_dino_t(tiny=False)
+    model.save_pretrained(str(directory))
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_from, local_files_only=True)
+    GroundingDinoProcessor(image_processor=GroundingDinoImageProcessor(), tokenizer=tokenizer).save_pretrained(
+        str(directory))
+    return directory
 
 
 def _grounding_dino(mm: bool) -> Callable[[bool, Prompts], Built]:

@@ -74,9 +74,9 @@ from models import (
     H100_BF16_DENSE_TFLOPS,
     UTILISATION,
     flop_mapping,
-    grounding_dino_t,
     machine_info,
     projected_images_per_s,
+    write_grounding_dino_t,
 )
 from arguments import at_least, sizes  # noqa: E402
 from tables import markdown_table, rich_table, write_outputs  # noqa: E402
@@ -212,22 +212,6 @@ def train_once(data: Path, imgsz: int, setup: Setup, out: Path) -> dict[str, Any
 
 
 # --------------------------------------------------------------------------- inference
-
-
-def write_grounding_dino_t(directory: Path, tokenizer_from: str) -> Path:
-    """Full-size Grounding DINO-T with random weights (`grounding_dino_t`) as a
-    ``save_pretrained`` directory the ``grounding-dino`` backend loads: its weights and config,
-    the tokenizer found at ``tokenizer_from`` and the default image processor."""
-    import torch
-    from transformers import AutoTokenizer, GroundingDinoImageProcessor, GroundingDinoProcessor
-
-    torch.manual_seed(0)
-    model, _ = grounding_dino_t(tiny=False)
-    model.save_pretrained(str(directory))
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_from, local_files_only=True)
-    GroundingDinoProcessor(image_processor=GroundingDinoImageProcessor(), tokenizer=tokenizer).save_pretrained(
-        str(directory))
-    return directory
 
 
 def _network_input(detector: Detector, image: np.ndarray) -> str:

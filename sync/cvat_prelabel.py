@@ -26,8 +26,10 @@ every job of the task, nothing is run and the call raises `CvatError` saying wha
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -35,6 +37,7 @@ from cvat_bridge.annotations import JobAnnotations, job_annotations, shape_key, 
 from cvat_bridge.client import CvatError, CvatSession, public_url
 from cvat_bridge.jobs import JobInfo, list_jobs
 from cvat_bridge.tasks import LabelInfo, TaskInfo, TaskMeta, frame_bytes, read_task, task_labels, task_meta
+from serverless.read_ahead import read_ahead
 from sync.pull import store_job
 from sync.push import JobPrelabels, forget_pushed, job_prelabels, job_state, upload_job
 from sync.store import Provenance, SampleIn, StoreError
@@ -42,6 +45,7 @@ from sync.store import Provenance, SampleIn, StoreError
 if TYPE_CHECKING:
     import numpy as np
 
+    from serverless.models.base import Classifier, Detector
     from serverless.ontology import Ontology
     from serverless.pipeline import ModelSettings
     from sync.store import CvatTaskInfo, DatasetInfo, RunInfo, Store
@@ -137,6 +141,7 @@ def prelabel_task(
     masks: bool = False,
     threshold: float | None = None,
     batch_size: int = 4,
+    workers: int = 0,
     dataset: str | None = None,
     run_name: str | None = None,
     force: bool = False,
@@ -147,7 +152,9 @@ def prelabel_task(
 
     ``dataset`` defaults to the dataset the task is already linked to, else
     ``cvat-task-<id>``; ``run_name`` to the task's run, else the store's ``prelabel-<n>``.
-    ``progress(done, total)`` follows the frames to run. Raises `CvatError` (server errors,
+    ``progress(done, total)`` follows the frames to run. ``workers`` threads download and
+    decode frames ahead of the models (0: one at a time, in this thread); it is not one of the
+    run's parameters (a run resumes with any number). Raises `CvatError` (server errors,
     labels missing from the task, every job already holding annotations this store did not
     upload), `StoreError` (a run that cannot be resumed with these options) and
     `ModelLoadError`, all before any frame is run; a single frame's failure is reported, not
@@ -155,6 +162,8 @@ def prelabel_task(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if workers < 0:
+        raise ValueError(f"workers must be at least 0, got {workers}")
     server = session.server
     task, labels, frame_sizes = _read_task(session, task_id, ontology, server)
     params = _run_params(settings, ontology, server, task, masks=masks, threshold=threshold, batch_size=batch_size)
@@ -190,7 +199,7 @@ def prelabel_task(
     sizes = {sample.id: (sample.width, sample.height) for sample in store.samples(ds, ids=list(sample_of.values()))}
     frames = _FrameRunner(session, task, store, run, ontology, sample_of, sizes, covered, jobs, job_frames, uploader)
     processed, failed = frames.run_frames(pending, settings, masks=masks, threshold=threshold, batch_size=batch_size,
-                                   report=report, progress=progress)
+                                          report=report, progress=progress, workers=workers)
 
     finished = all(sid in covered for sid in sample_of.values())
     if finished:
@@ -431,19 +440,45 @@ class _FrameRunner:
         batch_size: int,
         report: Callable[[str], None],
         progress: Callable[[int, int], None],
+        workers: int = 0,
     ) -> tuple[list[int], list[FrameFailure]]:
-        """Frames run and frames that failed; uploads the jobs that become complete."""
-        from serverless.pipeline import label_batch, load_pipeline
+        """Frames run and frames that failed; uploads the jobs that become complete. ``workers``
+        threads download and decode frames ahead of the models (at most two batches each)."""
+        from serverless.pipeline import load_pipeline
+
+        detector, classifier = load_pipeline(settings, self.ontology, masks=masks) if pending else (None, None)
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cvat-frames") if workers else None
+        try:
+            frames = read_ahead(pending, self._read, pool, look_ahead=2 * batch_size * workers)
+            return self._label(frames, len(pending), detector, classifier, threshold, batch_size, report, progress)
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+
+    def _read(self, frame: int) -> tuple[np.ndarray | None, str]:
+        """One frame downloaded and decoded (`_read_frame`); runs in a reading thread."""
+        return _read_frame(self.session, self.task, frame, self.sizes[self.sample_of[frame]])
+
+    def _label(
+        self,
+        frames: Iterator[tuple[int, tuple[np.ndarray | None, str]]],
+        count: int,
+        detector: Detector | None,
+        classifier: Classifier | None,
+        threshold: float | None,
+        batch_size: int,
+        report: Callable[[str], None],
+        progress: Callable[[int, int], None],
+    ) -> tuple[list[int], list[FrameFailure]]:
+        """`run_frames`' batches over the ``count`` frames read (in order)."""
+        from serverless.pipeline import label_batch
 
         processed: list[int] = []
         failed: list[FrameFailure] = []
-        detector, classifier = load_pipeline(settings, self.ontology, masks=masks) if pending else (None, None)
-        progress(0, len(pending))
-        for start in range(0, len(pending), batch_size):
-            batch = pending[start : start + batch_size]
+        progress(0, count)
+        for start in range(0, count, batch_size):
             images, readable = [], []
-            for frame in batch:
-                image, reason = _read_frame(self.session, self.task, frame, self.sizes[self.sample_of[frame]])
+            for frame, (image, reason) in islice(frames, min(batch_size, count - start)):
                 if image is None:
                     failed.append(FrameFailure(frame, reason))
                     report(f"frame {frame}: skipped: {reason}")
@@ -462,7 +497,7 @@ class _FrameRunner:
                 for frame in readable:
                     for job_id in self.jobs_of_frame[frame]:
                         self.uncovered[job_id] -= 1
-            progress(start + len(batch), len(pending))
+            progress(min(start + batch_size, count), count)
             self.upload_ready()
         self.upload_ready()
         return processed, failed

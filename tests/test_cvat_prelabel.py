@@ -722,3 +722,31 @@ def test_describe_job_content_names_every_kind_of_content():
         "file, 1 with source consensus), 1 tag, 2 tracks, 1 pre-label changed by a human, "
         "2 pre-labels deleted by a human"
     )
+
+
+def test_reading_threads_give_the_same_prelabels_and_skip_the_same_frames(
+    fake_cvat: FakeCvat, client, store, ontology_file: Path, tmp_path: Path
+):
+    """--workers N downloads and decodes frames in N threads ahead of the models: the same
+    pre-labels reach the same frames as with one frame at a time, each frame is read once,
+    and an undecodable frame is still a reported skip."""
+    tasks = [make_task(client, tmp_path, ONTOLOGY, frames=7, name=f"site-{n}") for n in (0, 2)]
+    for task in tasks:
+        fake_cvat.db.tasks[task.id].data.frames[3].original = b"not a picture"
+    fake_cvat.clear_log()
+    found = {}
+    for task, workers in zip(tasks, (0, 2), strict=True):
+        result = prelabel(task.id, "--ontology", ontology_file, "--batch-size", 2, "--workers", workers)
+        assert result.exit_code == 1, result.output  # frame 3's job waits
+        assert "frame 3: skipped" in result.stderr and "frames not pre-labelled: [3]" in result.stdout
+        assert sorted(frame_reads(fake_cvat, task.id)) == list(range(7))
+        (run,) = store.list_runs(f"cvat-task-{task.id}")
+        assert "workers" not in run.params
+        names = {label.id: label.name for label in client.tasks.retrieve(task.id).get_labels()}
+        found[workers] = sorted(
+            (s["frame"], names[s["label_id"]], tuple(np.round(s["points"], 3))) for s in fake_cvat.db.shapes(task.id)
+        )
+    assert found[2] == found[0] and found[0]
+
+    failed = prelabel(tasks[0].id, "--ontology", ontology_file, "--workers", -1)
+    assert str(failed.exception) == "--workers must be at least 0, got -1"

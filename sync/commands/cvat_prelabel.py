@@ -36,6 +36,9 @@ def prelabel(
         float | None, typer.Option(help="One score threshold for every label, boxes and tags (0..1).")
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Frames per model call.")] = 4,
+    workers: Annotated[
+        int, typer.Option(help="Threads downloading and decoding frames ahead of the models (0: one at a time).")
+    ] = 0,
     dataset: Annotated[
         str | None, typer.Option(help="Store dataset (default: the task's, else cvat-task-<TASK>).")
     ] = None,
@@ -78,6 +81,8 @@ def prelabel(
         fail(f"--threshold must lie in 0..1, got {threshold}")
     if batch_size < 1:
         fail(f"--batch-size must be at least 1, got {batch_size}")
+    if workers < 0:
+        fail(f"--workers must be at least 0, got {workers}")
     with domain_errors():
         onto = load_ontology(ontology)
     try:
@@ -107,6 +112,7 @@ def prelabel(
                     masks=masks,
                     threshold=threshold,
                     batch_size=batch_size,
+                    workers=workers,
                     dataset=dataset,
                     run_name=run,
                     force=force,
