@@ -286,7 +286,7 @@ def _ray_store_url(address: str | None) -> str:
         url = worker_store_url()
     if address is not None and url.startswith("sqlite"):
         fail("--address runs workers on other machines, but the store is a SQLite file on this one; "
-             "use PostgreSQL: AUTOLABEL_DB=postgresql+psycopg://USER@HOST/DB")
+             "use PostgreSQL: AUTOLABEL_DB=postgresql://USER@HOST/DB")
     return url
 
 
@@ -340,7 +340,7 @@ def _run_prelabel_ray(
         f"{outcome.done} images, {outcome.detections} detections, {len(outcome.errors) + skipped} skipped; "
         f"{outcome.seconds:.1f} s on Ray"
     )
-    out.print(text(f"run: {outcome.run_name} (dataset {dataset!r})"), highlight=False)
+    out.print(text(f"run: {outcome.run} (dataset {dataset!r})"), highlight=False)
     if settings.tiny:
         err.print(TINY_NOTICE)
     if outcome.errors and not outcome.done:

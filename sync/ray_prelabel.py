@@ -61,7 +61,8 @@ class ImageStatus:
 class RayOutcome:
     """The result of `prelabel_with_ray`."""
 
-    run_name: str
+    run: str
+    """The run's name."""
     done: int
     """Images labelled in this call (the run may hold more from before a resume)."""
     errors: list[tuple[str, str]] = field(default_factory=list)
