@@ -228,3 +228,23 @@ def test_grounded_sam_runs_no_encoder_without_boxes(segmenter, gdino, frames):
         batch = GroundedSam(gdino, fresh(segmenter)).detect(frames[:2], threshold=1.0)
     assert passes == []
     assert [det.masks.shape for det in batch] == [(0, *frame.shape[:2]) for frame in frames[:2]]
+
+
+def test_the_cache_computes_only_the_missing_frames_in_one_call_and_keeps_the_newest():
+    from serverless.models.embedding_cache import EmbeddingCache
+
+    a, b, c = (np.full((2, 3, 3), v, np.uint8) for v in (1, 2, 3))
+    calls: list[int] = []
+
+    def compute(frames: list[np.ndarray], keys: list[str]) -> list[int]:
+        calls.append(len(frames))
+        return [int(frame[0, 0, 0]) for frame in frames]
+
+    cache: EmbeddingCache[int] = EmbeddingCache(2)
+    assert cache.get(a, lambda _key: 1) == 1
+    assert cache.get_many([b, a, b.copy(), c], compute) == [2, 1, 2, 3]
+    assert calls == [2]  # b and c, b once
+    assert c in cache and b in cache and a not in cache  # a was the least recently used
+    assert cache.get_many([c, b], compute) == [3, 2] and calls == [2]
+    nothing: EmbeddingCache[int] = EmbeddingCache(0)
+    assert nothing.get_many([a, a], compute) == [1, 1] and calls == [2, 1] and len(nothing) == 0
