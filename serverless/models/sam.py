@@ -3,8 +3,9 @@
 ``SamSegmenter.embed`` runs the costly image encoder and caches the result by image content
 hash; ``embed_many`` encodes several frames in one forward pass (SAM resizes each frame's long
 side to 1024 and pads it to 1024x1024, so every frame has one input size and a batch gives
-each frame the embedding it gets alone, up to float noise); ``segment_boxes`` decodes all boxes of a frame in one batched ``predict_torch`` call;
-``segment_points`` serves interactive clicks from a cached embedding.
+each frame the embedding it gets alone, up to float noise); ``segment_boxes`` decodes all
+boxes of a frame in one batched ``predict_torch`` call; ``segment_points`` serves interactive
+clicks from a cached embedding.
 """
 
 from __future__ import annotations
