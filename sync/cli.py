@@ -322,6 +322,11 @@ def _run_prelabel_ray(
     files, skipped = _ray_files(images, dataset)
     params = _run_params(ontology, settings, masks=masks, threshold=threshold, batch_size=batch_size)
     recorder = _open_run(dataset, run_name, ontology, settings, params, files)
+    if not recorder.pending(files):
+        with domain_errors():
+            run = recorder.finish()
+        out.print(text(f"run: {run.name} (dataset {dataset!r}); nothing left to do"), highlight=False)
+        return
     if settings.tiny:
         err.print(TINY_NOTICE)
     quiet_libraries()

@@ -47,6 +47,7 @@ __all__ = [
     "worker_store_url",
 ]
 
+
 @dataclass(frozen=True)
 class ImageStatus:
     """What a worker says about one image: labelled (``error`` None) with ``detections``

@@ -7,6 +7,8 @@ refused in one line."""
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -22,7 +24,7 @@ from serverless.detections import Detections
 from sync.cli import _run_params, app
 from sync.prelabel_store import RunRecorder, record_batch, sample_uri
 from sync.store import SampleIn, StoreError, open_store
-from tests.conftest import SAMPLES
+from tests.conftest import ROOT, SAMPLES
 from tests.test_cli_prelabel import autolabel, environment, lines, write_images
 from tests.test_store import pg_admin_url, postgres_schema  # noqa: F401 (fixture)
 
@@ -273,3 +275,13 @@ def test_bad_ray_input_is_refused_in_one_line(tmp_path, pg_url):
         assert result.returncode == 2, (args, result.stderr)
         (line,) = lines(result.stderr)
         assert message in line, (args, line)
+
+
+def test_the_cli_and_the_engine_import_without_ray():
+    code = (
+        "import sys, sync, sync.cli, sync.ray_prelabel; from typer.testing import CliRunner; "
+        "result = CliRunner().invoke(sync.cli.app, ['prelabel', '--help']); "
+        "print(result.exit_code, 'ray' in sys.modules, 'torch' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert result.stdout.split() == ["0", "False", "False"], result.stderr
