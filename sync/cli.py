@@ -277,19 +277,6 @@ def _ray_files(images: list[Path], dataset: str) -> tuple[list[Path], int]:
     return [Path(uri) for uri in uris], 0
 
 
-def _ray_store_url(address: str | None) -> str:
-    """The store URL for the workers (never shown: it may hold a password); a SQLite file is
-    refused when the workers may run on other machines."""
-    from sync.ray_prelabel import worker_store_url
-
-    with domain_errors():
-        url = worker_store_url()
-    if address is not None and url.startswith("sqlite"):
-        fail("--address runs workers on other machines, but the store is a SQLite file on this one; "
-             "use PostgreSQL: AUTOLABEL_DB=postgresql://USER@HOST/DB")
-    return url
-
-
 def _run_prelabel_ray(
     images: list[Path],
     ontology,
@@ -318,7 +305,10 @@ def _run_prelabel_ray(
         fail(f"--gpus-per-worker must be at least 0, got {gpus_per_worker}")
     if threshold is not None and not 0.0 <= threshold <= 1.0:
         fail(f"--threshold must lie in 0..1, got {threshold}")
-    store_url = _ray_store_url(address)
+    from sync.ray_prelabel import worker_store_url
+
+    with domain_errors():
+        store_url = worker_store_url(address=address)  # never shown: it may hold a password
     files, skipped = _ray_files(images, dataset)
     params = _run_params(ontology, settings, masks=masks, threshold=threshold, batch_size=batch_size)
     recorder = _open_run(dataset, run_name, ontology, settings, params, files)

@@ -72,13 +72,21 @@ class RayOutcome:
     seconds: float = 0.0
 
 
-def worker_store_url(url_or_path: str | None = None) -> str:
+def worker_store_url(url_or_path: str | None = None, *, address: str | None = None) -> str:
     """The store URL the workers open: `sync.store.engine.resolve_url`'s (argument →
     ``AUTOLABEL_DB`` → the default file) as a string with its password (never log it), a
-    SQLite path made absolute (a worker's working directory is not the driver's)."""
+    SQLite path made absolute (a worker's working directory is not the driver's). With a
+    cluster ``address`` the workers may run on other machines: a SQLite file is refused
+    (`StoreError`)."""
+    from sync.store import StoreError
     from sync.store.engine import resolve_url
 
     url = resolve_url(url_or_path)
+    if url.get_backend_name() == "sqlite" and address is not None:
+        raise StoreError(
+            "--address runs workers on other machines, but the store is a SQLite file on this one; "
+            "use PostgreSQL: AUTOLABEL_DB=postgresql://USER@HOST/DB"
+        )
     if url.get_backend_name() == "sqlite" and url.database:
         url = url.set(database=str(Path(url.database).resolve()))
     return url.render_as_string(hide_password=False)
@@ -317,7 +325,7 @@ def prelabel_with_ray(
     from sync.prelabel_store import RunRecorder
     from sync.store import open_store
 
-    url = worker_store_url(store_url)
+    url = worker_store_url(store_url, address=address)
     with open_store(url) as store:
         recorder = RunRecorder(store, dataset, run_name, ontology, settings, params, files=files)
         return run_on_ray(

@@ -104,15 +104,16 @@ def test_the_ray_engine_labels_a_datasets_images_once_as_the_local_engine_does(t
         np.testing.assert_allclose(scores, want_scores, atol=1e-4)
 
 
-def label_writers() -> list[psutil.Process]:
-    """This test's Ray workers that run the `LabelWriter` actor (their process title names it)."""
+def label_writers(since: float) -> list[psutil.Process]:
+    """This module's Ray workers started after ``since`` that run the `LabelWriter` actor (their
+    process title names it)."""
     found = []
     for process in psutil.Process().children(recursive=True):
         try:
-            title = process.cmdline()
+            title, started = process.cmdline(), process.create_time()
         except psutil.NoSuchProcess:
             continue
-        if title and title[0].startswith("ray::") and any("LabelWriter" in part for part in title):
+        if started >= since and title and title[0].startswith("ray::") and any("LabelWriter" in t for t in title):
             found.append(process)
     return found
 
@@ -147,6 +148,7 @@ def test_a_worker_killed_mid_run_is_restarted_and_every_image_is_covered_once(
         )
 
     driver = threading.Thread(target=drive)
+    since = time.time() - 1  # process start times are rounded
     driver.start()
     engine = create_engine(pg_url)
     try:
@@ -154,10 +156,10 @@ def test_a_worker_killed_mid_run_is_restarted_and_every_image_is_covered_once(
         with engine.begin() as conn:  # no batch commits while this holds the table: the kill lands mid-run
             conn.execute(text("LOCK TABLE run_samples IN EXCLUSIVE MODE"))
             covered_at_kill = conn.execute(text("SELECT count(*) FROM run_samples")).scalar_one()
-            (victim,) = label_writers()
+            (victim,) = label_writers(since)
             victim.send_signal(signal.SIGKILL)
             victim.wait(timeout=30)
-            wait_for(lambda: any(p.pid != victim.pid for p in label_writers()), "Ray to restart the actor")
+            wait_for(lambda: any(p.pid != victim.pid for p in label_writers(since)), "Ray to restart the actor")
         driver.join(timeout=240)
     finally:
         engine.dispose()
