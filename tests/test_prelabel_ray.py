@@ -287,3 +287,19 @@ def test_the_cli_and_the_engine_import_without_ray():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert result.stdout.split() == ["0", "False", "False"], result.stderr
+
+
+def test_without_ray_the_engine_says_which_extra_to_install_before_any_run_is_made(tmp_path):
+    folder, _ = image_folder(tmp_path, count=1)
+    code = (
+        "import sys; sys.modules['ray'] = None; from sync.cli import main; "  # as if ray were not installed
+        f"sys.argv = ['autolabel', 'prelabel', {str(folder)!r}, '--prompt', 'x', '--dataset', 'd', '--engine', 'ray']; "
+        "main()"
+    )
+    env = environment(tmp_path)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env,
+                            timeout=120)
+    assert result.returncode == 2
+    (line,) = lines(result.stderr)
+    assert "needs the ray extra" in line and "pip install 'autolabel-cvat[ray]'" in line
+    assert not (tmp_path / "store.db").exists()
