@@ -2,7 +2,8 @@
 
 The driver creates or resumes the run (`sync.prelabel_store.RunRecorder`, exactly as the
 local engine does), then streams the pending image paths through Ray Data: CPU tasks decode
-them (`serverless.pipeline.decode_image`), and a pool of actors, each loading the models once
+them (`serverless.pipeline.decode_image`; with no GPU per worker Ray Data fuses that step into
+the actors' processes), and a pool of actors, each loading the models once
 (`serverless.pipeline.load_pipeline`, on ``gpus_per_worker`` GPUs), labels each batch
 (`serverless.pipeline.label_batch`) and writes it to the store itself
 (`sync.prelabel_store.record_batch` with ``skip_covered``). Ray restarts an actor that dies
