@@ -14,9 +14,8 @@ import multiprocessing
 import os
 import signal
 import time
-from collections import deque
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -28,6 +27,7 @@ from serverless.detections import Detections
 from serverless.images import ImageError, read_image
 from serverless.models.base import Classifier, Detector, Kind, Segmenter, Tags
 from serverless.models.registry import ModelSpec, ModelSpecError, parse_spec
+from serverless.read_ahead import read_ahead
 
 if TYPE_CHECKING:
     from serverless.ontology import Ontology
@@ -102,6 +102,22 @@ def _classifier(given: str | None, environ: Mapping[str, str], ontology: Ontolog
     return _choose("classifier", candidates, environ)
 
 
+COMPILE_VARIABLE = "AUTOLABEL_COMPILE"
+"""``1``/``true``/``yes``: `ModelSettings.from_env` compiles the models (``--compile`` for the
+function doors, which take no options)."""
+
+
+def _compile_setting(given: bool | None, environ: Mapping[str, str]) -> bool:
+    if given is not None:
+        return given
+    value = environ.get(COMPILE_VARIABLE, "").strip().lower()
+    if value in ("", "0", "false", "no"):
+        return False
+    if value in ("1", "true", "yes"):
+        return True
+    raise ModelSpecError(f"{COMPILE_VARIABLE} must be 1, true, yes, 0, false or no, got {environ[COMPILE_VARIABLE]!r}")
+
+
 @dataclass(frozen=True, init=False)
 class ModelSettings:
     """Which models a door runs, as parsed spec strings (`serverless.models.registry`).
@@ -114,7 +130,8 @@ class ModelSettings:
     ``models: {detector, segmenter}`` → the defaults ``grounding-dino`` and ``sam`` (vit_h).
     The classifier (for ``tag`` labels) resolves the same way (``--classifier`` →
     ``AUTOLABEL_CLASSIFIER`` → ``models.classifier`` → ``clip``), for an ontology that has tag
-    labels only: naming one for an ontology without any is an error.
+    labels only: naming one for an ontology without any is an error. ``compile``: given →
+    ``AUTOLABEL_COMPILE`` → off.
     """
 
     detector: ModelSpec
@@ -122,6 +139,9 @@ class ModelSettings:
     device: str | None = None
     classifier: ModelSpec | None = None
     """The classifier for the ontology's ``tag`` labels; None: the ontology has none named."""
+    compile: bool = False
+    """``torch.compile`` the models' hot networks once loaded (`serverless.models.registry.compile_models`):
+    a speed option (results equal up to float noise), so not part of a run's parameters."""
 
     def __init__(
         self,
@@ -133,6 +153,7 @@ class ModelSettings:
         gdino_model: str | None = None,
         sam_checkpoint: str | None = None,
         sam_model_type: str | None = None,
+        compile: bool = False,  # noqa: A002 - the option's name
     ) -> None:
         """Explicit settings (no environment): specs, or the Grounding DINO / SAM shorthand."""
         chosen_detector = _one_of(
@@ -148,6 +169,7 @@ class ModelSettings:
         object.__setattr__(self, "segmenter", parse_spec(chosen_segmenter or "sam", "segmenter", {}))
         object.__setattr__(self, "device", device or None)
         object.__setattr__(self, "classifier", parse_spec(str(classifier), "classifier", {}) if classifier else None)
+        object.__setattr__(self, "compile", bool(compile))
 
     @classmethod
     def from_env(
@@ -160,6 +182,7 @@ class ModelSettings:
         sam_checkpoint: str | None = None,
         sam_model_type: str | None = None,
         device: str | None = None,
+        compile: bool | None = None,  # noqa: A002 - the option's name
         ontology: Ontology | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> ModelSettings:
@@ -201,7 +224,8 @@ class ModelSettings:
         )
         classifier_spec = _classifier(classifier, env, ontology)
         return cls(
-            detector_spec, segmenter_spec, device or env.get("AUTOLABEL_DEVICE") or None, classifier=classifier_spec
+            detector_spec, segmenter_spec, device or env.get("AUTOLABEL_DEVICE") or None, classifier=classifier_spec,
+            compile=_compile_setting(compile, env),
         )
 
     @property
@@ -269,7 +293,8 @@ def load_models(settings: ModelSettings, ontology: Ontology, *, masks: Literal[T
 def load_models(settings: ModelSettings, ontology: Ontology, *, masks: bool) -> tuple[Detector, Segmenter | None]: ...
 def load_models(settings: ModelSettings, ontology: Ontology, *, masks: bool) -> tuple[Detector, Segmenter | None]:
     """The settings' detector bound to ``ontology`` and, when ``masks`` is asked for, its
-    segmenter (else None), each loaded once per process. A detector whose detections carry
+    segmenter (else None), each loaded once per process (and compiled when the settings say so:
+    `serverless.models.registry.compile_models`). A detector whose detections carry
     masks of their own (SAM 3: `DetectorBackend.masks`) needs no segmenter: none is loaded.
 
     Where every model comes from is settled first (`serverless.models.registry.locate`), so
@@ -281,9 +306,12 @@ def load_models(settings: ModelSettings, ontology: Ontology, *, masks: bool) -> 
     own_masks = bool(getattr(registry.backend(settings.detector.backend), "masks", False))
     segmenter_source = registry.locate(settings.segmenter) if masks and not own_masks else None
     detector = registry.load_detector(settings.detector, ontology, device=settings.device, source=detector_source)
-    if segmenter_source is None:
-        return detector, None
-    return detector, registry.load_segmenter(settings.segmenter, device=settings.device, source=segmenter_source)
+    segmenter = None
+    if segmenter_source is not None:
+        segmenter = registry.load_segmenter(settings.segmenter, device=settings.device, source=segmenter_source)
+    if settings.compile:
+        registry.compile_models(detector, segmenter)
+    return detector, segmenter
 
 
 def load_detector(settings: ModelSettings, ontology: Ontology, *, masks: bool) -> Detector:
@@ -305,7 +333,10 @@ def load_classifier(settings: ModelSettings, ontology: Ontology) -> Classifier:
 
     ontology.part("tags")  # OntologyError naming what is missing
     spec = settings.classifier_for(ontology)
-    return registry.load_classifier(spec, ontology, device=settings.device, source=registry.locate(spec))
+    classifier = registry.load_classifier(spec, ontology, device=settings.device, source=registry.locate(spec))
+    if settings.compile:
+        registry.compile_models(classifier)
+    return classifier
 
 
 def load_pipeline(
@@ -324,6 +355,8 @@ def load_pipeline(
         classifier = registry.load_classifier(
             classifier_spec, ontology, device=settings.device, source=classifier_source
         )
+        if settings.compile:
+            registry.compile_models(classifier)
     return detector, classifier
 
 
@@ -390,24 +423,16 @@ def _decoded(
 ) -> Generator[tuple[Path, np.ndarray | None, str | None], None, None]:
     """``(path, image, error)`` per file, in order: `decode_image` here when ``workers`` is 0,
     else in ``workers`` processes with at most ``look_ahead`` files submitted ahead of the one
-    yielded (the memory bound)."""
-    if workers == 0:
-        for path in files:
-            yield (path, *decode_image(path))
-        return
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=_worker_context(), initializer=_ignore_interrupt)
+    yielded (`serverless.read_ahead.read_ahead`: the memory bound)."""
+    pool = None
+    if workers:
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=_worker_context(), initializer=_ignore_interrupt)
     try:
-        waiting = iter(files)
-        ahead: deque[tuple[Path, Future[tuple[np.ndarray | None, str | None]]]] = deque(
-            (path, pool.submit(decode_image, path)) for path in islice(waiting, look_ahead)
-        )
-        while ahead:
-            path, future = ahead.popleft()
-            for following in islice(waiting, 1):
-                ahead.append((following, pool.submit(decode_image, following)))
-            yield (path, *future.result())
+        for path, (image, error) in read_ahead(files, decode_image, pool, look_ahead):
+            yield path, image, error
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def prelabel_files(

@@ -8,6 +8,7 @@ import typer
 
 __all__ = [
     "ClassifierOption",
+    "CompileOption",
     "DetectorOption",
     "DeviceOption",
     "GdinoModelOption",
@@ -45,3 +46,11 @@ SamModelTypeOption = Annotated[
     str | None, typer.Option(help="vit_h | vit_l | vit_b | config JSON \\[env AUTOLABEL_SAM_MODEL_TYPE].")
 ]
 DeviceOption = Annotated[str | None, typer.Option(help="cpu | cuda | cuda:N \\[env AUTOLABEL_DEVICE].")]
+CompileOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--compile/--no-compile",
+        help="torch.compile the models' heavy networks (slow first batches; for long GPU runs) "
+        "\\[env AUTOLABEL_COMPILE].",
+    ),
+]

@@ -750,3 +750,17 @@ def test_reading_threads_give_the_same_prelabels_and_skip_the_same_frames(
 
     failed = prelabel(tasks[0].id, "--ontology", ontology_file, "--workers", -1)
     assert str(failed.exception) == "--workers must be at least 0, got -1"
+
+
+def test_compile_with_a_backend_torch_lacks_is_one_line_before_any_frame_is_read(
+    fake_cvat: FakeCvat, client, ontology_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from sync.console import CliError
+
+    task = make_task(client, tmp_path, ONTOLOGY, frames=2)
+    monkeypatch.setenv("AUTOLABEL_COMPILE_BACKEND", "turbo")
+    fake_cvat.clear_log()
+    failed = prelabel(task.id, "--ontology", ontology_file, "--compile")
+    assert isinstance(failed.exception, CliError), failed.output
+    assert str(failed.exception).startswith("torch.compile backend 'turbo' (from AUTOLABEL_COMPILE_BACKEND) is not one of")
+    assert frame_reads(fake_cvat, task.id) == []

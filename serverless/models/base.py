@@ -20,7 +20,7 @@ the per-frame path, and avoids a per-call label set that a stateful model (YOLO-
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
@@ -29,6 +29,8 @@ import numpy as np
 from serverless.detections import Detections
 
 if TYPE_CHECKING:
+    import torch
+
     from serverless.ontology import Ontology
 
 __all__ = [
@@ -37,6 +39,7 @@ __all__ = [
     "BoundClassifier",
     "BoundDetector",
     "Classifier",
+    "Compilable",
     "Detector",
     "Embedding",
     "EmbeddingExporter",
@@ -44,6 +47,7 @@ __all__ = [
     "Segmenter",
     "Tags",
     "check_threshold",
+    "compiled_networks",
     "embed_all",
 ]
 
@@ -150,6 +154,29 @@ def embed_all(segmenter: Segmenter, images: Sequence[np.ndarray]) -> list[Embedd
 
 
 @runtime_checkable
+class Compilable(Protocol):
+    """A loaded model that names the networks worth ``torch.compile`` (an optional capability:
+    ``--compile``, `serverless.models.registry.compile_networks`): the modules its hot path
+    calls, with fixed or few input shapes where possible (SAM's image encoder, not its prompt
+    decoder), each compiled in place with ``nn.Module.compile`` so the model's own calls go
+    through the compiled code."""
+
+    def compiled_networks(self) -> Mapping[str, torch.nn.Module]:
+        """``{name for messages: module}``; empty when nothing is worth compiling."""
+        ...
+
+
+def compiled_networks(*models: object) -> dict[str, torch.nn.Module]:
+    """The networks of each of ``models`` that is `Compilable`, merged (the others name none).
+    The wrappers (`BoundDetector`, `BoundClassifier`, Grounded-SAM) answer with their parts'."""
+    found: dict[str, torch.nn.Module] = {}
+    for model in models:
+        if isinstance(model, Compilable):
+            found.update(model.compiled_networks())
+    return found
+
+
+@runtime_checkable
 class EmbeddingExporter(Segmenter, Protocol):
     """A segmenter whose embeddings a browser-side decoder can read (SAM's, for CVAT's SAM
     plugin, which decodes clicks in the browser)."""
@@ -242,6 +269,10 @@ class BoundDetector:
         """The model's ``detect`` with the bound ontology."""
         return self.model.detect(images, self.ontology, threshold=threshold)
 
+    def compiled_networks(self) -> dict[str, torch.nn.Module]:
+        """The model's (`Compilable`)."""
+        return compiled_networks(self.model)
+
 
 class BoundClassifier:
     """A zero-shot classifier bound to one ontology's tag labels: a `Classifier`."""
@@ -257,3 +288,7 @@ class BoundClassifier:
     def classify(self, images: Sequence[np.ndarray], *, threshold: float | None = None) -> list[Tags]:
         """The model's ``classify`` with the bound ontology."""
         return self.model.classify(images, self.ontology, threshold=threshold)
+
+    def compiled_networks(self) -> dict[str, torch.nn.Module]:
+        """The model's (`Compilable`)."""
+        return compiled_networks(self.model)

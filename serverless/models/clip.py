@@ -50,7 +50,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -67,6 +67,9 @@ from serverless.models.registry import (
     select_device,
 )
 from serverless.ontology import Ontology, OntologyError
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "BACKEND",
@@ -228,6 +231,11 @@ class ClipModel:
         bias = getattr(model, "logit_bias", None)
         self.logit_bias = float(bias.detach().float().item()) if self.scoring == "sigmoid" and bias is not None else 0.0
         self._labels: dict[str, np.ndarray] = {}
+
+    def compiled_networks(self) -> dict[str, torch.nn.Module]:
+        """The image tower (`serverless.models.base.Compilable`): a fixed input size; the label
+        texts are encoded once per ontology."""
+        return {"CLIP vision model": self.model.vision_model}
 
     @classmethod
     def load(cls, model_id: str, *, device: str | None = None) -> ClipModel:

@@ -6,11 +6,15 @@ box to segment."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from serverless.detections import Detections
-from serverless.models.base import Detector, Embedding, Segmenter, embed_all
+from serverless.models.base import Detector, Embedding, Segmenter, compiled_networks, embed_all
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["GroundedSam", "add_masks"]
 
@@ -49,6 +53,10 @@ class GroundedSam:
     @property
     def labels(self) -> tuple[str, ...]:
         return self.detector.labels
+
+    def compiled_networks(self) -> dict[str, torch.nn.Module]:
+        """The detector's and the segmenter's (`serverless.models.base.Compilable`)."""
+        return compiled_networks(self.detector, self.segmenter)
 
     def add_masks(self, image: np.ndarray, detections: Detections) -> Detections:
         """`add_masks` with this segmenter."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -26,6 +26,9 @@ from serverless.models.registry import (
     select_device,
 )
 from serverless.ontology import MAX_PROMPT_TOKENS, Ontology, PromptChunk, chunk_prompts
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "BACKEND",
@@ -137,6 +140,11 @@ class GroundingDino:
         self.device = device
         self.model_id = model_id
         self._chunks: dict[str, list[_EncodedChunk]] = {}
+
+    def compiled_networks(self) -> dict[str, torch.nn.Module]:
+        """The whole network (`serverless.models.base.Compilable`), called once per caption and
+        batch: a batch of a new frame size compiles again (bulk runs of one size compile once)."""
+        return {type(self.model).__name__: self.model}
 
     @classmethod
     def load(

@@ -131,6 +131,12 @@ class Owlv2:
         self.max_text_tokens = int(model.config.text_config.max_position_embeddings)
         self._queries: dict[str, _Queries] = {}
 
+    def compiled_networks(self) -> dict[str, torch.nn.Module]:
+        """The vision transformer (`serverless.models.base.Compilable`): every frame is padded and
+        resized to one square size, so it compiles once; the text queries are encoded once per
+        ontology and the heads are small."""
+        return {"OWLv2 vision model": self.model.owlv2.vision_model}
+
     @classmethod
     def load(cls, model_id: str, *, device: str | None = None) -> Owlv2:
         """Load from a hub id or a local ``save_pretrained`` directory, once per process."""

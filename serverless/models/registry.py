@@ -28,12 +28,13 @@ import contextlib
 import importlib
 import os
 import threading
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from serverless.models.base import KINDS, Classifier, Detector, Kind, Segmenter
+from serverless.models.base import KINDS, Classifier, Detector, Kind, Segmenter, compiled_networks
 
 if TYPE_CHECKING:
     from serverless.ontology import Ontology
@@ -51,6 +52,7 @@ __all__ = [
     "backend",
     "backends",
     "clear",
+    "compile_models",
     "inference_context",
     "load_classifier",
     "load_detector",
@@ -318,6 +320,38 @@ def inference_context(device: str) -> Iterator[None]:
                 yield
         else:
             yield
+
+
+COMPILE_BACKEND_VARIABLE = "AUTOLABEL_COMPILE_BACKEND"
+"""The ``torch.compile`` backend `compile_models` uses (default ``inductor``; ``cudagraphs``,
+``aot_eager`` or ``eager`` to tell a compiler problem from a model one)."""
+_COMPILED: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def compile_models(*models: object, backend: str | None = None) -> list[str]:
+    """``torch.compile`` the networks each loaded model names (`serverless.models.base.Compilable`),
+    in place, so every door holding the model runs them compiled; the names compiled, in order
+    (empty when none of the models names any). A network is compiled once per process, however
+    many doors load it. Compilation itself happens at the first call of each input shape (slow:
+    seconds to minutes); results equal the eager ones up to float noise. ``backend``: given →
+    ``AUTOLABEL_COMPILE_BACKEND`` → ``inductor``; one that torch does not know is a
+    `ModelLoadError` naming the ones it does."""
+    import torch
+
+    chosen = backend or os.environ.get(COMPILE_BACKEND_VARIABLE) or "inductor"
+    known = torch.compiler.list_backends(exclude_tags=())
+    if chosen not in known:
+        raise ModelLoadError(
+            f"torch.compile backend {chosen!r} (from {'the caller' if backend else COMPILE_BACKEND_VARIABLE}) is not "
+            f"one of {', '.join(sorted(known))}"
+        )
+    networks = compiled_networks(*models)
+    with _LOCK:
+        for module in networks.values():
+            if module not in _COMPILED:
+                module.compile(backend=chosen)
+                _COMPILED.add(module)
+    return list(networks)
 
 
 def load_once(key: tuple[Any, ...], factory: Callable[[], T]) -> T:

@@ -16,7 +16,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -30,6 +30,9 @@ from serverless.models.registry import (
     load_once,
     select_device,
 )
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "BACKEND",
@@ -154,6 +157,11 @@ class SamSegmenter:
         self._predictor = SamPredictor(self.model)
         self._cache: EmbeddingCache[SamEmbedding] = EmbeddingCache(cache_size)
         self._lock = threading.RLock()  # the predictor holds one frame's state at a time
+
+    def compiled_networks(self) -> dict[str, torch.nn.Module]:
+        """The image encoder (`serverless.models.base.Compilable`): a fixed 1024x1024 input, the
+        costly part; the prompt encoder and mask decoder see a new box count per frame."""
+        return {f"SAM {self.model_type} image encoder": self.model.image_encoder}
 
     @classmethod
     def load(cls, model_type: str, checkpoint: str | None, *, device: str | None = None) -> SamSegmenter:

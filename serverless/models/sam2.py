@@ -110,6 +110,11 @@ class Sam2Segmenter:
         self.model_id = model_id
         self._cache: EmbeddingCache[Sam2Embedding] = EmbeddingCache(cache_size)
 
+    def compiled_networks(self) -> dict[str, torch.nn.Module]:
+        """The vision encoder (`serverless.models.base.Compilable`): a fixed 1024x1024 input;
+        the prompt decoder sees a new box count per frame."""
+        return {"SAM 2 vision encoder": self.model.vision_encoder}
+
     @classmethod
     def load(cls, model_id: str, *, device: str | None = None) -> Sam2Segmenter:
         """Load a hub id or a ``save_pretrained`` directory once per process."""

@@ -218,6 +218,11 @@ class Sam3:
         self.model_id = model_id
         self._prompts: dict[str, _EncodedPrompts] = {}
 
+    def compiled_networks(self) -> dict[str, torch.nn.Module]:
+        """The vision encoder (`serverless.models.base.Compilable`): a fixed 1008x1008 input;
+        the text prompts are encoded once per ontology."""
+        return {"SAM 3 vision encoder": self.model.vision_encoder}
+
     @classmethod
     def load(cls, model_id: str, *, device: str | None = None) -> Sam3:
         """Load from a hub id or a local ``save_pretrained`` directory, once per process."""

@@ -14,6 +14,7 @@ from sync.commands.cvat import CaCertOption, InsecureOption, OrgOption, UrlOptio
 from sync.console import domain_errors, err, fail, out
 from sync.options import (
     ClassifierOption,
+    CompileOption,
     DetectorOption,
     DeviceOption,
     GdinoModelOption,
@@ -53,6 +54,7 @@ def prelabel(
     sam_checkpoint: SamCheckpointOption = None,
     sam_model_type: SamModelTypeOption = None,
     device: DeviceOption = None,
+    compile_models: CompileOption = None,
     url: UrlOption = None,
     org: OrgOption = None,
     insecure: InsecureOption = False,
@@ -89,6 +91,7 @@ def prelabel(
         settings = ModelSettings.from_env(
             detector=detector, segmenter=segmenter, classifier=classifier, gdino_model=gdino_model,
             sam_checkpoint=sam_checkpoint, sam_model_type=sam_model_type, device=device, ontology=onto,
+            compile=compile_models,
         )
     except ModelSpecError as error:
         fail(str(error))
