@@ -16,6 +16,7 @@ import typer
 from sync.console import TINY_NOTICE, CliError, domain_errors, err, fail, out, print_error, quiet_libraries, text
 from sync.options import (
     ClassifierOption,
+    CompileOption,
     DetectorOption,
     DeviceOption,
     GdinoModelOption,
@@ -118,6 +119,16 @@ def _resume_hint(recorder, files: list[Path]) -> None:
     )
 
 
+def _compile_note(*models) -> None:
+    """What ``--compile`` compiles (or that these models name nothing to compile)."""
+    from serverless.models.base import compiled_networks
+
+    names = list(compiled_networks(*models))
+    err.print(text(f"torch.compile: {', '.join(names)}; the first batch of each frame size compiles (slow)"
+                   if names else "torch.compile: these models name no network to compile; they run as they are"),
+              highlight=False)
+
+
 def _detect_all(
     files: list[Path], ontology, settings, *, masks: bool, threshold, batch_size: int, recorder, workers: int = 0
 ):
@@ -135,6 +146,8 @@ def _detect_all(
     except (ModelLoadError, OntologyError) as error:
         fail(str(error))
     load_seconds = time.perf_counter() - began
+    if settings.compile:
+        _compile_note(detector, classifier)
     results = []
     batch = []  # this batch's labelled images, recorded together when its last result is in
     with Progress(
@@ -436,6 +449,7 @@ def prelabel(
     sam_checkpoint: SamCheckpointOption = None,
     sam_model_type: SamModelTypeOption = None,
     device: DeviceOption = None,
+    compile_models: CompileOption = None,
     dataset: Annotated[
         str | None, typer.Option(help="Record samples, run and annotations in the store (AUTOLABEL_DB).")
     ] = None,
@@ -475,7 +489,7 @@ def prelabel(
     onto = _load_ontology(ontology, prompt)
     settings = _model_settings(
         onto, detector=detector, segmenter=segmenter, classifier=classifier, gdino_model=gdino_model,
-        sam_checkpoint=sam_checkpoint, sam_model_type=sam_model_type, device=device,
+        sam_checkpoint=sam_checkpoint, sam_model_type=sam_model_type, device=device, compile=compile_models,
     )
     if engine == "ray":
         if out_file is not None or workers:

@@ -93,13 +93,14 @@ def worker_store_url(url_or_path: str | None = None, *, address: str | None = No
     return url.render_as_string(hide_password=False)
 
 
-def settings_data(settings: ModelSettings) -> dict[str, str | None]:
+def settings_data(settings: ModelSettings) -> dict[str, str | bool | None]:
     """``settings`` as the keyword arguments of `ModelSettings` that rebuild it on a worker."""
     return {
         "detector": settings.detector.text,
         "segmenter": settings.segmenter.text,
         "device": settings.device,
         "classifier": settings.classifier.text if settings.classifier is not None else None,
+        "compile": settings.compile,
     }
 
 

@@ -430,3 +430,30 @@ def test_file_names_are_relative_to_one_root_that_holds_them_all(tmp_path_factor
     for name, path in zip(names, dict.fromkeys(found)):
         assert not name.startswith(("/", "../")) and name != ".."
         assert (root / name).samefile(path)
+
+
+def test_compile_gives_the_same_prelabels_and_names_what_it_compiled(tmp_path, tiny_env):
+    """--compile (torch.compile's eager backend here: the same graph capture as inductor without
+    minutes of code generation on this CPU) pre-labels exactly as the eager models do."""
+    images = write_images(tmp_path / "imgs", 3)
+    plain = autolabel(["prelabel", str(tmp_path / "imgs"), "--prompt", "cat. dog", "--masks", "--threshold", "0.05",
+                       "--out", str(tmp_path / "plain.json")], tiny_env)
+    assert plain.returncode == 0, plain.stderr
+    compiled = autolabel(["prelabel", *map(str, images), "--prompt", "cat. dog", "--masks", "--threshold", "0.05",
+                          "--compile", "--out", str(tmp_path / "compiled.json")],
+                         {**tiny_env, "AUTOLABEL_COMPILE_BACKEND": "eager"})
+    assert compiled.returncode == 0, compiled.stderr
+    assert "torch.compile: GroundingDinoForObjectDetection, SAM" in " ".join(compiled.stderr.split())
+    assert "torch.compile" not in plain.stderr
+
+    def shapes(name: str) -> list[tuple]:
+        coco = json.loads((tmp_path / name).read_text())
+        return sorted((a["image_id"], a["category_id"], tuple(np.round(a["bbox"], 2)), a["segmentation"]["counts"])
+                      for a in coco["annotations"])
+
+    assert shapes("compiled.json") == shapes("plain.json") and shapes("plain.json")
+
+    bad = autolabel(["prelabel", str(images[0]), "--prompt", "cat", "--out", str(tmp_path / "x.json")],
+                    {**tiny_env, "AUTOLABEL_COMPILE": "maybe"})
+    assert bad.returncode == 2 and lines(bad.stderr) == [
+        "error: AUTOLABEL_COMPILE must be 1, true, yes, 0, false or no, got 'maybe'"]
