@@ -162,7 +162,7 @@ class LabelWriter:
         dataset: str,
         run_id: int,
         ontology: dict[str, Any],
-        settings: dict[str, str | None],
+        settings: dict[str, str | bool | None],
         masks: bool,
         threshold: float | None,
     ) -> None:
