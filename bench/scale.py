@@ -30,6 +30,8 @@ included; ``load s`` is shown apart where the mode can tell it):
   ahead of the models, same-size frames in one detector pass, SAM's encoder over the batch's
   frames, bf16 autocast on CUDA) and each batch written to the store in one go
   (`sync.prelabel_store.RunRecorder.record_many`).
+- ``pipelined+compile`` (``--compile``): the same with ``--compile`` (torch.compile of the
+  Grounding DINO network and the SAM image encoder; compiling is inside the time).
 - ``ray-N``: ``autolabel prelabel --engine ray --ray-workers N`` as a function call
   (`sync.ray_prelabel.prelabel_with_ray`) on a local Ray cluster started beforehand (its start-up
   is not timed; each worker actor loads the models, which is timed): decoding in Ray tasks, N
@@ -98,6 +100,8 @@ class Setup:
     device: str
     store: str | None
     """A store URL (PostgreSQL) for the pipelined and Ray modes; None: a SQLite file per mode."""
+    compile: bool = False
+    """Also run the pipelined mode with ``--compile`` (``pipelined+compile``)."""
 
 
 @dataclass(frozen=True)
@@ -108,11 +112,11 @@ class Weights:
     sam_model_type: str
     sam_checkpoint: str
 
-    def settings(self, device: str) -> Any:
+    def settings(self, device: str, compile: bool = False) -> Any:  # noqa: A002 - the option's name
         from serverless.pipeline import ModelSettings
 
         return ModelSettings(gdino_model=self.gdino_dir, sam_model_type=self.sam_model_type,
-                             sam_checkpoint=self.sam_checkpoint, device=device)
+                             sam_checkpoint=self.sam_checkpoint, device=device, compile=compile)
 
 
 # --------------------------------------------------------------------------- inputs
@@ -254,15 +258,18 @@ def _store_url(setup: Setup, work: Path, mode: str) -> str:
     return setup.store or f"sqlite:///{work / f'{mode}.db'}"
 
 
-def pipelined(files: Sequence[str], weights: Weights, setup: Setup, store_url: str) -> dict[str, Any]:
-    """``autolabel prelabel --masks --dataset D --workers W`` as a call: decode ahead, batch, record."""
+def pipelined(
+    files: Sequence[str], weights: Weights, setup: Setup, store_url: str, compile: bool = False  # noqa: A002
+) -> dict[str, Any]:
+    """``autolabel prelabel --masks --dataset D --workers W [--compile]`` as a call: decode ahead,
+    batch, record. Compiling happens during the first batches, so it is inside ``total s``."""
     from serverless.ontology import load_ontology
     from serverless.pipeline import load_detector, prelabel_files
     from sync.prelabel_store import RunRecorder
     from sync.store import open_store
 
     ontology = load_ontology(SAMPLES / "ontology.yaml")
-    settings = weights.settings(setup.device)
+    settings = weights.settings(setup.device, compile)
     store = open_store(store_url)
     dataset = f"scale-pipelined-{time.time_ns()}"
     began = time.perf_counter()
@@ -323,8 +330,8 @@ def _job(mode: str, files: Sequence[str], weights: Weights, setup: Setup, work: 
     with GpuSampler(setup.device) as gpu:
         if mode == "reference":
             row = reference(files, weights, setup)
-        elif mode == "pipelined":
-            row = pipelined(files, weights, setup, _store_url(setup, Path(work), mode))
+        elif mode.startswith("pipelined"):
+            row = pipelined(files, weights, setup, _store_url(setup, Path(work), mode), mode.endswith("compile"))
         else:
             row = with_ray(files, weights, setup, _store_url(setup, Path(work), mode), int(mode.split("-")[1]))
     return {**row, "gpu_busy": gpu.mean, "gpu_samples": len(gpu.samples)}
@@ -343,7 +350,8 @@ def run_isolated(mode: str, files: Sequence[str], weights: Weights, setup: Setup
 
 
 def modes(setup: Setup) -> list[str]:
-    return ["reference", "pipelined", *(f"ray-{n}" for n in setup.ray_workers)]
+    return ["reference", "pipelined", *(["pipelined+compile"] if setup.compile else []),
+            *(f"ray-{n}" for n in setup.ray_workers)]
 
 
 def measure(setup: Setup, work: Path) -> list[dict[str, Any]]:
@@ -383,7 +391,8 @@ def _cells(row: dict[str, Any], setup: dict[str, Any], device: str) -> list[str]
 
     boxes = None if row["boxes"] is None else row["boxes"] / row["images"]
     batch = "1" if row["mode"] == "reference" else str(setup["batch_size"])
-    workers = {"reference": "0", "pipelined": str(setup["workers"])}.get(row["mode"], "ray tasks")
+    workers = "0" if row["mode"] == "reference" else "ray tasks"
+    workers = str(setup["workers"]) if row["mode"].startswith("pipelined") else workers
     busy = "-" if row["gpu_busy"] is None else f"{row['gpu_busy']:.0f} %"
     return [row["models"], row["mode"], device, str(row["images"]), batch, workers, number(row["load_s"]),
             number(row["seconds"]), number(row["images_per_s"], 2), f"{row['vs_reference']:.2f}x",
@@ -420,6 +429,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--ray", default="1,2", help="Ray worker counts, comma-separated; '' for none (default 1,2)")
     parser.add_argument("--threshold", type=float, default=0.35, help="box threshold of every mode (default 0.35)")
     parser.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cuda when present)")
+    parser.add_argument("--compile", action="store_true", help="also run the pipelined mode with --compile")
     parser.add_argument("--store", default=None, help="store URL for the stored modes (default: SQLite files)")
     parser.add_argument("--workdir", type=Path, default=None, help="where photos, weights and stores go "
                         "(default: a temporary folder, removed afterwards)")
@@ -447,7 +457,7 @@ def _setup(args: argparse.Namespace) -> Setup:
 
     images = args.images or (16 if kinds == ("tiny",) else 6)
     return Setup(kinds, images, (int(width), int(height)), args.batch_size, args.workers, ray_workers,
-                 args.threshold, select_device(args.device), args.store)
+                 args.threshold, select_device(args.device), args.store, args.compile)
 
 
 @contextlib.contextmanager

@@ -40,6 +40,17 @@ features): one forward pass per distinct frame size. The others resize every fra
 input size: one forward pass for any batch."""
 
 
+@pytest.fixture(autouse=True)
+def gpu_sized_passes_on_the_cpu(monkeypatch):
+    """The SAM-family encoders take one frame per pass on a CPU (`frames_per_pass`); these tests
+    give the CPU the GPU's frames per pass, so the batched path runs here."""
+    from serverless.models import sam3
+
+    monkeypatch.setattr(sam, "CPU_ENCODER_BATCH", sam.ENCODER_BATCH)
+    monkeypatch.setattr(sam2, "CPU_ENCODER_BATCH", sam2.ENCODER_BATCH)
+    monkeypatch.setattr(sam3, "CPU_VISION_BATCH", sam3.VISION_BATCH)
+
+
 @pytest.fixture(scope="module")
 def tiny_root(tiny_models):
     return tiny_models.gdino_dir.parent
@@ -183,10 +194,22 @@ def test_embed_many_honours_the_embedding_cache(segmenter, frames, same_size):
 
 def test_embed_many_runs_the_encoder_in_chunks(segmenter, frames, monkeypatch):
     module = sam if isinstance(segmenter, sam.SamSegmenter) else sam2
-    monkeypatch.setattr(module, "ENCODER_BATCH", 2)
+    monkeypatch.setattr(module, "CPU_ENCODER_BATCH", 2)
     with batch_sizes(encoder(segmenter)) as passes:
         fresh(segmenter).embed_many(frames)
     assert passes == [2, 1]
+
+
+def test_a_cpu_encodes_one_frame_per_pass_and_a_gpu_several(segmenter, frames, monkeypatch):
+    from serverless.models.base import frames_per_pass
+
+    module = sam if isinstance(segmenter, sam.SamSegmenter) else sam2
+    monkeypatch.undo()  # the module's own CPU setting
+    with batch_sizes(encoder(segmenter)) as passes:
+        fresh(segmenter).embed_many(frames)
+    assert passes == [1] * len(frames)
+    assert frames_per_pass("cuda:1", module.ENCODER_BATCH, module.CPU_ENCODER_BATCH) == module.ENCODER_BATCH > 1
+    assert frames_per_pass("cpu", 4, 0) == 1
 
 
 def test_embed_all_batches_when_it_can_and_loops_otherwise(segmenter, frames):

@@ -219,11 +219,14 @@ def test_the_tiny_model_loads_through_the_registry_and_gives_frame_sized_masks(t
     assert len(detector.detect(frames[:1], threshold=1.0)[0]) == 0
 
 
-def test_vision_features_once_per_frame_and_text_once_per_ontology(sam3, frames):
+def test_vision_features_once_per_frame_and_text_once_per_ontology(sam3, frames, monkeypatch):
     prompts = [f"thing {i}" for i in range(PROMPT_BATCH + 1)]  # two batches of prompts
     ontology = parse_ontology(
         "labels:\n" + "".join(f"  - {{name: label-{i}, prompts: ['{p}']}}\n" for i, p in enumerate(prompts))
     )
+    from serverless.models import sam3 as module
+
+    monkeypatch.setattr(module, "CPU_VISION_BATCH", module.VISION_BATCH)  # a GPU's frames per pass, here
     model = sam3.model
     with counting(model.vision_encoder, model.text_encoder, model.detr_decoder) as calls:
         detector = sam3.bind(ontology)
@@ -236,12 +239,13 @@ def test_vision_features_once_per_frame_and_text_once_per_ontology(sam3, frames)
     assert text == 1
 
 
-def test_the_vision_encoder_takes_at_most_vision_batch_frames_per_pass(sam3, frames, monkeypatch):
+def test_the_vision_encoder_takes_at_most_its_frames_per_pass(sam3, frames, monkeypatch):
     from serverless.models import sam3 as module
 
     detector = sam3.bind(parse_ontology(ONTOLOGY))
+    monkeypatch.setattr(module, "CPU_VISION_BATCH", module.VISION_BATCH)
     together = detector.detect(frames, threshold=0.0)
-    monkeypatch.setattr(module, "VISION_BATCH", 1)
+    monkeypatch.setattr(module, "CPU_VISION_BATCH", 1)  # as on a CPU by default
     with counting(sam3.model.vision_encoder) as calls:
         apart = detector.detect(frames, threshold=0.0)
     assert calls == [len(frames)]

@@ -49,6 +49,7 @@ __all__ = [
     "check_threshold",
     "compiled_networks",
     "embed_all",
+    "frames_per_pass",
 ]
 
 Kind = Literal["detector", "segmenter", "classifier"]
@@ -141,6 +142,14 @@ class BatchEmbedder(Segmenter, Protocol):
         not encoded again, the others are encoded (a frame repeated in the batch once) and
         cached."""
         ...
+
+
+def frames_per_pass(device: str, gpu: int, cpu: int) -> int:
+    """How many frames an image encoder takes in one forward pass on ``device``: ``gpu`` on an
+    accelerator, ``cpu`` on the CPU. A CPU is busy with one frame already (batching gains it
+    nothing) while a batch's attention maps multiply its memory; a GPU needs frames together
+    to stay busy. The one place the SAM-family encoders make this choice."""
+    return max(1, cpu if device == "cpu" or device.startswith("cpu:") else gpu)
 
 
 def embed_all(segmenter: Segmenter, images: Sequence[np.ndarray]) -> list[Embedding]:

@@ -22,6 +22,7 @@ import numpy as np
 
 from serverless.models.downloads import PublicCheckpoint, download_once, locate_public
 from serverless.models.embedding_cache import EmbeddingCache, image_hash
+from serverless.models.base import frames_per_pass
 from serverless.models.registry import (
     ModelLoadError,
     SegmenterBackend,
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BACKEND",
     "BROWSER_DECODER",
+    "CPU_ENCODER_BATCH",
     "ENCODER_BATCH",
     "SAM_CHECKPOINTS",
     "SamEmbedding",
@@ -57,9 +59,13 @@ SAM_CHECKPOINTS = {
 }
 BROWSER_DECODER = "sam-vit-h"
 """The browser-side decoder CVAT's SAM plugin ships: it reads SAM vit_h embeddings."""
-ENCODER_BATCH = 8
-"""Frames per image-encoder pass in `SamSegmenter.embed_many` (bounds its activations: vit_h's
-global attention holds a 4096x4096 map per head and frame)."""
+ENCODER_BATCH = 4
+"""Frames per image-encoder pass of `SamSegmenter.embed_many` on a GPU (bounds its activations:
+the global attention layers hold a 4096x4096 map per head and frame)."""
+CPU_ENCODER_BATCH = 1
+"""The same on a CPU: one frame per pass. A CPU is busy with one frame already (two vit_b frames
+in one pass took 2.2x one frame's time here), and the attention maps cost about 2.5 GB per
+vit_b frame in float32."""
 _CACHE_FOLDER = "sam"
 _CONFIG_KEYS = {"encoder_embed_dim", "encoder_depth", "encoder_num_heads", "encoder_global_attn_indexes"}
 
@@ -201,7 +207,7 @@ class SamSegmenter:
 
     def embed_many(self, images: Sequence[np.ndarray]) -> list[SamEmbedding]:
         """`embed` of each frame, the frames not in the cache encoded together, `ENCODER_BATCH`
-        per forward pass (`serverless.models.base.BatchEmbedder`)."""
+        per forward pass on a GPU (`CPU_ENCODER_BATCH` on a CPU) (`serverless.models.base.BatchEmbedder`)."""
         return self._cache.get_many(images, self._encode_many)
 
     def _encode_many(self, images: list[np.ndarray], keys: list[str]) -> list[SamEmbedding]:
@@ -211,8 +217,9 @@ class SamSegmenter:
 
         found: list[SamEmbedding] = []
         with self._lock, inference_context(self.device):
-            for start in range(0, len(images), ENCODER_BATCH):
-                chunk = images[start : start + ENCODER_BATCH]
+            step = frames_per_pass(self.device, ENCODER_BATCH, CPU_ENCODER_BATCH)
+            for start in range(0, len(images), step):
+                chunk = images[start : start + step]
                 resized = [self._predictor.transform.apply_image(np.ascontiguousarray(image)) for image in chunk]
                 pixels = torch.cat(
                     [

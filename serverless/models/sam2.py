@@ -27,6 +27,7 @@ import numpy as np
 
 from serverless.models.embedding_cache import EmbeddingCache
 from serverless.models.hub import load_error, locate_pretrained, pretrained_on_disk
+from serverless.models.base import frames_per_pass
 from serverless.models.registry import (
     SegmenterBackend,
     WeightsSource,
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BACKEND",
     "DEFAULT_SAM2_MODEL",
+    "CPU_ENCODER_BATCH",
     "ENCODER_BATCH",
     "SAM2_SIZES",
     "Sam2Embedding",
@@ -59,8 +61,10 @@ DEFAULT_SAM2_MODEL = SAM2_SIZES["large"]
 """The most accurate size: masks are what a segmenter is for, and Hiera-L (224 M parameters)
 is still about a third of SAM 1 vit_h, the ``sam`` backend's default. ``sam2:tiny`` (39 M) is
 the fast one."""
-ENCODER_BATCH = 8
-"""Frames per image-encoder pass in `Sam2Segmenter.embed_many` (bounds its activations)."""
+ENCODER_BATCH = 4
+"""Frames per image-encoder pass of `Sam2Segmenter.embed_many` on a GPU (bounds its activations)."""
+CPU_ENCODER_BATCH = 1
+"""The same on a CPU (`serverless.models.base.frames_per_pass`)."""
 ENV_VAR = "AUTOLABEL_SAM2_MODEL"
 _DISPLAY = "SAM 2.1"
 
@@ -139,7 +143,7 @@ class Sam2Segmenter:
 
     def embed_many(self, images: Sequence[np.ndarray]) -> list[Sam2Embedding]:
         """`embed` of each frame, the frames not in the cache encoded together, `ENCODER_BATCH`
-        per forward pass (`serverless.models.base.BatchEmbedder`)."""
+        per forward pass on a GPU, `CPU_ENCODER_BATCH` on a CPU (`serverless.models.base.BatchEmbedder`)."""
         return self._cache.get_many(images, self._encode_many)
 
     def _encode(self, image: np.ndarray, key: str) -> Sam2Embedding:
@@ -148,8 +152,9 @@ class Sam2Segmenter:
 
     def _encode_many(self, images: list[np.ndarray], keys: list[str]) -> list[Sam2Embedding]:
         found: list[Sam2Embedding] = []
-        for start in range(0, len(images), ENCODER_BATCH):
-            chunk = [np.ascontiguousarray(image) for image in images[start : start + ENCODER_BATCH]]
+        step = frames_per_pass(self.device, ENCODER_BATCH, CPU_ENCODER_BATCH)
+        for start in range(0, len(images), step):
+            chunk = [np.ascontiguousarray(image) for image in images[start : start + step]]
             # Frames are always (H, W, 3); without the hint, 1- or 3-pixel-high frames are misread.
             inputs = self.processor(images=chunk, return_tensors="pt", input_data_format="channels_last")
             with inference_context(self.device):

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from serverless.detections import Detections
-from serverless.models.base import BoundDetector, check_threshold
+from serverless.models.base import BoundDetector, check_threshold, frames_per_pass
 from serverless.models.hub import load_error, locate_pretrained, pretrained_on_disk
 from serverless.models.registry import (
     DetectorBackend,
@@ -53,6 +53,7 @@ __all__ = [
     "DEFAULT_SAM3_MODEL",
     "MASK_CHUNK",
     "PROMPT_BATCH",
+    "CPU_VISION_BATCH",
     "VISION_BATCH",
     "Sam3",
     "Sam3Detector",
@@ -68,8 +69,10 @@ PROMPT_BATCH = 16
 """Prompts run together against one frame's features (bounds the memory of one forward pass:
 each prompt decodes 200 masks of 288x288 with ``facebook/sam3``)."""
 
-VISION_BATCH = 8
-"""Frames per vision-encoder pass (bounds its activations and the batch's feature maps)."""
+VISION_BATCH = 4
+"""Frames per vision-encoder pass on a GPU (bounds its activations and the batch's feature maps)."""
+CPU_VISION_BATCH = 1
+"""The same on a CPU (`serverless.models.base.frames_per_pass`)."""
 
 MASK_CHUNK = 8
 """Masks resized to the frame together (bounds the float buffers of a large frame)."""
@@ -337,8 +340,9 @@ class Sam3:
         per_label = ontology.thresholds_or(threshold)
         results = []
         with inference_context(self.device):
-            for start in range(0, len(images), VISION_BATCH):
-                chunk = images[start : start + VISION_BATCH]
+            step = frames_per_pass(self.device, VISION_BATCH, CPU_VISION_BATCH)
+            for start in range(0, len(images), step):
+                chunk = images[start : start + step]
                 for image, vision in zip(chunk, self.vision_features(chunk), strict=True):
                     batches = ((self.forward(vision, encoded, s), encoded.label_ids[s]) for s in encoded.batches())
                     results.append(
