@@ -22,9 +22,11 @@ included; ``load s`` is shown apart where the mode can tell it):
 - ``reference``: transformers' and segment-anything's documented per-image usage — per file
   ``PIL.Image.open(...).convert("RGB")``, ``processor(images=image, text=..., return_tensors="pt")``,
   ``model(**inputs)`` under ``torch.no_grad()`` (fp32, no autocast),
-  ``post_process_grounded_object_detection(..., threshold, text_threshold=0.25)``, then
-  ``SamPredictor.set_image`` and one ``predict_torch`` call with the image's boxes. Nothing is
-  stored.
+  ``post_process_grounded_object_detection(..., threshold, text_threshold=0.25)``, the
+  ontology's ``max_detections`` (100) best boxes kept — the cap the product applies: random
+  full-size weights put most of the 900 queries over any threshold, and SAM's decoder on 900
+  boxes of one frame exhausts 24 GB —, then ``SamPredictor.set_image`` and one
+  ``predict_torch`` call with the image's boxes. Nothing is stored.
 - ``pipelined``: ``autolabel prelabel --masks --dataset D --workers W --batch-size B`` as a
   function call: `serverless.pipeline.prelabel_files` (images decoded by ``--workers`` processes
   ahead of the models, same-size frames in one detector pass, SAM's encoder over the batch's
@@ -227,7 +229,8 @@ def reference(files: Sequence[str], weights: Weights, setup: Setup) -> dict[str,
     from serverless.models.sam import build_sam_model
     from serverless.ontology import load_ontology
 
-    text = _prompt(load_ontology(SAMPLES / "ontology.yaml"))
+    ontology = load_ontology(SAMPLES / "ontology.yaml")
+    text, most = _prompt(ontology), ontology.defaults.max_detections
     began = time.perf_counter()
     processor = AutoProcessor.from_pretrained(weights.gdino_dir)
     model = AutoModelForZeroShotObjectDetection.from_pretrained(weights.gdino_dir).to(setup.device).eval()
@@ -243,7 +246,7 @@ def reference(files: Sequence[str], weights: Weights, setup: Setup) -> dict[str,
             outputs, inputs.input_ids, threshold=setup.threshold, text_threshold=TEXT_THRESHOLD,
             target_sizes=[image.size[::-1]],
         )[0]
-        boxes = found["boxes"]
+        boxes = found["boxes"][found["scores"].argsort(descending=True)[:most]]
         boxes_found += len(boxes)
         if len(boxes):
             predictor.set_image(np.asarray(image))
@@ -302,9 +305,13 @@ def with_ray(files: Sequence[str], weights: Weights, setup: Setup, store_url: st
 
     ontology = load_ontology(SAMPLES / "ontology.yaml")
     settings = weights.settings(setup.device)
-    gpus = 1 if setup.device.startswith("cuda") else 0
-    ray.init(num_cpus=os.cpu_count(), num_gpus=workers * gpus or None, include_dashboard=False,
-             log_to_driver=False, logging_level="ERROR")
+    import torch
+
+    # On CUDA the workers share the machine's GPUs: one each when there are enough, else a
+    # fraction (two workers on one card: 0.5 each, as --gpus-per-worker 0.5 would give).
+    cards = torch.cuda.device_count() if setup.device.startswith("cuda") else 0
+    gpus = min(1.0, cards / workers) if cards else 0
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     try:
         dataset = f"scale-ray-{workers}-{time.time_ns()}"
         began = time.perf_counter()

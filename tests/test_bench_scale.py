@@ -4,7 +4,7 @@ modes stored the same annotations."""
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -16,15 +16,17 @@ SCRIPT = Path(__file__).resolve().parent.parent / "bench" / "scale.py"
 
 @pytest.fixture(scope="module")
 def bench():
-    had_models = "models" in sys.modules
-    spec = importlib.util.spec_from_file_location("bench_scale", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_scale"] = module  # dataclasses and spawned jobs look their module up
-    spec.loader.exec_module(module)
+    """The script as the module ``scale`` with bench/ on ``sys.path``: each mode runs in a
+    spawned process, which imports the job's module by that name (spawn hands the child this
+    ``sys.path``). ``sys.path`` and the ``models`` module it imports are put back afterwards."""
+    had_models, path = "models" in sys.modules, list(sys.path)
+    sys.path.insert(0, str(SCRIPT.parent))
+    module = importlib.import_module("scale")
     yield module
-    sys.modules.pop("bench_scale", None)
+    sys.modules.pop("scale", None)
     if not had_models:
         sys.modules.pop("models", None)
+    sys.path[:] = path
 
 
 def test_a_tiny_run_prints_every_mode_side_by_side(bench, tmp_path):
