@@ -115,6 +115,9 @@ def start_ray(address: str | None) -> bool:
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
     context.print_on_execution_start = False
+    # Ray Data repeats "uses 3.9GiB of memory per worker ... consider setting memory=" every 30 s
+    # for the whole run: a model worker holds its models, which is what it is for.
+    context.issue_detectors_config.high_memory_detector_config.detection_time_interval_s = -1
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "progress bars disabled"
     if ray.is_initialized():
