@@ -49,9 +49,9 @@ def runner_app():
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["--timeout", "0"], "timeout must be more than 0"),
-        (["--timeout", "-5"], "timeout must be more than 0"),
-        (["--queue-size", "-1"], "queue_size must lie in 0..10000"),
+        (["--timeout", "0"], "--timeout must be more than 0"),
+        (["--timeout", "-5"], "--timeout must be more than 0"),
+        (["--queue-size", "-1"], "--queue-size must lie in 0..10000"),
     ],
 )
 def test_limit_options_are_checked(tmp_path, runner_app, args, expected):

@@ -373,10 +373,12 @@ def runner_app():
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["--micro-batch", "0"], "micro_batch must lie in 1..256, got 0"),
-        (["--micro-batch", "-2"], "micro_batch must lie in 1..256, got -2"),
-        (["--micro-batch", "4", "--batch-window-ms", "-1"], "batch_window_ms must lie in 0..1000, got -1"),
-        (["--batch-window-ms", "-1"], "batch_window_ms must lie in 0..1000"),
+        (["--micro-batch", "0"], "error: --micro-batch must lie in 1..256, got 0"),
+        (["--micro-batch", "-2"], "error: --micro-batch must lie in 1..256, got -2"),
+        (["--micro-batch", "4", "--batch-window-ms", "-1"], "error: --batch-window-ms must lie in 0..1000, got -1"),
+        (["--batch-window-ms", "-1"], "error: --batch-window-ms must lie in 0..1000"),
+        (["--queue-size", "-1"], "error: --queue-size must lie in 0..10000, got -1"),
+        (["--port", "70000"], "error: --port must lie in 0..65535, got 70000"),
     ],
 )
 def test_bad_micro_batch_options_are_one_line_and_exit_2(tmp_path, runner_app, args, expected):

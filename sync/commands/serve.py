@@ -39,6 +39,17 @@ def parse_size(text: str) -> int:
     return int(match.group(1)) * _UNITS[match.group(2).lower()]
 
 
+_OPTION_FIELDS = ("port", "function_ports", "max_body_size", "timeout", "queue_size", "micro_batch",
+                  "batch_window_ms")
+
+
+def _as_option(message: str) -> str:
+    """A `ServeOptions` message that starts with a field's name, with the option as typed
+    (``queue_size must ...`` → ``--queue-size must ...``)."""
+    field, _, rest = message.partition(" ")
+    return f"--{field.replace('_', '-')} {rest}" if field in _OPTION_FIELDS else message
+
+
 def _fail(message: str) -> None:
     from rich.markup import escape
 
@@ -196,7 +207,7 @@ def serve(
             batch_window_ms=batch_window_ms,
         )
     except ValueError as error:
-        _fail(str(error))
+        _fail(_as_option(str(error)))
     with _serve_logging(log_level):
         _run(function_dirs, options)
 
