@@ -30,6 +30,7 @@ from serverless.models.registry import ModelSpec, ModelSpecError, parse_spec
 from serverless.read_ahead import read_ahead
 
 if TYPE_CHECKING:
+    from serverless.models.registry import WeightsSource
     from serverless.ontology import Ontology
 
 __all__ = [
@@ -39,13 +40,13 @@ __all__ = [
     "FrameResult",
     "ModelSettings",
     "ModelSpecError",
-    "decode_image",
     "load_classifier",
     "load_detector",
     "load_models",
     "label_batch",
     "load_pipeline",
     "prelabel_files",
+    "read_image_or_reason",
 ]
 
 DEFAULT_CLASSIFIER = "clip"
@@ -333,7 +334,14 @@ def load_classifier(settings: ModelSettings, ontology: Ontology) -> Classifier:
 
     ontology.part("tags")  # OntologyError naming what is missing
     spec = settings.classifier_for(ontology)
-    classifier = registry.load_classifier(spec, ontology, device=settings.device, source=registry.locate(spec))
+    return _classifier_of(settings, spec, ontology, registry.locate(spec))
+
+
+def _classifier_of(settings: ModelSettings, spec: ModelSpec, ontology: Ontology, source: WeightsSource) -> Classifier:
+    """``spec``'s classifier for ``ontology`` from ``source``, compiled when the settings say so."""
+    from serverless.models import registry
+
+    classifier = registry.load_classifier(spec, ontology, device=settings.device, source=source)
     if settings.compile:
         registry.compile_models(classifier)
     return classifier
@@ -352,11 +360,7 @@ def load_pipeline(
     detector = load_detector(settings, ontology, masks=masks) if ontology.has_objects else None
     classifier = None
     if classifier_spec is not None:
-        classifier = registry.load_classifier(
-            classifier_spec, ontology, device=settings.device, source=classifier_source
-        )
-        if settings.compile:
-            registry.compile_models(classifier)
+        classifier = _classifier_of(settings, classifier_spec, ontology, classifier_source)
     return detector, classifier
 
 
@@ -395,7 +399,7 @@ def label_batch(
     )
 
 
-def decode_image(path: Path) -> tuple[np.ndarray | None, str | None]:
+def read_image_or_reason(path: Path) -> tuple[np.ndarray | None, str | None]:
     """`read_image` as a value: the image, or why it could not be read (the `ImageError`'s
     message). Module-level, so a worker process of `prelabel_files` (or a Ray task of
     `sync.ray_prelabel`) can run it."""
@@ -421,14 +425,14 @@ def _worker_context() -> multiprocessing.context.BaseContext:
 def _decoded(
     files: Sequence[Path], workers: int, look_ahead: int
 ) -> Generator[tuple[Path, np.ndarray | None, str | None], None, None]:
-    """``(path, image, error)`` per file, in order: `decode_image` here when ``workers`` is 0,
-    else in ``workers`` processes with at most ``look_ahead`` files submitted ahead of the one
+    """``(path, image, error)`` per file, in order: `read_image_or_reason` here when ``workers``
+    is 0, else in ``workers`` processes with at most ``look_ahead`` files submitted ahead of the one
     yielded (`serverless.read_ahead.read_ahead`: the memory bound)."""
     pool = None
     if workers:
         pool = ProcessPoolExecutor(max_workers=workers, mp_context=_worker_context(), initializer=_ignore_interrupt)
     try:
-        for path, (image, error) in read_ahead(files, decode_image, pool, look_ahead):
+        for path, (image, error) in read_ahead(files, read_image_or_reason, pool, look_ahead):
             yield path, image, error
     finally:
         if pool is not None:

@@ -213,6 +213,21 @@ def _run_params(ontology, settings, *, masks: bool, threshold: float | None, bat
     }
 
 
+def _check_batching(threshold: float | None, batch_size: int) -> None:
+    """``--threshold`` and ``--batch-size`` as both engines take them."""
+    if threshold is not None and not 0.0 <= threshold <= 1.0:
+        fail(f"--threshold must lie in 0..1, got {threshold}")
+    if batch_size < 1:
+        fail(f"--batch-size must be at least 1, got {batch_size}")
+
+
+def _finish_done_run(recorder, dataset: str) -> None:
+    """A run that covers every input already: sealed, and said so."""
+    with domain_errors():
+        run = recorder.finish()
+    out.print(text(f"run: {run.name} (dataset {dataset!r}); nothing left to do"), highlight=False)
+
+
 def _run_prelabel(
     images: list[Path],
     ontology,
@@ -228,10 +243,7 @@ def _run_prelabel(
 ) -> None:
     from sync.paths import images_root
 
-    if threshold is not None and not 0.0 <= threshold <= 1.0:
-        fail(f"--threshold must lie in 0..1, got {threshold}")
-    if batch_size < 1:
-        fail(f"--batch-size must be at least 1, got {batch_size}")
+    _check_batching(threshold, batch_size)
     if workers < 0:
         fail(f"--workers must be at least 0, got {workers}")
     files, skipped = _find_files(images)
@@ -244,9 +256,7 @@ def _run_prelabel(
         recorder = _open_run(dataset, run_name, ontology, settings, params, files)
         todo = recorder.pending(files)
         if not todo:
-            with domain_errors():
-                run = recorder.finish()
-            out.print(text(f"run: {run.name} (dataset {dataset!r}); nothing left to do"), highlight=False)
+            _finish_done_run(recorder, dataset)
             return
     if settings.tiny:
         err.print(TINY_NOTICE)
@@ -310,14 +320,11 @@ def _run_prelabel_ray(
 
     if dataset is None:
         fail("--engine ray records a run in the store: give --dataset NAME")
-    if batch_size < 1:
-        fail(f"--batch-size must be at least 1, got {batch_size}")
+    _check_batching(threshold, batch_size)
     if ray_workers is not None and ray_workers < 1:
         fail(f"--ray-workers must be at least 1, got {ray_workers}")
     if gpus_per_worker is not None and gpus_per_worker < 0:
         fail(f"--gpus-per-worker must be at least 0, got {gpus_per_worker}")
-    if threshold is not None and not 0.0 <= threshold <= 1.0:
-        fail(f"--threshold must lie in 0..1, got {threshold}")
     from sync.ray_prelabel import worker_store_url
 
     with domain_errors():
@@ -326,9 +333,7 @@ def _run_prelabel_ray(
     params = _run_params(ontology, settings, masks=masks, threshold=threshold, batch_size=batch_size)
     recorder = _open_run(dataset, run_name, ontology, settings, params, files)
     if not recorder.pending(files):
-        with domain_errors():
-            run = recorder.finish()
-        out.print(text(f"run: {run.name} (dataset {dataset!r}); nothing left to do"), highlight=False)
+        _finish_done_run(recorder, dataset)
         return
     if settings.tiny:
         err.print(TINY_NOTICE)

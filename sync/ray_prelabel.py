@@ -2,8 +2,8 @@
 
 The driver creates or resumes the run (`sync.prelabel_store.RunRecorder`, exactly as the
 local engine does), then streams the pending image paths through Ray Data: CPU tasks decode
-them (`serverless.pipeline.decode_image`; with no GPU per worker Ray Data fuses that step into
-the actors' processes), and a pool of actors, each loading the models once
+them (`serverless.pipeline.read_image_or_reason`; with no GPU per worker Ray Data fuses that
+step into the actors' processes), and a pool of actors, each loading the models once
 (`serverless.pipeline.load_pipeline`, on ``gpus_per_worker`` GPUs), labels each batch
 (`serverless.pipeline.label_batch`) and writes it to the store itself
 (`sync.prelabel_store.record_batch` with ``skip_covered``). Ray restarts an actor that dies
@@ -145,9 +145,9 @@ def pool_size(workers: int | None, gpus_per_worker: float | None) -> tuple[float
 def _decode_row(row: dict[str, Any]) -> dict[str, Any]:
     """One path → its image (an empty array when unreadable) and the reason it is not
     readable ("" when it is): the same column types on every row."""
-    from serverless.pipeline import decode_image
+    from serverless.pipeline import read_image_or_reason
 
-    image, error = decode_image(Path(row["path"]))
+    image, error = read_image_or_reason(Path(row["path"]))
     return {
         "path": row["path"],
         "image": image if image is not None else np.zeros((0, 0, 3), np.uint8),
@@ -275,8 +275,8 @@ def run_on_ray(
 ) -> RayOutcome:
     """Label ``files`` (the run's pending ones) into ``recorder``'s run on Ray (`start_ray`
     with ``address``; a Ray this call started is shut down at the end), calling ``on_status``
-    for each image as it is done (``workers``, ``gpus_per_worker``: `pool_size`), then check that the run covers every readable image
-    (`check_covered`) and finish it."""
+    for each image as it is done (``workers``, ``gpus_per_worker``: `pool_size`), then check
+    that the run covers every readable image (`check_covered`) and finish it."""
     import ray
 
     began = time.perf_counter()

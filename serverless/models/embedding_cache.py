@@ -43,19 +43,8 @@ class EmbeddingCache(Generic[E]):
     def get(self, image: np.ndarray, compute: Callable[[str], E]) -> E:
         """The embedding of ``image``: the cached one, else ``compute(hash)`` (kept, the least
         recently used entry evicted). ``compute`` runs under the cache's lock, so concurrent
-        requests for one new frame run the encoder once."""
-        key = image_hash(image)
-        with self._lock:
-            hit = self._entries.get(key)
-            if hit is not None:
-                self._entries.move_to_end(key)
-                return hit
-            value = compute(key)
-            if self.size:
-                self._entries[key] = value
-                while len(self._entries) > self.size:
-                    self._entries.popitem(last=False)
-            return value
+        requests for one new frame run the encoder once. `get_many` of one frame."""
+        return self.get_many([image], lambda _frames, keys: [compute(keys[0])])[0]
 
     def get_many(
         self, images: Sequence[np.ndarray], compute: Callable[[list[np.ndarray], list[str]], list[E]]

@@ -193,21 +193,12 @@ class SamSegmenter:
     # ----------------------------------------------------------------- encoder
     def embed(self, image: np.ndarray) -> SamEmbedding:
         """Embed an RGB uint8 (H, W, 3) frame; a frame seen before costs a dictionary look-up."""
-        return self._cache.get(image, lambda key: self._encode(image, key))
-
-    def _encode(self, image: np.ndarray, key: str) -> SamEmbedding:
-        with self._lock, inference_context(self.device):
-            self._predictor.set_image(np.ascontiguousarray(image), image_format="RGB")
-            return SamEmbedding(
-                features=self._predictor.features,
-                original_size=tuple(self._predictor.original_size),
-                input_size=tuple(self._predictor.input_size),
-                image_hash=key,
-            )
+        return self.embed_many([image])[0]
 
     def embed_many(self, images: Sequence[np.ndarray]) -> list[SamEmbedding]:
         """`embed` of each frame, the frames not in the cache encoded together, `ENCODER_BATCH`
-        per forward pass on a GPU (`CPU_ENCODER_BATCH` on a CPU) (`serverless.models.base.BatchEmbedder`)."""
+        per forward pass on a GPU, `CPU_ENCODER_BATCH` on a CPU
+        (`serverless.models.base.BatchEmbedder`)."""
         return self._cache.get_many(images, self._encode_many)
 
     def _encode_many(self, images: list[np.ndarray], keys: list[str]) -> list[SamEmbedding]:

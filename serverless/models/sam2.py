@@ -139,16 +139,13 @@ class Sam2Segmenter:
     # ----------------------------------------------------------------- encoder
     def embed(self, image: np.ndarray) -> Sam2Embedding:
         """Embed an RGB uint8 (H, W, 3) frame; a frame seen before costs a dictionary look-up."""
-        return self._cache.get(image, lambda key: self._encode(image, key))
+        return self.embed_many([image])[0]
 
     def embed_many(self, images: Sequence[np.ndarray]) -> list[Sam2Embedding]:
         """`embed` of each frame, the frames not in the cache encoded together, `ENCODER_BATCH`
-        per forward pass on a GPU, `CPU_ENCODER_BATCH` on a CPU (`serverless.models.base.BatchEmbedder`)."""
+        per forward pass on a GPU, `CPU_ENCODER_BATCH` on a CPU
+        (`serverless.models.base.BatchEmbedder`)."""
         return self._cache.get_many(images, self._encode_many)
-
-    def _encode(self, image: np.ndarray, key: str) -> Sam2Embedding:
-        (embedding,) = self._encode_many([image], [key])
-        return embedding
 
     def _encode_many(self, images: list[np.ndarray], keys: list[str]) -> list[Sam2Embedding]:
         found: list[Sam2Embedding] = []
