@@ -339,11 +339,10 @@ def compile_models(*models: object, backend: str | None = None) -> list[str]:
     import torch
 
     chosen = backend or os.environ.get(COMPILE_BACKEND_VARIABLE) or "inductor"
-    known = torch.compiler.list_backends(exclude_tags=())
-    if chosen not in known:
-        raise ModelLoadError(
+    if chosen not in torch.compiler.list_backends(exclude_tags=()):
+        raise ModelLoadError(  # the list named: torch's own, without its debugging backends
             f"torch.compile backend {chosen!r} (from {'the caller' if backend else COMPILE_BACKEND_VARIABLE}) is not "
-            f"one of {', '.join(sorted(known))}"
+            f"one of {', '.join(sorted(torch.compiler.list_backends()))}"
         )
     networks = compiled_networks(*models)
     with _LOCK:
