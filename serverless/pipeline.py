@@ -45,6 +45,7 @@ __all__ = [
     "load_models",
     "label_batch",
     "load_pipeline",
+    "locate_pipeline",
     "prelabel_files",
     "read_image_or_reason",
 ]
@@ -304,8 +305,7 @@ def load_models(settings: ModelSettings, ontology: Ontology, *, masks: bool) -> 
     from serverless.models import registry
 
     detector_source = registry.locate(settings.detector)
-    own_masks = bool(getattr(registry.backend(settings.detector.backend), "masks", False))
-    segmenter_source = registry.locate(settings.segmenter) if masks and not own_masks else None
+    segmenter_source = registry.locate(settings.segmenter) if _needs_segmenter(settings, masks) else None
     detector = registry.load_detector(settings.detector, ontology, device=settings.device, source=detector_source)
     segmenter = None
     if segmenter_source is not None:
@@ -313,6 +313,28 @@ def load_models(settings: ModelSettings, ontology: Ontology, *, masks: bool) -> 
     if settings.compile:
         registry.compile_models(detector, segmenter)
     return detector, segmenter
+
+
+def _needs_segmenter(settings: ModelSettings, masks: bool) -> bool:
+    """Whether ``masks`` need the settings' segmenter: not when the detector's detections carry
+    masks of their own (SAM 3: `DetectorBackend.masks`)."""
+    from serverless.models import registry
+
+    return masks and not bool(getattr(registry.backend(settings.detector.backend), "masks", False))
+
+
+def locate_pipeline(settings: ModelSettings, ontology: Ontology, *, masks: bool) -> None:
+    """Settle where every model `load_pipeline` would load comes from, loading none
+    (`serverless.models.registry.locate`): missing weights fail in seconds with one line
+    (`ModelLoadError`). For a caller whose models load elsewhere on this machine (Ray workers)."""
+    from serverless.models import registry
+
+    specs = [settings.detector] if ontology.has_objects else []
+    if ontology.has_objects and _needs_segmenter(settings, masks):
+        specs.append(settings.segmenter)
+    classifier = settings.classifier_for(ontology)
+    for spec in [*specs, *([classifier] if classifier is not None else [])]:
+        registry.locate(spec)
 
 
 def load_detector(settings: ModelSettings, ontology: Ontology, *, masks: bool) -> Detector:

@@ -313,9 +313,13 @@ def _run_prelabel_ray(
     address: str | None,
     ray_workers: int | None,
     gpus_per_worker: float | None,
+    ray_retries: int | None,
 ) -> None:
     """``autolabel prelabel --engine ray``: the run opened here, labelled and written by Ray
-    workers (`sync.ray_prelabel.run_on_ray`), checked and finished here."""
+    workers (`sync.ray_prelabel.run_on_ray`), checked and finished here. On a local Ray the
+    models' weights are located here first (the workers load them on this machine): missing
+    ones are one line before any run is made. Interrupted or failed on Ray, the run is kept
+    and the command that resumes it is shown."""
     import ray.data  # noqa: F401 (missing: the one-line hint of `main`, before a run is made)
 
     if dataset is None:
@@ -325,11 +329,20 @@ def _run_prelabel_ray(
         fail(f"--ray-workers must be at least 1, got {ray_workers}")
     if gpus_per_worker is not None and gpus_per_worker < 0:
         fail(f"--gpus-per-worker must be at least 0, got {gpus_per_worker}")
-    from sync.ray_prelabel import worker_store_url
+    if ray_retries is not None and ray_retries < 0:
+        fail(f"--ray-retries must be at least 0, got {ray_retries}")
+    from serverless.models.registry import ModelLoadError
+    from serverless.pipeline import locate_pipeline
+    from sync.ray_prelabel import TASK_RETRIES, worker_store_url
 
     with domain_errors():
         store_url = worker_store_url(address=address)  # never shown: it may hold a password
     files, skipped = _ray_files(images, dataset)
+    try:
+        if address is None:
+            locate_pipeline(settings, ontology, masks=masks)
+    except ModelLoadError as error:
+        fail(str(error))
     params = _run_params(ontology, settings, masks=masks, threshold=threshold, batch_size=batch_size)
     recorder = _open_run(dataset, run_name, ontology, settings, params, files)
     if not recorder.pending(files):
@@ -342,9 +355,9 @@ def _run_prelabel_ray(
         outcome = _label_on_ray(
             recorder, recorder.pending(files), ontology, settings, store_url=store_url, address=address,
             masks=masks, threshold=threshold, batch_size=batch_size, workers=ray_workers,
-            gpus_per_worker=gpus_per_worker,
+            gpus_per_worker=gpus_per_worker, task_retries=TASK_RETRIES if ray_retries is None else ray_retries,
         )
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, CliError):
         with domain_errors():
             recorder.reload()
         _resume_hint(recorder, files)
@@ -476,13 +489,20 @@ def prelabel(
     gpus_per_worker: Annotated[
         float | None, typer.Option(help="--engine ray: GPUs per model worker; default 1 when the cluster has GPUs, else 0.")
     ] = None,
+    ray_retries: Annotated[
+        int | None,
+        typer.Option(help="--engine ray: times a batch is retried when its worker dies, then the run stops "
+                     "(resumable); default 3."),
+    ] = None,
 ) -> None:
     """Pre-label images into COCO JSON and/or a pre-label run in the store.
 
     Object labels (rectangle, polygon, mask) go to the detector; tag labels (image-level) to the
     classifier, which runs only for an ontology that has them (an ontology of tags alone runs no
     detector). In COCO output an image's tags are its entry's "tags" list."""
-    ray_options = {"address": address, "ray_workers": ray_workers, "gpus_per_worker": gpus_per_worker}
+    ray_options = {
+        "address": address, "ray_workers": ray_workers, "gpus_per_worker": gpus_per_worker, "ray_retries": ray_retries,
+    }
     if engine not in ("local", "ray"):
         fail(f"--engine must be local or ray, got {engine!r}")
     if engine == "local":

@@ -7,8 +7,9 @@ step into the actors' processes), and a pool of actors, each loading the models 
 (`serverless.pipeline.load_pipeline`, on ``gpus_per_worker`` GPUs), labels each batch
 (`serverless.pipeline.label_batch`) and writes it to the store itself
 (`sync.prelabel_store.record_batch` with ``skip_covered``). Ray restarts an actor that dies
-and retries its batch; the write skips what the run covers already, so a batch that was
-written before the crash is written once. The actors send back one small `ImageStatus` per
+and retries its batch (up to ``task_retries`` times: a batch that kills its worker every time
+fails the run instead of looping, and the run keeps what was written); the write skips what
+the run covers already, so a batch that was written before the crash is written once. The actors send back one small `ImageStatus` per
 image; the driver counts them, checks that the run covers every readable image, and finishes
 the run.
 
@@ -23,6 +24,7 @@ import json
 import logging
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +38,7 @@ if TYPE_CHECKING:
     from sync.prelabel_store import RunRecorder
 
 __all__ = [
+    "TASK_RETRIES",
     "ImageStatus",
     "RayOutcome",
     "check_covered",
@@ -47,6 +50,10 @@ __all__ = [
     "start_ray",
     "worker_store_url",
 ]
+
+
+TASK_RETRIES = 3
+"""How many times a batch is retried when its worker dies (Ray Data's default is forever)."""
 
 
 @dataclass(frozen=True)
@@ -212,32 +219,41 @@ def label_on_ray(
     batch_size: int,
     workers: int,
     gpus_per_worker: float,
+    task_retries: int = TASK_RETRIES,
 ) -> Iterator[ImageStatus]:
     """Label ``files`` into ``recorder``'s run on Ray (started with `start_ray`), ``workers``
     actors of ``gpus_per_worker`` GPUs each; yields each image's status as its block comes
-    back (in no particular order). Ray Data restarts an actor that dies and retries its batch
-    (its actor pools default to ``max_restarts=-1`` and ``max_task_retries=-1``); the batch's
-    write skips what the run covers already (`sync.prelabel_store.record_batch`)."""
+    back (in no particular order). Ray Data restarts an actor that dies (``max_restarts=-1``)
+    and retries its batch up to ``task_retries`` times (``max_task_retries``; Ray Data's own
+    default is forever), then fails (`ray.exceptions.RayActorError`); the batch's write skips
+    what the run covers already (`sync.prelabel_store.record_batch`)."""
     import ray
     import ray.data
 
-    if batch_size < 1 or workers < 1 or gpus_per_worker < 0:
-        raise ValueError(f"batch_size and workers must be at least 1, gpus_per_worker at least 0; got "
-                         f"{batch_size}, {workers}, {gpus_per_worker}")
+    if batch_size < 1 or workers < 1 or gpus_per_worker < 0 or task_retries < 0:
+        raise ValueError(f"batch_size and workers must be at least 1, gpus_per_worker and task_retries at least 0; "
+                         f"got {batch_size}, {workers}, {gpus_per_worker}, {task_retries}")
     items = [{"path": str(path)} for path in files]
     blocks = max(1, min(len(items), -(-len(items) // batch_size)))
-    labelled = ray.data.from_items(items, override_num_blocks=blocks).map(_decode_row).map_batches(
-        LabelWriter,
-        batch_size=batch_size,
-        compute=ray.data.ActorPoolStrategy(size=workers),
-        num_gpus=gpus_per_worker,
-        zero_copy_batch=False,  # the models get writable arrays
-        fn_constructor_kwargs={
-            "store_url": store_url, "dataset": recorder.dataset.name, "run_id": recorder.run.id,
-            "ontology": ontology.to_dict(), "settings": settings_data(settings), "masks": masks,
-            "threshold": threshold,
-        },
-    )
+    decoded = ray.data.from_items(items, override_num_blocks=blocks).map(_decode_row)
+    with warnings.catch_warnings():
+        # Ray 2.60 deprecates remote options passed as keywords (removal announced for 2.64) and
+        # names no replacement for the retry options yet.
+        warnings.filterwarnings("ignore", message=".*ray_remote_args.*is deprecated")
+        labelled = decoded.map_batches(
+            LabelWriter,
+            batch_size=batch_size,
+            compute=ray.data.ActorPoolStrategy(size=workers),
+            num_gpus=gpus_per_worker,
+            max_restarts=-1,
+            max_task_retries=task_retries,
+            zero_copy_batch=False,  # the models get writable arrays
+            fn_constructor_kwargs={
+                "store_url": store_url, "dataset": recorder.dataset.name, "run_id": recorder.run.id,
+                "ontology": ontology.to_dict(), "settings": settings_data(settings), "masks": masks,
+                "threshold": threshold,
+            },
+        )
     for block in labelled.iter_batches(batch_size=None, batch_format="numpy"):
         for path, error, count in zip(block["path"], block["error"], block["detections"], strict=True):
             yield ImageStatus(str(path), str(error) or None, int(count))
@@ -271,12 +287,15 @@ def run_on_ray(
     batch_size: int,
     workers: int | None,
     gpus_per_worker: float | None,
+    task_retries: int = TASK_RETRIES,
     on_status: Callable[[ImageStatus], None] | None = None,
 ) -> RayOutcome:
     """Label ``files`` (the run's pending ones) into ``recorder``'s run on Ray (`start_ray`
     with ``address``; a Ray this call started is shut down at the end), calling ``on_status``
-    for each image as it is done (``workers``, ``gpus_per_worker``: `pool_size`), then check
-    that the run covers every readable image (`check_covered`) and finish it."""
+    for each image as it is done (``workers``, ``gpus_per_worker``: `pool_size`;
+    ``task_retries``: `label_on_ray`), then check that the run covers every readable image
+    (`check_covered`) and finish it. A failure on Ray (`ray.exceptions.RayError`) leaves the
+    run unfinished with the batches written so far: the same call resumes it."""
     import ray
 
     began = time.perf_counter()
@@ -288,7 +307,7 @@ def run_on_ray(
         gpus, workers = pool_size(workers, gpus_per_worker) if files else (0.0, 1)
         statuses = label_on_ray(
             recorder, files, ontology, settings, store_url=store_url, masks=masks, threshold=threshold,
-            batch_size=batch_size, workers=workers, gpus_per_worker=gpus,
+            batch_size=batch_size, workers=workers, gpus_per_worker=gpus, task_retries=task_retries,
         ) if files else iter(())
         for status in statuses:
             if status.error is None:
@@ -320,6 +339,7 @@ def prelabel_with_ray(
     workers: int | None = None,
     gpus_per_worker: float | None = None,
     address: str | None = None,
+    task_retries: int = TASK_RETRIES,
     params: dict[str, Any],
     on_status: Callable[[ImageStatus], None] | None = None,
 ) -> RayOutcome:
@@ -336,5 +356,5 @@ def prelabel_with_ray(
         return run_on_ray(
             recorder, recorder.pending(files), ontology, settings, store_url=url, address=address, masks=masks,
             threshold=threshold, batch_size=batch_size, workers=workers, gpus_per_worker=gpus_per_worker,
-            on_status=on_status,
+            task_retries=task_retries, on_status=on_status,
         )

@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 
 from serverless.detections import Detections
 from sync.cli import _run_params, app
+from sync.console import CliError
 from sync.prelabel_store import RunRecorder, record_batch, sample_uri
 from sync.store import SampleIn, StoreError, open_store
 from tests.conftest import ROOT, SAMPLES
@@ -51,14 +52,25 @@ def pg_url(pg_admin_url, monkeypatch) -> str:  # noqa: F811 (fixture)
 
 
 @pytest.fixture
-def tiny_cli(tiny_models, monkeypatch):
-    """The CLI in this process, pointed at the tiny models."""
+def tiny_invoke(tiny_models, monkeypatch):
+    """``autolabel prelabel ARGS --ontology ONTOLOGY --batch-size 2`` in this process, pointed at
+    the tiny models; its `click.testing.Result`."""
     for name, value in tiny_models.environment().items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
+    def invoke(*args: str):
+        return CliRunner().invoke(app, ["prelabel", *args, "--ontology", ONTOLOGY, "--batch-size", "2"])
+
+    return invoke
+
+
+@pytest.fixture
+def tiny_cli(tiny_invoke):
+    """`tiny_invoke` that must succeed; its output."""
+
     def run(*args: str) -> str:
-        result = CliRunner().invoke(app, ["prelabel", *args, "--ontology", ONTOLOGY, "--batch-size", "2"])
+        result = tiny_invoke(*args)
         assert result.exit_code == 0, (result.output, result.exception)
         return result.output
 
@@ -104,16 +116,21 @@ def test_the_ray_engine_labels_a_datasets_images_once_as_the_local_engine_does(t
         np.testing.assert_allclose(scores, want_scores, atol=1e-4)
 
 
-def label_writers(since: float) -> list[psutil.Process]:
-    """This module's Ray workers started after ``since`` that run the `LabelWriter` actor (their
-    process title names it)."""
+def label_writers(*, other_than: frozenset[int] = frozenset(), labelling: bool = False) -> list[psutil.Process]:
+    """This module's Ray workers that run the `LabelWriter` actor (their process title names it),
+    but for the pids ``other_than`` (an earlier test's, still exiting); with ``labelling``, only
+    those running a batch (not loading the models: a worker killed then is restarted without
+    its batch being retried). Ray may have started the process before the test: its title, not
+    its start time, says what it runs."""
     found = []
     for process in psutil.Process().children(recursive=True):
         try:
-            title, started = process.cmdline(), process.create_time()
+            title = process.cmdline()
         except psutil.NoSuchProcess:
             continue
-        if started >= since and title and title[0].startswith("ray::") and any("LabelWriter" in t for t in title):
+        if process.pid in other_than or not title or not title[0].startswith("ray::") or "LabelWriter" not in title[0]:
+            continue
+        if not labelling or not title[0].endswith(".__init__"):
             found.append(process)
     return found
 
@@ -148,7 +165,7 @@ def test_a_worker_killed_mid_run_is_restarted_and_every_image_is_covered_once(
         )
 
     driver = threading.Thread(target=drive)
-    since = time.time() - 1  # process start times are rounded
+    before = frozenset(p.pid for p in label_writers())
     driver.start()
     engine = create_engine(pg_url)
     try:
@@ -156,10 +173,10 @@ def test_a_worker_killed_mid_run_is_restarted_and_every_image_is_covered_once(
         with engine.begin() as conn:  # no batch commits while this holds the table: the kill lands mid-run
             conn.execute(text("LOCK TABLE run_samples IN EXCLUSIVE MODE"))
             covered_at_kill = conn.execute(text("SELECT count(*) FROM run_samples")).scalar_one()
-            (victim,) = label_writers(since)
+            (victim,) = label_writers(other_than=before)
             victim.send_signal(signal.SIGKILL)
             victim.wait(timeout=30)
-            wait_for(lambda: any(p.pid != victim.pid for p in label_writers(since)), "Ray to restart the actor")
+            wait_for(lambda: any(p.pid != victim.pid for p in label_writers(other_than=before)), "Ray to restart the actor")
         driver.join(timeout=240)
     finally:
         engine.dispose()
@@ -266,6 +283,12 @@ def test_bad_ray_input_is_refused_in_one_line(tmp_path, pg_url):
          sqlite, "--ray-workers must be at least 1, got 0"),
         (["prelabel", str(folder), "--prompt", "x", "--dataset", "d", "--engine", "bogus"],
          sqlite, "--engine must be local or ray, got 'bogus'"),
+        (["prelabel", str(folder), "--prompt", "x", "--dataset", "d", "--engine", "ray", "--ray-retries", "-1"],
+         sqlite, "--ray-retries must be at least 0, got -1"),
+        (["prelabel", str(folder), "--prompt", "x", "--dataset", "d", "--ray-retries", "2"],
+         sqlite, "--ray-retries need --engine ray"),
+        (["prelabel", str(folder), "--prompt", "x", "--dataset", "d", "--engine", "ray",
+          "--detector", f"owlv2:{tmp_path / 'no-such-owlv2'}"], sqlite, "cannot load OWLv2 from"),
         (["prelabel", "--prompt", "x", "--dataset", "d"], sqlite, "give the image files or folders"),
         (["prelabel", "--prompt", "x", "--dataset", "empty", "--engine", "ray"],
          environment(tmp_path, AUTOLABEL_DB=pg_url), "dataset 'empty' has no samples"),
@@ -277,6 +300,8 @@ def test_bad_ray_input_is_refused_in_one_line(tmp_path, pg_url):
         assert result.returncode == 2, (args, result.stderr)
         (line,) = lines(result.stderr)
         assert message in line, (args, line)
+    with open_store(f"sqlite:///{tmp_path / 'store.db'}") as store:  # refused before any run was made
+        assert not any(store.list_runs(dataset) for dataset in store.list_datasets())
 
 
 def test_the_cli_and_the_engine_import_without_ray():
@@ -303,3 +328,59 @@ def test_without_ray_the_engine_says_which_extra_to_install_before_any_run_is_ma
     (line,) = lines(result.stderr)
     assert "needs the ray extra" in line and "pip install 'autolabel-cvat[ray]'" in line
     assert not (tmp_path / "store.db").exists()
+
+
+# --------------------------------------------------------------------------- last: a run that fails on Ray
+
+
+def test_a_batch_whose_worker_always_dies_stops_the_run_after_its_retries_and_a_rerun_finishes_it(
+    tmp_path, pg_url, tiny_invoke, tiny_cli
+):
+    """Every worker running a batch is killed while the store holds the first batch only: with
+    ``--ray-retries 1`` the run stops after the retry (no endless restarts), in one error line
+    after the resume hint, keeping that batch; a rerun finishes it. Last in the module: Ray
+    keeps the failed pool's restarted actor (and its CPU) until the driver exits, so the rerun
+    here is the local engine's (a run resumes by either engine)."""
+    folder = tmp_path / "imgs"
+    files = write_images(folder, 10)
+    open_store(pg_url).close()
+    args = (str(folder), "--dataset", "p", "--run", "p", "--engine", "ray", "--ray-workers", "1")
+    result = {}
+    driver = threading.Thread(target=lambda: result.update(r=tiny_invoke(*args, "--ray-retries", "1")))
+    before = frozenset(p.pid for p in label_writers())
+    driver.start()
+    engine = create_engine(pg_url)
+    killed: set[int] = set()
+    try:
+        wait_for(lambda: covered_count(engine) >= 2 or not driver.is_alive(), "the first batch in the store")
+        with engine.begin() as conn:  # no batch commits while this holds the table
+            conn.execute(text("LOCK TABLE run_samples IN EXCLUSIVE MODE"))
+            covered_at_kill = conn.execute(text("SELECT count(*) FROM run_samples")).scalar_one()
+            deadline = time.monotonic() + 240
+            while driver.is_alive() and time.monotonic() < deadline:
+                for worker in label_writers(other_than=before, labelling=True):
+                    if worker.pid not in killed:
+                        worker.send_signal(signal.SIGKILL)
+                        killed.add(worker.pid)
+                time.sleep(0.05)
+            driver.join(timeout=30)
+    finally:
+        engine.dispose()
+    assert not driver.is_alive()
+    failed = result["r"]
+    assert isinstance(failed.exception, CliError), (failed.output, failed.exception)
+    assert str(failed.exception).startswith("the Ray engine failed: ")
+    assert 2 <= len(killed) <= 3  # the first worker and its one restart (and one starting as the run failed)
+    assert 2 <= covered_at_kill < len(files)
+    assert f"run 'p' stopped with {covered_at_kill} of {len(files)} images; run the same command again" in (
+        " ".join(failed.output.split())
+    )
+    with open_store(pg_url) as store:
+        run = store.get_run("p", "p")
+        assert not run.finished and len(store.covered_samples(run)) == covered_at_kill
+    output = tiny_cli(str(folder), "--dataset", "p", "--run", "p")
+    assert f"{covered_at_kill} of {len(files)} images already done" in output
+    with open_store(pg_url) as store:
+        run = store.get_run("p", "p")
+        covered = store.covered_samples(run)
+        assert run.finished and len(covered) == len(set(covered)) == len(files)
