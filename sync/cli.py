@@ -375,7 +375,7 @@ def _run_prelabel_ray(
 
 def _label_on_ray(recorder, files: list[Path], ontology, settings, **options):
     """`sync.ray_prelabel.run_on_ray` under a progress bar; a failure on Ray in one line."""
-    from ray.exceptions import RayError
+    from ray.exceptions import RayActorError, RayError
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from sync.ray_prelabel import run_on_ray
@@ -395,7 +395,11 @@ def _label_on_ray(recorder, files: list[Path], ontology, settings, **options):
                 return run_on_ray(recorder, files, ontology, settings, on_status=advance, **options)
         except RayError as error:
             lines = [line for line in str(error).splitlines() if line.strip()]
-            fail(f"the Ray engine failed: {lines[-1] if lines else type(error).__name__}")
+            why = lines[-1] if lines else type(error).__name__
+            if isinstance(error, RayActorError):
+                why = (f"a model worker died on every try of a batch (out of memory or a crash: its Ray "
+                       f"worker log says which); last: {why}")
+            fail(f"the Ray engine failed: {why}")
 
 
 def _print_summary(

@@ -369,7 +369,7 @@ def test_a_batch_whose_worker_always_dies_stops_the_run_after_its_retries_and_a_
     assert not driver.is_alive()
     failed = result["r"]
     assert isinstance(failed.exception, CliError), (failed.output, failed.exception)
-    assert str(failed.exception).startswith("the Ray engine failed: ")
+    assert str(failed.exception).startswith("the Ray engine failed: a model worker died on every try of a batch")
     assert 2 <= len(killed) <= 3  # the first worker and its one restart (and one starting as the run failed)
     assert 2 <= covered_at_kill < len(files)
     assert f"run 'p' stopped with {covered_at_kill} of {len(files)} images; run the same command again" in (
