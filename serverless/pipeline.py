@@ -329,11 +329,14 @@ def locate_pipeline(settings: ModelSettings, ontology: Ontology, *, masks: bool)
     (`ModelLoadError`). For a caller whose models load elsewhere on this machine (Ray workers)."""
     from serverless.models import registry
 
-    specs = [settings.detector] if ontology.has_objects else []
-    if ontology.has_objects and _needs_segmenter(settings, masks):
-        specs.append(settings.segmenter)
-    classifier = settings.classifier_for(ontology)
-    for spec in [*specs, *([classifier] if classifier is not None else [])]:
+    specs = []
+    if ontology.has_objects:
+        specs.append(settings.detector)
+        if _needs_segmenter(settings, masks):
+            specs.append(settings.segmenter)
+    if (classifier := settings.classifier_for(ontology)) is not None:
+        specs.append(classifier)
+    for spec in specs:
         registry.locate(spec)
 
 

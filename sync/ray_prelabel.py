@@ -9,9 +9,9 @@ step into the actors' processes), and a pool of actors, each loading the models 
 (`sync.prelabel_store.record_batch` with ``skip_covered``). Ray restarts an actor that dies
 and retries its batch (up to ``task_retries`` times: a batch that kills its worker every time
 fails the run instead of looping, and the run keeps what was written); the write skips what
-the run covers already, so a batch that was written before the crash is written once. The actors send back one small `ImageStatus` per
-image; the driver counts them, checks that the run covers every readable image, and finishes
-the run.
+the run covers already, so a batch that was written before the crash is written once. The
+actors send back one small `ImageStatus` per image; the driver counts them, checks that the
+run covers every readable image, and finishes the run.
 
 Workers get the store URL and the models as data (spec strings, the ontology's plain form):
 never a live model or store. The URL may hold a password: it is never logged. Ray is an

@@ -39,15 +39,16 @@ def parse_size(text: str) -> int:
     return int(match.group(1)) * _UNITS[match.group(2).lower()]
 
 
-_OPTION_FIELDS = ("port", "function_ports", "max_body_size", "timeout", "queue_size", "micro_batch",
-                  "batch_window_ms")
-
-
 def _as_option(message: str) -> str:
     """A `ServeOptions` message that starts with a field's name, with the option as typed
-    (``queue_size must ...`` → ``--queue-size must ...``)."""
+    (``queue_size must ...`` → ``--queue-size must ...``): each field is the option of its name."""
+    from dataclasses import fields
+
+    from serverless.serve import ServeOptions
+
     field, _, rest = message.partition(" ")
-    return f"--{field.replace('_', '-')} {rest}" if field in _OPTION_FIELDS else message
+    named = field in {option.name for option in fields(ServeOptions)}
+    return f"--{field.replace('_', '-')} {rest}" if named else message
 
 
 def _fail(message: str) -> None:
