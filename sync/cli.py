@@ -512,7 +512,7 @@ def prelabel(
     if engine == "local":
         named = [f"--{name.replace('_', '-')}" for name, value in ray_options.items() if value is not None]
         if named:
-            fail(f"{', '.join(named)} need --engine ray")
+            fail(f"{', '.join(named)} {'needs' if len(named) == 1 else 'need'} --engine ray")
         if not images:
             fail("give the image files or folders to pre-label (only --engine ray reads a --dataset's samples)")
     onto = _load_ontology(ontology, prompt)

@@ -286,7 +286,7 @@ def test_bad_ray_input_is_refused_in_one_line(tmp_path, pg_url):
         (["prelabel", str(folder), "--prompt", "x", "--dataset", "d", "--engine", "ray", "--ray-retries", "-1"],
          sqlite, "--ray-retries must be at least 0, got -1"),
         (["prelabel", str(folder), "--prompt", "x", "--dataset", "d", "--ray-retries", "2"],
-         sqlite, "--ray-retries need --engine ray"),
+         sqlite, "--ray-retries needs --engine ray"),
         (["prelabel", str(folder), "--prompt", "x", "--dataset", "d", "--engine", "ray",
           "--detector", f"owlv2:{tmp_path / 'no-such-owlv2'}"], sqlite, "cannot load OWLv2 from"),
         (["prelabel", "--prompt", "x", "--dataset", "d"], sqlite, "give the image files or folders"),
